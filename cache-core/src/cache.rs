@@ -1,0 +1,503 @@
+//! [`Cache`], its builder, the process-wide handle, and the direct API.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::codec::{self, SchemaFields};
+use crate::guard::{Admission, CircuitBreaker, LogLimiter, PendingInvalidations, Transition};
+use crate::key::{check_segment, entry_key};
+use crate::stats::{Counters, Stats};
+use crate::store::{MemoryStore, RedisStore, Store, StoreResult};
+use crate::Error;
+
+/// The URL `mem://` selects the in-process store.
+const MEMORY_URL: &str = "mem://";
+const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
+const DEFAULT_TTL: Duration = Duration::from_secs(3600);
+const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_millis(250);
+const DEFAULT_BREAKER_THRESHOLD: u32 = 5;
+const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_secs(2);
+const DEFAULT_MAX_PENDING_INVALIDATIONS: usize = 100_000;
+const LOG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A handle on one cache: a Redis server (or the in-process store), a namespace and the
+/// failure-handling state. Cheap to clone; clones share everything.
+///
+/// ```no_run
+/// # fn main() -> Result<(), cache_core::Error> {
+/// # let rt = tokio::runtime::Runtime::new().unwrap(); let _guard = rt.enter();
+/// use std::time::Duration;
+/// let cache = cache_core::Cache::builder()
+///     .url("redis://127.0.0.1:6379/0")
+///     .namespace("shop")
+///     .default_ttl(Duration::from_secs(3600))
+///     .build()?;
+/// cache_core::install(cache.clone());
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    namespace: Option<String>,
+    default_ttl: Duration,
+    operation_timeout: Duration,
+    breaker: CircuitBreaker,
+    failure_log: LogLimiter,
+    pending: PendingInvalidations,
+    /// The longest TTL this handle has written, in ms: how long a lost entry can live.
+    longest_ttl_ms: AtomicU64,
+    counters: Counters,
+}
+
+/// Builds a [`Cache`]. Only configuration is checked: connecting is lazy, so `build` neither
+/// waits for nor fails because of an unreachable Redis.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct CacheBuilder {
+    url: String,
+    namespace: Option<String>,
+    default_ttl: Duration,
+    operation_timeout: Duration,
+    breaker_threshold: u32,
+    breaker_cooldown: Duration,
+    max_pending_invalidations: usize,
+}
+
+impl Default for CacheBuilder {
+    fn default() -> Self {
+        CacheBuilder {
+            url: DEFAULT_URL.to_owned(),
+            namespace: None,
+            default_ttl: DEFAULT_TTL,
+            operation_timeout: DEFAULT_OPERATION_TIMEOUT,
+            breaker_threshold: DEFAULT_BREAKER_THRESHOLD,
+            breaker_cooldown: DEFAULT_BREAKER_COOLDOWN,
+            max_pending_invalidations: DEFAULT_MAX_PENDING_INVALIDATIONS,
+        }
+    }
+}
+
+impl CacheBuilder {
+    /// `redis://[user:password@]host[:port][/db]`, `rediss://…` is not supported,
+    /// `redis+unix:///path.sock`, or `mem://` for the in-process store.
+    /// Default: `redis://127.0.0.1:6379`.
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.url = url.into();
+        self
+    }
+
+    /// Puts every key of this handle under `{namespace}:`. No `:` allowed. Default: none.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// TTL of entries whose macro or call gives none. Default: one hour. Must be positive.
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.default_ttl = ttl;
+        self
+    }
+
+    /// How long one Redis operation (connecting included) may take before the call goes on
+    /// without the cache. Default: 250 ms. Must be positive.
+    pub fn operation_timeout(mut self, timeout: Duration) -> Self {
+        self.operation_timeout = timeout;
+        self
+    }
+
+    /// After this many consecutive failures Redis is skipped for
+    /// [`breaker_cooldown`](Self::breaker_cooldown). Default: 5.
+    pub fn breaker_threshold(mut self, failures: u32) -> Self {
+        self.breaker_threshold = failures;
+        self
+    }
+
+    /// How long Redis is skipped once the breaker opened; then one call probes it.
+    /// Default: 2 s.
+    pub fn breaker_cooldown(mut self, cooldown: Duration) -> Self {
+        self.breaker_cooldown = cooldown;
+        self
+    }
+
+    /// How many undelivered invalidations are remembered key by key. Past that, every read
+    /// bypasses the cache until the longest TTL written has passed. Default: 100 000.
+    pub fn max_pending_invalidations(mut self, keys: usize) -> Self {
+        self.max_pending_invalidations = keys;
+        self
+    }
+
+    /// Checks the configuration and makes the handle. A Redis URL needs a Tokio runtime
+    /// (the connection is driven by it), but no connection is made here.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a malformed or unsupported URL, an empty or `:`-containing
+    /// namespace, a zero TTL, timeout or breaker threshold, or a Redis URL outside a Tokio
+    /// runtime.
+    pub fn build(self) -> Result<Cache, Error> {
+        if let Some(namespace) = &self.namespace {
+            check_segment("namespace", namespace)?;
+        }
+        if self.default_ttl.is_zero() {
+            return Err(Error::Config("default_ttl must be positive".into()));
+        }
+        if self.operation_timeout.is_zero() {
+            return Err(Error::Config("operation_timeout must be positive".into()));
+        }
+        if self.breaker_threshold == 0 {
+            return Err(Error::Config("breaker_threshold must be at least 1".into()));
+        }
+        let store = if self.url == MEMORY_URL {
+            Store::Memory(MemoryStore::default())
+        } else {
+            Store::Redis(redis_store(&self.url, self.operation_timeout)?)
+        };
+        Ok(Cache {
+            inner: Arc::new(Inner {
+                store,
+                namespace: self.namespace,
+                default_ttl: self.default_ttl,
+                operation_timeout: self.operation_timeout,
+                breaker: CircuitBreaker::new(self.breaker_threshold, self.breaker_cooldown),
+                failure_log: LogLimiter::new(LOG_INTERVAL),
+                pending: PendingInvalidations::new(self.max_pending_invalidations),
+                longest_ttl_ms: AtomicU64::new(duration_ms(self.default_ttl)),
+                counters: Counters::default(),
+            }),
+        })
+    }
+}
+
+fn redis_store(url: &str, operation_timeout: Duration) -> Result<RedisStore, Error> {
+    let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+    match scheme {
+        Some("redis" | "redis+unix" | "unix") => {}
+        Some("rediss") => {
+            return Err(Error::Config("TLS (`rediss://`) is not supported by this build".into()))
+        }
+        _ => {
+            return Err(Error::Config(format!(
+                "unsupported cache URL `{url}`: expected redis://, redis+unix:// or mem://"
+            )))
+        }
+    }
+    let client = redis::Client::open(url)
+        .map_err(|error| Error::Config(format!("invalid Redis URL `{url}`: {error}")))?;
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(Error::Config(
+            "a Redis cache must be built inside a Tokio runtime".into(),
+        ));
+    }
+    RedisStore::new(client, operation_timeout)
+        .map_err(|error| Error::Config(format!("cannot set up the Redis connection: {error}")))
+}
+
+fn duration_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The outcome of reading an entry.
+#[derive(Debug)]
+pub(crate) enum Lookup<S> {
+    /// Every schema field was there and decoded.
+    Hit(S),
+    /// Absent, incomplete or garbage: the caller may fill.
+    Miss,
+}
+
+impl Cache {
+    /// Starts a builder with the defaults.
+    pub fn builder() -> CacheBuilder {
+        CacheBuilder::default()
+    }
+
+    /// Builds a handle from the environment:
+    ///
+    /// | variable | meaning | default |
+    /// |---|---|---|
+    /// | `REDIS_URL` | as [`CacheBuilder::url`] | `redis://127.0.0.1:6379` |
+    /// | `CACHE_NAMESPACE` | as [`CacheBuilder::namespace`] | none |
+    /// | `CACHE_DEFAULT_TTL_SECS` | as [`CacheBuilder::default_ttl`] | 3600 |
+    /// | `CACHE_TIMEOUT_MS` | as [`CacheBuilder::operation_timeout`] | 250 |
+    ///
+    /// # Errors
+    ///
+    /// As [`CacheBuilder::build`], and [`Error::Config`] for a number that does not parse.
+    pub fn from_env() -> Result<Cache, Error> {
+        let mut builder = Cache::builder();
+        if let Ok(url) = std::env::var("REDIS_URL") {
+            builder = builder.url(url);
+        }
+        if let Ok(namespace) = std::env::var("CACHE_NAMESPACE") {
+            builder = builder.namespace(namespace);
+        }
+        if let Some(secs) = env_number("CACHE_DEFAULT_TTL_SECS")? {
+            builder = builder.default_ttl(Duration::from_secs(secs));
+        }
+        if let Some(millis) = env_number("CACHE_TIMEOUT_MS")? {
+            builder = builder.operation_timeout(Duration::from_millis(millis));
+        }
+        builder.build()
+    }
+
+    /// Reads the entry `{prefix}:{key}` as `T`: `Some` only when every field of `T` is
+    /// present and decodes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a bad prefix, [`Error::UnsupportedSchema`] when `T` is not a
+    /// struct with named fields, and the Redis failures ([`Error::Redis`],
+    /// [`Error::Timeout`], [`Error::CircuitOpen`]). Undecodable data is not an error: `None`.
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+        key: &(impl Display + ?Sized),
+    ) -> Result<Option<T>, Error> {
+        check_segment("prefix", prefix)?;
+        let fields = schema_field_names::<T>()?;
+        let key = self.key(prefix, key);
+        if self.reads_blocked(&key).await {
+            return Err(Error::InvalidationPending);
+        }
+        match self.read_entry(&key, fields).await? {
+            Lookup::Hit(value) => Ok(Some(value)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Merges the fields of `value` into the entry `{prefix}:{key}` and sets its TTL to the
+    /// default TTL, in one round trip.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Self::get), plus [`Error::Encode`] when a field cannot be encoded.
+    pub async fn put<T: Serialize>(
+        &self,
+        prefix: &str,
+        key: &(impl Display + ?Sized),
+        value: &T,
+    ) -> Result<(), Error> {
+        check_segment("prefix", prefix)?;
+        let key = self.key(prefix, key);
+        if self.reads_blocked(&key).await {
+            return Err(Error::InvalidationPending);
+        }
+        self.write_entry(&key, value, self.inner.default_ttl).await
+    }
+
+    /// Drops the entry `{prefix}:{key}`. If Redis cannot be reached the invalidation is kept
+    /// and delivered once it can, and until then this handle does not read that entry.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a bad prefix; the Redis failure when it could not be delivered
+    /// now (it is still delivered later).
+    pub async fn invalidate(&self, prefix: &str, key: &(impl Display + ?Sized)) -> Result<(), Error> {
+        check_segment("prefix", prefix)?;
+        let key = self.key(prefix, key);
+        self.invalidate_keys(&[key.as_str()]).await
+    }
+
+    /// The handle's counters.
+    pub fn stats(&self) -> Stats {
+        self.inner.counters.snapshot(self.inner.pending.len())
+    }
+
+    pub(crate) fn key(&self, prefix: &str, key: &(impl Display + ?Sized)) -> String {
+        entry_key(self.inner.namespace.as_deref(), prefix, key)
+    }
+
+    pub(crate) fn ttl_or_default(&self, ttl: Option<Duration>) -> Duration {
+        ttl.unwrap_or(self.inner.default_ttl)
+    }
+
+    pub(crate) fn count_bypass(&self) {
+        Counters::bump(&self.inner.counters.bypassed);
+    }
+
+    /// Whether reads of `key` must skip Redis because an invalidation of it is undelivered.
+    /// Tries to deliver pending invalidations first, so recovery is immediate.
+    pub(crate) async fn reads_blocked(&self, key: &str) -> bool {
+        if self.inner.pending.is_empty() {
+            return false;
+        }
+        let delivery = self
+            .inner
+            .pending
+            .deliver(|keys| async move {
+                let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+                self.guarded("deliver pending invalidations", self.inner.store.delete(&refs))
+                    .await?;
+                Ok::<_, Error>(keys)
+            })
+            .await;
+        if delivery.is_ok() && self.inner.pending.is_empty() {
+            tracing::info!("delivered the invalidations that Redis missed while unreachable");
+        }
+        let blocked = self.inner.pending.blocks(key);
+        if blocked {
+            self.count_bypass();
+        }
+        blocked
+    }
+
+    /// One `HMGET` of the schema's fields, decoded straight from the reply.
+    pub(crate) async fn read_entry<S: DeserializeOwned>(
+        &self,
+        key: &str,
+        fields: &'static [&'static str],
+    ) -> Result<Lookup<S>, Error> {
+        let values = self.guarded("read", self.inner.store.read_fields(key, fields)).await?;
+        let counters = &self.inner.counters;
+        if values.iter().any(Option::is_none) {
+            Counters::bump(&counters.misses);
+            return Ok(Lookup::Miss);
+        }
+        match codec::decode(fields, &values) {
+            Ok(value) => {
+                Counters::bump(&counters.hits);
+                Ok(Lookup::Hit(value))
+            }
+            Err(error) => {
+                // Garbage is a miss; the fill that follows overwrites it.
+                tracing::debug!(key, %error, "cache entry does not decode; treating it as a miss");
+                Counters::bump(&counters.misses);
+                Ok(Lookup::Miss)
+            }
+        }
+    }
+
+    /// Encodes `value` and merges it into the entry with `ttl`, in one command.
+    pub(crate) async fn write_entry<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Duration,
+    ) -> Result<(), Error> {
+        let fields = codec::encode(value)?;
+        self.inner.longest_ttl_ms.fetch_max(duration_ms(ttl), Ordering::Relaxed);
+        self.guarded("fill", self.inner.store.write_fields(key, &fields, ttl)).await?;
+        Counters::bump(&self.inner.counters.fills);
+        Ok(())
+    }
+
+    /// Deletes entries; what cannot be delivered now is kept and delivered later.
+    pub(crate) async fn invalidate_keys(&self, keys: &[&str]) -> Result<(), Error> {
+        match self.guarded("invalidate", self.inner.store.delete(keys)).await {
+            Ok(()) => {
+                self.inner.counters.invalidations.fetch_add(keys.len() as u64, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(error) => {
+                let longest_ttl =
+                    Duration::from_millis(self.inner.longest_ttl_ms.load(Ordering::Relaxed));
+                self.inner.pending.add(keys.iter().copied(), longest_ttl);
+                Err(error)
+            }
+        }
+    }
+
+    /// Runs one store operation under the breaker and the timeout, counting and logging
+    /// failures.
+    async fn guarded<T>(
+        &self,
+        operation: &'static str,
+        future: impl Future<Output = StoreResult<T>>,
+    ) -> Result<T, Error> {
+        let inner = &*self.inner;
+        let admission = inner.breaker.admit();
+        if admission == Admission::Rejected {
+            self.count_bypass();
+            return Err(Error::CircuitOpen);
+        }
+        let outcome = tokio::time::timeout(inner.operation_timeout, future).await;
+        let (error, reachable) = match outcome {
+            Ok(Ok(value)) => {
+                if inner.breaker.record_success(admission) == Transition::Closed {
+                    tracing::info!("redis answers again; circuit breaker closed");
+                }
+                return Ok(value);
+            }
+            // Redis answered, so it is reachable: the error is about this request only.
+            Ok(Err(error)) => {
+                let reachable = !is_outage(&error);
+                (Error::Redis(error), reachable)
+            }
+            Err(_elapsed) => (Error::Timeout(inner.operation_timeout), false),
+        };
+        Counters::bump(&inner.counters.errors);
+        let transition = if reachable {
+            inner.breaker.record_success(admission)
+        } else {
+            inner.breaker.record_failure(admission)
+        };
+        if transition == Transition::Opened {
+            tracing::warn!(%error, "redis keeps failing; circuit breaker open, calls go straight to the function");
+        } else if let Some(suppressed) = inner.failure_log.permit() {
+            tracing::warn!(operation, %error, suppressed, "cache operation failed; calling the function instead");
+        }
+        Err(error)
+    }
+}
+
+/// Whether an error means Redis is unreachable or unwell, as opposed to refusing one request.
+fn is_outage(error: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    match error.kind() {
+        ErrorKind::Server(kind) => matches!(
+            kind,
+            ServerErrorKind::BusyLoading
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::ClusterDown
+                | ServerErrorKind::MasterDown
+        ),
+        _ => true,
+    }
+}
+
+fn env_number(name: &str) -> Result<Option<u64>, Error> {
+    match std::env::var(name) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| Error::Config(format!("{name}=`{text}` is not a whole number"))),
+        Err(_) => Ok(None),
+    }
+}
+
+/// The schema's field names, or why it cannot be cached.
+pub(crate) fn schema_field_names<T: DeserializeOwned>() -> Result<&'static [&'static str], Error> {
+    match codec::schema_fields::<T>() {
+        SchemaFields::Named(fields) => Ok(fields),
+        SchemaFields::Unsupported(reason) => Err(Error::UnsupportedSchema {
+            type_name: std::any::type_name::<T>(),
+            reason,
+        }),
+    }
+}
+
+static INSTALLED: RwLock<Option<Cache>> = RwLock::new(None);
+
+/// Makes `cache` the process-wide handle used by the macros that have no `cache = …`
+/// argument. Installing again replaces it. Until a handle is installed, those macros call
+/// their function directly (and count nothing).
+pub fn install(cache: Cache) {
+    *INSTALLED.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(cache);
+}
+
+/// The installed handle, if any.
+pub fn installed() -> Option<Cache> {
+    INSTALLED.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+}

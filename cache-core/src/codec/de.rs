@@ -1,0 +1,244 @@
+//! Decoding: the values of the schema's fields, in schema order → the schema struct.
+
+use serde::de::{
+    self, value::BorrowedStrDeserializer, DeserializeOwned, DeserializeSeed, IntoDeserializer,
+    MapAccess, Visitor,
+};
+
+use super::{CodecError, NONE_MARKER, SKIPPED_MARKER};
+
+/// Decodes a schema value from the values of `fields`, read in the same order.
+///
+/// Every value must be present (`Some`); the caller treats a missing one as a miss before
+/// getting here. Any decoding failure is an error, which the caller also treats as a miss.
+pub(crate) fn decode<T: DeserializeOwned>(
+    fields: &'static [&'static str],
+    values: &[Option<Vec<u8>>],
+) -> Result<T, CodecError> {
+    T::deserialize(HashDeserializer { fields, values, next: 0 })
+}
+
+/// Presents the hash fields to serde as a map, field name → [`FieldDecoder`].
+struct HashDeserializer<'a> {
+    fields: &'static [&'static str],
+    values: &'a [Option<Vec<u8>>],
+    next: usize,
+}
+
+impl<'de> de::Deserializer<'de> for HashDeserializer<'de> {
+    type Error = CodecError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+        visitor.visit_map(self)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct newtype_struct seq tuple
+        tuple_struct map struct enum identifier ignored_any
+    }
+}
+
+impl<'de> MapAccess<'de> for HashDeserializer<'de> {
+    type Error = CodecError;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, CodecError> {
+        // A skipped field is left out, so that serde applies `default` or `Option`'s `None`.
+        while let Some(Some(value)) = self.values.get(self.next) {
+            if value.as_slice() != SKIPPED_MARKER {
+                let name = self.fields[self.next];
+                return seed.deserialize(BorrowedStrDeserializer::new(name)).map(Some);
+            }
+            self.next += 1;
+        }
+        Ok(None)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, CodecError> {
+        let index = self.next;
+        self.next += 1;
+        let bytes = self.values[index].as_deref().unwrap_or_default();
+        seed.deserialize(FieldDecoder { bytes, inside_some: false })
+            .map_err(|error| CodecError::Message(format!("field `{}`: {error}", self.fields[index])))
+    }
+}
+
+/// Decodes one field value as the type asks: text for strings, parsed text for numbers,
+/// JSON for compound values.
+struct FieldDecoder<'de> {
+    bytes: &'de [u8],
+    /// Under a `Some`, a further `Option` was stored as JSON (see the encoder).
+    inside_some: bool,
+}
+
+impl<'de> FieldDecoder<'de> {
+    fn text(&self) -> Result<&'de str, CodecError> {
+        std::str::from_utf8(self.bytes)
+            .map_err(|_| CodecError::Message("stored value is not UTF-8 text".into()))
+    }
+
+    fn parse<N: std::str::FromStr>(&self) -> Result<N, CodecError> {
+        let text = self.text()?;
+        text.parse().map_err(|_| {
+            CodecError::Message(format!(
+                "`{text}` is not a valid {}",
+                std::any::type_name::<N>()
+            ))
+        })
+    }
+
+    fn json(&self) -> serde_json::Deserializer<serde_json::de::SliceRead<'de>> {
+        serde_json::Deserializer::from_slice(self.bytes)
+    }
+}
+
+/// Runs one `serde_json` deserializer method on the stored bytes, rejecting trailing garbage.
+macro_rules! via_json {
+    ($self:ident, $method:ident($($arg:expr),*)) => {{
+        let mut json = $self.json();
+        let value = de::Deserializer::$method(&mut json, $($arg),*)?;
+        json.end()?;
+        Ok(value)
+    }};
+}
+
+macro_rules! parsed {
+    ($($method:ident => $visit:ident: $ty:ty),* $(,)?) => {
+        $(fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+            visitor.$visit(self.parse::<$ty>()?)
+        })*
+    };
+}
+
+macro_rules! json_forwarded {
+    ($($method:ident),* $(,)?) => {
+        $(fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+            via_json!(self, $method(visitor))
+        })*
+    };
+}
+
+impl<'de> de::Deserializer<'de> for FieldDecoder<'de> {
+    type Error = CodecError;
+
+    /// Self-describing reads (`serde_json::Value`, untagged enums) get JSON when the text is
+    /// JSON, else the text as a string.
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+        if self.bytes == NONE_MARKER && !self.inside_some {
+            return visitor.visit_none();
+        }
+        match serde_json::from_slice::<serde_json::Value>(self.bytes) {
+            Ok(value) => de::Deserializer::deserialize_any(value, visitor).map_err(Into::into),
+            Err(_) => visitor.visit_borrowed_str(self.text()?),
+        }
+    }
+
+    parsed! {
+        deserialize_i8 => visit_i8: i8, deserialize_i16 => visit_i16: i16,
+        deserialize_i32 => visit_i32: i32, deserialize_i64 => visit_i64: i64,
+        deserialize_i128 => visit_i128: i128, deserialize_u8 => visit_u8: u8,
+        deserialize_u16 => visit_u16: u16, deserialize_u32 => visit_u32: u32,
+        deserialize_u64 => visit_u64: u64, deserialize_u128 => visit_u128: u128,
+        deserialize_f32 => visit_f32: f32, deserialize_f64 => visit_f64: f64,
+        deserialize_char => visit_char: char,
+    }
+
+    fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+        match self.bytes {
+            b"true" => visitor.visit_bool(true),
+            b"false" => visitor.visit_bool(false),
+            _ => Err(CodecError::Message("stored value is not `true` or `false`".into())),
+        }
+    }
+
+    fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+        visitor.visit_borrowed_str(self.text()?)
+    }
+
+    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+        self.deserialize_str(visitor)
+    }
+
+    fn deserialize_identifier<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+        self.deserialize_str(visitor)
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+        if self.inside_some {
+            via_json!(self, deserialize_option(visitor))
+        } else if self.bytes == NONE_MARKER {
+            visitor.visit_none()
+        } else {
+            visitor.visit_some(FieldDecoder { bytes: self.bytes, inside_some: true })
+        }
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, CodecError> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, CodecError> {
+        // Unit variants are stored as their bare name, data-carrying ones as JSON objects.
+        match self.bytes.first() {
+            Some(b'{') | Some(b'"') => via_json!(self, deserialize_enum(name, variants, visitor)),
+            _ => visitor.visit_enum(IntoDeserializer::<CodecError>::into_deserializer(self.text()?)),
+        }
+    }
+
+    fn deserialize_unit_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, CodecError> {
+        via_json!(self, deserialize_unit_struct(name, visitor))
+    }
+
+    fn deserialize_tuple<V: Visitor<'de>>(
+        self,
+        len: usize,
+        visitor: V,
+    ) -> Result<V::Value, CodecError> {
+        via_json!(self, deserialize_tuple(len, visitor))
+    }
+
+    fn deserialize_tuple_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        len: usize,
+        visitor: V,
+    ) -> Result<V::Value, CodecError> {
+        via_json!(self, deserialize_tuple_struct(name, len, visitor))
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, CodecError> {
+        via_json!(self, deserialize_struct(name, fields, visitor))
+    }
+
+    json_forwarded! {
+        deserialize_bytes, deserialize_byte_buf, deserialize_unit, deserialize_seq, deserialize_map,
+    }
+
+    fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+        visitor.visit_unit()
+    }
+}

@@ -1,0 +1,273 @@
+//! Encoding: a struct value → `(field name, bytes)` pairs.
+
+use std::io::Write as _;
+
+use serde::ser::{self, Impossible, Serialize, SerializeStruct};
+
+use super::{CodecError, NONE_MARKER, SKIPPED_MARKER};
+use crate::Error;
+
+/// One encoded hash field.
+pub(crate) type EncodedField = (&'static str, Vec<u8>);
+
+/// Turns a schema value into its hash fields. The value must serialize as a struct.
+pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<EncodedField>, Error> {
+    value
+        .serialize(StructEncoder::default())
+        .map_err(|FieldError { field, error }| Error::Encode {
+            field: field.to_owned(),
+            message: error.to_string(),
+        })
+}
+
+/// Collects the fields of the top-level struct. Errors carry the field they happened in.
+#[derive(Default)]
+struct StructEncoder {
+    fields: Vec<EncodedField>,
+}
+
+/// A codec error and the field it happened in.
+#[derive(Debug)]
+struct FieldError {
+    field: &'static str,
+    error: CodecError,
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "field `{}`: {}", self.field, self.error)
+    }
+}
+
+impl std::error::Error for FieldError {}
+
+impl ser::Error for FieldError {
+    fn custom<M: std::fmt::Display>(msg: M) -> Self {
+        FieldError { field: "", error: CodecError::Message(msg.to_string()) }
+    }
+}
+
+fn not_a_struct<T>() -> Result<T, FieldError> {
+    Err(FieldError {
+        field: "",
+        error: CodecError::Message(
+            "the schema value must serialize as a struct with named fields".into(),
+        ),
+    })
+}
+
+impl SerializeStruct for StructEncoder {
+    type Ok = Vec<EncodedField>;
+    type Error = FieldError;
+
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), FieldError> {
+        let bytes = encode_field(value).map_err(|error| FieldError { field: key, error })?;
+        self.fields.push((key, bytes));
+        Ok(())
+    }
+
+    fn skip_field(&mut self, key: &'static str) -> Result<(), FieldError> {
+        self.fields.push((key, SKIPPED_MARKER.to_vec()));
+        Ok(())
+    }
+
+    fn end(self) -> Result<Vec<EncodedField>, FieldError> {
+        Ok(self.fields)
+    }
+}
+
+/// Encodes one field value: plain text where the table in `codec` says so, else JSON.
+pub(super) fn encode_field<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
+    let mut out = Vec::new();
+    match value.serialize(FieldEncoder { out: &mut out, inside_some: false }) {
+        Ok(()) => Ok(out),
+        Err(CodecError::NeedsJson) => Ok(serde_json::to_vec(value)?),
+        Err(error) => Err(error),
+    }
+}
+
+/// Writes scalars as text; answers [`CodecError::NeedsJson`] for everything stored as JSON,
+/// before writing anything, so that the caller can start over with `serde_json`.
+struct FieldEncoder<'a> {
+    out: &'a mut Vec<u8>,
+    /// Under a `Some` an inner `None` must stay distinct from the outer one: that goes to JSON.
+    inside_some: bool,
+}
+
+impl FieldEncoder<'_> {
+    fn text(self, text: &[u8]) -> Result<(), CodecError> {
+        self.out.extend_from_slice(text);
+        Ok(())
+    }
+
+    fn display(self, value: impl std::fmt::Display) -> Result<(), CodecError> {
+        write!(self.out, "{value}").map_err(|error| CodecError::Message(error.to_string()))
+    }
+
+    fn float(self, value: f64) -> Result<(), CodecError> {
+        if value.is_finite() {
+            // serde_json writes the shortest text that parses back to the same float.
+            serde_json::to_writer(self.out, &value)?;
+            Ok(())
+        } else {
+            self.display(value)
+        }
+    }
+}
+
+macro_rules! display_scalars {
+    ($($method:ident: $ty:ty),* $(,)?) => {
+        $(fn $method(self, value: $ty) -> Result<(), CodecError> { self.display(value) })*
+    };
+}
+
+macro_rules! as_json {
+    ($($method:ident($($arg:ty),*) -> $ret:ty),* $(,)?) => {
+        $(fn $method(self, $(_: $arg),*) -> Result<$ret, CodecError> { Err(CodecError::NeedsJson) })*
+    };
+}
+
+impl ser::Serializer for FieldEncoder<'_> {
+    type Ok = ();
+    type Error = CodecError;
+    type SerializeSeq = Impossible<(), CodecError>;
+    type SerializeTuple = Impossible<(), CodecError>;
+    type SerializeTupleStruct = Impossible<(), CodecError>;
+    type SerializeTupleVariant = Impossible<(), CodecError>;
+    type SerializeMap = Impossible<(), CodecError>;
+    type SerializeStruct = Impossible<(), CodecError>;
+    type SerializeStructVariant = Impossible<(), CodecError>;
+
+    display_scalars! {
+        serialize_bool: bool, serialize_i8: i8, serialize_i16: i16, serialize_i32: i32,
+        serialize_i64: i64, serialize_i128: i128, serialize_u8: u8, serialize_u16: u16,
+        serialize_u32: u32, serialize_u64: u64, serialize_u128: u128, serialize_char: char,
+    }
+
+    fn serialize_f32(self, value: f32) -> Result<(), CodecError> {
+        if value.is_finite() {
+            serde_json::to_writer(self.out, &value)?;
+            Ok(())
+        } else {
+            self.display(value)
+        }
+    }
+
+    fn serialize_f64(self, value: f64) -> Result<(), CodecError> {
+        self.float(value)
+    }
+
+    fn serialize_str(self, value: &str) -> Result<(), CodecError> {
+        self.text(value.as_bytes())
+    }
+
+    fn serialize_none(self) -> Result<(), CodecError> {
+        if self.inside_some {
+            return Err(CodecError::NeedsJson);
+        }
+        self.text(NONE_MARKER)
+    }
+
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), CodecError> {
+        if self.inside_some {
+            return Err(CodecError::NeedsJson);
+        }
+        value.serialize(FieldEncoder { out: self.out, inside_some: true })
+    }
+
+    fn serialize_unit_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        variant: &'static str,
+    ) -> Result<(), CodecError> {
+        self.text(variant.as_bytes())
+    }
+
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        value: &T,
+    ) -> Result<(), CodecError> {
+        value.serialize(self)
+    }
+
+    as_json! {
+        serialize_bytes(&[u8]) -> (),
+        serialize_unit() -> (),
+        serialize_unit_struct(&'static str) -> (),
+        serialize_seq(Option<usize>) -> Self::SerializeSeq,
+        serialize_tuple(usize) -> Self::SerializeTuple,
+        serialize_tuple_struct(&'static str, usize) -> Self::SerializeTupleStruct,
+        serialize_tuple_variant(&'static str, u32, &'static str, usize) -> Self::SerializeTupleVariant,
+        serialize_map(Option<usize>) -> Self::SerializeMap,
+        serialize_struct(&'static str, usize) -> Self::SerializeStruct,
+        serialize_struct_variant(&'static str, u32, &'static str, usize) -> Self::SerializeStructVariant,
+    }
+
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result<(), CodecError> {
+        Err(CodecError::NeedsJson)
+    }
+}
+
+/// Accepts only a struct at the top: a schema is a set of named fields.
+impl ser::Serializer for StructEncoder {
+    type Ok = Vec<EncodedField>;
+    type Error = FieldError;
+    type SerializeSeq = Impossible<Self::Ok, FieldError>;
+    type SerializeTuple = Impossible<Self::Ok, FieldError>;
+    type SerializeTupleStruct = Impossible<Self::Ok, FieldError>;
+    type SerializeTupleVariant = Impossible<Self::Ok, FieldError>;
+    type SerializeMap = Impossible<Self::Ok, FieldError>;
+    type SerializeStruct = Self;
+    type SerializeStructVariant = Impossible<Self::Ok, FieldError>;
+
+    fn serialize_struct(self, _: &'static str, len: usize) -> Result<Self, FieldError> {
+        Ok(StructEncoder { fields: Vec::with_capacity(len) })
+    }
+
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        value: &T,
+    ) -> Result<Self::Ok, FieldError> {
+        value.serialize(self)
+    }
+
+    fn serialize_bool(self, _: bool) -> Result<Self::Ok, FieldError> { not_a_struct() }
+    fn serialize_i8(self, _: i8) -> Result<Self::Ok, FieldError> { not_a_struct() }
+    fn serialize_i16(self, _: i16) -> Result<Self::Ok, FieldError> { not_a_struct() }
+    fn serialize_i32(self, _: i32) -> Result<Self::Ok, FieldError> { not_a_struct() }
+    fn serialize_i64(self, _: i64) -> Result<Self::Ok, FieldError> { not_a_struct() }
+    fn serialize_u8(self, _: u8) -> Result<Self::Ok, FieldError> { not_a_struct() }
+    fn serialize_u16(self, _: u16) -> Result<Self::Ok, FieldError> { not_a_struct() }
+    fn serialize_u32(self, _: u32) -> Result<Self::Ok, FieldError> { not_a_struct() }
+    fn serialize_u64(self, _: u64) -> Result<Self::Ok, FieldError> { not_a_struct() }
+    fn serialize_f32(self, _: f32) -> Result<Self::Ok, FieldError> { not_a_struct() }
+    fn serialize_f64(self, _: f64) -> Result<Self::Ok, FieldError> { not_a_struct() }
+    fn serialize_char(self, _: char) -> Result<Self::Ok, FieldError> { not_a_struct() }
+    fn serialize_str(self, _: &str) -> Result<Self::Ok, FieldError> { not_a_struct() }
+    fn serialize_bytes(self, _: &[u8]) -> Result<Self::Ok, FieldError> { not_a_struct() }
+    fn serialize_none(self) -> Result<Self::Ok, FieldError> { not_a_struct() }
+    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<Self::Ok, FieldError> { not_a_struct() }
+    fn serialize_unit(self) -> Result<Self::Ok, FieldError> { not_a_struct() }
+    fn serialize_unit_struct(self, _: &'static str) -> Result<Self::Ok, FieldError> { not_a_struct() }
+    fn serialize_unit_variant(self, _: &'static str, _: u32, _: &'static str) -> Result<Self::Ok, FieldError> { not_a_struct() }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(self, _: &'static str, _: u32, _: &'static str, _: &T) -> Result<Self::Ok, FieldError> { not_a_struct() }
+    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, FieldError> { not_a_struct() }
+    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, FieldError> { not_a_struct() }
+    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeTupleStruct, FieldError> { not_a_struct() }
+    fn serialize_tuple_variant(self, _: &'static str, _: u32, _: &'static str, _: usize) -> Result<Self::SerializeTupleVariant, FieldError> { not_a_struct() }
+    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, FieldError> { not_a_struct() }
+    fn serialize_struct_variant(self, _: &'static str, _: u32, _: &'static str, _: usize) -> Result<Self::SerializeStructVariant, FieldError> { not_a_struct() }
+}

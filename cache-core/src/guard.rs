@@ -1,0 +1,319 @@
+//! What keeps a sick Redis from hurting the caller: the circuit breaker, rate-limited logs,
+//! and the invalidations that could not be delivered yet.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Milliseconds since the guard was made; fits an atomic, unlike `Instant`.
+#[derive(Debug)]
+struct Clock {
+    start: Instant,
+}
+
+impl Clock {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Opens after `threshold` consecutive failures; while open, Redis is not contacted at all,
+/// so an outage costs the caller nothing but an atomic load. After `cooldown` one call is let
+/// through as a probe: success closes the breaker, failure opens it again.
+#[derive(Debug)]
+pub(crate) struct CircuitBreaker {
+    clock: Clock,
+    threshold: u32,
+    cooldown: Duration,
+    consecutive_failures: AtomicU32,
+    /// 0 when closed; else the clock reading at which a probe may go through.
+    open_until_ms: AtomicU64,
+    probe_in_flight: AtomicBool,
+}
+
+/// The breaker's answer for one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// Closed: go ahead.
+    Allowed,
+    /// Half open: go ahead; the outcome decides the breaker's state.
+    Probe,
+    /// Open: do not contact Redis.
+    Rejected,
+}
+
+/// What a reported outcome changed, so that the caller can log transitions once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transition {
+    None,
+    Opened,
+    Closed,
+}
+
+impl CircuitBreaker {
+    pub(crate) fn new(threshold: u32, cooldown: Duration) -> Self {
+        CircuitBreaker {
+            clock: Clock { start: Instant::now() },
+            threshold: threshold.max(1),
+            cooldown,
+            consecutive_failures: AtomicU32::new(0),
+            open_until_ms: AtomicU64::new(0),
+            probe_in_flight: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn admit(&self) -> Admission {
+        let open_until = self.open_until_ms.load(Ordering::Acquire);
+        if open_until == 0 {
+            return Admission::Allowed;
+        }
+        if self.clock.now_ms() < open_until {
+            return Admission::Rejected;
+        }
+        match self.probe_in_flight.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => Admission::Probe,
+            Err(_) => Admission::Rejected,
+        }
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.open_until_ms.load(Ordering::Acquire) != 0
+    }
+
+    pub(crate) fn record_success(&self, admission: Admission) -> Transition {
+        self.consecutive_failures.store(0, Ordering::Release);
+        if admission == Admission::Probe || self.is_open() {
+            self.open_until_ms.store(0, Ordering::Release);
+            self.probe_in_flight.store(false, Ordering::Release);
+            return Transition::Closed;
+        }
+        Transition::None
+    }
+
+    pub(crate) fn record_failure(&self, admission: Admission) -> Transition {
+        let reopen_at = self.clock.now_ms().saturating_add(duration_ms(self.cooldown)).max(1);
+        if admission == Admission::Probe {
+            self.open_until_ms.store(reopen_at, Ordering::Release);
+            self.probe_in_flight.store(false, Ordering::Release);
+            return Transition::None;
+        }
+        let failures = self.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
+        if failures >= self.threshold
+            && self
+                .open_until_ms
+                .compare_exchange(0, reopen_at, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            return Transition::Opened;
+        }
+        Transition::None
+    }
+}
+
+fn duration_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Lets one log line through per interval and counts the ones it held back, so that a storm
+/// of failing calls gives one warning every few seconds instead of one per call.
+#[derive(Debug)]
+pub(crate) struct LogLimiter {
+    clock: Clock,
+    interval_ms: u64,
+    /// Clock reading + 1 of the last line let through (0: none yet).
+    last_ms: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl LogLimiter {
+    pub(crate) fn new(interval: Duration) -> Self {
+        LogLimiter {
+            clock: Clock { start: Instant::now() },
+            interval_ms: duration_ms(interval),
+            last_ms: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(number of lines suppressed since the last one)` when a line may be logged now.
+    pub(crate) fn permit(&self) -> Option<u64> {
+        let now = self.clock.now_ms() + 1;
+        let last = self.last_ms.load(Ordering::Acquire);
+        if last != 0 && now < last.saturating_add(self.interval_ms) {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        match self.last_ms.compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => Some(self.suppressed.swap(0, Ordering::Relaxed)),
+            Err(_) => {
+                self.suppressed.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+}
+
+/// Invalidations that could not reach Redis. Until they are delivered, reads of those keys
+/// bypass the cache, so an entry that should be gone is never served; the first successful
+/// contact with Redis delivers them before anything else is read.
+#[derive(Debug)]
+pub(crate) struct PendingInvalidations {
+    /// Fast check for the hit path: one relaxed load when nothing is pending.
+    any: AtomicBool,
+    state: Mutex<PendingState>,
+    capacity: usize,
+    /// Held while a delivery is in flight, so a recovering Redis gets one `DEL`, not a storm.
+    delivering: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug, Default)]
+struct PendingState {
+    keys: HashSet<String>,
+    /// Set when more keys failed than `capacity`: which ones is no longer known, so every
+    /// read bypasses the cache until every entry that could be stale has expired.
+    bypass_all_until: Option<Instant>,
+}
+
+impl PendingInvalidations {
+    pub(crate) fn new(capacity: usize) -> Self {
+        PendingInvalidations {
+            any: AtomicBool::new(false),
+            state: Mutex::new(PendingState::default()),
+            capacity,
+            delivering: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, PendingState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        !self.any.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        if self.is_empty() {
+            return 0;
+        }
+        self.state().keys.len()
+    }
+
+    /// Remembers keys whose invalidation failed. `longest_ttl` bounds how long an entry
+    /// written before now can live, for the overflow case.
+    pub(crate) fn add<'k>(&self, keys: impl IntoIterator<Item = &'k str>, longest_ttl: Duration) {
+        let mut state = self.state();
+        for key in keys {
+            if state.keys.len() >= self.capacity {
+                state.bypass_all_until = Some(Instant::now() + longest_ttl);
+                break;
+            }
+            state.keys.insert(key.to_owned());
+        }
+        self.any.store(true, Ordering::Release);
+    }
+
+    /// Whether `key` may be read from Redis now.
+    pub(crate) fn blocks(&self, key: &str) -> bool {
+        if self.is_empty() {
+            return false;
+        }
+        let state = self.state();
+        state.keys.contains(key) || state.bypass_all_until.is_some_and(|end| Instant::now() < end)
+    }
+
+    /// Delivers what is pending with `delete`; keys added meanwhile stay pending.
+    pub(crate) async fn deliver<F, Fut, E>(&self, delete: F) -> Result<(), E>
+    where
+        F: FnOnce(Vec<String>) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<String>, E>>,
+    {
+        let Ok(_delivering) = self.delivering.try_lock() else {
+            return Ok(());
+        };
+        let keys: Vec<String> = self.state().keys.iter().cloned().collect();
+        let delivered = if keys.is_empty() { keys } else { delete(keys).await? };
+        let mut state = self.state();
+        for key in &delivered {
+            state.keys.remove(key);
+        }
+        if state.bypass_all_until.is_some_and(|end| Instant::now() >= end) {
+            state.bypass_all_until = None;
+        }
+        if state.keys.is_empty() && state.bypass_all_until.is_none() {
+            self.any.store(false, Ordering::Release);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn breaker_opens_after_threshold_and_closes_after_a_good_probe() {
+        let breaker = CircuitBreaker::new(3, Duration::from_millis(30));
+        for _ in 0..2 {
+            assert_eq!(breaker.admit(), Admission::Allowed);
+            assert_eq!(breaker.record_failure(Admission::Allowed), Transition::None);
+        }
+        assert_eq!(breaker.record_failure(Admission::Allowed), Transition::Opened);
+        assert_eq!(breaker.admit(), Admission::Rejected);
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(breaker.admit(), Admission::Probe);
+        assert_eq!(breaker.admit(), Admission::Rejected, "one probe at a time");
+        assert_eq!(breaker.record_failure(Admission::Probe), Transition::None);
+        assert_eq!(breaker.admit(), Admission::Rejected, "a failed probe reopens");
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(breaker.admit(), Admission::Probe);
+        assert_eq!(breaker.record_success(Admission::Probe), Transition::Closed);
+        assert_eq!(breaker.admit(), Admission::Allowed);
+    }
+
+    #[test]
+    fn a_success_resets_the_failure_count() {
+        let breaker = CircuitBreaker::new(2, Duration::from_secs(60));
+        breaker.record_failure(Admission::Allowed);
+        breaker.record_success(Admission::Allowed);
+        assert_eq!(breaker.record_failure(Admission::Allowed), Transition::None);
+        assert_eq!(breaker.admit(), Admission::Allowed);
+    }
+
+    #[test]
+    fn log_limiter_lets_one_line_per_interval_and_counts_the_rest() {
+        let limiter = LogLimiter::new(Duration::from_millis(50));
+        assert_eq!(limiter.permit(), Some(0));
+        assert_eq!(limiter.permit(), None);
+        assert_eq!(limiter.permit(), None);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(limiter.permit(), Some(2));
+    }
+
+    #[tokio::test]
+    async fn pending_keys_block_reads_until_delivered() {
+        let pending = PendingInvalidations::new(10);
+        assert!(!pending.blocks("a"));
+        pending.add(["a", "b"], Duration::from_secs(60));
+        assert!(pending.blocks("a") && pending.blocks("b") && !pending.blocks("c"));
+        let failed: Result<(), ()> = pending.deliver(|_| async { Err(()) }).await;
+        assert!(failed.is_err());
+        assert!(pending.blocks("a"), "a failed delivery keeps the keys");
+        pending.deliver(|keys| async { Ok::<_, ()>(keys) }).await.unwrap();
+        assert!(pending.is_empty() && !pending.blocks("a"));
+    }
+
+    #[tokio::test]
+    async fn overflow_bypasses_every_read_until_the_longest_ttl_passed() {
+        let pending = PendingInvalidations::new(1);
+        pending.add(["a", "b"], Duration::from_millis(30));
+        assert!(pending.blocks("zzz"), "unknown keys may be stale after an overflow");
+        pending.deliver(|keys| async { Ok::<_, ()>(keys) }).await.unwrap();
+        assert!(pending.blocks("zzz"));
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        pending.deliver(|keys| async { Ok::<_, ()>(keys) }).await.unwrap();
+        assert!(!pending.blocks("zzz") && pending.is_empty());
+    }
+}

@@ -1,0 +1,24 @@
+#![doc = include_str!("../../README.md")]
+
+mod cache;
+mod codec;
+mod error;
+mod guard;
+mod key;
+mod stats;
+mod store;
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
+pub use crate::cache::{install, installed, Cache, CacheBuilder};
+pub use crate::error::Error;
+pub use crate::stats::Stats;
+
+/// The `redis` crate this library is built on, so that users get a matching version.
+pub use redis;
+
+#[cfg(feature = "macros")]
+#[doc(inline)]
+pub use cache_macros::{cached_delete, cached_get, cached_update};

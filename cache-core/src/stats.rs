@@ -1,0 +1,53 @@
+//! Counters behind [`Cache::stats`](crate::Cache::stats).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A snapshot of a cache handle's counters since it was built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Reads answered from the cache.
+    pub hits: u64,
+    /// Reads that found the entry absent, incomplete or undecodable and called the function.
+    pub misses: u64,
+    /// Values written into the cache after a miss (or by `put`).
+    pub fills: u64,
+    /// Entries invalidated (each key counts once).
+    pub invalidations: u64,
+    /// Redis operations that failed: refused, timed out, dropped, or an error reply.
+    pub errors: u64,
+    /// Calls that did not touch Redis: circuit breaker open, a pending invalidation on the
+    /// key, a `None` key, or a schema that cannot be stored as a hash.
+    pub bypassed: u64,
+    /// Invalidations that could not be delivered yet and wait for Redis to come back.
+    pub pending_invalidations: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) hits: AtomicU64,
+    pub(crate) misses: AtomicU64,
+    pub(crate) fills: AtomicU64,
+    pub(crate) invalidations: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) bypassed: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self, pending_invalidations: usize) -> Stats {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        Stats {
+            hits: read(&self.hits),
+            misses: read(&self.misses),
+            fills: read(&self.fills),
+            invalidations: read(&self.invalidations),
+            errors: read(&self.errors),
+            bypassed: read(&self.bypassed),
+            pending_invalidations: pending_invalidations as u64,
+        }
+    }
+}
