@@ -4,26 +4,29 @@ use std::fmt::Display;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::codec::{self, SchemaFields};
+use crate::flight::Flights;
 use crate::guard::{Admission, CircuitBreaker, LogLimiter, PendingInvalidations, Transition};
-use crate::key::{check_segment, entry_key};
+use crate::key::{check_segment, clock_key, entry_key, tag_keys};
 use crate::stats::{Counters, Stats};
-use crate::store::{MemoryStore, RedisStore, Store, StoreResult};
+use crate::store::{self, Fill, FillBody, Invalidation, RedisStore, Store, StoreResult, TagKeys};
 use crate::Error;
 
-/// The URL `mem://` selects the in-process store.
-const MEMORY_URL: &str = "mem://";
+/// `mem://` selects a private in-process store, `mem://name` one shared by name.
+const MEMORY_SCHEME: &str = "mem://";
 const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 const DEFAULT_TTL: Duration = Duration::from_secs(3600);
 const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_millis(250);
 const DEFAULT_BREAKER_THRESHOLD: u32 = 5;
 const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_secs(2);
 const DEFAULT_MAX_PENDING_INVALIDATIONS: usize = 100_000;
+const DEFAULT_LEASE_TIME: Duration = Duration::from_secs(10);
+const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(30);
 const LOG_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A handle on one cache: a Redis server (or the in-process store), a namespace and the
@@ -57,6 +60,10 @@ struct Inner {
     pending: PendingInvalidations,
     /// The longest TTL this handle has written, in ms: how long a lost entry can live.
     longest_ttl_ms: AtomicU64,
+    lease_time: Duration,
+    negative_ttl: Duration,
+    clock_key: String,
+    flights: Flights,
     counters: Counters,
 }
 
@@ -72,6 +79,8 @@ pub struct CacheBuilder {
     breaker_threshold: u32,
     breaker_cooldown: Duration,
     max_pending_invalidations: usize,
+    lease_time: Duration,
+    negative_ttl: Duration,
 }
 
 impl Default for CacheBuilder {
@@ -84,13 +93,16 @@ impl Default for CacheBuilder {
             breaker_threshold: DEFAULT_BREAKER_THRESHOLD,
             breaker_cooldown: DEFAULT_BREAKER_COOLDOWN,
             max_pending_invalidations: DEFAULT_MAX_PENDING_INVALIDATIONS,
+            lease_time: DEFAULT_LEASE_TIME,
+            negative_ttl: DEFAULT_NEGATIVE_TTL,
         }
     }
 }
 
 impl CacheBuilder {
-    /// `redis://[user:password@]host[:port][/db]`, `rediss://…` is not supported,
-    /// `redis+unix:///path.sock`, or `mem://` for the in-process store.
+    /// `redis://[user:password@]host[:port][/db]`, `redis+unix:///path.sock`, or `mem://`
+    /// for a private in-process store (`mem://name`: one shared by every handle of the
+    /// process that names it). `rediss://` (TLS) is not supported.
     /// Default: `redis://127.0.0.1:6379`.
     pub fn url(mut self, url: impl Into<String>) -> Self {
         self.url = url.into();
@@ -137,6 +149,20 @@ impl CacheBuilder {
         self
     }
 
+    /// The longest a load may take and still fill the cache, and how long the traces of an
+    /// invalidation (tombstones, tag stamps) stay to refuse fills that raced it. Also how long
+    /// concurrent misses wait for the one that loads. Default: 10 s.
+    pub fn lease_time(mut self, lease_time: Duration) -> Self {
+        self.lease_time = lease_time;
+        self
+    }
+
+    /// TTL of cached absences (`cache_none = true`) whose macro gives no `ttl`. Default: 30 s.
+    pub fn negative_ttl(mut self, ttl: Duration) -> Self {
+        self.negative_ttl = ttl;
+        self
+    }
+
     /// Checks the configuration and makes the handle. A Redis URL needs a Tokio runtime
     /// (the connection is driven by it), but no connection is made here.
     ///
@@ -158,11 +184,17 @@ impl CacheBuilder {
         if self.breaker_threshold == 0 {
             return Err(Error::Config("breaker_threshold must be at least 1".into()));
         }
-        let store = if self.url == MEMORY_URL {
-            Store::Memory(MemoryStore::default())
-        } else {
-            Store::Redis(redis_store(&self.url, self.operation_timeout)?)
+        if self.lease_time.is_zero() || self.negative_ttl.is_zero() {
+            return Err(Error::Config(
+                "lease_time and negative_ttl must be positive".into(),
+            ));
+        }
+        let store = match self.url.strip_prefix(MEMORY_SCHEME) {
+            Some("") => Store::Memory(Arc::default()),
+            Some(name) => Store::Memory(store::shared_memory(name)),
+            None => Store::Redis(redis_store(&self.url, self.operation_timeout)?),
         };
+        let clock_key = clock_key(self.namespace.as_deref());
         Ok(Cache {
             inner: Arc::new(Inner {
                 store,
@@ -173,6 +205,10 @@ impl CacheBuilder {
                 failure_log: LogLimiter::new(LOG_INTERVAL),
                 pending: PendingInvalidations::new(self.max_pending_invalidations),
                 longest_ttl_ms: AtomicU64::new(duration_ms(self.default_ttl)),
+                lease_time: self.lease_time,
+                negative_ttl: self.negative_ttl,
+                clock_key,
+                flights: Flights::default(),
                 counters: Counters::default(),
             }),
         })
@@ -184,7 +220,9 @@ fn redis_store(url: &str, operation_timeout: Duration) -> Result<RedisStore, Err
     match scheme {
         Some("redis" | "redis+unix" | "unix") => {}
         Some("rediss") => {
-            return Err(Error::Config("TLS (`rediss://`) is not supported by this build".into()))
+            return Err(Error::Config(
+                "TLS (`rediss://`) is not supported by this build".into(),
+            ))
         }
         _ => {
             return Err(Error::Config(format!(
@@ -212,8 +250,10 @@ fn duration_ms(duration: Duration) -> u64 {
 pub(crate) enum Lookup<S> {
     /// Every schema field was there and decoded.
     Hit(S),
-    /// Absent, incomplete or garbage: the caller may fill.
-    Miss,
+    /// A cached absence (negative caching); `seen` as for a miss.
+    Absent { seen: u64 },
+    /// Absent, incomplete or garbage: the caller may fill, passing `seen` back.
+    Miss { seen: u64 },
 }
 
 impl Cache {
@@ -257,8 +297,9 @@ impl Cache {
     /// # Errors
     ///
     /// [`Error::Config`] for a bad prefix, [`Error::UnsupportedSchema`] when `T` is not a
-    /// struct with named fields, and the Redis failures ([`Error::Redis`],
-    /// [`Error::Timeout`], [`Error::CircuitOpen`]). Undecodable data is not an error: `None`.
+    /// struct with named fields, [`Error::InvalidationPending`] while an invalidation of the
+    /// entry waits for Redis, and the Redis failures ([`Error::Redis`], [`Error::Timeout`],
+    /// [`Error::CircuitOpen`]). Undecodable data is not an error: `None`.
     pub async fn get<T: DeserializeOwned>(
         &self,
         prefix: &str,
@@ -267,17 +308,18 @@ impl Cache {
         check_segment("prefix", prefix)?;
         let fields = schema_field_names::<T>()?;
         let key = self.key(prefix, key);
-        if self.reads_blocked(&key).await {
+        if self.reads_blocked(&key, &[]).await {
             return Err(Error::InvalidationPending);
         }
-        match self.read_entry(&key, fields).await? {
+        match self.read_entry(&key, fields, codec::decode::<T>).await? {
             Lookup::Hit(value) => Ok(Some(value)),
-            _ => Ok(None),
+            Lookup::Absent { .. } | Lookup::Miss { .. } => Ok(None),
         }
     }
 
     /// Merges the fields of `value` into the entry `{prefix}:{key}` and sets its TTL to the
-    /// default TTL, in one round trip.
+    /// default TTL, in one round trip. Unconditional: it is the caller's word that `value` is
+    /// current (the macros' fills, in contrast, are refused when an invalidation raced them).
     ///
     /// # Errors
     ///
@@ -290,10 +332,19 @@ impl Cache {
     ) -> Result<(), Error> {
         check_segment("prefix", prefix)?;
         let key = self.key(prefix, key);
-        if self.reads_blocked(&key).await {
+        if self.reads_blocked(&key, &[]).await {
             return Err(Error::InvalidationPending);
         }
-        self.write_entry(&key, value, self.inner.default_ttl).await
+        let fields = codec::encode(value)?;
+        let fill = Fill {
+            key: &key,
+            body: FillBody::Fields(&fields),
+            ttl: self.inner.default_ttl,
+            seen: None,
+            tags: &[],
+            lease_time: self.inner.lease_time,
+        };
+        self.write_fill(fill).await.map(drop)
     }
 
     /// Drops the entry `{prefix}:{key}`. If Redis cannot be reached the invalidation is kept
@@ -303,10 +354,24 @@ impl Cache {
     ///
     /// [`Error::Config`] for a bad prefix; the Redis failure when it could not be delivered
     /// now (it is still delivered later).
-    pub async fn invalidate(&self, prefix: &str, key: &(impl Display + ?Sized)) -> Result<(), Error> {
+    pub async fn invalidate(
+        &self,
+        prefix: &str,
+        key: &(impl Display + ?Sized),
+    ) -> Result<(), Error> {
         check_segment("prefix", prefix)?;
         let key = self.key(prefix, key);
-        self.invalidate_keys(&[key.as_str()]).await
+        self.invalidate_all(&[key.as_str()], &[]).await
+    }
+
+    /// Drops every entry registered under `tag` (by a `tags = [...]` argument of
+    /// `#[cached_get]`), and refuses the fills of reads of such entries already under way.
+    ///
+    /// # Errors
+    ///
+    /// As [`invalidate`](Self::invalidate).
+    pub async fn invalidate_tag(&self, tag: &str) -> Result<(), Error> {
+        self.invalidate_all(&[], &[tag.to_owned()]).await
     }
 
     /// The handle's counters.
@@ -322,49 +387,85 @@ impl Cache {
         ttl.unwrap_or(self.inner.default_ttl)
     }
 
+    pub(crate) fn negative_ttl(&self) -> Duration {
+        self.inner.negative_ttl
+    }
+
+    pub(crate) fn flights(&self) -> &Flights {
+        &self.inner.flights
+    }
+
+    pub(crate) fn flight_wait(&self) -> Duration {
+        self.inner.lease_time
+    }
+
+    pub(crate) fn count_hit(&self) {
+        Counters::bump(&self.inner.counters.hits);
+    }
+
+    pub(crate) fn count_miss(&self) {
+        Counters::bump(&self.inner.counters.misses);
+    }
+
+    pub(crate) fn count_coalesced(&self) {
+        Counters::bump(&self.inner.counters.coalesced);
+    }
+
     pub(crate) fn count_bypass(&self) {
         Counters::bump(&self.inner.counters.bypassed);
     }
 
-    /// Whether reads of `key` must skip Redis because an invalidation of it is undelivered.
-    /// Tries to deliver pending invalidations first, so recovery is immediate.
-    pub(crate) async fn reads_blocked(&self, key: &str) -> bool {
+    /// Whether any tag invalidation waits for Redis (then every hit's tags must be checked).
+    pub(crate) fn tag_invalidations_pending(&self) -> bool {
+        self.inner.pending.has_tags()
+    }
+
+    /// Whether reads of the entry at `key`, carrying `tags`, must skip Redis because an
+    /// invalidation of it is undelivered. Tries to deliver pending invalidations first, so
+    /// recovery is immediate.
+    pub(crate) async fn reads_blocked(&self, key: &str, tags: &[String]) -> bool {
         if self.inner.pending.is_empty() {
             return false;
         }
         let delivery = self
             .inner
             .pending
-            .deliver(|keys| async move {
-                let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-                self.guarded("deliver pending invalidations", self.inner.store.delete(&refs))
-                    .await?;
-                Ok::<_, Error>(keys)
+            .deliver(|undelivered| async move {
+                let keys: Vec<&str> = undelivered.keys.iter().map(String::as_str).collect();
+                self.store_invalidation(&keys, &undelivered.tags).await?;
+                Ok::<_, Error>(undelivered)
             })
             .await;
         if delivery.is_ok() && self.inner.pending.is_empty() {
             tracing::info!("delivered the invalidations that Redis missed while unreachable");
         }
-        let blocked = self.inner.pending.blocks(key);
+        let blocked = self.inner.pending.blocks(key, tags);
         if blocked {
             self.count_bypass();
         }
         blocked
     }
 
-    /// One `HMGET` of the schema's fields, decoded straight from the reply.
-    pub(crate) async fn read_entry<S: DeserializeOwned>(
+    /// One `HMGET` of the schema's fields, decoded straight from the reply by `decode`.
+    pub(crate) async fn read_entry<S>(
         &self,
         key: &str,
         fields: &'static [&'static str],
+        decode: codec::DecodeFn<S>,
     ) -> Result<Lookup<S>, Error> {
-        let values = self.guarded("read", self.inner.store.read_fields(key, fields)).await?;
+        let read = self
+            .guarded("read", self.inner.store.read(key, fields))
+            .await?;
         let counters = &self.inner.counters;
-        if values.iter().any(Option::is_none) {
-            Counters::bump(&counters.misses);
-            return Ok(Lookup::Miss);
+        if read.absent {
+            return Ok(Lookup::Absent { seen: read.stamp });
         }
-        match codec::decode(fields, &values) {
+        let miss = Lookup::Miss { seen: read.stamp };
+        if read.values.iter().any(Option::is_none) {
+            Counters::bump(&counters.misses);
+            return Ok(miss);
+        }
+        match decode(fields, &read.values) {
             Ok(value) => {
                 Counters::bump(&counters.hits);
                 Ok(Lookup::Hit(value))
@@ -373,39 +474,90 @@ impl Cache {
                 // Garbage is a miss; the fill that follows overwrites it.
                 tracing::debug!(key, %error, "cache entry does not decode; treating it as a miss");
                 Counters::bump(&counters.misses);
-                Ok(Lookup::Miss)
+                Ok(miss)
             }
         }
     }
 
-    /// Encodes `value` and merges it into the entry with `ttl`, in one command.
-    pub(crate) async fn write_entry<T: Serialize + ?Sized>(
+    /// Fills after a miss that read `seen` at `read_at`. Refused (`Ok(false)`) when an
+    /// invalidation of the entry or one of its tags came after the read, and not even tried
+    /// when the load took longer than the lease time (its tombstones may be gone by now).
+    pub(crate) async fn fill_after_miss(
         &self,
         key: &str,
-        value: &T,
+        body: FillBody<'_>,
         ttl: Duration,
-    ) -> Result<(), Error> {
-        let fields = codec::encode(value)?;
-        self.inner.longest_ttl_ms.fetch_max(duration_ms(ttl), Ordering::Relaxed);
-        self.guarded("fill", self.inner.store.write_fields(key, &fields, ttl)).await?;
-        Counters::bump(&self.inner.counters.fills);
-        Ok(())
+        seen: u64,
+        read_at: Instant,
+        tags: &[String],
+    ) -> Result<bool, Error> {
+        if read_at.elapsed() >= self.inner.lease_time {
+            tracing::debug!(
+                key,
+                "load took longer than the lease time; not caching its value"
+            );
+            Counters::bump(&self.inner.counters.refused_fills);
+            return Ok(false);
+        }
+        let namespace = self.inner.namespace.as_deref();
+        let tags: Vec<TagKeys> = tags.iter().map(|tag| tag_keys(namespace, tag)).collect();
+        let lease_time = self.inner.lease_time;
+        self.write_fill(Fill {
+            key,
+            body,
+            ttl,
+            seen: Some(seen),
+            tags: &tags,
+            lease_time,
+        })
+        .await
     }
 
-    /// Deletes entries; what cannot be delivered now is kept and delivered later.
-    pub(crate) async fn invalidate_keys(&self, keys: &[&str]) -> Result<(), Error> {
-        match self.guarded("invalidate", self.inner.store.delete(keys)).await {
-            Ok(()) => {
-                self.inner.counters.invalidations.fetch_add(keys.len() as u64, Ordering::Relaxed);
-                Ok(())
-            }
+    async fn write_fill(&self, fill: Fill<'_>) -> Result<bool, Error> {
+        self.inner
+            .longest_ttl_ms
+            .fetch_max(duration_ms(fill.ttl), Ordering::Relaxed);
+        let written = self.guarded("fill", self.inner.store.fill(fill)).await?;
+        let counter = if written {
+            &self.inner.counters.fills
+        } else {
+            &self.inner.counters.refused_fills
+        };
+        Counters::bump(counter);
+        Ok(written)
+    }
+
+    /// Invalidates entries and tags together; what cannot be delivered now is kept and
+    /// delivered later.
+    pub(crate) async fn invalidate_all(&self, keys: &[&str], tags: &[String]) -> Result<(), Error> {
+        match self.store_invalidation(keys, tags).await {
+            Ok(()) => Ok(()),
             Err(error) => {
                 let longest_ttl =
                     Duration::from_millis(self.inner.longest_ttl_ms.load(Ordering::Relaxed));
-                self.inner.pending.add(keys.iter().copied(), longest_ttl);
+                self.inner.pending.add(keys, tags, longest_ttl);
                 Err(error)
             }
         }
+    }
+
+    async fn store_invalidation(&self, keys: &[&str], tags: &[String]) -> Result<(), Error> {
+        let namespace = self.inner.namespace.as_deref();
+        let tag_keys: Vec<TagKeys> = tags.iter().map(|tag| tag_keys(namespace, tag)).collect();
+        let invalidation = Invalidation {
+            clock: &self.inner.clock_key,
+            entries: keys,
+            tags: &tag_keys,
+            lease_time: self.inner.lease_time,
+        };
+        self.guarded("invalidate", self.inner.store.invalidate(invalidation))
+            .await?;
+        let targets = (keys.len() + tags.len()) as u64;
+        self.inner
+            .counters
+            .invalidations
+            .fetch_add(targets, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Runs one store operation under the breaker and the timeout, counting and logging
@@ -428,6 +580,10 @@ impl Cache {
                     tracing::info!("redis answers again; circuit breaker closed");
                 }
                 return Ok(value);
+            }
+            // redis-rs' own connect/response timeouts mean the same as ours.
+            Ok(Err(error)) if error.is_timeout() => {
+                (Error::Timeout(inner.operation_timeout), false)
             }
             // Redis answered, so it is reachable: the error is about this request only.
             Ok(Err(error)) => {
@@ -494,10 +650,15 @@ static INSTALLED: RwLock<Option<Cache>> = RwLock::new(None);
 /// argument. Installing again replaces it. Until a handle is installed, those macros call
 /// their function directly (and count nothing).
 pub fn install(cache: Cache) {
-    *INSTALLED.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(cache);
+    *INSTALLED
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(cache);
 }
 
 /// The installed handle, if any.
 pub fn installed() -> Option<Cache> {
-    INSTALLED.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    INSTALLED
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone()
 }

@@ -24,7 +24,9 @@ pub enum Error {
     CircuitOpen,
     /// An invalidation of this entry could not be delivered to Redis yet; until it is, the
     /// entry is neither read nor written by this handle.
-    #[error("an invalidation of this entry is waiting for Redis; the entry is not used until then")]
+    #[error(
+        "an invalidation of this entry is waiting for Redis; the entry is not used until then"
+    )]
     InvalidationPending,
     /// A value could not be turned into hash fields.
     #[error("cannot encode field `{field}` for the cache: {message}")]

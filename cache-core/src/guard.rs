@@ -54,7 +54,9 @@ pub(crate) enum Transition {
 impl CircuitBreaker {
     pub(crate) fn new(threshold: u32, cooldown: Duration) -> Self {
         CircuitBreaker {
-            clock: Clock { start: Instant::now() },
+            clock: Clock {
+                start: Instant::now(),
+            },
             threshold: threshold.max(1),
             cooldown,
             consecutive_failures: AtomicU32::new(0),
@@ -71,8 +73,12 @@ impl CircuitBreaker {
         if self.clock.now_ms() < open_until {
             return Admission::Rejected;
         }
-        match self.probe_in_flight.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-        {
+        match self.probe_in_flight.compare_exchange(
+            false,
+            true,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
             Ok(_) => Admission::Probe,
             Err(_) => Admission::Rejected,
         }
@@ -93,7 +99,11 @@ impl CircuitBreaker {
     }
 
     pub(crate) fn record_failure(&self, admission: Admission) -> Transition {
-        let reopen_at = self.clock.now_ms().saturating_add(duration_ms(self.cooldown)).max(1);
+        let reopen_at = self
+            .clock
+            .now_ms()
+            .saturating_add(duration_ms(self.cooldown))
+            .max(1);
         if admission == Admission::Probe {
             self.open_until_ms.store(reopen_at, Ordering::Release);
             self.probe_in_flight.store(false, Ordering::Release);
@@ -130,7 +140,9 @@ pub(crate) struct LogLimiter {
 impl LogLimiter {
     pub(crate) fn new(interval: Duration) -> Self {
         LogLimiter {
-            clock: Clock { start: Instant::now() },
+            clock: Clock {
+                start: Instant::now(),
+            },
             interval_ms: duration_ms(interval),
             last_ms: AtomicU64::new(0),
             suppressed: AtomicU64::new(0),
@@ -145,7 +157,10 @@ impl LogLimiter {
             self.suppressed.fetch_add(1, Ordering::Relaxed);
             return None;
         }
-        match self.last_ms.compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire) {
+        match self
+            .last_ms
+            .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+        {
             Ok(_) => Some(self.suppressed.swap(0, Ordering::Relaxed)),
             Err(_) => {
                 self.suppressed.fetch_add(1, Ordering::Relaxed);
@@ -156,23 +171,32 @@ impl LogLimiter {
 }
 
 /// Invalidations that could not reach Redis. Until they are delivered, reads of those keys
-/// bypass the cache, so an entry that should be gone is never served; the first successful
-/// contact with Redis delivers them before anything else is read.
+/// (and of entries carrying those tags) bypass the cache, so an entry that should be gone is
+/// never served by this handle; the first successful contact with Redis delivers them before
+/// anything else is read.
 #[derive(Debug)]
 pub(crate) struct PendingInvalidations {
-    /// Fast check for the hit path: one relaxed load when nothing is pending.
+    /// Fast check for the hit path: one load when nothing is pending.
     any: AtomicBool,
     state: Mutex<PendingState>,
     capacity: usize,
-    /// Held while a delivery is in flight, so a recovering Redis gets one `DEL`, not a storm.
+    /// Held while a delivery is in flight, so a recovering Redis gets one call, not a storm.
     delivering: tokio::sync::Mutex<()>,
+}
+
+/// What is waiting to be delivered.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Undelivered {
+    pub(crate) keys: Vec<String>,
+    pub(crate) tags: Vec<String>,
 }
 
 #[derive(Debug, Default)]
 struct PendingState {
     keys: HashSet<String>,
-    /// Set when more keys failed than `capacity`: which ones is no longer known, so every
-    /// read bypasses the cache until every entry that could be stale has expired.
+    tags: HashSet<String>,
+    /// Set when more failed than `capacity`: which ones is no longer known, so every read
+    /// bypasses the cache until every entry that could be stale has expired.
     bypass_all_until: Option<Instant>,
 }
 
@@ -187,7 +211,9 @@ impl PendingInvalidations {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, PendingState> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -198,51 +224,86 @@ impl PendingInvalidations {
         if self.is_empty() {
             return 0;
         }
-        self.state().keys.len()
+        let state = self.state();
+        state.keys.len() + state.tags.len()
     }
 
-    /// Remembers keys whose invalidation failed. `longest_ttl` bounds how long an entry
-    /// written before now can live, for the overflow case.
-    pub(crate) fn add<'k>(&self, keys: impl IntoIterator<Item = &'k str>, longest_ttl: Duration) {
+    /// Remembers an invalidation that failed. `longest_ttl` bounds how long an entry written
+    /// before now can live, for the overflow case.
+    pub(crate) fn add(&self, keys: &[&str], tags: &[String], longest_ttl: Duration) {
         let mut state = self.state();
-        for key in keys {
-            if state.keys.len() >= self.capacity {
+        let targets = keys
+            .iter()
+            .map(|key| (false, *key))
+            .chain(tags.iter().map(|tag| (true, tag.as_str())));
+        for (is_tag, target) in targets {
+            if state.keys.len() + state.tags.len() >= self.capacity {
                 state.bypass_all_until = Some(Instant::now() + longest_ttl);
                 break;
             }
-            state.keys.insert(key.to_owned());
+            let set = if is_tag {
+                &mut state.tags
+            } else {
+                &mut state.keys
+            };
+            set.insert(target.to_owned());
         }
         self.any.store(true, Ordering::Release);
     }
 
-    /// Whether `key` may be read from Redis now.
-    pub(crate) fn blocks(&self, key: &str) -> bool {
+    /// Whether the entry at `key`, carrying `tags`, must not be read from Redis now.
+    pub(crate) fn blocks(&self, key: &str, tags: &[String]) -> bool {
         if self.is_empty() {
             return false;
         }
         let state = self.state();
-        state.keys.contains(key) || state.bypass_all_until.is_some_and(|end| Instant::now() < end)
+        state.keys.contains(key)
+            || tags.iter().any(|tag| state.tags.contains(tag))
+            || state
+                .bypass_all_until
+                .is_some_and(|end| Instant::now() < end)
     }
 
-    /// Delivers what is pending with `delete`; keys added meanwhile stay pending.
-    pub(crate) async fn deliver<F, Fut, E>(&self, delete: F) -> Result<(), E>
+    /// Whether any tag invalidation is waiting (entries' tags must then be checked).
+    pub(crate) fn has_tags(&self) -> bool {
+        !self.is_empty() && !self.state().tags.is_empty()
+    }
+
+    /// Delivers what is pending with `deliver`; what is added meanwhile stays pending.
+    pub(crate) async fn deliver<F, Fut, E>(&self, deliver: F) -> Result<(), E>
     where
-        F: FnOnce(Vec<String>) -> Fut,
-        Fut: std::future::Future<Output = Result<Vec<String>, E>>,
+        F: FnOnce(Undelivered) -> Fut,
+        Fut: std::future::Future<Output = Result<Undelivered, E>>,
     {
         let Ok(_delivering) = self.delivering.try_lock() else {
             return Ok(());
         };
-        let keys: Vec<String> = self.state().keys.iter().cloned().collect();
-        let delivered = if keys.is_empty() { keys } else { delete(keys).await? };
+        let undelivered = {
+            let state = self.state();
+            Undelivered {
+                keys: state.keys.iter().cloned().collect(),
+                tags: state.tags.iter().cloned().collect(),
+            }
+        };
+        let delivered = if undelivered == Undelivered::default() {
+            undelivered
+        } else {
+            deliver(undelivered).await?
+        };
         let mut state = self.state();
-        for key in &delivered {
+        for key in &delivered.keys {
             state.keys.remove(key);
         }
-        if state.bypass_all_until.is_some_and(|end| Instant::now() >= end) {
+        for tag in &delivered.tags {
+            state.tags.remove(tag);
+        }
+        if state
+            .bypass_all_until
+            .is_some_and(|end| Instant::now() >= end)
+        {
             state.bypass_all_until = None;
         }
-        if state.keys.is_empty() && state.bypass_all_until.is_none() {
+        if state.keys.is_empty() && state.tags.is_empty() && state.bypass_all_until.is_none() {
             self.any.store(false, Ordering::Release);
         }
         Ok(())
@@ -260,13 +321,20 @@ mod tests {
             assert_eq!(breaker.admit(), Admission::Allowed);
             assert_eq!(breaker.record_failure(Admission::Allowed), Transition::None);
         }
-        assert_eq!(breaker.record_failure(Admission::Allowed), Transition::Opened);
+        assert_eq!(
+            breaker.record_failure(Admission::Allowed),
+            Transition::Opened
+        );
         assert_eq!(breaker.admit(), Admission::Rejected);
         std::thread::sleep(Duration::from_millis(40));
         assert_eq!(breaker.admit(), Admission::Probe);
         assert_eq!(breaker.admit(), Admission::Rejected, "one probe at a time");
         assert_eq!(breaker.record_failure(Admission::Probe), Transition::None);
-        assert_eq!(breaker.admit(), Admission::Rejected, "a failed probe reopens");
+        assert_eq!(
+            breaker.admit(),
+            Admission::Rejected,
+            "a failed probe reopens"
+        );
         std::thread::sleep(Duration::from_millis(40));
         assert_eq!(breaker.admit(), Admission::Probe);
         assert_eq!(breaker.record_success(Admission::Probe), Transition::Closed);
@@ -293,27 +361,41 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn pending_keys_block_reads_until_delivered() {
+    async fn pending_keys_and_tags_block_reads_until_delivered() {
         let pending = PendingInvalidations::new(10);
-        assert!(!pending.blocks("a"));
-        pending.add(["a", "b"], Duration::from_secs(60));
-        assert!(pending.blocks("a") && pending.blocks("b") && !pending.blocks("c"));
+        let tag = |name: &str| vec![name.to_owned()];
+        assert!(!pending.blocks("a", &[]));
+        pending.add(&["a", "b"], &tag("user:1"), Duration::from_secs(60));
+        assert!(pending.blocks("a", &[]) && pending.blocks("b", &[]) && !pending.blocks("c", &[]));
+        assert!(pending.blocks("c", &tag("user:1")) && !pending.blocks("c", &tag("user:2")));
         let failed: Result<(), ()> = pending.deliver(|_| async { Err(()) }).await;
         assert!(failed.is_err());
-        assert!(pending.blocks("a"), "a failed delivery keeps the keys");
-        pending.deliver(|keys| async { Ok::<_, ()>(keys) }).await.unwrap();
-        assert!(pending.is_empty() && !pending.blocks("a"));
+        assert!(pending.blocks("a", &[]), "a failed delivery keeps the keys");
+        pending
+            .deliver(|all| async { Ok::<_, ()>(all) })
+            .await
+            .unwrap();
+        assert!(pending.is_empty() && !pending.blocks("a", &tag("user:1")));
     }
 
     #[tokio::test]
     async fn overflow_bypasses_every_read_until_the_longest_ttl_passed() {
         let pending = PendingInvalidations::new(1);
-        pending.add(["a", "b"], Duration::from_millis(30));
-        assert!(pending.blocks("zzz"), "unknown keys may be stale after an overflow");
-        pending.deliver(|keys| async { Ok::<_, ()>(keys) }).await.unwrap();
-        assert!(pending.blocks("zzz"));
+        pending.add(&["a", "b"], &[], Duration::from_millis(30));
+        assert!(
+            pending.blocks("zzz", &[]),
+            "unknown keys may be stale after an overflow"
+        );
+        pending
+            .deliver(|all| async { Ok::<_, ()>(all) })
+            .await
+            .unwrap();
+        assert!(pending.blocks("zzz", &[]));
         tokio::time::sleep(Duration::from_millis(40)).await;
-        pending.deliver(|keys| async { Ok::<_, ()>(keys) }).await.unwrap();
-        assert!(!pending.blocks("zzz") && pending.is_empty());
+        pending
+            .deliver(|all| async { Ok::<_, ()>(all) })
+            .await
+            .unwrap();
+        assert!(!pending.blocks("zzz", &[]) && pending.is_empty());
     }
 }

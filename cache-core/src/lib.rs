@@ -3,6 +3,7 @@
 mod cache;
 mod codec;
 mod error;
+mod flight;
 mod guard;
 mod key;
 mod stats;

@@ -2,30 +2,39 @@
 
 use std::fmt::Display;
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::cache::{schema_field_names, Lookup};
-use crate::Cache;
+use crate::codec::{self, DecodeFn, EncodedField};
+use crate::flight::{wait_for_leader, Flight};
+use crate::store::FillBody;
+use crate::{Cache, Error};
 
 /// The constant part of one annotated function.
 #[derive(Debug)]
 pub struct Spec {
-    /// The entry prefix (checked by the macro: non-empty, no `:`).
+    /// The entry prefix (checked by the macro: non-empty, no `:`, no leading `__`).
     pub prefix: &'static str,
     /// `ttl = …` in seconds, if given.
     pub ttl_secs: Option<u64>,
+    /// `none_ttl = …` in seconds, if given: the TTL of cached absences.
+    pub none_ttl_secs: Option<u64>,
 }
 
-/// The handle a call uses: the `cache = …` expression or the installed one.
+/// The handle a call uses when the macro has no `cache = …`: the installed one.
 pub fn installed() -> Option<Cache> {
     crate::cache::installed()
 }
 
 /// Builds the entry key before the body takes ownership of the parameters.
-pub fn entry_key<K: Display + ?Sized>(cache: Option<&Cache>, spec: &Spec, key: &K) -> Option<String> {
+pub fn entry_key<K: Display + ?Sized>(
+    cache: Option<&Cache>,
+    spec: &Spec,
+    key: &K,
+) -> Option<String> {
     cache.map(|cache| cache.key(spec.prefix, key))
 }
 
@@ -39,6 +48,18 @@ pub trait CachedOutput<S>: Sized {
     fn from_hit(value: S) -> Self;
     /// The value to cache, if this outcome is cacheable (`None` and `Err` are not).
     fn to_fill(&self) -> Option<&S>;
+}
+
+/// The return types that can say "absent", for `cache_none = true`.
+#[diagnostic::on_unimplemented(
+    message = "`cache_none` needs a return type that can be absent, not `{Self}`",
+    label = "with `cache_none = true` the function must return `Option<{S}>` or `Result<Option<{S}>, E>`"
+)]
+pub trait AbsentOutput<S>: CachedOutput<S> {
+    /// The value to return on a cached absence.
+    fn absent() -> Self;
+    /// Whether this outcome is an absence worth caching (`None`, not `Err`).
+    fn is_absent(&self) -> bool;
 }
 
 impl<S> CachedOutput<S> for S {
@@ -56,6 +77,15 @@ impl<S> CachedOutput<S> for Option<S> {
     }
     fn to_fill(&self) -> Option<&S> {
         self.as_ref()
+    }
+}
+
+impl<S> AbsentOutput<S> for Option<S> {
+    fn absent() -> Self {
+        None
+    }
+    fn is_absent(&self) -> bool {
+        self.is_none()
     }
 }
 
@@ -77,30 +107,113 @@ impl<S, E> CachedOutput<S> for Result<Option<S>, E> {
     }
 }
 
-/// Asserts at the user's schema type that it can be cached.
-pub fn assert_schema<S: Serialize + DeserializeOwned>() {}
+impl<S, E> AbsentOutput<S> for Result<Option<S>, E> {
+    fn absent() -> Self {
+        Ok(None)
+    }
+    fn is_absent(&self) -> bool {
+        matches!(self, Ok(None))
+    }
+}
 
-/// Asserts at the user's return type that it carries the schema.
-pub fn assert_output<S, R: CachedOutput<S>>() {}
+/// How to store one schema type. Only constructible when the schema has serde's traits:
+/// that bound is checked once, where the macro names the schema, and nowhere else, so a
+/// schema without serde gives one error per missing trait, at the schema.
+#[derive(Debug)]
+pub struct Schema<S> {
+    fields: fn() -> Result<&'static [&'static str], Error>,
+    decode: DecodeFn<S>,
+    encode: fn(&S) -> Result<Vec<EncodedField>, Error>,
+}
+
+/// The codec of schema `S`.
+pub fn schema<S: Serialize + DeserializeOwned>() -> Schema<S> {
+    Schema {
+        fields: schema_field_names::<S>,
+        decode: codec::decode::<S>,
+        encode: codec::encode::<S>,
+    }
+}
+
+/// How a return type carries the schema; only constructible when it does (see [`Schema`]).
+#[derive(Debug)]
+pub struct Output<S, R> {
+    from_hit: fn(S) -> R,
+    to_fill: fn(&R) -> Option<&S>,
+    /// Set with `cache_none = true`.
+    absent: Option<Absence<R>>,
+}
+
+/// How to return and recognise an absence, for `cache_none = true`.
+#[derive(Debug)]
+struct Absence<R> {
+    value: fn() -> R,
+    is: fn(&R) -> bool,
+}
+
+/// The adapters of return type `R` for schema `S`.
+pub fn output<S, R: CachedOutput<S>>() -> Output<S, R> {
+    Output {
+        from_hit: R::from_hit,
+        to_fill: R::to_fill,
+        absent: None,
+    }
+}
+
+/// The adapters of return type `R` for schema `S`, caching absences too.
+pub fn output_caching_absence<S, R: AbsentOutput<S>>() -> Output<S, R> {
+    Output {
+        from_hit: R::from_hit,
+        to_fill: R::to_fill,
+        absent: Some(Absence {
+            value: R::absent,
+            is: R::is_absent,
+        }),
+    }
+}
+
+/// The tags of one `cached_get` call: those known from the parameters, rendered before the
+/// call, and a function rendering those that name fields of the value.
+#[derive(Debug)]
+pub struct Tags<T> {
+    /// Tags made of parameters only.
+    pub from_parameters: Vec<String>,
+    /// Tags that name fields of the returned value.
+    pub from_value: T,
+}
+
+impl<T> Tags<T> {
+    fn of<S>(&self, value: &S) -> Vec<String>
+    where
+        T: Fn(&S) -> Vec<String>,
+    {
+        let mut tags = self.from_parameters.clone();
+        tags.extend((self.from_value)(value));
+        tags
+    }
+}
 
 /// `cached_get`: answer from the cache, or run `body` and fill the cache with its value.
 ///
 /// Never fails because of the cache: every cache problem ends in calling `body`.
-pub async fn get_or_fill<S, R, F>(
+#[allow(clippy::too_many_arguments)]
+pub async fn get_or_fill<S, R, F, T>(
     cache: Option<Cache>,
     spec: &'static Spec,
     key: Option<String>,
+    schema: Schema<S>,
+    output: Output<S, R>,
+    tags: Tags<T>,
     body: F,
 ) -> R
 where
-    S: Serialize + DeserializeOwned,
-    R: CachedOutput<S>,
     F: Future<Output = R>,
+    T: Fn(&S) -> Vec<String>,
 {
     let (Some(cache), Some(key)) = (cache, key) else {
         return body.await;
     };
-    let fields = match schema_field_names::<S>() {
+    let fields = match (schema.fields)() {
         Ok(fields) => fields,
         Err(error) => {
             tracing::warn!(%error, "schema cannot be cached; calling the function");
@@ -108,33 +221,144 @@ where
             return body.await;
         }
     };
-    if cache.reads_blocked(&key).await {
-        return body.await;
-    }
-    let fill = match cache.read_entry::<S>(&key, fields).await {
-        Ok(Lookup::Hit(value)) => return R::from_hit(value),
-        Ok(Lookup::Miss) => true,
-        // Redis did not answer: filling would most likely fail too.
-        Err(_) => false,
+    let call = Call {
+        cache: &cache,
+        spec,
+        key: &key,
+        fields,
+        schema: &schema,
+        output: &output,
+        tags: &tags,
     };
-    let output = body.await;
-    if fill {
-        if let Some(value) = output.to_fill() {
-            let ttl = cache.ttl_or_default(spec.ttl_secs.map(Duration::from_secs));
-            // Failures are logged and counted inside; the caller gets its value regardless.
-            let _ = cache.write_entry(&key, value, ttl).await;
+    let (seen, read_at) = match call.lookup().await {
+        Step::Done(result) => return result,
+        Step::Bypass => return body.await,
+        Step::Load { seen, read_at } => (seen, read_at),
+    };
+    // Concurrent misses of this entry and schema through this handle load once.
+    let flight_key = format!("{key}\u{0}{}", std::any::type_name::<S>());
+    let flight = cache.flights().join(flight_key);
+    let result = match flight {
+        Flight::Leader(_leading) => call.load_and_fill(body, seen, read_at).await,
+        Flight::Follower(done) => {
+            cache.count_coalesced();
+            wait_for_leader(done, cache.flight_wait()).await;
+            match call.lookup().await {
+                Step::Done(result) => result,
+                Step::Bypass => body.await,
+                Step::Load { seen, read_at } => call.load_and_fill(body, seen, read_at).await,
+            }
         }
-    }
-    output
+    };
+    result
 }
 
-/// `cached_update` / `cached_delete`: drop the entry after the function succeeded.
-pub async fn invalidate(cache: Option<Cache>, key: Option<String>) {
-    if let (Some(cache), Some(key)) = (cache, key) {
-        // An undelivered invalidation is remembered and retried inside; never the caller's
-        // problem.
-        let _ = cache.invalidate_keys(&[key.as_str()]).await;
+/// One `cached_get` call's context, shared by its steps.
+struct Call<'a, S, R, T> {
+    cache: &'a Cache,
+    spec: &'static Spec,
+    key: &'a str,
+    fields: &'static [&'static str],
+    schema: &'a Schema<S>,
+    output: &'a Output<S, R>,
+    tags: &'a Tags<T>,
+}
+
+enum Step<R> {
+    /// Answered from the cache.
+    Done(R),
+    /// Do not use the cache for this call.
+    Bypass,
+    /// Missed: load, then fill with the stamp the read saw.
+    Load { seen: u64, read_at: Instant },
+}
+
+impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
+    async fn lookup(&self) -> Step<R> {
+        if self.cache.reads_blocked(self.key, &[]).await {
+            return Step::Bypass;
+        }
+        let read_at = Instant::now();
+        match self
+            .cache
+            .read_entry(self.key, self.fields, self.schema.decode)
+            .await
+        {
+            Ok(Lookup::Hit(value)) => {
+                // An undelivered tag invalidation may concern this entry: check its tags.
+                if self.cache.tag_invalidations_pending()
+                    && self
+                        .cache
+                        .reads_blocked(self.key, &self.tags.of(&value))
+                        .await
+                {
+                    return Step::Bypass;
+                }
+                Step::Done((self.output.from_hit)(value))
+            }
+            Ok(Lookup::Absent { seen }) => match &self.output.absent {
+                Some(absence) => {
+                    self.cache.count_hit();
+                    Step::Done((absence.value)())
+                }
+                // Another function caches absence here; this one loads and overwrites it.
+                None => {
+                    self.cache.count_miss();
+                    Step::Load { seen, read_at }
+                }
+            },
+            Ok(Lookup::Miss { seen }) => Step::Load { seen, read_at },
+            // Redis did not answer: filling would most likely fail too.
+            Err(_) => Step::Bypass,
+        }
     }
+
+    async fn load_and_fill(&self, body: impl Future<Output = R>, seen: u64, read_at: Instant) -> R {
+        let result = body.await;
+        let ttl = self.spec.ttl_secs.map(Duration::from_secs);
+        // Failures are logged and counted inside; the caller gets its value regardless.
+        if let Some(value) = (self.output.to_fill)(&result) {
+            match (self.schema.encode)(value) {
+                Ok(fields) => {
+                    let ttl = self.cache.ttl_or_default(ttl);
+                    let tags = self.tags.of(value);
+                    let body = FillBody::Fields(&fields);
+                    let _ = self
+                        .cache
+                        .fill_after_miss(self.key, body, ttl, seen, read_at, &tags)
+                        .await;
+                }
+                Err(error) => tracing::warn!(key = self.key, %error, "value cannot be cached"),
+            }
+        } else if let Some(absence) = &self.output.absent {
+            if (absence.is)(&result) {
+                let ttl = self
+                    .spec
+                    .none_ttl_secs
+                    .map_or_else(|| self.cache.negative_ttl(), Duration::from_secs);
+                let tags = &self.tags.from_parameters;
+                let _ = self
+                    .cache
+                    .fill_after_miss(self.key, FillBody::Absent, ttl, seen, read_at, tags)
+                    .await;
+            }
+        }
+        result
+    }
+}
+
+/// `cached_update` / `cached_delete`: drop the entry and the tags after the function succeeded.
+pub async fn invalidate(cache: Option<Cache>, key: Option<String>, tags: Vec<String>) {
+    let Some(cache) = cache else {
+        return;
+    };
+    let keys: Vec<&str> = key.as_deref().into_iter().collect();
+    if keys.is_empty() && tags.is_empty() {
+        return;
+    }
+    // An undelivered invalidation is remembered and retried inside; never the caller's
+    // problem.
+    let _ = cache.invalidate_all(&keys, &tags).await;
 }
 
 /// Tells a failed write (`Err`) from a successful one, for any return type: `Result`s by

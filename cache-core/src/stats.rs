@@ -12,7 +12,13 @@ pub struct Stats {
     pub misses: u64,
     /// Values written into the cache after a miss (or by `put`).
     pub fills: u64,
-    /// Entries invalidated (each key counts once).
+    /// Fills refused because an invalidation came after their read (the value was returned
+    /// but not cached: it may be older than the write), or because the load outlasted the
+    /// lease time.
+    pub refused_fills: u64,
+    /// Misses that waited for a concurrent call loading the same entry instead of loading.
+    pub coalesced: u64,
+    /// Entries and tags invalidated (each counts once).
     pub invalidations: u64,
     /// Redis operations that failed: refused, timed out, dropped, or an error reply.
     pub errors: u64,
@@ -28,6 +34,8 @@ pub(crate) struct Counters {
     pub(crate) hits: AtomicU64,
     pub(crate) misses: AtomicU64,
     pub(crate) fills: AtomicU64,
+    pub(crate) refused_fills: AtomicU64,
+    pub(crate) coalesced: AtomicU64,
     pub(crate) invalidations: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) bypassed: AtomicU64,
@@ -44,6 +52,8 @@ impl Counters {
             hits: read(&self.hits),
             misses: read(&self.misses),
             fills: read(&self.fills),
+            refused_fills: read(&self.refused_fills),
+            coalesced: read(&self.coalesced),
             invalidations: read(&self.invalidations),
             errors: read(&self.errors),
             bypassed: read(&self.bypassed),

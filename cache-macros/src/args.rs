@@ -4,7 +4,7 @@
 use proc_macro2::Span;
 use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
-use syn::{bracketed, Expr, LitInt, LitStr, Token, Type};
+use syn::{bracketed, Expr, LitBool, LitInt, LitStr, Token, Type};
 
 /// Which of the three macros is being expanded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +31,8 @@ mod kw {
     syn::custom_keyword!(ttl);
     syn::custom_keyword!(tags);
     syn::custom_keyword!(cache);
+    syn::custom_keyword!(cache_none);
+    syn::custom_keyword!(none_ttl);
 }
 
 /// An argument's value together with the span of its name, for diagnostics about the
@@ -50,12 +52,22 @@ pub(crate) struct CacheArgs {
     pub(crate) ttl: Option<Arg<LitInt>>,
     pub(crate) tags: Option<Arg<Vec<LitStr>>>,
     pub(crate) cache: Option<Arg<Expr>>,
+    pub(crate) cache_none: Option<Arg<LitBool>>,
+    pub(crate) none_ttl: Option<Arg<LitInt>>,
 }
 
 /// Stores an argument, rejecting a second occurrence at the second name.
-fn set_once<T>(slot: &mut Option<Arg<T>>, name: &str, name_span: Span, value: T) -> syn::Result<()> {
+fn set_once<T>(
+    slot: &mut Option<Arg<T>>,
+    name: &str,
+    name_span: Span,
+    value: T,
+) -> syn::Result<()> {
     if slot.is_some() {
-        return Err(syn::Error::new(name_span, format!("duplicate argument `{name}`")));
+        return Err(syn::Error::new(
+            name_span,
+            format!("duplicate argument `{name}`"),
+        ));
     }
     *slot = Some(Arg { name_span, value });
     Ok(())
@@ -88,7 +100,25 @@ impl Parse for CacheArgs {
                 let content;
                 bracketed!(content in input);
                 let tags = Punctuated::<LitStr, Token![,]>::parse_terminated(&content)?;
-                set_once(&mut args.tags, "tags", name.span, tags.into_iter().collect())?;
+                set_once(
+                    &mut args.tags,
+                    "tags",
+                    name.span,
+                    tags.into_iter().collect(),
+                )?;
+            } else if lookahead.peek(kw::cache_none) {
+                let name = input.parse::<kw::cache_none>()?;
+                input.parse::<Token![=]>()?;
+                set_once(
+                    &mut args.cache_none,
+                    "cache_none",
+                    name.span,
+                    input.parse()?,
+                )?;
+            } else if lookahead.peek(kw::none_ttl) {
+                let name = input.parse::<kw::none_ttl>()?;
+                input.parse::<Token![=]>()?;
+                set_once(&mut args.none_ttl, "none_ttl", name.span, input.parse()?)?;
             } else if lookahead.peek(kw::cache) {
                 let name = input.parse::<kw::cache>()?;
                 input.parse::<Token![=]>()?;

@@ -7,7 +7,7 @@ use syn::spanned::Spanned;
 use syn::ItemFn;
 
 use crate::args::{CacheArgs, MacroKind};
-use crate::valid::{self, Checked};
+use crate::valid::{self, Checked, Tag, TagPart};
 
 /// Entry point of all three macros. On any error the function is emitted unchanged next to
 /// the errors, so the user sees the mistakes in the attribute and nothing else.
@@ -37,13 +37,16 @@ fn with_item(error: syn::Error, item: TokenStream) -> TokenStream {
 }
 
 fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn) -> TokenStream {
-    let ItemFn { attrs, vis, sig, block } = function;
+    let ItemFn {
+        attrs,
+        vis,
+        sig,
+        block,
+    } = function;
     let output = &checked.output;
     let prefix = &checked.prefix;
-    let ttl = match checked.ttl_secs {
-        Some(secs) => quote!(::core::option::Option::Some(#secs)),
-        None => quote!(::core::option::Option::None),
-    };
+    let ttl = optional_u64(checked.ttl_secs);
+    let none_ttl = optional_u64(checked.none_ttl_secs);
     let handle = match &checked.cache {
         // The expression may be a `Cache`, a reference, an `Arc` or a `LazyLock`: deref
         // coercion to `&Cache` accepts all of them, and errors point at the expression.
@@ -82,42 +85,118 @@ fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn) -> TokenStream 
     };
     let prologue = quote! {
         static __CACHE_SPEC: ::cache_core::__private::Spec =
-            ::cache_core::__private::Spec { prefix: #prefix, ttl_secs: #ttl };
+            ::cache_core::__private::Spec { prefix: #prefix, ttl_secs: #ttl, none_ttl_secs: #none_ttl };
         let __cache_handle: ::core::option::Option<::cache_core::Cache> = #handle;
         let __cache_key: ::core::option::Option<::std::string::String> = #key;
     };
     let rewritten = match (kind, &checked.schema) {
         (MacroKind::Get, Some(schema)) => {
-            let assert_schema = quote_spanned! {schema.span()=>
-                let _ = ::cache_core::__private::assert_schema::<#schema>;
+            // The two constructors carry the type checks: a schema without serde is reported
+            // at the schema, a return type that does not carry it at the return type, once.
+            let schema_codec = quote_spanned! {schema.span()=>
+                ::cache_core::__private::schema::<#schema>()
             };
-            let assert_output = quote_spanned! {output.span()=>
-                let _ = ::cache_core::__private::assert_output::<#schema, #output>;
+            let output_adapter = if checked.cache_none {
+                quote_spanned! {output.span()=>
+                    ::cache_core::__private::output_caching_absence::<#schema, #output>()
+                }
+            } else {
+                quote_spanned! {output.span()=>
+                    ::cache_core::__private::output::<#schema, #output>()
+                }
             };
+            let tags = get_tags(&checked.tags, schema);
             quote! {
-                #assert_schema
-                #assert_output
                 #prologue
-                ::cache_core::__private::get_or_fill::<#schema, #output, _>(
-                    __cache_handle, &__CACHE_SPEC, __cache_key, #body,
+                let __cache_tags = #tags;
+                ::cache_core::__private::get_or_fill(
+                    __cache_handle, &__CACHE_SPEC, __cache_key, #schema_codec, #output_adapter,
+                    __cache_tags, #body,
                 ).await
             }
         }
-        _ => quote! {
-            #prologue
-            let __cache_output: #output = #body.await;
-            #[allow(unused_imports)]
-            use ::cache_core::__private::{AnyOutcome as _, ResultOutcome as _};
-            if !(&::cache_core::__private::Outcome(&__cache_output)).is_failure() {
-                ::cache_core::__private::invalidate(__cache_handle, __cache_key).await;
+        _ => {
+            let tags = checked.tags.iter().map(render_tag);
+            quote! {
+                #prologue
+                let __cache_tags: ::std::vec::Vec<::std::string::String> = ::std::vec![#(#tags),*];
+                let __cache_output: #output = #body.await;
+                #[allow(unused_imports)]
+                use ::cache_core::__private::{AnyOutcome as _, ResultOutcome as _};
+                if !(&::cache_core::__private::Outcome(&__cache_output)).is_failure() {
+                    ::cache_core::__private::invalidate(__cache_handle, __cache_key, __cache_tags).await;
+                }
+                __cache_output
             }
-            __cache_output
-        },
+        }
     };
     quote! {
         #(#attrs)*
         #vis #sig {
             #rewritten
+        }
+    }
+}
+
+fn optional_u64(value: Option<u64>) -> TokenStream {
+    match value {
+        Some(value) => quote!(::core::option::Option::Some(#value)),
+        None => quote!(::core::option::Option::None),
+    }
+}
+
+/// A `format!` of one tag template. Parameters are borrowed where they are (before the body
+/// takes them); fields are read from `__cache_value`, with the tag literal's span so that a
+/// field that does not exist is reported on the tag.
+fn render_tag(tag: &Tag) -> TokenStream {
+    let mut template = String::new();
+    let mut values = Vec::new();
+    for part in &tag.parts {
+        match part {
+            TagPart::Text(text) => template.push_str(text),
+            TagPart::Param(param) => {
+                template.push_str("{}");
+                values.push(quote!(#param));
+            }
+            TagPart::Field(field) => {
+                template.push_str("{}");
+                values.push(quote_spanned!(tag.literal.span()=> __cache_value.#field));
+            }
+        }
+    }
+    quote!(::std::format!(#template #(, #values)*))
+}
+
+/// `cached_get`'s tags: those made of parameters only are rendered before the call; those
+/// naming fields of the value are rendered from it, with their parameters rendered before
+/// the call too (the body may take ownership of them).
+fn get_tags(tags: &[Tag], schema: &syn::Type) -> TokenStream {
+    let (from_value, from_parameters): (Vec<&Tag>, Vec<&Tag>) = tags.iter().partition(|tag| {
+        tag.parts
+            .iter()
+            .any(|part| matches!(part, TagPart::Field(_)))
+    });
+    let from_parameters = from_parameters.into_iter().map(render_tag);
+    let captured: Vec<TokenStream> = from_value
+        .iter()
+        .flat_map(|tag| &tag.parts)
+        .filter_map(|part| match part {
+            TagPart::Param(param) => Some(quote! {
+                let #param = ::std::string::ToString::to_string(&#param);
+            }),
+            _ => None,
+        })
+        .collect();
+    let from_value = from_value.into_iter().map(render_tag);
+    quote! {
+        ::cache_core::__private::Tags {
+            from_parameters: ::std::vec![#(#from_parameters),*],
+            from_value: {
+                #(#captured)*
+                move |__cache_value: &#schema| -> ::std::vec::Vec<::std::string::String> {
+                    ::std::vec![#(#from_value),*]
+                }
+            },
         }
     }
 }

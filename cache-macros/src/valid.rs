@@ -14,6 +14,9 @@ pub(crate) struct Checked {
     pub(crate) key: KeyParam,
     pub(crate) schema: Option<Type>,
     pub(crate) ttl_secs: Option<u64>,
+    /// `cache_none = true`: absences are cached too.
+    pub(crate) cache_none: bool,
+    pub(crate) none_ttl_secs: Option<u64>,
     pub(crate) tags: Vec<Tag>,
     pub(crate) cache: Option<Expr>,
     /// The declared return type; `()` when none is written.
@@ -61,6 +64,8 @@ pub(crate) fn check(kind: MacroKind, args: CacheArgs, function: &ItemFn) -> syn:
             Some("the prefix must not be empty")
         } else if text.contains(':') {
             Some("the prefix must not contain `:` (it separates the prefix from the key)")
+        } else if text.starts_with("__") {
+            Some("the prefix must not start with `__`, reserved for the cache's own keys")
         } else {
             None
         };
@@ -76,11 +81,17 @@ pub(crate) fn check(kind: MacroKind, args: CacheArgs, function: &ItemFn) -> syn:
     let key = required(kind, args.key, "key = \"<parameter>\"", &mut errors).and_then(|key| {
         let name = key.value.value();
         match params.iter().find(|(ident, _)| *ident == name) {
-            Some((ident, ty)) => Some(KeyParam { ident: ident.clone(), optional: is_option(ty) }),
+            Some((ident, ty)) => Some(KeyParam {
+                ident: ident.clone(),
+                optional: is_option(ty),
+            }),
             None => {
                 errors.push(syn::Error::new_spanned(
                     &key.value,
-                    format!("`{name}` is not a parameter of this function{}", list(&params)),
+                    format!(
+                        "`{name}` is not a parameter of this function{}",
+                        list(&params)
+                    ),
                 ));
                 None
             }
@@ -99,19 +110,39 @@ pub(crate) fn check(kind: MacroKind, args: CacheArgs, function: &ItemFn) -> syn:
         (_, Some(schema)) => {
             errors.push(syn::Error::new(
                 schema.name_span,
-                format!("#[{}] takes no `schema`: it invalidates, it does not write", kind.name()),
+                format!(
+                    "#[{}] takes no `schema`: it invalidates, it does not write",
+                    kind.name()
+                ),
             ));
             None
         }
         (_, None) => None,
     };
 
-    let ttl_secs = args.ttl.and_then(|ttl| match ttl.value.base10_parse::<u64>() {
-        Ok(0) | Err(_) => {
-            errors.push(syn::Error::new_spanned(&ttl.value, "`ttl` is a whole number of seconds, at least 1"));
-            None
+    let ttl_secs = args
+        .ttl
+        .and_then(|ttl| seconds("ttl", &ttl.value, &mut errors));
+    let cache_none = match args.cache_none {
+        Some(flag) if kind != MacroKind::Get => {
+            errors.push(syn::Error::new(
+                flag.name_span,
+                format!("#[{}] takes no `cache_none`", kind.name()),
+            ));
+            false
         }
-        Ok(secs) => Some(secs),
+        Some(flag) => flag.value.value,
+        None => false,
+    };
+    let none_ttl_secs = args.none_ttl.and_then(|ttl| {
+        if !cache_none {
+            errors.push(syn::Error::new(
+                ttl.name_span,
+                "`none_ttl` needs `cache_none = true`",
+            ));
+            return None;
+        }
+        seconds("none_ttl", &ttl.value, &mut errors)
     });
 
     let tags = args
@@ -146,12 +177,27 @@ pub(crate) fn check(kind: MacroKind, args: CacheArgs, function: &ItemFn) -> syn:
             key,
             schema,
             ttl_secs,
+            cache_none,
+            none_ttl_secs,
             tags,
             cache: args.cache.map(|cache| cache.value),
             output,
         }),
         // Both are reported above whenever missing.
         _ => Err(syn::Error::new(Span::call_site(), "invalid arguments")),
+    }
+}
+
+fn seconds(name: &str, literal: &syn::LitInt, errors: &mut Errors) -> Option<u64> {
+    match literal.base10_parse::<u64>() {
+        Ok(secs) if secs > 0 => Some(secs),
+        _ => {
+            errors.push(syn::Error::new_spanned(
+                literal,
+                format!("`{name}` is a whole number of seconds, at least 1"),
+            ));
+            None
+        }
     }
 }
 
@@ -172,7 +218,12 @@ impl Errors {
     }
 }
 
-fn required<T>(kind: MacroKind, arg: Option<Arg<T>>, form: &str, errors: &mut Errors) -> Option<Arg<T>> {
+fn required<T>(
+    kind: MacroKind,
+    arg: Option<Arg<T>>,
+    form: &str,
+    errors: &mut Errors,
+) -> Option<Arg<T>> {
     if arg.is_none() {
         errors.push(syn::Error::new(
             Span::call_site(),
@@ -202,7 +253,10 @@ fn list(params: &[(Ident, Type)]) -> String {
     if params.is_empty() {
         return "; it has no named parameters".into();
     }
-    let names: Vec<String> = params.iter().map(|(ident, _)| format!("`{ident}`")).collect();
+    let names: Vec<String> = params
+        .iter()
+        .map(|(ident, _)| format!("`{ident}`"))
+        .collect();
     format!("; its parameters are {}", names.join(", "))
 }
 
@@ -239,7 +293,10 @@ fn parse_tag(kind: MacroKind, literal: LitStr, params: &[(Ident, Type)]) -> syn:
         let name = &rest[open + 1..close];
         // Parsing checks that the name is an identifier; the span points at the literal.
         let parsed: Ident = syn::parse_str(name).map_err(|_| {
-            syn::Error::new_spanned(&literal, format!("`{{{name}}}` in a tag must name a parameter or field"))
+            syn::Error::new_spanned(
+                &literal,
+                format!("`{{{name}}}` in a tag must name a parameter or field"),
+            )
         })?;
         let ident = Ident::new(&parsed.to_string(), literal.span());
         if params.iter().any(|(param, _)| *param == name) {
@@ -249,7 +306,10 @@ fn parse_tag(kind: MacroKind, literal: LitStr, params: &[(Ident, Type)]) -> syn:
         } else {
             return Err(syn::Error::new_spanned(
                 &literal,
-                format!("`{{{name}}}` is not a parameter of this function{}", list(params)),
+                format!(
+                    "`{{{name}}}` is not a parameter of this function{}",
+                    list(params)
+                ),
             ));
         }
         rest = &rest[close + 1..];

@@ -59,7 +59,11 @@ impl Row {
     }
 
     fn login(&self) -> UserLogin {
-        UserLogin { id: self.id, email: self.email.clone(), password: self.password.clone() }
+        UserLogin {
+            id: self.id,
+            email: self.email.clone(),
+            password: self.password.clone(),
+        }
     }
 }
 

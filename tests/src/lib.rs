@@ -21,9 +21,14 @@ impl RedisServer {
     /// Starts a redis-server on a free loopback port and waits until it answers.
     pub fn start() -> RedisServer {
         let port = free_port();
-        let dir = std::env::temp_dir().join(format!("cache-test-redis-{}-{port}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("cache-test-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create redis dir");
-        let mut server = RedisServer { port, child: None, dir };
+        let mut server = RedisServer {
+            port,
+            child: None,
+            dir,
+        };
         server.spawn();
         server
     }
@@ -116,6 +121,11 @@ impl RedisServer {
         calls
     }
 
+    /// Starts recording every command the server executes (Redis `MONITOR`).
+    pub fn monitor(&self) -> CommandLog {
+        CommandLog::start(self.port)
+    }
+
     /// Zeroes the command statistics.
     pub fn reset_stats(&self) {
         redis::cmd("CONFIG")
@@ -162,7 +172,9 @@ pub struct SilentListener {
 impl SilentListener {
     /// Binds a free loopback port and starts accepting on the current Tokio runtime.
     pub async fn start() -> SilentListener {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind listener");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind listener");
         let address = listener.local_addr().expect("listener address");
         let bytes_received = std::sync::Arc::new(AtomicU64::new(0));
         let connections = std::sync::Arc::new(AtomicU64::new(0));
@@ -183,7 +195,12 @@ impl SilentListener {
                 });
             }
         });
-        SilentListener { address, bytes_received, connections, task }
+        SilentListener {
+            address,
+            bytes_received,
+            connections,
+            task,
+        }
     }
 
     /// `redis://` URL pointing at it.
@@ -211,7 +228,11 @@ impl Drop for SilentListener {
 /// A namespace no other test uses, for tests sharing one server.
 pub fn unique_namespace(test: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!("t{}-{}-{test}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "t{}-{}-{test}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A TCP proxy in front of a server that the test can cut (every connection reset, new ones
@@ -227,7 +248,9 @@ pub struct CuttableProxy {
 impl CuttableProxy {
     /// Starts forwarding a free loopback port to `upstream_port` on 127.0.0.1.
     pub async fn start(upstream_port: u16) -> CuttableProxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
         let address = listener.local_addr().expect("proxy address");
         let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let connections = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -249,7 +272,12 @@ impl CuttableProxy {
                 tasks.lock().expect("proxy tasks").push(connection);
             }
         });
-        CuttableProxy { address, cut, connections, task }
+        CuttableProxy {
+            address,
+            cut,
+            connections,
+            task,
+        }
     }
 
     /// `redis://` URL of the proxy.
@@ -275,5 +303,67 @@ impl Drop for CuttableProxy {
     fn drop(&mut self) {
         self.cut();
         self.task.abort();
+    }
+}
+
+/// The commands a server received from clients, recorded with `MONITOR` on its own
+/// connection. Commands run inside Lua scripts are told apart (MONITOR marks them `lua`), so
+/// this counts round trips exactly: what the cache sent, not what its scripts did.
+#[derive(Debug)]
+pub struct CommandLog {
+    port: u16,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl CommandLog {
+    fn start(port: u16) -> CommandLog {
+        use std::io::{BufRead, Write};
+        let mut stream =
+            std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect for MONITOR");
+        stream.write_all(b"MONITOR\r\n").expect("send MONITOR");
+        let mut reader = std::io::BufReader::new(stream);
+        let mut ok = String::new();
+        reader.read_line(&mut ok).expect("MONITOR reply");
+        assert_eq!(ok.trim_end(), "+OK");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in reader.lines() {
+                let Ok(line) = line else { break };
+                sink.lock().expect("monitor lines").push(line);
+            }
+        });
+        CommandLog { port, lines }
+    }
+
+    /// Waits until everything sent so far is recorded, then returns the names (lower case)
+    /// of the commands clients sent since the last call, leaving out those run by scripts.
+    pub fn take_client_commands(&self) -> Vec<String> {
+        static MARK: AtomicU64 = AtomicU64::new(0);
+        let marker = format!("monitor-mark-{}", MARK.fetch_add(1, Ordering::Relaxed));
+        let mut connection = redis::Client::open(format!("redis://127.0.0.1:{}", self.port))
+            .and_then(|client| client.get_connection())
+            .expect("connect for the marker");
+        redis::cmd("ECHO")
+            .arg(&marker)
+            .query::<String>(&mut connection)
+            .expect("ECHO marker");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut lines = self.lines.lock().expect("monitor lines");
+            if let Some(end) = lines.iter().position(|line| line.contains(&marker)) {
+                let taken: Vec<String> = lines.drain(..=end).collect();
+                return taken[..taken.len() - 1]
+                    .iter()
+                    .filter(|line| !line.contains(" lua] "))
+                    .filter_map(|line| line.split("] \"").nth(1))
+                    .filter_map(|rest| rest.split('"').next())
+                    .map(str::to_lowercase)
+                    .collect();
+            }
+            drop(lines);
+            assert!(Instant::now() < deadline, "MONITOR did not see the marker");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 }

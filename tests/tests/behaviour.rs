@@ -14,12 +14,17 @@ enum Backend {
 }
 
 impl Backend {
-    fn cache_with(&self, configure: impl FnOnce(cache_core::CacheBuilder) -> cache_core::CacheBuilder) -> Cache {
+    fn cache_with(
+        &self,
+        configure: impl FnOnce(cache_core::CacheBuilder) -> cache_core::CacheBuilder,
+    ) -> Cache {
         let url = match self {
             Backend::Redis(server) => server.url(),
             Backend::Memory => "mem://".to_owned(),
         };
-        configure(Cache::builder().url(url)).build().expect("valid test configuration")
+        configure(Cache::builder().url(url))
+            .build()
+            .expect("valid test configuration")
     }
 
     fn cache(&self) -> Cache {
@@ -59,6 +64,7 @@ on_both_backends!(
     a_none_key_bypasses_the_cache,
     entries_expire_after_their_ttl,
     null_and_empty_string_stay_distinct,
+    fields_skipped_by_serde_still_make_a_complete_entry,
     nested_values_enums_and_sequences_round_trip,
     a_schema_that_is_not_a_flat_struct_is_not_cached,
     the_direct_api_gets_puts_and_invalidates,
@@ -81,13 +87,21 @@ async fn a_partial_hash_is_a_miss_and_the_fill_keeps_foreign_fields(backend: Bac
     let repo = UserRepo::new(cache.clone());
     repo.insert(Row::sample(7));
     // Another schema's fields are already there, plus one of ours: not enough for a hit.
-    let login = UserLogin { id: 7, email: "seven@example.com".into(), password: "foreign".into() };
+    let login = UserLogin {
+        id: 7,
+        email: "seven@example.com".into(),
+        password: "foreign".into(),
+    };
     cache.put("user", &7, &login).await.unwrap();
     assert!(cache.get::<UserRead>("user", &7).await.unwrap().is_none());
 
     assert_eq!(repo.get_user(7).await.unwrap().unwrap().name, "user7");
     assert_eq!(repo.loads(), 1);
-    assert_eq!(cache.get::<UserLogin>("user", &7).await.unwrap(), Some(login), "foreign fields kept");
+    assert_eq!(
+        cache.get::<UserLogin>("user", &7).await.unwrap(),
+        Some(login),
+        "foreign fields kept"
+    );
     assert_eq!(repo.get_user(7).await.unwrap().unwrap().name, "user7");
     assert_eq!(repo.loads(), 1, "now complete: a hit");
 }
@@ -102,11 +116,17 @@ async fn two_schemas_share_one_hash(backend: Backend) {
     assert_eq!(repo.get_login(3).await.unwrap().unwrap(), login);
     assert_eq!(repo.loads(), 2, "both schemas hit the shared hash");
     if let Backend::Redis(server) = &backend {
-        let fields: Vec<String> =
-            redis::cmd("HKEYS").arg("user:3").query(&mut server.connection()).unwrap();
+        let fields: Vec<String> = redis::cmd("HKEYS")
+            .arg("user:3")
+            .query(&mut server.connection())
+            .unwrap();
         let mut fields = fields;
         fields.sort();
-        assert_eq!(fields, ["avatar", "birthday", "email", "id", "name", "password"]);
+        // `avatar` is `None`: no field, listed in `__null`.
+        assert_eq!(
+            fields,
+            ["__null", "birthday", "email", "id", "name", "password"]
+        );
     }
 }
 
@@ -132,9 +152,16 @@ async fn key_zero_and_empty_key_are_ordinary_keys(backend: Backend) {
     assert_eq!(repo.loads(), 1, "key 0 is cached");
 
     let cache = backend.cache();
-    let value = UserLogin { id: 1, email: "".into(), password: "".into() };
+    let value = UserLogin {
+        id: 1,
+        email: "".into(),
+        password: "".into(),
+    };
     cache.put("user", "", &value).await.unwrap();
-    assert_eq!(cache.get::<UserLogin>("user", "").await.unwrap(), Some(value));
+    assert_eq!(
+        cache.get::<UserLogin>("user", "").await.unwrap(),
+        Some(value)
+    );
 }
 
 /// Same field names as [`UserRead`], but text where `id` must be a number.
@@ -149,7 +176,12 @@ struct Garbage {
 async fn garbage_in_a_field_is_a_miss_and_is_overwritten(backend: Backend) {
     let repo = UserRepo::new(backend.cache());
     repo.insert(Row::sample(9));
-    let garbage = Garbage { id: "not a number".into(), name: "x".into(), avatar: "y".into(), birthday: "z".into() };
+    let garbage = Garbage {
+        id: "not a number".into(),
+        name: "x".into(),
+        avatar: "y".into(),
+        birthday: "z".into(),
+    };
     repo.cache.put("user", &9, &garbage).await.unwrap();
 
     assert_eq!(repo.get_user(9).await.unwrap().unwrap().id, 9);
@@ -158,11 +190,19 @@ async fn garbage_in_a_field_is_a_miss_and_is_overwritten(backend: Backend) {
     assert_eq!(repo.loads(), 1, "the fill overwrote the garbage");
     if let Backend::Redis(server) = &backend {
         // Also a key of the wrong Redis type, left by someone else.
-        redis::cmd("SET").arg("user:10").arg("junk").query::<()>(&mut server.connection()).unwrap();
+        redis::cmd("SET")
+            .arg("user:10")
+            .arg("junk")
+            .query::<()>(&mut server.connection())
+            .unwrap();
         repo.insert(Row::sample(10));
         assert_eq!(repo.get_user(10).await.unwrap().unwrap().id, 10);
         assert_eq!(repo.get_user(10).await.unwrap().unwrap().id, 10);
-        assert_eq!(repo.loads(), 2, "a string under the key is replaced by the hash");
+        assert_eq!(
+            repo.loads(),
+            2,
+            "a string under the key is replaced by the hash"
+        );
     }
 }
 
@@ -170,11 +210,31 @@ async fn unusual_keys_do_not_collide(backend: Backend) {
     let cache = backend.cache();
     let long = "k".repeat(10_000);
     let keys = [
-        "a:b", "a", "b", ":", "::", "*", "user:*", "a b", " ", "line\nbreak", "line", "tab\t",
-        "ünïcødé ✓ 用户", "", "0", "00", long.as_str(), "user:1",
+        "a:b",
+        "a",
+        "b",
+        ":",
+        "::",
+        "*",
+        "user:*",
+        "a b",
+        " ",
+        "line\nbreak",
+        "line",
+        "tab\t",
+        "ünïcødé ✓ 用户",
+        "",
+        "0",
+        "00",
+        long.as_str(),
+        "user:1",
     ];
     for (index, key) in keys.iter().enumerate() {
-        let value = UserLogin { id: index as i64, email: format!("{key}@x"), password: key.to_string() };
+        let value = UserLogin {
+            id: index as i64,
+            email: format!("{key}@x"),
+            password: key.to_string(),
+        };
         cache.put("user", key, &value).await.unwrap();
     }
     for (index, key) in keys.iter().enumerate() {
@@ -184,7 +244,11 @@ async fn unusual_keys_do_not_collide(backend: Backend) {
     }
     // Another prefix with the same key texts sees nothing.
     for key in keys {
-        assert!(cache.get::<UserLogin>("other", key).await.unwrap().is_none());
+        assert!(cache
+            .get::<UserLogin>("other", key)
+            .await
+            .unwrap()
+            .is_none());
     }
 }
 
@@ -192,15 +256,29 @@ async fn namespaces_keep_handles_apart(backend: Backend) {
     let shop = backend.cache_with(|builder| builder.namespace("shop"));
     let blog = backend.cache_with(|builder| builder.namespace("blog"));
     let plain = backend.cache();
-    let value = |id| UserLogin { id, email: "e".into(), password: "p".into() };
+    let value = |id| UserLogin {
+        id,
+        email: "e".into(),
+        password: "p".into(),
+    };
     shop.put("user", &1, &value(1)).await.unwrap();
     blog.put("user", &1, &value(2)).await.unwrap();
-    assert_eq!(shop.get::<UserLogin>("user", &1).await.unwrap().unwrap().id, 1);
-    assert_eq!(blog.get::<UserLogin>("user", &1).await.unwrap().unwrap().id, 2);
+    assert_eq!(
+        shop.get::<UserLogin>("user", &1).await.unwrap().unwrap().id,
+        1
+    );
+    assert_eq!(
+        blog.get::<UserLogin>("user", &1).await.unwrap().unwrap().id,
+        2
+    );
     if let Backend::Redis(_) = backend {
         assert!(plain.get::<UserLogin>("user", &1).await.unwrap().is_none());
         let shop_key_as_plain = plain.get::<UserLogin>("shop", "user:1").await.unwrap();
-        assert_eq!(shop_key_as_plain.unwrap().id, 1, "the namespace is a key prefix, as documented");
+        assert_eq!(
+            shop_key_as_plain.unwrap().id,
+            1,
+            "the namespace is a key prefix, as documented"
+        );
     }
     blog.invalidate("user", &1).await.unwrap();
     assert!(blog.get::<UserLogin>("user", &1).await.unwrap().is_none());
@@ -251,7 +329,11 @@ async fn a_none_key_bypasses_the_cache(backend: Backend) {
     assert_eq!(repo.get_user_maybe(Some(1)).await.unwrap().id, 1);
     assert_eq!(repo.loads(), 1);
     let stats = repo.cache.stats();
-    assert_eq!((stats.hits, stats.misses), (1, 1), "the None call touched nothing");
+    assert_eq!(
+        (stats.hits, stats.misses),
+        (1, 1),
+        "the None call touched nothing"
+    );
 }
 
 async fn entries_expire_after_their_ttl(backend: Backend) {
@@ -260,17 +342,37 @@ async fn entries_expire_after_their_ttl(backend: Backend) {
     repo.insert(Row::sample(1));
     repo.get_user(1).await.unwrap();
     if let Backend::Redis(server) = &backend {
-        let ttl: i64 = redis::cmd("PTTL").arg("user:1").query(&mut server.connection()).unwrap();
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg("user:1")
+            .query(&mut server.connection())
+            .unwrap();
         assert!(ttl > 0 && ttl <= 300, "every entry has a TTL, got {ttl}");
         // `ttl = 60` on the macro overrides the default.
         repo.get_login(1).await.unwrap();
-        let ttl: i64 = redis::cmd("PTTL").arg("user:1").query(&mut server.connection()).unwrap();
-        assert!(ttl > 59_000 && ttl <= 60_000, "macro ttl applies, got {ttl}");
-        redis::cmd("PEXPIRE").arg("user:1").arg(300).query::<()>(&mut server.connection()).unwrap();
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg("user:1")
+            .query(&mut server.connection())
+            .unwrap();
+        assert!(
+            ttl > 59_000 && ttl <= 60_000,
+            "macro ttl applies, got {ttl}"
+        );
+        redis::cmd("PEXPIRE")
+            .arg("user:1")
+            .arg(300)
+            .query::<()>(&mut server.connection())
+            .unwrap();
     }
     tokio::time::sleep(Duration::from_millis(600)).await;
     repo.get_user(1).await.unwrap();
-    assert_eq!(repo.loads(), if matches!(backend, Backend::Redis(_)) { 3 } else { 2 });
+    assert_eq!(
+        repo.loads(),
+        if matches!(backend, Backend::Redis(_)) {
+            3
+        } else {
+            2
+        }
+    );
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -282,9 +384,75 @@ struct Profile {
 
 async fn null_and_empty_string_stay_distinct(backend: Backend) {
     let cache = backend.cache();
-    let profile = Profile { nickname: None, bio: Some(String::new()), note: String::new() };
+    let profile = Profile {
+        nickname: None,
+        bio: Some(String::new()),
+        note: String::new(),
+    };
     cache.put("profile", &1, &profile).await.unwrap();
-    assert_eq!(cache.get::<Profile>("profile", &1).await.unwrap(), Some(profile));
+    assert_eq!(
+        cache.get::<Profile>("profile", &1).await.unwrap(),
+        Some(profile.clone())
+    );
+    if let Backend::Redis(server) = &backend {
+        let raw: std::collections::BTreeMap<String, String> = redis::cmd("HGETALL")
+            .arg("profile:1")
+            .query(&mut server.connection())
+            .unwrap();
+        let expected = [("__null", "nickname"), ("bio", ""), ("note", "")]
+            .map(|(field, value)| (field.to_owned(), value.to_owned()));
+        assert_eq!(
+            raw,
+            expected.into(),
+            "all text; None is an absent field listed in __null"
+        );
+    }
+    // None → Some → None again, each merge keeps the null list right.
+    let some = Profile {
+        nickname: Some("nick".into()),
+        bio: None,
+        ..profile.clone()
+    };
+    cache.put("profile", &1, &some).await.unwrap();
+    assert_eq!(
+        cache.get::<Profile>("profile", &1).await.unwrap(),
+        Some(some)
+    );
+    cache.put("profile", &1, &profile).await.unwrap();
+    assert_eq!(
+        cache.get::<Profile>("profile", &1).await.unwrap(),
+        Some(profile)
+    );
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Sparse {
+    id: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nickname: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    tags: Vec<String>,
+}
+
+async fn fields_skipped_by_serde_still_make_a_complete_entry(backend: Backend) {
+    let cache = backend.cache();
+    let sparse = Sparse {
+        id: 1,
+        nickname: None,
+        tags: vec![],
+    };
+    cache.put("sparse", &1, &sparse).await.unwrap();
+    assert_eq!(
+        cache.get::<Sparse>("sparse", &1).await.unwrap(),
+        Some(sparse)
+    );
+    let full = Sparse {
+        id: 1,
+        nickname: Some("n".into()),
+        tags: vec!["t".into()],
+    };
+    cache.put("sparse", &1, &full).await.unwrap();
+    assert_eq!(cache.get::<Sparse>("sparse", &1).await.unwrap(), Some(full));
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -319,7 +487,10 @@ async fn nested_values_enums_and_sequences_round_trip(backend: Backend) {
         let rich = Rich {
             role: Role::Admin,
             other_role: Role::Member { since: 2020 },
-            address: Address { city: "Taipei".into(), zip: None },
+            address: Address {
+                city: "Taipei".into(),
+                zip: None,
+            },
             tags: vec!["a".into(), "".into(), "b,c".into()],
             scores: [("x".to_owned(), 1.5), ("y".to_owned(), -0.0)].into(),
             maybe_maybe,
@@ -349,15 +520,28 @@ impl FlattenedRepo {
     #[cache_core::cached_get(prefix = "flat", key = "id", schema = Flattened, cache = self.cache)]
     async fn get(&self, id: i64) -> Flattened {
         self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Flattened { id, rest: Address { city: "c".into(), zip: None } }
+        Flattened {
+            id,
+            rest: Address {
+                city: "c".into(),
+                zip: None,
+            },
+        }
     }
 }
 
 async fn a_schema_that_is_not_a_flat_struct_is_not_cached(backend: Backend) {
-    let repo = FlattenedRepo { cache: backend.cache(), loads: Default::default() };
+    let repo = FlattenedRepo {
+        cache: backend.cache(),
+        loads: Default::default(),
+    };
     assert_eq!(repo.get(1).await.id, 1);
     assert_eq!(repo.get(1).await.id, 1);
-    assert_eq!(repo.loads.load(std::sync::atomic::Ordering::SeqCst), 2, "called every time, never failing");
+    assert_eq!(
+        repo.loads.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "called every time, never failing"
+    );
     assert!(matches!(
         repo.cache.get::<Flattened>("flat", &1).await,
         Err(cache_core::Error::UnsupportedSchema { .. })
@@ -366,11 +550,21 @@ async fn a_schema_that_is_not_a_flat_struct_is_not_cached(backend: Backend) {
 
 async fn the_direct_api_gets_puts_and_invalidates(backend: Backend) {
     let cache = backend.cache();
-    let login = UserLogin { id: 1, email: "a@b.c".into(), password: "p".into() };
+    let login = UserLogin {
+        id: 1,
+        email: "a@b.c".into(),
+        password: "p".into(),
+    };
     assert_eq!(cache.get::<UserLogin>("user", &1).await.unwrap(), None);
     cache.put("user", &1, &login).await.unwrap();
-    assert_eq!(cache.get::<UserLogin>("user", &1).await.unwrap(), Some(login));
+    assert_eq!(
+        cache.get::<UserLogin>("user", &1).await.unwrap(),
+        Some(login)
+    );
     cache.invalidate("user", &1).await.unwrap();
     assert_eq!(cache.get::<UserLogin>("user", &1).await.unwrap(), None);
-    assert!(matches!(cache.get::<UserLogin>("us:er", &1).await, Err(cache_core::Error::Config(_))));
+    assert!(matches!(
+        cache.get::<UserLogin>("us:er", &1).await,
+        Err(cache_core::Error::Config(_))
+    ));
 }

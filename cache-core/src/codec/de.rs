@@ -5,7 +5,7 @@ use serde::de::{
     MapAccess, Visitor,
 };
 
-use super::{CodecError, NONE_MARKER, SKIPPED_MARKER};
+use super::{CodecError, FieldValue};
 
 /// Decodes a schema value from the values of `fields`, read in the same order.
 ///
@@ -13,15 +13,19 @@ use super::{CodecError, NONE_MARKER, SKIPPED_MARKER};
 /// getting here. Any decoding failure is an error, which the caller also treats as a miss.
 pub(crate) fn decode<T: DeserializeOwned>(
     fields: &'static [&'static str],
-    values: &[Option<Vec<u8>>],
+    values: &[Option<FieldValue>],
 ) -> Result<T, CodecError> {
-    T::deserialize(HashDeserializer { fields, values, next: 0 })
+    T::deserialize(HashDeserializer {
+        fields,
+        values,
+        next: 0,
+    })
 }
 
 /// Presents the hash fields to serde as a map, field name → [`FieldDecoder`].
 struct HashDeserializer<'a> {
     fields: &'static [&'static str],
-    values: &'a [Option<Vec<u8>>],
+    values: &'a [Option<FieldValue>],
     next: usize,
 }
 
@@ -47,10 +51,12 @@ impl<'de> MapAccess<'de> for HashDeserializer<'de> {
         seed: K,
     ) -> Result<Option<K::Value>, CodecError> {
         // A skipped field is left out, so that serde applies `default` or `Option`'s `None`.
-        while let Some(Some(value)) = self.values.get(self.next) {
-            if value.as_slice() != SKIPPED_MARKER {
+        while let Some(value) = self.values.get(self.next) {
+            if value.as_ref() != Some(&FieldValue::Skipped) {
                 let name = self.fields[self.next];
-                return seed.deserialize(BorrowedStrDeserializer::new(name)).map(Some);
+                return seed
+                    .deserialize(BorrowedStrDeserializer::new(name))
+                    .map(Some);
             }
             self.next += 1;
         }
@@ -63,9 +69,16 @@ impl<'de> MapAccess<'de> for HashDeserializer<'de> {
     ) -> Result<V::Value, CodecError> {
         let index = self.next;
         self.next += 1;
-        let bytes = self.values[index].as_deref().unwrap_or_default();
-        seed.deserialize(FieldDecoder { bytes, inside_some: false })
-            .map_err(|error| CodecError::Message(format!("field `{}`: {error}", self.fields[index])))
+        let decoded = match &self.values[index] {
+            Some(FieldValue::Text(bytes)) => seed.deserialize(FieldDecoder {
+                bytes,
+                inside_some: false,
+            }),
+            _ => seed.deserialize(NullDecoder),
+        };
+        decoded.map_err(|error| {
+            CodecError::Message(format!("field `{}`: {error}", self.fields[index]))
+        })
     }
 }
 
@@ -130,9 +143,6 @@ impl<'de> de::Deserializer<'de> for FieldDecoder<'de> {
     /// Self-describing reads (`serde_json::Value`, untagged enums) get JSON when the text is
     /// JSON, else the text as a string.
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
-        if self.bytes == NONE_MARKER && !self.inside_some {
-            return visitor.visit_none();
-        }
         match serde_json::from_slice::<serde_json::Value>(self.bytes) {
             Ok(value) => de::Deserializer::deserialize_any(value, visitor).map_err(Into::into),
             Err(_) => visitor.visit_borrowed_str(self.text()?),
@@ -153,7 +163,9 @@ impl<'de> de::Deserializer<'de> for FieldDecoder<'de> {
         match self.bytes {
             b"true" => visitor.visit_bool(true),
             b"false" => visitor.visit_bool(false),
-            _ => Err(CodecError::Message("stored value is not `true` or `false`".into())),
+            _ => Err(CodecError::Message(
+                "stored value is not `true` or `false`".into(),
+            )),
         }
     }
 
@@ -172,10 +184,11 @@ impl<'de> de::Deserializer<'de> for FieldDecoder<'de> {
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
         if self.inside_some {
             via_json!(self, deserialize_option(visitor))
-        } else if self.bytes == NONE_MARKER {
-            visitor.visit_none()
         } else {
-            visitor.visit_some(FieldDecoder { bytes: self.bytes, inside_some: true })
+            visitor.visit_some(FieldDecoder {
+                bytes: self.bytes,
+                inside_some: true,
+            })
         }
     }
 
@@ -196,7 +209,9 @@ impl<'de> de::Deserializer<'de> for FieldDecoder<'de> {
         // Unit variants are stored as their bare name, data-carrying ones as JSON objects.
         match self.bytes.first() {
             Some(b'{') | Some(b'"') => via_json!(self, deserialize_enum(name, variants, visitor)),
-            _ => visitor.visit_enum(IntoDeserializer::<CodecError>::into_deserializer(self.text()?)),
+            _ => visitor.visit_enum(IntoDeserializer::<CodecError>::into_deserializer(
+                self.text()?,
+            )),
         }
     }
 
@@ -240,5 +255,34 @@ impl<'de> de::Deserializer<'de> for FieldDecoder<'de> {
 
     fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
         visitor.visit_unit()
+    }
+}
+
+/// A field listed in `__null`: `None` to an `Option`, an error (so a miss) to anything else.
+struct NullDecoder;
+
+impl<'de> de::Deserializer<'de> for NullDecoder {
+    type Error = CodecError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+        visitor.visit_none()
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+        visitor.visit_none()
+    }
+
+    fn deserialize_unit<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+        visitor.visit_unit()
+    }
+
+    fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+        visitor.visit_unit()
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf unit_struct newtype_struct seq tuple
+        tuple_struct map struct enum identifier
     }
 }

@@ -9,9 +9,12 @@
 //! | integers, floats | decimal (`NaN`, `inf`, `-inf` for the non-finite floats) |
 //! | `bool` | `true` / `false` |
 //! | unit enum variant | its name (`Admin`) |
-//! | `None` | the single byte `0xFF`, which no UTF-8 string and no number can be |
-//! | a field skipped by `skip_serializing_if` | the single byte `0xFE`; read back as absent |
 //! | anything else (structs, sequences, maps, data-carrying variants, `Some(None)`) | JSON |
+//! | `None` | no field; its name is listed in the library's field `__null` (`avatar,bio`) |
+//! | a field skipped by `skip_serializing_if` | no field; listed in `__skip`, read back as missing |
+//!
+//! So every stored value is UTF-8 text any client can read, and a reader that does not know
+//! the library sees a `None` as an absent field, which is what most hash readers expect.
 //!
 //! Decoding is driven by the schema's `Deserialize`: the type asks for an `i64` and the text is
 //! parsed as one, so nothing about the type has to be stored next to the value.
@@ -24,11 +27,30 @@ pub(crate) use de::decode;
 pub(crate) use schema::{schema_fields, SchemaFields};
 pub(crate) use ser::{encode, EncodedField};
 
-/// How `None` is stored: `0xFF` never occurs in UTF-8 text, so it cannot collide with a string.
-pub(crate) const NONE_MARKER: &[u8] = b"\xff";
-/// How a field skipped by `skip_serializing_if` is stored: present (so the entry counts as
-/// complete) but handed to serde as missing, so `#[serde(default)]` and `Option` apply.
-pub(crate) const SKIPPED_MARKER: &[u8] = b"\xfe";
+/// [`decode`] for one schema type, as a plain function pointer.
+pub(crate) type DecodeFn<S> =
+    fn(&'static [&'static str], &[Option<FieldValue>]) -> Result<S, CodecError>;
+
+/// The library's hash field listing the schema fields whose value is `None`.
+pub(crate) const NULL_LIST_FIELD: &str = "__null";
+/// The library's hash field listing the fields skipped by `skip_serializing_if`.
+pub(crate) const SKIP_LIST_FIELD: &str = "__skip";
+/// The library's hash field holding the stamp of the entry's last invalidation.
+pub(crate) const STAMP_FIELD: &str = "__inv";
+/// The library's hash field marking a cached absence (negative caching).
+pub(crate) const ABSENT_FIELD: &str = "__none";
+
+/// One schema field as stored, or as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum FieldValue {
+    /// The encoded text.
+    Text(Vec<u8>),
+    /// `None`: no hash field, listed in `__null`.
+    Null,
+    /// Skipped by `skip_serializing_if`: no hash field, listed in `__skip`. Decoded as a
+    /// missing field, so that `#[serde(default)]` applies.
+    Skipped,
+}
 
 /// Errors inside the codec; converted to [`crate::Error`] (or a miss) at its edge.
 #[derive(Debug)]

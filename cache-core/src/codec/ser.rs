@@ -4,11 +4,11 @@ use std::io::Write as _;
 
 use serde::ser::{self, Impossible, Serialize, SerializeStruct};
 
-use super::{CodecError, NONE_MARKER, SKIPPED_MARKER};
+use super::{CodecError, FieldValue};
 use crate::Error;
 
 /// One encoded hash field.
-pub(crate) type EncodedField = (&'static str, Vec<u8>);
+pub(crate) type EncodedField = (&'static str, FieldValue);
 
 /// Turns a schema value into its hash fields. The value must serialize as a struct.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<EncodedField>, Error> {
@@ -43,7 +43,10 @@ impl std::error::Error for FieldError {}
 
 impl ser::Error for FieldError {
     fn custom<M: std::fmt::Display>(msg: M) -> Self {
-        FieldError { field: "", error: CodecError::Message(msg.to_string()) }
+        FieldError {
+            field: "",
+            error: CodecError::Message(msg.to_string()),
+        }
     }
 }
 
@@ -65,13 +68,13 @@ impl SerializeStruct for StructEncoder {
         key: &'static str,
         value: &T,
     ) -> Result<(), FieldError> {
-        let bytes = encode_field(value).map_err(|error| FieldError { field: key, error })?;
-        self.fields.push((key, bytes));
+        let encoded = encode_field(value).map_err(|error| FieldError { field: key, error })?;
+        self.fields.push((key, encoded));
         Ok(())
     }
 
     fn skip_field(&mut self, key: &'static str) -> Result<(), FieldError> {
-        self.fields.push((key, SKIPPED_MARKER.to_vec()));
+        self.fields.push((key, FieldValue::Skipped));
         Ok(())
     }
 
@@ -81,13 +84,23 @@ impl SerializeStruct for StructEncoder {
 }
 
 /// Encodes one field value: plain text where the table in `codec` says so, else JSON.
-pub(super) fn encode_field<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
+pub(super) fn encode_field<T: Serialize + ?Sized>(value: &T) -> Result<FieldValue, CodecError> {
     let mut out = Vec::new();
-    match value.serialize(FieldEncoder { out: &mut out, inside_some: false }) {
-        Ok(()) => Ok(out),
-        Err(CodecError::NeedsJson) => Ok(serde_json::to_vec(value)?),
+    match value.serialize(FieldEncoder {
+        out: &mut out,
+        inside_some: false,
+    }) {
+        Ok(Written::Text) => Ok(FieldValue::Text(out)),
+        Ok(Written::Null) => Ok(FieldValue::Null),
+        Err(CodecError::NeedsJson) => Ok(FieldValue::Text(serde_json::to_vec(value)?)),
         Err(error) => Err(error),
     }
+}
+
+/// What [`FieldEncoder`] produced.
+enum Written {
+    Text,
+    Null,
 }
 
 /// Writes scalars as text; answers [`CodecError::NeedsJson`] for everything stored as JSON,
@@ -99,20 +112,26 @@ struct FieldEncoder<'a> {
 }
 
 impl FieldEncoder<'_> {
-    fn text(self, text: &[u8]) -> Result<(), CodecError> {
+    fn text(self, text: &[u8]) -> Result<Written, CodecError> {
         self.out.extend_from_slice(text);
-        Ok(())
+        Ok(Written::Text)
     }
 
-    fn display(self, value: impl std::fmt::Display) -> Result<(), CodecError> {
-        write!(self.out, "{value}").map_err(|error| CodecError::Message(error.to_string()))
+    fn display(self, value: impl std::fmt::Display) -> Result<Written, CodecError> {
+        write!(self.out, "{value}").map_err(|error| CodecError::Message(error.to_string()))?;
+        Ok(Written::Text)
     }
 
-    fn float(self, value: f64) -> Result<(), CodecError> {
-        if value.is_finite() {
-            // serde_json writes the shortest text that parses back to the same float.
+    /// Finite floats as serde_json writes them (the shortest text that parses back to the
+    /// same value); `NaN`, `inf`, `-inf` as Rust displays and parses them.
+    fn float<F: Serialize + std::fmt::Display>(
+        self,
+        value: F,
+        finite: bool,
+    ) -> Result<Written, CodecError> {
+        if finite {
             serde_json::to_writer(self.out, &value)?;
-            Ok(())
+            Ok(Written::Text)
         } else {
             self.display(value)
         }
@@ -121,7 +140,7 @@ impl FieldEncoder<'_> {
 
 macro_rules! display_scalars {
     ($($method:ident: $ty:ty),* $(,)?) => {
-        $(fn $method(self, value: $ty) -> Result<(), CodecError> { self.display(value) })*
+        $(fn $method(self, value: $ty) -> Result<Written, CodecError> { self.display(value) })*
     };
 }
 
@@ -132,15 +151,15 @@ macro_rules! as_json {
 }
 
 impl ser::Serializer for FieldEncoder<'_> {
-    type Ok = ();
+    type Ok = Written;
     type Error = CodecError;
-    type SerializeSeq = Impossible<(), CodecError>;
-    type SerializeTuple = Impossible<(), CodecError>;
-    type SerializeTupleStruct = Impossible<(), CodecError>;
-    type SerializeTupleVariant = Impossible<(), CodecError>;
-    type SerializeMap = Impossible<(), CodecError>;
-    type SerializeStruct = Impossible<(), CodecError>;
-    type SerializeStructVariant = Impossible<(), CodecError>;
+    type SerializeSeq = Impossible<Written, CodecError>;
+    type SerializeTuple = Impossible<Written, CodecError>;
+    type SerializeTupleStruct = Impossible<Written, CodecError>;
+    type SerializeTupleVariant = Impossible<Written, CodecError>;
+    type SerializeMap = Impossible<Written, CodecError>;
+    type SerializeStruct = Impossible<Written, CodecError>;
+    type SerializeStructVariant = Impossible<Written, CodecError>;
 
     display_scalars! {
         serialize_bool: bool, serialize_i8: i8, serialize_i16: i16, serialize_i32: i32,
@@ -148,35 +167,33 @@ impl ser::Serializer for FieldEncoder<'_> {
         serialize_u32: u32, serialize_u64: u64, serialize_u128: u128, serialize_char: char,
     }
 
-    fn serialize_f32(self, value: f32) -> Result<(), CodecError> {
-        if value.is_finite() {
-            serde_json::to_writer(self.out, &value)?;
-            Ok(())
-        } else {
-            self.display(value)
-        }
+    fn serialize_f32(self, value: f32) -> Result<Written, CodecError> {
+        self.float(value, value.is_finite())
     }
 
-    fn serialize_f64(self, value: f64) -> Result<(), CodecError> {
-        self.float(value)
+    fn serialize_f64(self, value: f64) -> Result<Written, CodecError> {
+        self.float(value, value.is_finite())
     }
 
-    fn serialize_str(self, value: &str) -> Result<(), CodecError> {
+    fn serialize_str(self, value: &str) -> Result<Written, CodecError> {
         self.text(value.as_bytes())
     }
 
-    fn serialize_none(self) -> Result<(), CodecError> {
+    fn serialize_none(self) -> Result<Written, CodecError> {
         if self.inside_some {
             return Err(CodecError::NeedsJson);
         }
-        self.text(NONE_MARKER)
+        Ok(Written::Null)
     }
 
-    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), CodecError> {
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<Written, CodecError> {
         if self.inside_some {
             return Err(CodecError::NeedsJson);
         }
-        value.serialize(FieldEncoder { out: self.out, inside_some: true })
+        value.serialize(FieldEncoder {
+            out: self.out,
+            inside_some: true,
+        })
     }
 
     fn serialize_unit_variant(
@@ -184,7 +201,7 @@ impl ser::Serializer for FieldEncoder<'_> {
         _: &'static str,
         _: u32,
         variant: &'static str,
-    ) -> Result<(), CodecError> {
+    ) -> Result<Written, CodecError> {
         self.text(variant.as_bytes())
     }
 
@@ -192,14 +209,14 @@ impl ser::Serializer for FieldEncoder<'_> {
         self,
         _: &'static str,
         value: &T,
-    ) -> Result<(), CodecError> {
+    ) -> Result<Written, CodecError> {
         value.serialize(self)
     }
 
     as_json! {
-        serialize_bytes(&[u8]) -> (),
-        serialize_unit() -> (),
-        serialize_unit_struct(&'static str) -> (),
+        serialize_bytes(&[u8]) -> Written,
+        serialize_unit() -> Written,
+        serialize_unit_struct(&'static str) -> Written,
         serialize_seq(Option<usize>) -> Self::SerializeSeq,
         serialize_tuple(usize) -> Self::SerializeTuple,
         serialize_tuple_struct(&'static str, usize) -> Self::SerializeTupleStruct,
@@ -215,7 +232,7 @@ impl ser::Serializer for FieldEncoder<'_> {
         _: u32,
         _: &'static str,
         _: &T,
-    ) -> Result<(), CodecError> {
+    ) -> Result<Written, CodecError> {
         Err(CodecError::NeedsJson)
     }
 }
@@ -233,7 +250,9 @@ impl ser::Serializer for StructEncoder {
     type SerializeStructVariant = Impossible<Self::Ok, FieldError>;
 
     fn serialize_struct(self, _: &'static str, len: usize) -> Result<Self, FieldError> {
-        Ok(StructEncoder { fields: Vec::with_capacity(len) })
+        Ok(StructEncoder {
+            fields: Vec::with_capacity(len),
+        })
     }
 
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
@@ -244,30 +263,109 @@ impl ser::Serializer for StructEncoder {
         value.serialize(self)
     }
 
-    fn serialize_bool(self, _: bool) -> Result<Self::Ok, FieldError> { not_a_struct() }
-    fn serialize_i8(self, _: i8) -> Result<Self::Ok, FieldError> { not_a_struct() }
-    fn serialize_i16(self, _: i16) -> Result<Self::Ok, FieldError> { not_a_struct() }
-    fn serialize_i32(self, _: i32) -> Result<Self::Ok, FieldError> { not_a_struct() }
-    fn serialize_i64(self, _: i64) -> Result<Self::Ok, FieldError> { not_a_struct() }
-    fn serialize_u8(self, _: u8) -> Result<Self::Ok, FieldError> { not_a_struct() }
-    fn serialize_u16(self, _: u16) -> Result<Self::Ok, FieldError> { not_a_struct() }
-    fn serialize_u32(self, _: u32) -> Result<Self::Ok, FieldError> { not_a_struct() }
-    fn serialize_u64(self, _: u64) -> Result<Self::Ok, FieldError> { not_a_struct() }
-    fn serialize_f32(self, _: f32) -> Result<Self::Ok, FieldError> { not_a_struct() }
-    fn serialize_f64(self, _: f64) -> Result<Self::Ok, FieldError> { not_a_struct() }
-    fn serialize_char(self, _: char) -> Result<Self::Ok, FieldError> { not_a_struct() }
-    fn serialize_str(self, _: &str) -> Result<Self::Ok, FieldError> { not_a_struct() }
-    fn serialize_bytes(self, _: &[u8]) -> Result<Self::Ok, FieldError> { not_a_struct() }
-    fn serialize_none(self) -> Result<Self::Ok, FieldError> { not_a_struct() }
-    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<Self::Ok, FieldError> { not_a_struct() }
-    fn serialize_unit(self) -> Result<Self::Ok, FieldError> { not_a_struct() }
-    fn serialize_unit_struct(self, _: &'static str) -> Result<Self::Ok, FieldError> { not_a_struct() }
-    fn serialize_unit_variant(self, _: &'static str, _: u32, _: &'static str) -> Result<Self::Ok, FieldError> { not_a_struct() }
-    fn serialize_newtype_variant<T: Serialize + ?Sized>(self, _: &'static str, _: u32, _: &'static str, _: &T) -> Result<Self::Ok, FieldError> { not_a_struct() }
-    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, FieldError> { not_a_struct() }
-    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, FieldError> { not_a_struct() }
-    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeTupleStruct, FieldError> { not_a_struct() }
-    fn serialize_tuple_variant(self, _: &'static str, _: u32, _: &'static str, _: usize) -> Result<Self::SerializeTupleVariant, FieldError> { not_a_struct() }
-    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, FieldError> { not_a_struct() }
-    fn serialize_struct_variant(self, _: &'static str, _: u32, _: &'static str, _: usize) -> Result<Self::SerializeStructVariant, FieldError> { not_a_struct() }
+    fn serialize_bool(self, _: bool) -> Result<Self::Ok, FieldError> {
+        not_a_struct()
+    }
+    fn serialize_i8(self, _: i8) -> Result<Self::Ok, FieldError> {
+        not_a_struct()
+    }
+    fn serialize_i16(self, _: i16) -> Result<Self::Ok, FieldError> {
+        not_a_struct()
+    }
+    fn serialize_i32(self, _: i32) -> Result<Self::Ok, FieldError> {
+        not_a_struct()
+    }
+    fn serialize_i64(self, _: i64) -> Result<Self::Ok, FieldError> {
+        not_a_struct()
+    }
+    fn serialize_u8(self, _: u8) -> Result<Self::Ok, FieldError> {
+        not_a_struct()
+    }
+    fn serialize_u16(self, _: u16) -> Result<Self::Ok, FieldError> {
+        not_a_struct()
+    }
+    fn serialize_u32(self, _: u32) -> Result<Self::Ok, FieldError> {
+        not_a_struct()
+    }
+    fn serialize_u64(self, _: u64) -> Result<Self::Ok, FieldError> {
+        not_a_struct()
+    }
+    fn serialize_f32(self, _: f32) -> Result<Self::Ok, FieldError> {
+        not_a_struct()
+    }
+    fn serialize_f64(self, _: f64) -> Result<Self::Ok, FieldError> {
+        not_a_struct()
+    }
+    fn serialize_char(self, _: char) -> Result<Self::Ok, FieldError> {
+        not_a_struct()
+    }
+    fn serialize_str(self, _: &str) -> Result<Self::Ok, FieldError> {
+        not_a_struct()
+    }
+    fn serialize_bytes(self, _: &[u8]) -> Result<Self::Ok, FieldError> {
+        not_a_struct()
+    }
+    fn serialize_none(self) -> Result<Self::Ok, FieldError> {
+        not_a_struct()
+    }
+    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<Self::Ok, FieldError> {
+        not_a_struct()
+    }
+    fn serialize_unit(self) -> Result<Self::Ok, FieldError> {
+        not_a_struct()
+    }
+    fn serialize_unit_struct(self, _: &'static str) -> Result<Self::Ok, FieldError> {
+        not_a_struct()
+    }
+    fn serialize_unit_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+    ) -> Result<Self::Ok, FieldError> {
+        not_a_struct()
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result<Self::Ok, FieldError> {
+        not_a_struct()
+    }
+    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, FieldError> {
+        not_a_struct()
+    }
+    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, FieldError> {
+        not_a_struct()
+    }
+    fn serialize_tuple_struct(
+        self,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleStruct, FieldError> {
+        not_a_struct()
+    }
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleVariant, FieldError> {
+        not_a_struct()
+    }
+    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, FieldError> {
+        not_a_struct()
+    }
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeStructVariant, FieldError> {
+        not_a_struct()
+    }
 }

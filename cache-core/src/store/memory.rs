@@ -1,12 +1,14 @@
-//! The in-process store behind `mem://`: the same hash semantics as Redis (merge, TTL, fields
-//! read by name), for tests and for running without Redis.
+//! The in-process store behind `mem://`: the same protocol as the Redis scripts (merge, TTL,
+//! `None` lists, tombstones, tag stamps and registrations), each operation under one lock,
+//! as each script is atomic in Redis. `mem://name` stores are shared by every handle of the
+//! process that names them, so two handles can play two processes in tests.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use super::FieldValues;
-use crate::codec::EncodedField;
+use super::{EntryRead, Fill, FillBody, Invalidation};
+use crate::codec::FieldValue;
 
 /// Expired entries are swept at most this often on writes; reads ignore them at once.
 const SWEEP_EVERY_WRITES: u32 = 1024;
@@ -18,59 +20,206 @@ pub(crate) struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct State {
-    entries: HashMap<String, Entry>,
+    entries: HashMap<String, (Entry, Instant)>,
+    tag_members: HashMap<String, Expiring<HashSet<String>>>,
+    tag_stamps: HashMap<String, Expiring<u64>>,
+    clock: u64,
     writes_since_sweep: u32,
 }
 
 #[derive(Debug)]
-struct Entry {
-    fields: HashMap<String, Vec<u8>>,
+struct Expiring<T> {
+    value: T,
     expires_at: Instant,
+}
+
+impl<T> Expiring<T> {
+    fn live(&self, now: Instant) -> Option<&T> {
+        (self.expires_at > now).then_some(&self.value)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Entry {
+    /// `Null` and `Skipped` are kept as such: what Redis keeps in `__null` and `__skip`.
+    fields: HashMap<String, FieldValue>,
+    stamp: Option<u64>,
+    absent: bool,
+}
+
+/// The store named `name`, shared while any handle holds it.
+pub(crate) fn shared(name: &str) -> Arc<MemoryStore> {
+    static NAMED: OnceLock<Mutex<HashMap<String, Weak<MemoryStore>>>> = OnceLock::new();
+    let mut named = NAMED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(store) = named.get(name).and_then(Weak::upgrade) {
+        return store;
+    }
+    named.retain(|_, store| store.strong_count() > 0);
+    let store = Arc::new(MemoryStore::default());
+    named.insert(name.to_owned(), Arc::downgrade(&store));
+    store
 }
 
 impl MemoryStore {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave a half-written entry that matters:
-        // every mutation below is a single map operation.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        // Every mutation below is complete before the lock is released, so a panic elsewhere
+        // cannot leave a half-written entry behind.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub(crate) fn read_fields(&self, key: &str, fields: &[&str]) -> FieldValues {
+    pub(crate) fn read(&self, key: &str, fields: &[&str]) -> EntryRead {
+        let now = Instant::now();
         let state = self.state();
-        match state.entries.get(key) {
-            Some(entry) if entry.expires_at > Instant::now() => fields
-                .iter()
-                .map(|name| entry.fields.get(*name).cloned())
-                .collect(),
-            _ => vec![None; fields.len()],
+        match state.entries.get(key).filter(|entry| entry.1 > now) {
+            Some((entry, _)) => EntryRead {
+                values: fields
+                    .iter()
+                    .map(|name| entry.fields.get(*name).cloned())
+                    .collect(),
+                stamp: entry.stamp.unwrap_or(0),
+                absent: entry.absent,
+            },
+            None => EntryRead {
+                values: vec![None; fields.len()],
+                stamp: 0,
+                absent: false,
+            },
         }
     }
 
-    pub(crate) fn write_fields(&self, key: &str, fields: &[EncodedField], ttl: Duration) {
+    pub(crate) fn fill(&self, fill: Fill<'_>) -> bool {
         let now = Instant::now();
         let mut state = self.state();
-        state.writes_since_sweep += 1;
-        if state.writes_since_sweep >= SWEEP_EVERY_WRITES {
-            state.writes_since_sweep = 0;
-            state.entries.retain(|_, entry| entry.expires_at > now);
+        state.sweep(now);
+        if let Some(seen) = fill.seen {
+            let entry_stamp = state
+                .live_entry(fill.key, now)
+                .and_then(|entry| entry.stamp)
+                .unwrap_or(0);
+            let newest = fill
+                .tags
+                .iter()
+                .filter_map(|tag| {
+                    state
+                        .tag_stamps
+                        .get(&tag.stamp)
+                        .and_then(|stamp| stamp.live(now))
+                })
+                .fold(entry_stamp, |newest, &stamp| newest.max(stamp));
+            if newest > seen {
+                if newest > entry_stamp {
+                    let tombstone = Entry {
+                        fields: HashMap::new(),
+                        stamp: Some(newest),
+                        absent: false,
+                    };
+                    state
+                        .entries
+                        .insert(fill.key.to_owned(), (tombstone, now + fill.lease_time));
+                }
+                return false;
+            }
         }
-        let entry = state.entries.entry(key.to_owned()).or_insert_with(|| Entry {
-            fields: HashMap::new(),
-            expires_at: now,
-        });
-        if entry.expires_at <= now {
-            entry.fields.clear();
+        let expires_at = now + fill.ttl.max(Duration::from_millis(1));
+        let previous = state
+            .entries
+            .remove(fill.key)
+            .filter(|entry| entry.1 > now)
+            .map(|entry| entry.0);
+        let mut entry = previous.unwrap_or_default();
+        match fill.body {
+            FillBody::Absent => {
+                entry = Entry {
+                    fields: HashMap::new(),
+                    stamp: entry.stamp,
+                    absent: true,
+                };
+            }
+            FillBody::Fields(fields) => {
+                entry.absent = false;
+                for (name, value) in fields {
+                    entry.fields.insert((*name).to_owned(), value.clone());
+                }
+            }
         }
-        for (name, value) in fields {
-            entry.fields.insert((*name).to_owned(), value.clone());
+        state
+            .entries
+            .insert(fill.key.to_owned(), (entry, expires_at));
+        for tag in fill.tags {
+            let members = state
+                .tag_members
+                .entry(tag.members.clone())
+                .or_insert_with(|| Expiring {
+                    value: HashSet::new(),
+                    expires_at,
+                });
+            if members.expires_at <= now {
+                members.value.clear();
+            }
+            members.value.insert(fill.key.to_owned());
+            members.expires_at = members.expires_at.max(expires_at);
         }
-        entry.expires_at = now + ttl.max(Duration::from_millis(1));
+        true
     }
 
-    pub(crate) fn delete(&self, keys: &[&str]) {
+    pub(crate) fn invalidate(&self, invalidation: Invalidation<'_>) {
+        let now = Instant::now();
         let mut state = self.state();
-        for key in keys {
-            state.entries.remove(*key);
+        state.clock += 1;
+        let stamp = state.clock;
+        let expires_at = now + invalidation.lease_time;
+        let mut doomed: Vec<String> = invalidation
+            .entries
+            .iter()
+            .map(|entry| (*entry).to_owned())
+            .collect();
+        for tag in invalidation.tags {
+            state.tag_stamps.insert(
+                tag.stamp.clone(),
+                Expiring {
+                    value: stamp,
+                    expires_at,
+                },
+            );
+            if let Some(members) = state.tag_members.remove(&tag.members) {
+                if members.expires_at > now {
+                    doomed.extend(members.value);
+                }
+            }
         }
+        for entry in doomed {
+            let tombstone = Entry {
+                fields: HashMap::new(),
+                stamp: Some(stamp),
+                absent: false,
+            };
+            state.entries.insert(entry, (tombstone, expires_at));
+        }
+    }
+}
+
+impl State {
+    fn live_entry(&self, key: &str, now: Instant) -> Option<&Entry> {
+        self.entries
+            .get(key)
+            .filter(|entry| entry.1 > now)
+            .map(|entry| &entry.0)
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        self.writes_since_sweep += 1;
+        if self.writes_since_sweep < SWEEP_EVERY_WRITES {
+            return;
+        }
+        self.writes_since_sweep = 0;
+        self.entries.retain(|_, entry| entry.1 > now);
+        self.tag_members
+            .retain(|_, members| members.expires_at > now);
+        self.tag_stamps.retain(|_, stamp| stamp.expires_at > now);
     }
 }

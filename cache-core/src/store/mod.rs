@@ -1,5 +1,20 @@
 //! Where entries live: Redis, or an in-process map with the same semantics (`mem://`).
 //!
+//! Both implement the same protocol, which is what keeps the cache correct under concurrency:
+//!
+//! * **Read**: one `HMGET` of the schema's fields plus the library's `__null`, `__skip`,
+//!   `__inv` (the stamp of the entry's last invalidation) and `__none` (a cached absence).
+//! * **Invalidate**: take a new stamp from the namespace's clock (monotonic, at least Redis'
+//!   `TIME` in µs), replace each entry by a tombstone `{__inv: stamp}` that lives for the lease
+//!   time, stamp each tag with it, and tombstone every entry registered under those tags.
+//! * **Fill** (after a miss): accepted only if neither the entry's `__inv` nor the stamp of
+//!   any of its tags is newer than the `__inv` the miss read. An invalidation that happened
+//!   after the read, i.e. possibly after the loader read the database, makes the fill a no-op:
+//!   no stale set. Check, merge, TTL and tag registration happen in one atomic script, so a
+//!   concurrent tag invalidation either sees the registration or stamps before the check.
+//!   A refused fill tombstones the entry with the newest stamp it saw, so the next miss can
+//!   fill again.
+//!
 //! The two are an enum rather than a trait object so that the hit path pays no boxed future.
 
 mod memory;
@@ -7,55 +22,110 @@ mod redis;
 
 use std::time::Duration;
 
-pub(crate) use self::memory::MemoryStore;
+pub(crate) use self::memory::{shared as shared_memory, MemoryStore};
 pub(crate) use self::redis::RedisStore;
-use crate::codec::EncodedField;
+use crate::codec::{EncodedField, FieldValue};
 
 /// The values of the asked-for fields, in order; `None` where the field (or the hash) is absent.
-pub(crate) type FieldValues = Vec<Option<Vec<u8>>>;
+pub(crate) type FieldValues = Vec<Option<FieldValue>>;
 
 /// Result of a store operation; errors are what Redis reported.
 pub(crate) type StoreResult<T> = Result<T, ::redis::RedisError>;
 
+/// What one read found.
+#[derive(Debug)]
+pub(crate) struct EntryRead {
+    pub(crate) values: FieldValues,
+    /// The entry's `__inv` (0: never invalidated). A fill after this read passes it back.
+    pub(crate) stamp: u64,
+    /// The entry is a cached absence.
+    pub(crate) absent: bool,
+}
+
+/// The Redis keys of one tag: the set of entries registered under it, and its last stamp.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct TagKeys {
+    pub(crate) members: String,
+    pub(crate) stamp: String,
+}
+
+/// What a fill writes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum FillBody<'a> {
+    /// The schema's fields, merged into the hash.
+    Fields(&'a [EncodedField]),
+    /// A cached absence: the hash becomes `{__none: 1}`.
+    Absent,
+}
+
+/// One fill.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fill<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) body: FillBody<'a>,
+    pub(crate) ttl: Duration,
+    /// The stamp the miss read; `None` writes unconditionally (the direct API's `put`).
+    pub(crate) seen: Option<u64>,
+    /// Tags to register the entry under (and whose stamps are checked).
+    pub(crate) tags: &'a [TagKeys],
+    /// How long the tombstone left by a refused fill lives.
+    pub(crate) lease_time: Duration,
+}
+
+/// One invalidation: entries and tags, stamped together.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Invalidation<'a> {
+    pub(crate) clock: &'a str,
+    pub(crate) entries: &'a [&'a str],
+    pub(crate) tags: &'a [TagKeys],
+    /// How long tombstones and tag stamps live: the longest a loader may take and still fill.
+    pub(crate) lease_time: Duration,
+}
+
 #[derive(Debug)]
 pub(crate) enum Store {
     Redis(RedisStore),
-    Memory(MemoryStore),
+    Memory(std::sync::Arc<MemoryStore>),
 }
 
 impl Store {
-    /// Reads `fields` of the hash at `key`: one `HMGET`.
-    pub(crate) async fn read_fields(&self, key: &str, fields: &[&str]) -> StoreResult<FieldValues> {
+    /// Reads `fields` of the entry at `key`: one `HMGET`.
+    pub(crate) async fn read(&self, key: &str, fields: &[&str]) -> StoreResult<EntryRead> {
         match self {
-            Store::Redis(store) => store.read_fields(key, fields).await,
-            Store::Memory(store) => Ok(store.read_fields(key, fields)),
+            Store::Redis(store) => store.read(key, fields).await,
+            Store::Memory(store) => Ok(store.read(key, fields)),
         }
     }
 
-    /// Merges `fields` into the hash at `key` and sets its TTL: one script call.
-    pub(crate) async fn write_fields(
-        &self,
-        key: &str,
-        fields: &[EncodedField],
-        ttl: Duration,
-    ) -> StoreResult<()> {
+    /// Writes a fill if no invalidation raced it; `Ok(false)` when it was refused.
+    pub(crate) async fn fill(&self, fill: Fill<'_>) -> StoreResult<bool> {
         match self {
-            Store::Redis(store) => store.write_fields(key, fields, ttl).await,
+            Store::Redis(store) => store.fill(fill).await,
+            Store::Memory(store) => Ok(store.fill(fill)),
+        }
+    }
+
+    /// Invalidates entries and tags in one step.
+    pub(crate) async fn invalidate(&self, invalidation: Invalidation<'_>) -> StoreResult<()> {
+        match self {
+            Store::Redis(store) => store.invalidate(invalidation).await,
             Store::Memory(store) => {
-                store.write_fields(key, fields, ttl);
+                store.invalidate(invalidation);
                 Ok(())
             }
         }
     }
+}
 
-    /// Deletes whole entries: one `DEL`.
-    pub(crate) async fn delete(&self, keys: &[&str]) -> StoreResult<()> {
-        match self {
-            Store::Redis(store) => store.delete(keys).await,
-            Store::Memory(store) => {
-                store.delete(keys);
-                Ok(())
-            }
-        }
-    }
+/// Milliseconds for `PEXPIRE`, at least 1 (0 would delete the entry at once).
+pub(crate) fn ttl_millis(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// Parses a stamp; anything unreadable counts as "never invalidated".
+pub(crate) fn parse_stamp(bytes: &[u8]) -> u64 {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(0)
 }

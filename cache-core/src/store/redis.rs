@@ -1,27 +1,126 @@
 //! The Redis store: one multiplexed connection, kept and re-established by redis-rs'
 //! `ConnectionManager`, so a hit costs exactly one command and no checkout round trip.
+//! Fills and invalidations are Lua scripts: one command each, atomic.
 
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use redis::{Client, Value};
 
-use super::{FieldValues, StoreResult};
-use crate::codec::EncodedField;
+use super::{
+    parse_stamp, ttl_millis, EntryRead, FieldValues, Fill, FillBody, Invalidation, StoreResult,
+};
+use crate::codec::{FieldValue, ABSENT_FIELD, NULL_LIST_FIELD, SKIP_LIST_FIELD, STAMP_FIELD};
 
-/// Merge fields and set the TTL in one command. A key holding another type (garbage left by
-/// someone else) is replaced rather than failing the fill forever with WRONGTYPE.
+/// `KEYS[1]` the entry, then pairs (tag members, tag stamp). `ARGV[1]` TTL in ms, `ARGV[2]`
+/// the stamp the miss read (empty: unconditional), `ARGV[3]` `fields` or `absent`, `ARGV[4]`
+/// the lease time in ms, then triples `field, state, value` with state `v` (value), `n`
+/// (`None`) or `s` (skipped). `None` and skipped fields are not stored but listed in `__null`
+/// / `__skip`, so every value in the hash stays plain text. A key holding another type
+/// (garbage left by someone else) is replaced rather than failing the fill forever.
+///
+/// A refused fill leaves a tombstone with the newest stamp it saw, so that the next miss
+/// reads that stamp and can fill: without it, an entry that was not cached when one of its
+/// tags was invalidated would refuse fills until the tag's stamp expires.
 const FILL_SCRIPT: &str = r"
-local kind = redis.call('TYPE', KEYS[1]).ok
-if kind ~= 'hash' and kind ~= 'none' then redis.call('DEL', KEYS[1]) end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
+local key = KEYS[1]
+local kind = redis.call('TYPE', key).ok
+if kind ~= 'hash' and kind ~= 'none' then redis.call('DEL', key) end
+if ARGV[2] ~= '' then
+  local seen = tonumber(ARGV[2])
+  local stamp = tonumber(redis.call('HGET', key, '__inv')) or 0
+  local newest = stamp
+  for i = 3, #KEYS, 2 do newest = math.max(newest, tonumber(redis.call('GET', KEYS[i])) or 0) end
+  if newest > seen then
+    if newest > stamp then
+      redis.call('DEL', key)
+      redis.call('HSET', key, '__inv', string.format('%.0f', newest))
+      redis.call('PEXPIRE', key, ARGV[4])
+    end
+    return 0
+  end
+end
+if ARGV[3] == 'absent' then
+  local stamp = redis.call('HGET', key, '__inv')
+  redis.call('DEL', key)
+  redis.call('HSET', key, '__none', '1')
+  if stamp then redis.call('HSET', key, '__inv', stamp) end
+else
+  local function read_list(name)
+    local set = {}
+    local text = redis.call('HGET', key, name)
+    if text then for field in string.gmatch(text, '[^,]+') do set[field] = true end end
+    return set
+  end
+  local nulls, skips = read_list('__null'), read_list('__skip')
+  local writes, removals = {}, {'__none'}
+  for i = 5, #ARGV, 3 do
+    local field, state = ARGV[i], ARGV[i + 1]
+    nulls[field] = (state == 'n') or nil
+    skips[field] = (state == 's') or nil
+    if state == 'v' then
+      writes[#writes + 1] = field
+      writes[#writes + 1] = ARGV[i + 2]
+    else
+      removals[#removals + 1] = field
+    end
+  end
+  local function write_list(name, set)
+    local items = {}
+    for field in pairs(set) do items[#items + 1] = field end
+    if #items > 0 then
+      table.sort(items)
+      writes[#writes + 1] = name
+      writes[#writes + 1] = table.concat(items, ',')
+    else
+      removals[#removals + 1] = name
+    end
+  end
+  write_list('__null', nulls)
+  write_list('__skip', skips)
+  redis.call('HDEL', key, unpack(removals))
+  if #writes > 0 then redis.call('HSET', key, unpack(writes)) end
+end
+local ttl = tonumber(ARGV[1])
+redis.call('PEXPIRE', key, ttl)
+for i = 2, #KEYS, 2 do
+  redis.call('SADD', KEYS[i], key)
+  if redis.call('PTTL', KEYS[i]) < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
+end
 return 1
 ";
+
+/// `KEYS[1]` the namespace clock, then `ARGV[2]` entries, then pairs (tag members, tag stamp).
+/// `ARGV[1]` how long tombstones and tag stamps live, in ms. The stamp is Redis' clock in µs,
+/// kept strictly increasing by the clock key, so stamps stay ordered even if that key is lost.
+const INVALIDATE_SCRIPT: &str = r"
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local stamp = string.format('%.0f', math.max(now, (tonumber(redis.call('GET', KEYS[1])) or 0) + 1))
+redis.call('SET', KEYS[1], stamp)
+local lease = ARGV[1]
+local function tombstone(entry)
+  redis.call('DEL', entry)
+  redis.call('HSET', entry, '__inv', stamp)
+  redis.call('PEXPIRE', entry, lease)
+end
+local entries = tonumber(ARGV[2])
+for i = 2, entries + 1 do tombstone(KEYS[i]) end
+for i = entries + 2, #KEYS, 2 do
+  redis.call('SET', KEYS[i + 1], stamp, 'PX', lease)
+  for _, entry in ipairs(redis.call('SMEMBERS', KEYS[i])) do tombstone(entry) end
+  redis.call('DEL', KEYS[i])
+end
+return stamp
+";
+
+/// The library's fields read after the schema's, in this order.
+const LIBRARY_FIELDS: [&str; 4] = [NULL_LIST_FIELD, SKIP_LIST_FIELD, STAMP_FIELD, ABSENT_FIELD];
 
 pub(crate) struct RedisStore {
     connection: ConnectionManager,
     fill_script: redis::Script,
+    invalidate_script: redis::Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -41,60 +140,127 @@ impl RedisStore {
             // call reconnects, and the circuit breaker paces those attempts.
             .set_number_of_retries(0);
         let connection = ConnectionManager::new_lazy_with_config(client, config)?;
-        Ok(RedisStore { connection, fill_script: redis::Script::new(FILL_SCRIPT) })
+        Ok(RedisStore {
+            connection,
+            fill_script: redis::Script::new(FILL_SCRIPT),
+            invalidate_script: redis::Script::new(INVALIDATE_SCRIPT),
+        })
     }
 
-    pub(crate) async fn read_fields(&self, key: &str, fields: &[&str]) -> StoreResult<FieldValues> {
+    pub(crate) async fn read(&self, key: &str, fields: &[&str]) -> StoreResult<EntryRead> {
         let mut command = redis::cmd("HMGET");
-        command.arg(key).arg(fields);
-        let reply = match command.query_async::<Value>(&mut self.connection.clone()).await {
+        command.arg(key).arg(fields).arg(&LIBRARY_FIELDS[..]);
+        let reply = match command
+            .query_async::<Value>(&mut self.connection.clone())
+            .await
+        {
             Ok(reply) => reply,
             // Someone stored another type under our key: that is garbage, hence a miss.
             Err(error) if error.code() == Some("WRONGTYPE") => Value::Nil,
             Err(error) => return Err(error),
         };
-        Ok(field_values(reply, fields.len()))
+        Ok(entry_read(reply, fields))
     }
 
-    pub(crate) async fn write_fields(
-        &self,
-        key: &str,
-        fields: &[EncodedField],
-        ttl: Duration,
-    ) -> StoreResult<()> {
-        let mut invocation = self.fill_script.key(key);
-        invocation.arg(ttl_millis(ttl));
-        for (name, value) in fields {
-            invocation.arg(*name).arg(value.as_slice());
+    pub(crate) async fn fill(&self, fill: Fill<'_>) -> StoreResult<bool> {
+        let mut invocation = self.fill_script.key(fill.key);
+        for tag in fill.tags {
+            invocation.key(&tag.members).key(&tag.stamp);
         }
-        invocation.invoke_async::<Value>(&mut self.connection.clone()).await?;
-        Ok(())
+        invocation.arg(ttl_millis(fill.ttl));
+        match fill.seen {
+            Some(stamp) => invocation.arg(stamp),
+            None => invocation.arg(""),
+        };
+        let kind = match fill.body {
+            FillBody::Absent => "absent",
+            FillBody::Fields(_) => "fields",
+        };
+        invocation.arg(kind).arg(ttl_millis(fill.lease_time));
+        match fill.body {
+            FillBody::Absent => {}
+            FillBody::Fields(fields) => {
+                for (name, value) in fields {
+                    invocation.arg(*name);
+                    match value {
+                        FieldValue::Text(text) => invocation.arg("v").arg(text.as_slice()),
+                        FieldValue::Null => invocation.arg("n").arg(""),
+                        FieldValue::Skipped => invocation.arg("s").arg(""),
+                    };
+                }
+            }
+        }
+        let written: i64 = invocation
+            .invoke_async(&mut self.connection.clone())
+            .await?;
+        Ok(written == 1)
     }
 
-    pub(crate) async fn delete(&self, keys: &[&str]) -> StoreResult<()> {
-        redis::cmd("DEL")
-            .arg(keys)
-            .query_async::<Value>(&mut self.connection.clone())
+    pub(crate) async fn invalidate(&self, invalidation: Invalidation<'_>) -> StoreResult<()> {
+        let mut invocation = self.invalidate_script.key(invalidation.clock);
+        for entry in invalidation.entries {
+            invocation.key(*entry);
+        }
+        for tag in invalidation.tags {
+            invocation.key(&tag.members).key(&tag.stamp);
+        }
+        invocation
+            .arg(ttl_millis(invalidation.lease_time))
+            .arg(invalidation.entries.len());
+        invocation
+            .invoke_async::<Value>(&mut self.connection.clone())
             .await?;
         Ok(())
     }
 }
 
-/// Takes the bulk strings out of an `HMGET` reply without copying them.
-fn field_values(reply: Value, expected: usize) -> FieldValues {
-    match reply {
-        Value::Array(values) if values.len() == expected => values
-            .into_iter()
-            .map(|value| match value {
-                Value::BulkString(bytes) => Some(bytes),
-                _ => None,
-            })
-            .collect(),
-        _ => vec![None; expected],
+/// Takes the bulk strings out of an `HMGET` reply without copying them, and resolves the
+/// absent fields that `__null` / `__skip` list. A present value wins over a listing.
+fn entry_read(reply: Value, fields: &[&str]) -> EntryRead {
+    let missing = || EntryRead {
+        values: vec![None; fields.len()],
+        stamp: 0,
+        absent: false,
+    };
+    let Value::Array(mut values) = reply else {
+        return missing();
+    };
+    if values.len() != fields.len() + LIBRARY_FIELDS.len() {
+        return missing();
+    }
+    let absent = values.pop().and_then(bulk).is_some();
+    let stamp = values
+        .pop()
+        .and_then(bulk)
+        .map_or(0, |stamp| parse_stamp(&stamp));
+    let skips = values.pop().and_then(bulk);
+    let nulls = values.pop().and_then(bulk);
+    let listed = |list: &Option<Vec<u8>>, field: &str| {
+        list.as_deref().is_some_and(|list| {
+            list.split(|&byte| byte == b',')
+                .any(|item| item == field.as_bytes())
+        })
+    };
+    let values: FieldValues = values
+        .into_iter()
+        .zip(fields)
+        .map(|(value, field)| match bulk(value) {
+            Some(text) => Some(FieldValue::Text(text)),
+            None if listed(&nulls, field) => Some(FieldValue::Null),
+            None if listed(&skips, field) => Some(FieldValue::Skipped),
+            None => None,
+        })
+        .collect();
+    EntryRead {
+        values,
+        stamp,
+        absent,
     }
 }
 
-/// Milliseconds for `PEXPIRE`, at least 1 (0 would delete the entry at once).
-pub(crate) fn ttl_millis(ttl: Duration) -> u64 {
-    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+fn bulk(value: Value) -> Option<Vec<u8>> {
+    match value {
+        Value::BulkString(bytes) => Some(bytes),
+        _ => None,
+    }
 }

@@ -1,0 +1,9 @@
+use cache_core::cached_update;
+
+#[cached_update(prefix = "user", key = "id", tags = ["user:{user_id}"])]
+async fn update(id: i64) -> Result<(), ()> {
+    let _ = id;
+    Ok(())
+}
+
+fn main() {}

@@ -1,0 +1,522 @@
+//! Correct under concurrency (API.md §4): tags, no stale set across handles, single flight,
+//! negative caching, and a randomized checker that no read returns data older than a write
+//! that completed before the read started. Every test runs on Redis and on `mem://`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cache_core::{cached_delete, cached_get, cached_update, Cache};
+use cache_integration_tests::{unique_namespace, RedisServer};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+/// Where a test runs; two handles on one backend play two processes.
+enum Backend {
+    Redis(RedisServer),
+    Memory(String),
+}
+
+impl Backend {
+    fn handle(&self) -> Cache {
+        let url = match self {
+            Backend::Redis(server) => server.url(),
+            Backend::Memory(name) => format!("mem://{name}"),
+        };
+        Cache::builder()
+            .url(url)
+            .build()
+            .expect("valid test configuration")
+    }
+}
+
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {
+        mod on_redis {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $test() {
+                super::$test(super::Backend::Redis(cache_integration_tests::RedisServer::start())).await;
+            })*
+        }
+        mod on_memory {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $test() {
+                let name = cache_integration_tests::unique_namespace(stringify!($test));
+                super::$test(super::Backend::Memory(name)).await;
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    a_slow_read_racing_an_update_does_not_fill_old_data,
+    a_slow_read_racing_a_tag_invalidation_does_not_fill_old_data,
+    a_tag_invalidation_drops_entries_keyed_by_something_else,
+    concurrent_misses_through_one_handle_load_once,
+    absences_are_cached_only_when_asked_and_invalidated_by_writes,
+    randomized_checker_finds_no_stale_read,
+);
+
+/// A user row with a version that every write bumps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Account {
+    id: i64,
+    email: String,
+    password: String,
+    version: u64,
+    deleted: bool,
+}
+
+/// A database of accounts whose loads can be held at a gate after reading, so a test can
+/// line a write up between a load's read and its return.
+#[derive(Default)]
+struct Database {
+    rows: Mutex<HashMap<i64, Account>>,
+    loads: AtomicUsize,
+    /// When set, each load waits for one permit after reading its row.
+    gate: Mutex<Option<Arc<Semaphore>>>,
+}
+
+impl Database {
+    fn insert(&self, id: i64) {
+        let account = Account {
+            id,
+            email: format!("user{id}@example.com"),
+            password: "old".into(),
+            version: 1,
+            deleted: false,
+        };
+        self.rows.lock().unwrap().insert(id, account);
+    }
+
+    async fn load(&self, pick: impl Fn(&Account) -> bool) -> Option<Account> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        let row = self
+            .rows
+            .lock()
+            .unwrap()
+            .values()
+            .find(|row| pick(row))
+            .cloned();
+        let gate = self.gate.lock().unwrap().clone();
+        if let Some(gate) = gate {
+            gate.acquire().await.expect("gate open").forget();
+        }
+        row
+    }
+
+    fn write(&self, id: i64, change: impl FnOnce(&mut Account)) -> u64 {
+        let mut rows = self.rows.lock().unwrap();
+        let row = rows.get_mut(&id).expect("row exists");
+        change(row);
+        row.version += 1;
+        row.version
+    }
+
+    fn loads(&self) -> usize {
+        self.loads.load(Ordering::SeqCst)
+    }
+}
+
+/// The repository of one process: its own cache handle over the shared backend.
+struct Repo {
+    cache: Cache,
+    db: Arc<Database>,
+}
+
+impl Repo {
+    #[cached_get(prefix = "account", key = "id", schema = Account, cache = self.cache)]
+    async fn get(&self, id: i64) -> Option<Account> {
+        self.db.load(|row| row.id == id).await
+    }
+
+    #[cached_get(
+        prefix = "account",
+        key = "email",
+        schema = Account,
+        cache = self.cache,
+        tags = ["account:{id}"]
+    )]
+    async fn by_email(&self, email: &str) -> Option<Account> {
+        self.db.load(|row| row.email == email).await
+    }
+
+    #[cached_get(prefix = "maybe", key = "id", schema = Account, cache = self.cache, cache_none = true)]
+    async fn maybe(&self, id: i64) -> Result<Option<Account>, String> {
+        Ok(self.db.load(|row| row.id == id && !row.deleted).await)
+    }
+
+    #[cached_update(prefix = "account", key = "id", cache = self.cache, tags = ["account:{id}"])]
+    async fn set_password(&self, id: i64, password: &str) -> Result<u64, String> {
+        Ok(self.db.write(id, |row| row.password = password.to_owned()))
+    }
+
+    #[cached_delete(prefix = "account", key = "id", cache = self.cache, tags = ["account:{id}"])]
+    async fn delete(&self, id: i64) -> Result<u64, String> {
+        Ok(self.db.write(id, |row| row.deleted = true))
+    }
+
+    #[cached_update(prefix = "maybe", key = "id", cache = self.cache)]
+    async fn create(&self, id: i64) -> Result<(), String> {
+        self.db.insert(id);
+        Ok(())
+    }
+}
+
+fn two_processes(backend: &Backend) -> (Repo, Repo, Arc<Database>) {
+    let db = Arc::new(Database::default());
+    let a = Repo {
+        cache: backend.handle(),
+        db: db.clone(),
+    };
+    let b = Repo {
+        cache: backend.handle(),
+        db: db.clone(),
+    };
+    (a, b, db)
+}
+
+fn close_gate(db: &Database) -> Arc<Semaphore> {
+    let gate = Arc::new(Semaphore::new(0));
+    *db.gate.lock().unwrap() = Some(gate.clone());
+    gate
+}
+
+fn open_gate(db: &Database) {
+    *db.gate.lock().unwrap() = None;
+}
+
+/// Waits until `count` loads have read their rows (and wait at the gate).
+async fn loads_reached(db: &Database, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while db.loads() < count {
+        assert!(Instant::now() < deadline, "loads did not start");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+async fn a_slow_read_racing_an_update_does_not_fill_old_data(backend: Backend) {
+    let (a, b, db) = two_processes(&backend);
+    db.insert(1);
+    let a = Arc::new(a);
+    let gate = close_gate(&db);
+
+    // A misses and reads the old row from the database, then stalls.
+    let slow_read = tokio::spawn({
+        let a = a.clone();
+        async move { a.get(1).await }
+    });
+    loads_reached(&db, 1).await;
+    // B writes and invalidates while A's stale value is in flight.
+    b.set_password(1, "new").await.unwrap();
+    open_gate(&db);
+    gate.add_permits(1);
+    let stale = slow_read.await.unwrap().unwrap();
+    assert_eq!(stale.password, "old", "A's own call returns what it loaded");
+
+    // Its fill was refused: nobody is served the old password afterwards.
+    assert_eq!(a.get(1).await.unwrap().password, "new");
+    assert_eq!(b.get(1).await.unwrap().password, "new");
+    assert_eq!(a.cache.stats().refused_fills, 1, "{:?}", a.cache.stats());
+    let loads = db.loads();
+    assert_eq!(a.get(1).await.unwrap().password, "new");
+    assert_eq!(db.loads(), loads, "the fresh value is cached");
+}
+
+async fn a_slow_read_racing_a_tag_invalidation_does_not_fill_old_data(backend: Backend) {
+    let (a, b, db) = two_processes(&backend);
+    db.insert(7);
+    let email = "user7@example.com";
+    let a = Arc::new(a);
+    let gate = close_gate(&db);
+
+    // A logs in by email: the entry's tag `account:7` is only known after the load.
+    let slow_login = tokio::spawn({
+        let a = a.clone();
+        async move { a.by_email(email).await }
+    });
+    loads_reached(&db, 1).await;
+    // B changes the password by id: it knows the tag, not the email.
+    b.set_password(7, "new").await.unwrap();
+    open_gate(&db);
+    gate.add_permits(1);
+    assert_eq!(slow_login.await.unwrap().unwrap().password, "old");
+
+    assert_eq!(
+        a.by_email(email).await.unwrap().password,
+        "new",
+        "the old password never comes back"
+    );
+    assert_eq!(b.by_email(email).await.unwrap().password, "new");
+    assert_eq!(a.cache.stats().refused_fills, 1);
+}
+
+async fn a_tag_invalidation_drops_entries_keyed_by_something_else(backend: Backend) {
+    let (a, b, db) = two_processes(&backend);
+    db.insert(3);
+    let email = "user3@example.com";
+    assert_eq!(a.by_email(email).await.unwrap().password, "old");
+    assert_eq!(a.by_email(email).await.unwrap().password, "old");
+    assert_eq!(db.loads(), 1, "cached by email");
+
+    b.set_password(3, "new").await.unwrap();
+    assert_eq!(
+        a.by_email(email).await.unwrap().password,
+        "new",
+        "the tag dropped the email entry"
+    );
+    assert_eq!(db.loads(), 2);
+
+    // The direct API does the same.
+    assert_eq!(a.by_email(email).await.unwrap().password, "new");
+    b.cache.invalidate_tag("account:3").await.unwrap();
+    a.by_email(email).await.unwrap();
+    assert_eq!(db.loads(), 3);
+}
+
+async fn concurrent_misses_through_one_handle_load_once(backend: Backend) {
+    let (a, _b, db) = two_processes(&backend);
+    db.insert(1);
+    let a = Arc::new(a);
+    let gate = close_gate(&db);
+    let readers: Vec<_> = (0..20)
+        .map(|_| {
+            let a = a.clone();
+            tokio::spawn(async move { a.get(1).await })
+        })
+        .collect();
+    loads_reached(&db, 1).await;
+    // Give the other nineteen every chance to start a load of their own.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    open_gate(&db);
+    gate.add_permits(20);
+    for reader in readers {
+        assert_eq!(reader.await.unwrap().unwrap().id, 1);
+    }
+    assert_eq!(db.loads(), 1, "one load for twenty concurrent misses");
+    let stats = a.cache.stats();
+    assert_eq!(stats.coalesced, 19, "{stats:?}");
+}
+
+async fn absences_are_cached_only_when_asked_and_invalidated_by_writes(backend: Backend) {
+    let (a, b, db) = two_processes(&backend);
+    assert_eq!(a.maybe(5).await, Ok(None));
+    assert_eq!(a.maybe(5).await, Ok(None));
+    assert_eq!(b.maybe(5).await, Ok(None));
+    assert_eq!(db.loads(), 1, "the absence is cached for every handle");
+
+    // Not cached without `cache_none`.
+    assert_eq!(a.get(5).await, None);
+    assert_eq!(a.get(5).await, None);
+    assert_eq!(db.loads(), 3);
+
+    // A create invalidates the key: the absence is gone at once.
+    b.create(5).await.unwrap();
+    assert_eq!(a.maybe(5).await.unwrap().unwrap().id, 5);
+    assert_eq!(a.maybe(5).await.unwrap().unwrap().id, 5);
+    assert_eq!(db.loads(), 4);
+}
+
+/// xorshift64*: deterministic pseudo-random numbers, seeded per task.
+struct Random(u64);
+
+impl Random {
+    fn below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % bound
+    }
+}
+
+/// A completed write: its version and when it completed.
+struct WriteDone {
+    id: i64,
+    version: u64,
+    done: Instant,
+}
+
+/// A read: when it started and the version it returned.
+struct ReadSeen {
+    id: i64,
+    version: u64,
+    started: Instant,
+}
+
+/// A database that sleeps a random while between reading a row and returning it, so reads
+/// constantly race writes.
+struct SlowDatabase {
+    rows: Mutex<HashMap<i64, Account>>,
+}
+
+struct CheckedRepo {
+    cache: Cache,
+    db: Arc<SlowDatabase>,
+}
+
+impl CheckedRepo {
+    #[cached_get(prefix = "checked", key = "id", schema = Account, cache = self.cache)]
+    async fn get(&self, id: i64, delay: Duration) -> Account {
+        let row = self.db.rows.lock().unwrap()[&id].clone();
+        tokio::time::sleep(delay).await;
+        row
+    }
+
+    #[cached_get(prefix = "checked-email", key = "email", schema = Account, cache = self.cache, tags = ["checked:{id}"])]
+    async fn by_email(&self, email: String, delay: Duration) -> Option<Account> {
+        let row = self
+            .db
+            .rows
+            .lock()
+            .unwrap()
+            .values()
+            .find(|row| row.email == email)
+            .cloned();
+        tokio::time::sleep(delay).await;
+        row
+    }
+
+    #[cached_update(prefix = "checked", key = "id", cache = self.cache, tags = ["checked:{id}"])]
+    async fn update(&self, id: i64) -> Result<u64, String> {
+        let mut rows = self.db.rows.lock().unwrap();
+        let row = rows.get_mut(&id).ok_or("no row")?;
+        row.version += 1;
+        row.password = format!("v{}", row.version);
+        Ok(row.version)
+    }
+
+    #[cached_delete(prefix = "checked", key = "id", cache = self.cache, tags = ["checked:{id}"])]
+    async fn delete(&self, id: i64) -> Result<u64, String> {
+        let mut rows = self.db.rows.lock().unwrap();
+        let row = rows.get_mut(&id).ok_or("no row")?;
+        row.version += 1;
+        row.deleted = !row.deleted;
+        Ok(row.version)
+    }
+}
+
+async fn randomized_checker_finds_no_stale_read(backend: Backend) {
+    const KEYS: i64 = 4;
+    const TASKS: u64 = 8;
+    const OPERATIONS_PER_TASK: u64 = 1_500;
+    let db = Arc::new(SlowDatabase {
+        rows: Mutex::new(HashMap::new()),
+    });
+    for id in 0..KEYS {
+        let account = Account {
+            id,
+            email: format!("u{id}@example.com"),
+            password: "v1".into(),
+            version: 1,
+            deleted: false,
+        };
+        db.rows.lock().unwrap().insert(id, account);
+    }
+    let handles = [backend.handle(), backend.handle()];
+    let writes = Arc::new(Mutex::new(Vec::<WriteDone>::new()));
+    let reads = Arc::new(Mutex::new(Vec::<ReadSeen>::new()));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let repo = CheckedRepo {
+                cache: handles[(task % 2) as usize].clone(),
+                db: db.clone(),
+            };
+            let (writes, reads) = (writes.clone(), reads.clone());
+            tokio::spawn(async move {
+                let mut random = Random(0x9E37_79B9_7F4A_7C15 ^ (task + 1));
+                for _ in 0..OPERATIONS_PER_TASK {
+                    let id = random.below(KEYS as u64) as i64;
+                    let delay = Duration::from_micros(random.below(1_500));
+                    match random.below(10) {
+                        0 | 1 => {
+                            let version = repo.update(id).await.unwrap();
+                            writes.lock().unwrap().push(WriteDone {
+                                id,
+                                version,
+                                done: Instant::now(),
+                            });
+                        }
+                        2 => {
+                            let version = repo.delete(id).await.unwrap();
+                            writes.lock().unwrap().push(WriteDone {
+                                id,
+                                version,
+                                done: Instant::now(),
+                            });
+                        }
+                        3 | 4 => {
+                            let started = Instant::now();
+                            let account = repo
+                                .by_email(format!("u{id}@example.com"), delay)
+                                .await
+                                .unwrap();
+                            reads.lock().unwrap().push(ReadSeen {
+                                id,
+                                version: account.version,
+                                started,
+                            });
+                        }
+                        _ => {
+                            let started = Instant::now();
+                            let account = repo.get(id, delay).await;
+                            reads.lock().unwrap().push(ReadSeen {
+                                id,
+                                version: account.version,
+                                started,
+                            });
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+
+    let writes = writes.lock().unwrap();
+    let reads = reads.lock().unwrap();
+    let stale = reads
+        .iter()
+        .filter(|read| {
+            let newest_completed = writes
+                .iter()
+                .filter(|write| write.id == read.id && write.done < read.started)
+                .map(|write| write.version)
+                .max()
+                .unwrap_or(1);
+            read.version < newest_completed
+        })
+        .count();
+    let operations = writes.len() + reads.len();
+    let stats: Vec<_> = handles.iter().map(Cache::stats).collect();
+    println!(
+        "checker: {operations} operations ({} reads, {} writes) by {TASKS} tasks over 2 handles in {elapsed:?}: \
+         {:.0} ops/s, stale reads: {stale}",
+        reads.len(),
+        writes.len(),
+        operations as f64 / elapsed.as_secs_f64(),
+    );
+    println!("handle stats: {stats:?}");
+    assert!(operations >= 10_000);
+    assert!(
+        stats.iter().map(|s| s.hits).sum::<u64>() > 0,
+        "the cache was used"
+    );
+    assert!(
+        stats.iter().map(|s| s.refused_fills).sum::<u64>() > 0,
+        "races were provoked"
+    );
+    assert_eq!(
+        stale, 0,
+        "no read returned data older than a write completed before it started"
+    );
+}
+
+#[test]
+fn namespaces_are_unique_per_call() {
+    assert_ne!(unique_namespace("a"), unique_namespace("a"));
+}

@@ -1,0 +1,256 @@
+//! API.md §5 with real faults: a refused port, a listener that never answers, a server that
+//! is stopped and restarted, a proxy that is cut. The cache must never turn a working call
+//! into a failing one, and an invalidation it could not deliver must not be forgotten.
+
+use std::time::{Duration, Instant};
+
+use cache_core::{Cache, Error};
+use cache_integration_tests::fixtures::{Row, UserRead, UserRepo};
+use cache_integration_tests::{refused_url, CuttableProxy, RedisServer, SilentListener};
+
+fn repo_at(
+    url: &str,
+    configure: impl FnOnce(cache_core::CacheBuilder) -> cache_core::CacheBuilder,
+) -> UserRepo {
+    let cache = configure(Cache::builder().url(url))
+        .build()
+        .expect("valid configuration");
+    let repo = UserRepo::new(cache);
+    for id in 0..10 {
+        repo.insert(Row::sample(id));
+    }
+    repo
+}
+
+#[tokio::test]
+async fn refused_connections_fall_back_to_the_function() {
+    let repo = repo_at(&refused_url(), |builder| builder);
+    for round in 0..20 {
+        let user = repo
+            .get_user(round % 10)
+            .await
+            .expect("the function's result");
+        assert_eq!(user.unwrap().id, round % 10);
+    }
+    repo.rename(1, "renamed")
+        .await
+        .expect("a write succeeds without Redis");
+    assert_eq!(repo.get_user(1).await.unwrap().unwrap().name, "renamed");
+    let stats = repo.cache.stats();
+    assert_eq!(repo.loads(), 21, "every read reached the database");
+    assert!(stats.errors >= 5, "failures are counted: {stats:?}");
+    assert!(stats.bypassed > 0, "the breaker opened: {stats:?}");
+    assert_eq!(stats.hits, 0);
+}
+
+#[tokio::test]
+async fn a_redis_that_never_answers_costs_nothing_once_the_breaker_is_open() {
+    let listener = SilentListener::start().await;
+    let repo = repo_at(&listener.url(), |builder| {
+        builder.breaker_cooldown(Duration::from_secs(60))
+    });
+    // Each call waits for the operation timeout until the breaker opens (5 failures).
+    for id in 0..5 {
+        assert_eq!(repo.get_user(id).await.unwrap().unwrap().id, id);
+    }
+    assert!(
+        listener.connections() >= 1,
+        "the cache did try the listener"
+    );
+    let stats_before = repo.cache.stats();
+    let bytes_before = listener.bytes_received();
+
+    let calls = 2_000;
+    let started = Instant::now();
+    for call in 0..calls {
+        let id = call % 10;
+        assert_eq!(repo.get_user(id).await.unwrap().unwrap().id, id);
+    }
+    let per_call = started.elapsed() / calls as u32;
+
+    let stats_after = repo.cache.stats();
+    assert_eq!(
+        listener.bytes_received(),
+        bytes_before,
+        "nothing is sent while the breaker is open"
+    );
+    assert_eq!(
+        stats_after.bypassed - stats_before.bypassed,
+        calls as u64,
+        "every call bypassed Redis"
+    );
+    assert_eq!(
+        stats_after.errors, stats_before.errors,
+        "bypassed calls are not errors"
+    );
+    // Printed, not asserted: timing on a shared machine is noise. The structural facts above
+    // (no bytes sent, every call bypassed) are what make it fast.
+    println!("mean cost of a call with the breaker open (function included): {per_call:?}");
+}
+
+#[tokio::test]
+async fn the_cache_recovers_when_redis_comes_back() {
+    let mut server = RedisServer::start();
+    let repo = repo_at(&server.url(), |builder| {
+        builder.breaker_cooldown(Duration::from_millis(200))
+    });
+    repo.get_user(1).await.unwrap();
+    repo.get_user(1).await.unwrap();
+    assert_eq!(repo.cache.stats().hits, 1);
+
+    server.stop();
+    for _ in 0..10 {
+        assert_eq!(repo.get_user(1).await.unwrap().unwrap().id, 1);
+    }
+    assert!(repo.cache.stats().errors > 0);
+
+    server.restart();
+    // The breaker lets a probe through after its cool-down; a few calls later it is closed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while repo.cache.stats().hits < 2 && Instant::now() < deadline {
+        assert_eq!(repo.get_user(1).await.unwrap().unwrap().id, 1);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        repo.cache.stats().hits >= 2,
+        "hits again after recovery: {:?}",
+        repo.cache.stats()
+    );
+}
+
+#[tokio::test]
+async fn an_invalidation_lost_to_a_cut_connection_is_delivered_before_reading_again() {
+    let server = RedisServer::start();
+    let proxy = CuttableProxy::start(server.port()).await;
+    let repo = repo_at(&proxy.url(), |builder| {
+        builder.breaker_cooldown(Duration::from_millis(100))
+    });
+    assert_eq!(repo.get_user(1).await.unwrap().unwrap().name, "user1");
+
+    proxy.cut();
+    repo.rename(1, "renamed")
+        .await
+        .expect("the write itself succeeds");
+    assert_eq!(
+        repo.cache.stats().pending_invalidations,
+        1,
+        "the lost invalidation is remembered"
+    );
+    assert!(
+        redis::cmd("EXISTS")
+            .arg("user:1")
+            .query::<bool>(&mut server.connection())
+            .unwrap(),
+        "the stale entry is still in Redis"
+    );
+    assert_eq!(
+        repo.get_user(1).await.unwrap().unwrap().name,
+        "renamed",
+        "not served while cut"
+    );
+
+    proxy.restore();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while repo.cache.stats().pending_invalidations > 0 && Instant::now() < deadline {
+        assert_eq!(
+            repo.get_user(1).await.unwrap().unwrap().name,
+            "renamed",
+            "never the old name"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        repo.cache.stats().pending_invalidations,
+        0,
+        "delivered after recovery"
+    );
+    assert_eq!(repo.get_user(1).await.unwrap().unwrap().name, "renamed");
+    assert_eq!(repo.get_user(1).await.unwrap().unwrap().name, "renamed");
+    let raw: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+        .arg("user:1")
+        .query(&mut server.connection())
+        .unwrap();
+    assert_eq!(
+        raw.get("name").map(String::as_str),
+        Some("renamed"),
+        "refilled with the new state"
+    );
+}
+
+#[tokio::test]
+async fn the_direct_api_reports_what_went_wrong() {
+    let listener = SilentListener::start().await;
+    let cache = Cache::builder()
+        .url(listener.url())
+        .operation_timeout(Duration::from_millis(50))
+        .breaker_threshold(2)
+        .breaker_cooldown(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    assert!(matches!(
+        cache.get::<UserRead>("user", &1).await,
+        Err(Error::Timeout(_))
+    ));
+    assert!(matches!(
+        cache.get::<UserRead>("user", &1).await,
+        Err(Error::Timeout(_))
+    ));
+    assert!(matches!(
+        cache.get::<UserRead>("user", &1).await,
+        Err(Error::CircuitOpen)
+    ));
+
+    let refused = Cache::builder().url(refused_url()).build().unwrap();
+    assert!(matches!(
+        refused.get::<UserRead>("user", &1).await,
+        Err(Error::Redis(_))
+    ));
+}
+
+#[tokio::test]
+async fn bad_configuration_is_a_typed_error_and_build_never_connects() {
+    for url in [
+        "http://localhost",
+        "localhost:6379",
+        "redis://:99999999999",
+        "rediss://127.0.0.1",
+        "",
+    ] {
+        assert!(
+            matches!(Cache::builder().url(url).build(), Err(Error::Config(_))),
+            "{url:?} must be rejected"
+        );
+    }
+    assert!(matches!(
+        Cache::builder().namespace("a:b").build(),
+        Err(Error::Config(_))
+    ));
+    assert!(matches!(
+        Cache::builder().namespace("").build(),
+        Err(Error::Config(_))
+    ));
+    assert!(matches!(
+        Cache::builder().default_ttl(Duration::ZERO).build(),
+        Err(Error::Config(_))
+    ));
+    assert!(matches!(
+        Cache::builder().operation_timeout(Duration::ZERO).build(),
+        Err(Error::Config(_))
+    ));
+    assert!(matches!(
+        Cache::builder().breaker_threshold(0).build(),
+        Err(Error::Config(_))
+    ));
+    // A well-formed URL to nowhere builds fine: connecting is lazy.
+    assert!(Cache::builder().url(refused_url()).build().is_ok());
+}
+
+#[test]
+fn a_redis_cache_outside_a_runtime_is_a_config_error_not_a_panic() {
+    assert!(matches!(
+        Cache::builder().url("redis://127.0.0.1:1").build(),
+        Err(Error::Config(_))
+    ));
+    assert!(Cache::builder().url("mem://").build().is_ok());
+}

@@ -1,0 +1,81 @@
+//! What goes over the wire: exactly one command per hit, one per fill, one per write,
+//! and hashes that read as plain text.
+
+use cache_core::Cache;
+use cache_integration_tests::fixtures::{Row, UserRepo};
+use cache_integration_tests::RedisServer;
+
+fn names(commands: &[&str]) -> Vec<String> {
+    commands.iter().map(|name| name.to_string()).collect()
+}
+
+#[tokio::test]
+async fn a_hit_is_one_hmget_a_miss_adds_one_fill_and_a_write_one_invalidation() {
+    let server = RedisServer::start();
+    let repo = UserRepo::new(Cache::builder().url(server.url()).build().unwrap());
+    for id in 0..3 {
+        repo.insert(Row::sample(id));
+    }
+    // Warm up: connect, and load both scripts once.
+    repo.get_user(0).await.unwrap();
+    repo.rename(0, "warm").await.unwrap();
+
+    let log = server.monitor();
+    log.take_client_commands();
+    repo.get_user(1).await.unwrap();
+    assert_eq!(
+        log.take_client_commands(),
+        names(&["hmget", "evalsha"]),
+        "a miss: one read, one fill"
+    );
+
+    for _ in 0..100 {
+        repo.get_user(1).await.unwrap();
+    }
+    assert_eq!(
+        log.take_client_commands(),
+        vec!["hmget".to_owned(); 100],
+        "100 hits: 100 HMGETs, no PING, no checkout"
+    );
+
+    repo.rename(1, "x").await.unwrap();
+    assert_eq!(
+        log.take_client_commands(),
+        names(&["evalsha"]),
+        "a write: one invalidation script"
+    );
+    assert_eq!(repo.get_user(1).await.unwrap().unwrap().name, "x");
+}
+
+#[tokio::test]
+async fn the_hash_reads_as_plain_text_in_redis_cli() {
+    let server = RedisServer::start();
+    let repo = UserRepo::new(Cache::builder().url(server.url()).build().unwrap());
+    let mut row = Row::sample(42);
+    row.avatar = Some("https://example.com/a.png".into());
+    repo.insert(row);
+    repo.get_user(42).await.unwrap();
+    let raw: std::collections::BTreeMap<String, String> = redis::cmd("HGETALL")
+        .arg("user:42")
+        .query(&mut server.connection())
+        .unwrap();
+    let expected: std::collections::BTreeMap<String, String> = [
+        ("id", "42"),
+        ("name", "user42"),
+        ("avatar", "https://example.com/a.png"),
+        ("birthday", "2000-01-31"),
+    ]
+    .into_iter()
+    .map(|(field, value)| (field.to_owned(), value.to_owned()))
+    .collect();
+    assert_eq!(raw, expected);
+
+    let output = std::process::Command::new("redis-cli")
+        .args(["-p", &server.port().to_string(), "HGETALL", "user:42"])
+        .output()
+        .expect("redis-cli is installed with redis-server");
+    println!(
+        "redis-cli HGETALL user:42\n{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
