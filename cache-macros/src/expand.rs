@@ -75,7 +75,13 @@ fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn) -> TokenStream 
     // checked, so `?` and type errors in the user's code read as they would without us.
     let body = quote_spanned! {output.span()=>
         async move {
-            #[allow(unreachable_code, clippy::diverging_sub_expression, clippy::needless_return)]
+            #[allow(
+                unreachable_code,
+                clippy::diverging_sub_expression,
+                clippy::empty_loop,
+                clippy::let_unit_value,
+                clippy::needless_return
+            )]
             if false {
                 let __cache_fake_return: #output = loop {};
                 return __cache_fake_return;

@@ -89,49 +89,9 @@ impl RedisServer {
             .expect("connect to the test redis-server")
     }
 
-    /// How many times `command` (lower case, e.g. `hmget`) ran since the last `CONFIG RESETSTAT`.
-    pub fn command_calls(&self, command: &str) -> u64 {
-        let info: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query(&mut self.connection())
-            .expect("INFO commandstats");
-        let prefix = format!("cmdstat_{command}:calls=");
-        info.lines()
-            .find_map(|line| line.strip_prefix(&prefix))
-            .and_then(|rest| rest.split(',').next())
-            .and_then(|calls| calls.parse().ok())
-            .unwrap_or(0)
-    }
-
-    /// Every command that ran since the last reset, as `(name, calls)`, sorted.
-    pub fn all_command_calls(&self) -> Vec<(String, u64)> {
-        let info: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query(&mut self.connection())
-            .expect("INFO commandstats");
-        let mut calls: Vec<(String, u64)> = info
-            .lines()
-            .filter_map(|line| {
-                let rest = line.strip_prefix("cmdstat_")?;
-                let (name, stats) = rest.split_once(":calls=")?;
-                Some((name.to_owned(), stats.split(',').next()?.parse().ok()?))
-            })
-            .collect();
-        calls.sort();
-        calls
-    }
-
     /// Starts recording every command the server executes (Redis `MONITOR`).
     pub fn monitor(&self) -> CommandLog {
         CommandLog::start(self.port)
-    }
-
-    /// Zeroes the command statistics.
-    pub fn reset_stats(&self) {
-        redis::cmd("CONFIG")
-            .arg("RESETSTAT")
-            .query::<()>(&mut self.connection())
-            .expect("CONFIG RESETSTAT");
     }
 }
 
