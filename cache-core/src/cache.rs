@@ -2,7 +2,7 @@
 
 use std::fmt::Display;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::codec::{self, SchemaFields};
 use crate::flight::Flights;
-use crate::guard::{Admission, CircuitBreaker, LogLimiter, PendingInvalidations, Transition};
+use crate::guard::{Admission, CircuitBreaker, PendingInvalidations, RateLimiter, Transition};
 use crate::key::{check_segment, clock_key, entry_key, tag_keys};
 use crate::stats::{Counters, Stats};
 use crate::store::{self, Fill, FillBody, Invalidation, RedisStore, Store, StoreResult, TagKeys};
@@ -28,6 +28,8 @@ const DEFAULT_MAX_PENDING_INVALIDATIONS: usize = 100_000;
 const DEFAULT_LEASE_TIME: Duration = Duration::from_secs(10);
 const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(30);
 const LOG_INTERVAL: Duration = Duration::from_secs(5);
+/// How often reads try to deliver pending invalidations while Redis is unreachable.
+const DELIVERY_INTERVAL: Duration = Duration::from_millis(50);
 
 /// A handle on one cache: a Redis server (or the in-process store), a namespace and the
 /// failure-handling state. Cheap to clone; clones share everything.
@@ -56,7 +58,9 @@ struct Inner {
     default_ttl: Duration,
     operation_timeout: Duration,
     breaker: CircuitBreaker,
-    failure_log: LogLimiter,
+    failure_log: RateLimiter,
+    delivery_attempts: RateLimiter,
+    delivery_task_running: AtomicBool,
     pending: PendingInvalidations,
     /// The longest TTL this handle has written, in ms: how long a lost entry can live.
     longest_ttl_ms: AtomicU64,
@@ -202,7 +206,9 @@ impl CacheBuilder {
                 default_ttl: self.default_ttl,
                 operation_timeout: self.operation_timeout,
                 breaker: CircuitBreaker::new(self.breaker_threshold, self.breaker_cooldown),
-                failure_log: LogLimiter::new(LOG_INTERVAL),
+                failure_log: RateLimiter::new(LOG_INTERVAL),
+                delivery_attempts: RateLimiter::new(DELIVERY_INTERVAL),
+                delivery_task_running: AtomicBool::new(false),
                 pending: PendingInvalidations::new(self.max_pending_invalidations),
                 longest_ttl_ms: AtomicU64::new(duration_ms(self.default_ttl)),
                 lease_time: self.lease_time,
@@ -427,6 +433,18 @@ impl Cache {
         if self.inner.pending.is_empty() {
             return false;
         }
+        if self.inner.delivery_attempts.permit().is_some() {
+            self.deliver_pending().await;
+        }
+        let blocked = self.inner.pending.blocks(key, tags);
+        if blocked {
+            self.count_bypass();
+        }
+        blocked
+    }
+
+    /// Tries to deliver the pending invalidations now.
+    async fn deliver_pending(&self) {
         let delivery = self
             .inner
             .pending
@@ -439,11 +457,46 @@ impl Cache {
         if delivery.is_ok() && self.inner.pending.is_empty() {
             tracing::info!("delivered the invalidations that Redis missed while unreachable");
         }
-        let blocked = self.inner.pending.blocks(key, tags);
-        if blocked {
-            self.count_bypass();
+    }
+
+    /// Keeps trying to deliver pending invalidations in the background, so that other
+    /// processes stop seeing the entries soon after Redis is reachable again, even if this
+    /// process makes no further calls. Ends when nothing is pending or the handle is dropped.
+    fn spawn_delivery(&self) {
+        if self
+            .inner
+            .delivery_task_running
+            .swap(true, Ordering::AcqRel)
+        {
+            return;
         }
-        blocked
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.inner
+                .delivery_task_running
+                .store(false, Ordering::Release);
+            return;
+        };
+        let weak = Arc::downgrade(&self.inner);
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(DELIVERY_INTERVAL).await;
+                let Some(inner) = weak.upgrade() else { return };
+                let cache = Cache { inner };
+                cache.deliver_pending().await;
+                if cache.inner.pending.is_empty() {
+                    cache
+                        .inner
+                        .delivery_task_running
+                        .store(false, Ordering::Release);
+                    // An invalidation may have failed between the check and the store above.
+                    if cache.inner.pending.is_empty() {
+                        return;
+                    }
+                    cache.spawn_delivery();
+                    return;
+                }
+            }
+        });
     }
 
     /// One `HMGET` of the schema's fields, decoded straight from the reply by `decode`.
@@ -536,6 +589,7 @@ impl Cache {
                 let longest_ttl =
                     Duration::from_millis(self.inner.longest_ttl_ms.load(Ordering::Relaxed));
                 self.inner.pending.add(keys, tags, longest_ttl);
+                self.spawn_delivery();
                 Err(error)
             }
         }

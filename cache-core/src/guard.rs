@@ -126,10 +126,11 @@ fn duration_ms(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Lets one log line through per interval and counts the ones it held back, so that a storm
-/// of failing calls gives one warning every few seconds instead of one per call.
+/// Lets one event through per interval and counts the ones it held back: one warning every
+/// few seconds in a storm of failing calls instead of one per call, and one delivery attempt
+/// of pending invalidations per interval instead of one per read.
 #[derive(Debug)]
-pub(crate) struct LogLimiter {
+pub(crate) struct RateLimiter {
     clock: Clock,
     interval_ms: u64,
     /// Clock reading + 1 of the last line let through (0: none yet).
@@ -137,9 +138,9 @@ pub(crate) struct LogLimiter {
     suppressed: AtomicU64,
 }
 
-impl LogLimiter {
+impl RateLimiter {
     pub(crate) fn new(interval: Duration) -> Self {
-        LogLimiter {
+        RateLimiter {
             clock: Clock {
                 start: Instant::now(),
             },
@@ -149,7 +150,7 @@ impl LogLimiter {
         }
     }
 
-    /// `Some(number of lines suppressed since the last one)` when a line may be logged now.
+    /// `Some(number of events held back since the last one)` when one may happen now.
     pub(crate) fn permit(&self) -> Option<u64> {
         let now = self.clock.now_ms() + 1;
         let last = self.last_ms.load(Ordering::Acquire);
@@ -352,7 +353,7 @@ mod tests {
 
     #[test]
     fn log_limiter_lets_one_line_per_interval_and_counts_the_rest() {
-        let limiter = LogLimiter::new(Duration::from_millis(50));
+        let limiter = RateLimiter::new(Duration::from_millis(50));
         assert_eq!(limiter.permit(), Some(0));
         assert_eq!(limiter.permit(), None);
         assert_eq!(limiter.permit(), None);

@@ -179,6 +179,53 @@ async fn an_invalidation_lost_to_a_cut_connection_is_delivered_before_reading_ag
 }
 
 #[tokio::test]
+async fn a_lost_invalidation_reaches_other_processes_without_further_calls() {
+    let server = RedisServer::start();
+    let proxy = CuttableProxy::start(server.port()).await;
+    let cut_off = repo_at(&proxy.url(), |builder| {
+        builder.breaker_cooldown(Duration::from_millis(100))
+    });
+    let other = repo_at(&server.url(), |builder| builder);
+    assert_eq!(other.get_user(1).await.unwrap().unwrap().name, "user1");
+
+    proxy.cut();
+    cut_off
+        .rename(1, "renamed")
+        .await
+        .expect("the write itself succeeds");
+    // The other process shares no memory with the writer: it still sees the cached entry
+    // (the documented window), and its own database is not the writer's here.
+    assert!(redis::cmd("EXISTS")
+        .arg("user:1")
+        .query::<bool>(&mut server.connection())
+        .unwrap());
+
+    proxy.restore();
+    // The writer makes no call: its background task delivers the invalidation.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut delivered = false;
+    while Instant::now() < deadline {
+        let fields: Vec<String> = redis::cmd("HKEYS")
+            .arg("user:1")
+            .query(&mut server.connection())
+            .unwrap();
+        if fields == ["__inv"] {
+            delivered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        delivered,
+        "the entry became a tombstone without any call by the writer: {:?}",
+        cut_off.cache.stats()
+    );
+    assert_eq!(cut_off.cache.stats().pending_invalidations, 0);
+    other.get_user(1).await.unwrap();
+    assert_eq!(other.loads(), 2, "the other process loads afresh");
+}
+
+#[tokio::test]
 async fn the_direct_api_reports_what_went_wrong() {
     let listener = SilentListener::start().await;
     let cache = Cache::builder()
