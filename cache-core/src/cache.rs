@@ -26,6 +26,7 @@ const DEFAULT_BREAKER_THRESHOLD: u32 = 5;
 const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_secs(2);
 const DEFAULT_MAX_PENDING_INVALIDATIONS: usize = 100_000;
 const DEFAULT_LEASE_TIME: Duration = Duration::from_secs(10);
+const DEFAULT_LEASE_WAIT: Duration = Duration::from_millis(300);
 const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(30);
 const LOG_INTERVAL: Duration = Duration::from_secs(5);
 /// How often reads try to deliver pending invalidations while Redis is unreachable.
@@ -65,6 +66,7 @@ struct Inner {
     /// The longest TTL this handle has written, in ms: how long a lost entry can live.
     longest_ttl_ms: AtomicU64,
     lease_time: Duration,
+    lease_wait: Duration,
     negative_ttl: Duration,
     clock_key: String,
     flights: Flights,
@@ -84,6 +86,7 @@ pub struct CacheBuilder {
     breaker_cooldown: Duration,
     max_pending_invalidations: usize,
     lease_time: Duration,
+    lease_wait: Duration,
     negative_ttl: Duration,
 }
 
@@ -98,6 +101,7 @@ impl Default for CacheBuilder {
             breaker_cooldown: DEFAULT_BREAKER_COOLDOWN,
             max_pending_invalidations: DEFAULT_MAX_PENDING_INVALIDATIONS,
             lease_time: DEFAULT_LEASE_TIME,
+            lease_wait: DEFAULT_LEASE_WAIT,
             negative_ttl: DEFAULT_NEGATIVE_TTL,
         }
     }
@@ -161,6 +165,13 @@ impl CacheBuilder {
         self
     }
 
+    /// How long a miss on a freshly invalidated entry waits for another process that holds
+    /// the entry's lease (is loading it) before loading itself. Default: 300 ms.
+    pub fn lease_wait(mut self, wait: Duration) -> Self {
+        self.lease_wait = wait;
+        self
+    }
+
     /// TTL of cached absences (`cache_none = true`) whose macro gives no `ttl`. Default: 30 s.
     pub fn negative_ttl(mut self, ttl: Duration) -> Self {
         self.negative_ttl = ttl;
@@ -212,6 +223,7 @@ impl CacheBuilder {
                 pending: PendingInvalidations::new(self.max_pending_invalidations),
                 longest_ttl_ms: AtomicU64::new(duration_ms(self.default_ttl)),
                 lease_time: self.lease_time,
+                lease_wait: self.lease_wait,
                 negative_ttl: self.negative_ttl,
                 clock_key,
                 flights: Flights::default(),
@@ -259,7 +271,13 @@ pub(crate) enum Lookup<S> {
     /// A cached absence (negative caching); `seen` as for a miss.
     Absent { seen: u64 },
     /// Absent, incomplete or garbage: the caller may fill, passing `seen` back.
-    Miss { seen: u64 },
+    Miss {
+        seen: u64,
+        /// Freshly invalidated and not refilled yet.
+        tombstone: bool,
+        /// Another caller holds the entry's lease.
+        leased: bool,
+    },
 }
 
 impl Cache {
@@ -405,6 +423,25 @@ impl Cache {
         self.inner.lease_time
     }
 
+    pub(crate) fn lease_wait(&self) -> Duration {
+        self.inner.lease_wait
+    }
+
+    /// Takes the entry's lease; `Ok(false)` when another caller holds it.
+    pub(crate) async fn acquire_lease(&self, key: &str) -> Result<bool, Error> {
+        static NEXT_TOKEN: AtomicU64 = AtomicU64::new(0);
+        let token = format!(
+            "{}-{}",
+            std::process::id(),
+            NEXT_TOKEN.fetch_add(1, Ordering::Relaxed)
+        );
+        let lease = self
+            .inner
+            .store
+            .acquire_lease(key, &token, self.inner.lease_time);
+        self.guarded("lease", lease).await
+    }
+
     pub(crate) fn count_hit(&self) {
         Counters::bump(&self.inner.counters.hits);
     }
@@ -513,7 +550,11 @@ impl Cache {
         if read.absent {
             return Ok(Lookup::Absent { seen: read.stamp });
         }
-        let miss = Lookup::Miss { seen: read.stamp };
+        let miss = Lookup::Miss {
+            seen: read.stamp,
+            tombstone: read.is_tombstone(),
+            leased: read.leased,
+        };
         if read.values.iter().any(Option::is_none) {
             Counters::bump(&counters.misses);
             return Ok(miss);

@@ -230,24 +230,22 @@ where
         output: &output,
         tags: &tags,
     };
-    let (seen, read_at) = match call.lookup().await {
+    let miss = match call.lookup().await {
         Step::Done(result) => return result,
         Step::Bypass => return body.await,
-        Step::Load { seen, read_at } => (seen, read_at),
+        Step::Load(miss) => miss,
     };
-    // Concurrent misses of this entry and schema through this handle load once.
+    // Concurrent misses of this entry and schema through this handle load once; the one that
+    // loads first defers to another process that holds the entry's lease.
     let flight_key = format!("{key}\u{0}{}", std::any::type_name::<S>());
     let flight = cache.flights().join(flight_key);
     let result = match flight {
-        Flight::Leader(_leading) => call.load_and_fill(body, seen, read_at).await,
+        // The guard lives until the fill is done: followers wake to a filled entry.
+        Flight::Leader(_leading) => call.finish(call.across_processes(miss).await, body).await,
         Flight::Follower(done) => {
             cache.count_coalesced();
             wait_for_leader(done, cache.flight_wait()).await;
-            match call.lookup().await {
-                Step::Done(result) => result,
-                Step::Bypass => body.await,
-                Step::Load { seen, read_at } => call.load_and_fill(body, seen, read_at).await,
-            }
+            call.finish(call.lookup().await, body).await
         }
     };
     result
@@ -269,9 +267,30 @@ enum Step<R> {
     Done(R),
     /// Do not use the cache for this call.
     Bypass,
-    /// Missed: load, then fill with the stamp the read saw.
-    Load { seen: u64, read_at: Instant },
+    /// Missed: load, then fill.
+    Load(Miss),
 }
+
+/// What a miss read: the fill passes `seen` back and must start before the lease time ends.
+struct Miss {
+    seen: u64,
+    read_at: Instant,
+    contention: Contention,
+}
+
+/// How a miss looked to other processes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Contention {
+    /// Absent or incomplete: load.
+    None,
+    /// Freshly invalidated, nobody loading yet: take the lease, then load.
+    Tombstone,
+    /// Another caller holds the lease: wait for its fill.
+    Leased,
+}
+
+/// How often a caller waiting for another process's fill reads the entry again.
+const LEASE_POLL: Duration = Duration::from_millis(5);
 
 impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
     async fn lookup(&self) -> Step<R> {
@@ -304,16 +323,71 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
                 // Another function caches absence here; this one loads and overwrites it.
                 None => {
                     self.cache.count_miss();
-                    Step::Load { seen, read_at }
+                    let contention = Contention::None;
+                    Step::Load(Miss {
+                        seen,
+                        read_at,
+                        contention,
+                    })
                 }
             },
-            Ok(Lookup::Miss { seen }) => Step::Load { seen, read_at },
+            Ok(Lookup::Miss {
+                seen,
+                tombstone,
+                leased,
+            }) => {
+                let contention = match (leased, tombstone) {
+                    (true, _) => Contention::Leased,
+                    (false, true) => Contention::Tombstone,
+                    (false, false) => Contention::None,
+                };
+                Step::Load(Miss {
+                    seen,
+                    read_at,
+                    contention,
+                })
+            }
             // Redis did not answer: filling would most likely fail too.
             Err(_) => Step::Bypass,
         }
     }
 
-    async fn load_and_fill(&self, body: impl Future<Output = R>, seen: u64, read_at: Instant) -> R {
+    /// Herds form where a hot entry was just invalidated. There, the first miss takes a lease
+    /// and loads; the others, in any process, see the lease and wait (bounded by the lease
+    /// wait) for its fill instead of all querying the database.
+    async fn across_processes(&self, mut miss: Miss) -> Step<R> {
+        match miss.contention {
+            Contention::None => return Step::Load(miss),
+            Contention::Tombstone => match self.cache.acquire_lease(self.key).await {
+                Ok(false) => {}
+                // Ours, or Redis did not answer: load.
+                Ok(true) | Err(_) => return Step::Load(miss),
+            },
+            Contention::Leased => {}
+        }
+        self.cache.count_coalesced();
+        let deadline = Instant::now() + self.cache.lease_wait();
+        while Instant::now() < deadline {
+            tokio::time::sleep(LEASE_POLL).await;
+            match self.lookup().await {
+                Step::Load(next) if next.contention == Contention::Leased => miss = next,
+                // Filled, failed, or the lease ended without a fill: stop waiting.
+                step => return step,
+            }
+        }
+        Step::Load(miss)
+    }
+
+    async fn finish(&self, step: Step<R>, body: impl Future<Output = R>) -> R {
+        match step {
+            Step::Done(result) => result,
+            Step::Bypass => body.await,
+            Step::Load(miss) => self.load_and_fill(body, miss).await,
+        }
+    }
+
+    async fn load_and_fill(&self, body: impl Future<Output = R>, miss: Miss) -> R {
+        let Miss { seen, read_at, .. } = miss;
         let result = body.await;
         let ttl = self.spec.ttl_secs.map(Duration::from_secs);
         // Failures are logged and counted inside; the caller gets its value regardless.

@@ -55,6 +55,8 @@ on_both_backends!(
     a_tag_invalidation_drops_entries_keyed_by_something_else,
     concurrent_misses_through_one_handle_load_once,
     absences_are_cached_only_when_asked_and_invalidated_by_writes,
+    after_an_invalidation_other_processes_wait_for_the_lease_holder,
+    a_lease_holder_that_dies_delays_others_only_by_the_lease_wait,
     randomized_checker_finds_no_stale_read,
 );
 
@@ -316,6 +318,67 @@ async fn absences_are_cached_only_when_asked_and_invalidated_by_writes(backend: 
     assert_eq!(a.maybe(5).await.unwrap().unwrap().id, 5);
     assert_eq!(a.maybe(5).await.unwrap().unwrap().id, 5);
     assert_eq!(db.loads(), 4);
+}
+
+async fn after_an_invalidation_other_processes_wait_for_the_lease_holder(backend: Backend) {
+    let (a, b, db) = two_processes(&backend);
+    db.insert(1);
+    a.get(1).await.unwrap();
+    b.set_password(1, "new").await.unwrap();
+    let loads = db.loads();
+    let a = Arc::new(a);
+    let gate = close_gate(&db);
+    // A misses on the fresh tombstone, takes the lease and loads (held at the gate).
+    let holder = tokio::spawn({
+        let a = a.clone();
+        async move { a.get(1).await }
+    });
+    loads_reached(&db, loads + 1).await;
+    // B, another process, misses too: it sees the lease and waits instead of loading.
+    let waiter = tokio::spawn(async move {
+        let account = b.get(1).await;
+        (account, b.cache.stats())
+    });
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    open_gate(&db);
+    gate.add_permits(1);
+    assert_eq!(holder.await.unwrap().unwrap().password, "new");
+    let (account, b_stats) = waiter.await.unwrap();
+    assert_eq!(account.unwrap().password, "new");
+    assert_eq!(
+        db.loads(),
+        loads + 1,
+        "B got A's fill: one database query for both"
+    );
+    assert_eq!(b_stats.coalesced, 1, "{b_stats:?}");
+}
+
+async fn a_lease_holder_that_dies_delays_others_only_by_the_lease_wait(backend: Backend) {
+    let (a, b, db) = two_processes(&backend);
+    db.insert(1);
+    a.get(1).await.unwrap();
+    b.set_password(1, "new").await.unwrap();
+    let loads = db.loads();
+    let a = Arc::new(a);
+    let gate = close_gate(&db);
+    let holder = tokio::spawn({
+        let a = a.clone();
+        async move { a.get(1).await }
+    });
+    loads_reached(&db, loads + 1).await;
+    holder.abort();
+    open_gate(&db);
+    gate.add_permits(1);
+    // B waits for the dead holder at most the lease wait (300 ms), then loads itself.
+    let started = Instant::now();
+    assert_eq!(b.get(1).await.unwrap().password, "new");
+    assert_eq!(db.loads(), loads + 2);
+    println!(
+        "waited {:?} for a lease holder that died",
+        started.elapsed()
+    );
+    assert_eq!(b.get(1).await.unwrap().password, "new");
+    assert_eq!(db.loads(), loads + 2, "and filled the cache");
 }
 
 /// xorshift64*: deterministic pseudo-random numbers, seeded per task.

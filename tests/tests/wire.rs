@@ -16,9 +16,11 @@ async fn a_hit_is_one_hmget_a_miss_adds_one_fill_and_a_write_one_invalidation() 
     for id in 0..3 {
         repo.insert(Row::sample(id));
     }
-    // Warm up: connect, and load both scripts once.
+    // Warm up: connect, and load the three scripts once (redis-rs sends EVALSHA, and on
+    // NOSCRIPT loads the script: one extra round trip per script and server, ever).
     repo.get_user(0).await.unwrap();
     repo.rename(0, "warm").await.unwrap();
+    repo.get_user(0).await.unwrap();
 
     let log = server.monitor();
     log.take_client_commands();
@@ -45,6 +47,11 @@ async fn a_hit_is_one_hmget_a_miss_adds_one_fill_and_a_write_one_invalidation() 
         "a write: one invalidation script"
     );
     assert_eq!(repo.get_user(1).await.unwrap().unwrap().name, "x");
+    assert_eq!(
+        log.take_client_commands(),
+        names(&["hmget", "evalsha", "evalsha"]),
+        "a miss on a freshly invalidated entry: read, lease, fill"
+    );
 }
 
 #[tokio::test]

@@ -39,6 +39,8 @@ pub(crate) const SKIP_LIST_FIELD: &str = "__skip";
 pub(crate) const STAMP_FIELD: &str = "__inv";
 /// The library's hash field marking a cached absence (negative caching).
 pub(crate) const ABSENT_FIELD: &str = "__none";
+/// The library's hash field holding a loader's lease (`token deadline`) after an invalidation.
+pub(crate) const LEASE_FIELD: &str = "__lease";
 
 /// One schema field as stored, or as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]

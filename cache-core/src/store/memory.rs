@@ -45,6 +45,7 @@ struct Entry {
     fields: HashMap<String, FieldValue>,
     stamp: Option<u64>,
     absent: bool,
+    lease: Option<Expiring<String>>,
 }
 
 /// The store named `name`, shared while any handle holds it.
@@ -83,11 +84,16 @@ impl MemoryStore {
                     .collect(),
                 stamp: entry.stamp.unwrap_or(0),
                 absent: entry.absent,
+                leased: entry
+                    .lease
+                    .as_ref()
+                    .is_some_and(|lease| lease.live(now).is_some()),
             },
             None => EntryRead {
                 values: vec![None; fields.len()],
                 stamp: 0,
                 absent: false,
+                leased: false,
             },
         }
     }
@@ -114,9 +120,8 @@ impl MemoryStore {
             if newest > seen {
                 if newest > entry_stamp {
                     let tombstone = Entry {
-                        fields: HashMap::new(),
                         stamp: Some(newest),
-                        absent: false,
+                        ..Entry::default()
                     };
                     state
                         .entries
@@ -135,13 +140,14 @@ impl MemoryStore {
         match fill.body {
             FillBody::Absent => {
                 entry = Entry {
-                    fields: HashMap::new(),
                     stamp: entry.stamp,
                     absent: true,
+                    ..Entry::default()
                 };
             }
             FillBody::Fields(fields) => {
                 entry.absent = false;
+                entry.lease = None;
                 for (name, value) in fields {
                     entry.fields.insert((*name).to_owned(), value.clone());
                 }
@@ -194,12 +200,38 @@ impl MemoryStore {
         }
         for entry in doomed {
             let tombstone = Entry {
-                fields: HashMap::new(),
                 stamp: Some(stamp),
-                absent: false,
+                ..Entry::default()
             };
             state.entries.insert(entry, (tombstone, expires_at));
         }
+    }
+}
+
+impl MemoryStore {
+    pub(crate) fn acquire_lease(&self, key: &str, token: &str, lease_time: Duration) -> bool {
+        let now = Instant::now();
+        let mut state = self.state();
+        let slot = state
+            .entries
+            .entry(key.to_owned())
+            .or_insert_with(|| (Entry::default(), now + lease_time));
+        if slot.1 <= now {
+            *slot = (Entry::default(), now + lease_time);
+        }
+        let entry = &mut slot.0;
+        if entry
+            .lease
+            .as_ref()
+            .is_some_and(|lease| lease.live(now).is_some())
+        {
+            return false;
+        }
+        entry.lease = Some(Expiring {
+            value: token.to_owned(),
+            expires_at: now + lease_time,
+        });
+        true
     }
 }
 

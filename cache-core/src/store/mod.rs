@@ -13,7 +13,10 @@
 //!   no stale set. Check, merge, TTL and tag registration happen in one atomic script, so a
 //!   concurrent tag invalidation either sees the registration or stamps before the check.
 //!   A refused fill tombstones the entry with the newest stamp it saw, so the next miss can
-//!   fill again.
+//!   fill again. A successful fill clears the lease.
+//! * **Lease** (after a miss on a tombstone, where herds form): `__lease` is set to
+//!   `token deadline` unless a live one is there. Other readers see it in their `HMGET` and
+//!   wait for the fill instead of loading.
 //!
 //! The two are an enum rather than a trait object so that the hit path pays no boxed future.
 
@@ -40,6 +43,15 @@ pub(crate) struct EntryRead {
     pub(crate) stamp: u64,
     /// The entry is a cached absence.
     pub(crate) absent: bool,
+    /// Another caller holds a lease: it is loading this entry.
+    pub(crate) leased: bool,
+}
+
+impl EntryRead {
+    /// An invalidated entry nobody has refilled yet: where a herd of readers would form.
+    pub(crate) fn is_tombstone(&self) -> bool {
+        self.stamp > 0 && !self.absent && self.values.iter().all(Option::is_none)
+    }
 }
 
 /// The Redis keys of one tag: the set of entries registered under it, and its last stamp.
@@ -102,6 +114,19 @@ impl Store {
         match self {
             Store::Redis(store) => store.fill(fill).await,
             Store::Memory(store) => Ok(store.fill(fill)),
+        }
+    }
+
+    /// Takes the lease on an entry for `lease_time`, unless someone holds a live one.
+    pub(crate) async fn acquire_lease(
+        &self,
+        key: &str,
+        token: &str,
+        lease_time: Duration,
+    ) -> StoreResult<bool> {
+        match self {
+            Store::Redis(store) => store.acquire_lease(key, token, lease_time).await,
+            Store::Memory(store) => Ok(store.acquire_lease(key, token, lease_time)),
         }
     }
 

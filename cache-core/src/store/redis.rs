@@ -10,7 +10,9 @@ use redis::{Client, Value};
 use super::{
     parse_stamp, ttl_millis, EntryRead, FieldValues, Fill, FillBody, Invalidation, StoreResult,
 };
-use crate::codec::{FieldValue, ABSENT_FIELD, NULL_LIST_FIELD, SKIP_LIST_FIELD, STAMP_FIELD};
+use crate::codec::{
+    FieldValue, ABSENT_FIELD, LEASE_FIELD, NULL_LIST_FIELD, SKIP_LIST_FIELD, STAMP_FIELD,
+};
 
 /// `KEYS[1]` the entry, then pairs (tag members, tag stamp). `ARGV[1]` TTL in ms, `ARGV[2]`
 /// the stamp the miss read (empty: unconditional), `ARGV[3]` `fields` or `absent`, `ARGV[4]`
@@ -53,7 +55,7 @@ else
     return set
   end
   local nulls, skips = read_list('__null'), read_list('__skip')
-  local writes, removals = {}, {'__none'}
+  local writes, removals = {}, {'__none', '__lease'}
   for i = 5, #ARGV, 3 do
     local field, state = ARGV[i], ARGV[i + 1]
     nulls[field] = (state == 'n') or nil
@@ -114,13 +116,37 @@ end
 return stamp
 ";
 
+/// `KEYS[1]` the entry, `ARGV[1]` the token, `ARGV[2]` the lease time in ms. Takes the lease
+/// unless a live one is held (the deadline is in Redis' clock, so callers' clocks do not
+/// matter); a new hash lives as long as its lease.
+const LEASE_SCRIPT: &str = r"
+local key = KEYS[1]
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local kind = redis.call('TYPE', key).ok
+if kind ~= 'hash' and kind ~= 'none' then redis.call('DEL', key) end
+local held = redis.call('HGET', key, '__lease')
+if held and (tonumber(string.match(held, ' (%d+)$')) or 0) > now then return 0 end
+local deadline = string.format('%.0f', now + tonumber(ARGV[2]) * 1000)
+redis.call('HSET', key, '__lease', ARGV[1] .. ' ' .. deadline)
+if redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, ARGV[2]) end
+return 1
+";
+
 /// The library's fields read after the schema's, in this order.
-const LIBRARY_FIELDS: [&str; 4] = [NULL_LIST_FIELD, SKIP_LIST_FIELD, STAMP_FIELD, ABSENT_FIELD];
+const LIBRARY_FIELDS: [&str; 5] = [
+    NULL_LIST_FIELD,
+    SKIP_LIST_FIELD,
+    STAMP_FIELD,
+    ABSENT_FIELD,
+    LEASE_FIELD,
+];
 
 pub(crate) struct RedisStore {
     connection: ConnectionManager,
     fill_script: redis::Script,
     invalidate_script: redis::Script,
+    lease_script: redis::Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -144,6 +170,7 @@ impl RedisStore {
             connection,
             fill_script: redis::Script::new(FILL_SCRIPT),
             invalidate_script: redis::Script::new(INVALIDATE_SCRIPT),
+            lease_script: redis::Script::new(LEASE_SCRIPT),
         })
     }
 
@@ -196,6 +223,22 @@ impl RedisStore {
         Ok(written == 1)
     }
 
+    pub(crate) async fn acquire_lease(
+        &self,
+        key: &str,
+        token: &str,
+        lease_time: Duration,
+    ) -> StoreResult<bool> {
+        let acquired: i64 = self
+            .lease_script
+            .key(key)
+            .arg(token)
+            .arg(ttl_millis(lease_time))
+            .invoke_async(&mut self.connection.clone())
+            .await?;
+        Ok(acquired == 1)
+    }
+
     pub(crate) async fn invalidate(&self, invalidation: Invalidation<'_>) -> StoreResult<()> {
         let mut invocation = self.invalidate_script.key(invalidation.clock);
         for entry in invalidation.entries {
@@ -221,6 +264,7 @@ fn entry_read(reply: Value, fields: &[&str]) -> EntryRead {
         values: vec![None; fields.len()],
         stamp: 0,
         absent: false,
+        leased: false,
     };
     let Value::Array(mut values) = reply else {
         return missing();
@@ -228,6 +272,7 @@ fn entry_read(reply: Value, fields: &[&str]) -> EntryRead {
     if values.len() != fields.len() + LIBRARY_FIELDS.len() {
         return missing();
     }
+    let leased = values.pop().and_then(bulk).is_some();
     let absent = values.pop().and_then(bulk).is_some();
     let stamp = values
         .pop()
@@ -255,6 +300,7 @@ fn entry_read(reply: Value, fields: &[&str]) -> EntryRead {
         values,
         stamp,
         absent,
+        leased,
     }
 }
 
