@@ -14,7 +14,9 @@ use crate::flight::Flights;
 use crate::guard::{Admission, CircuitBreaker, PendingInvalidations, RateLimiter, Transition};
 use crate::key::{check_segment, clock_key, entry_key, tag_keys};
 use crate::stats::{Counters, Stats};
-use crate::store::{self, Fill, FillBody, Invalidation, RedisStore, Store, StoreResult, TagKeys};
+use crate::store::{
+    self, Fill, FillBody, Invalidation, RedisStore, Store, StoreResult, TagKeys, WriteThrough,
+};
 use crate::Error;
 
 /// `mem://` selects a private in-process store, `mem://name` one shared by name.
@@ -627,13 +629,60 @@ impl Cache {
         match self.store_invalidation(keys, tags).await {
             Ok(()) => Ok(()),
             Err(error) => {
-                let longest_ttl =
-                    Duration::from_millis(self.inner.longest_ttl_ms.load(Ordering::Relaxed));
-                self.inner.pending.add(keys, tags, longest_ttl);
-                self.spawn_delivery();
+                self.remember_undelivered(keys, tags);
                 Err(error)
             }
         }
+    }
+
+    /// Writes a value through after an update: `Ok(true)` when the entry now holds it,
+    /// `Ok(false)` when the entry was invalidated instead (see [`store::WriteThrough`]).
+    /// What cannot be delivered now is kept as an invalidation and delivered later.
+    pub(crate) async fn write_through(
+        &self,
+        key: &str,
+        fields: &[codec::EncodedField],
+        version_field: &str,
+        version: u64,
+        tags: &[String],
+    ) -> Result<bool, Error> {
+        let namespace = self.inner.namespace.as_deref();
+        let tag_keys: Vec<TagKeys> = tags.iter().map(|tag| tag_keys(namespace, tag)).collect();
+        let write = WriteThrough {
+            clock: &self.inner.clock_key,
+            key,
+            fields,
+            version_field,
+            version,
+            tags: &tag_keys,
+            lease_time: self.inner.lease_time,
+        };
+        match self
+            .guarded("write through", self.inner.store.write_through(write))
+            .await
+        {
+            Ok(written) => {
+                let counters = &self.inner.counters;
+                let invalidated = tags.len() + usize::from(!written);
+                counters
+                    .invalidations
+                    .fetch_add(invalidated as u64, Ordering::Relaxed);
+                if written {
+                    Counters::bump(&counters.written_through);
+                }
+                Ok(written)
+            }
+            Err(error) => {
+                self.remember_undelivered(&[key], tags);
+                Err(error)
+            }
+        }
+    }
+
+    fn remember_undelivered(&self, keys: &[&str], tags: &[String]) {
+        let longest_ttl = Duration::from_millis(self.inner.longest_ttl_ms.load(Ordering::Relaxed));
+        self.inner.pending.add(keys, tags, longest_ttl);
+        self.spawn_delivery();
     }
 
     async fn store_invalidation(&self, keys: &[&str], tags: &[String]) -> Result<(), Error> {

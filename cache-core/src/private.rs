@@ -435,6 +435,48 @@ pub async fn invalidate(cache: Option<Cache>, key: Option<String>, tags: Vec<Str
     let _ = cache.invalidate_all(&keys, &tags).await;
 }
 
+/// `cached_update` with `schema` and `version`: after the function succeeded, write its
+/// value through where that cannot bring old data back (the entry holds an older version and
+/// no tag registration), else invalidate; the tags are invalidated either way.
+pub async fn write_through<S, R>(
+    cache: Option<Cache>,
+    key: Option<String>,
+    tags: Vec<String>,
+    schema: Schema<S>,
+    output: Output<S, R>,
+    version_field: &'static str,
+    result: &R,
+) {
+    let (Some(cache), Some(key)) = (cache.clone(), key.clone()) else {
+        return invalidate(cache, key, tags).await;
+    };
+    let fields = match (output.to_fill)(result).map(schema.encode) {
+        Some(Ok(fields)) => fields,
+        Some(Err(error)) => {
+            tracing::warn!(%key, %error, "updated value cannot be cached; invalidating instead");
+            return invalidate(Some(cache), Some(key), tags).await;
+        }
+        // `None` from an update: nothing to write, the entry goes.
+        None => return invalidate(Some(cache), Some(key), tags).await,
+    };
+    let Some(version) = version_of(&fields, version_field) else {
+        tracing::warn!(%key, version_field, "the version field is missing or not a whole number; invalidating instead");
+        return invalidate(Some(cache), Some(key), tags).await;
+    };
+    // Failures are remembered and delivered later as an invalidation.
+    let _ = cache
+        .write_through(&key, &fields, version_field, version, &tags)
+        .await;
+}
+
+fn version_of(fields: &[EncodedField], version_field: &str) -> Option<u64> {
+    let (_, value) = fields.iter().find(|(name, _)| *name == version_field)?;
+    match value {
+        codec::FieldValue::Text(text) => std::str::from_utf8(text).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
 /// Tells a failed write (`Err`) from a successful one, for any return type: `Result`s by
 /// their variant, everything else counts as success. Chosen by autoref at the call site.
 #[derive(Debug)]

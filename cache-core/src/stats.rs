@@ -16,6 +16,8 @@ pub struct Stats {
     /// but not cached: it may be older than the write), or because the load outlasted the
     /// lease time.
     pub refused_fills: u64,
+    /// Updates whose value was written into the cache (`cached_update` with `schema`).
+    pub written_through: u64,
     /// Misses that waited for a concurrent call loading the same entry instead of loading.
     pub coalesced: u64,
     /// Entries and tags invalidated (each counts once).
@@ -36,6 +38,7 @@ pub(crate) struct Counters {
     pub(crate) fills: AtomicU64,
     pub(crate) refused_fills: AtomicU64,
     pub(crate) coalesced: AtomicU64,
+    pub(crate) written_through: AtomicU64,
     pub(crate) invalidations: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) bypassed: AtomicU64,
@@ -54,6 +57,7 @@ impl Counters {
             fills: read(&self.fills),
             refused_fills: read(&self.refused_fills),
             coalesced: read(&self.coalesced),
+            written_through: read(&self.written_through),
             invalidations: read(&self.invalidations),
             errors: read(&self.errors),
             bypassed: read(&self.bypassed),

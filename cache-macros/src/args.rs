@@ -33,6 +33,7 @@ mod kw {
     syn::custom_keyword!(cache);
     syn::custom_keyword!(cache_none);
     syn::custom_keyword!(none_ttl);
+    syn::custom_keyword!(version);
 }
 
 /// An argument's value together with the span of its name, for diagnostics about the
@@ -54,6 +55,7 @@ pub(crate) struct CacheArgs {
     pub(crate) cache: Option<Arg<Expr>>,
     pub(crate) cache_none: Option<Arg<LitBool>>,
     pub(crate) none_ttl: Option<Arg<LitInt>>,
+    pub(crate) version: Option<Arg<LitStr>>,
 }
 
 /// Stores an argument, rejecting a second occurrence at the second name.
@@ -119,6 +121,10 @@ impl Parse for CacheArgs {
                 let name = input.parse::<kw::none_ttl>()?;
                 input.parse::<Token![=]>()?;
                 set_once(&mut args.none_ttl, "none_ttl", name.span, input.parse()?)?;
+            } else if lookahead.peek(kw::version) {
+                let name = input.parse::<kw::version>()?;
+                input.parse::<Token![=]>()?;
+                set_once(&mut args.version, "version", name.span, input.parse()?)?;
             } else if lookahead.peek(kw::cache) {
                 let name = input.parse::<kw::cache>()?;
                 input.parse::<Token![=]>()?;

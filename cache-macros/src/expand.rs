@@ -97,20 +97,7 @@ fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn) -> TokenStream 
     };
     let rewritten = match (kind, &checked.schema) {
         (MacroKind::Get, Some(schema)) => {
-            // The two constructors carry the type checks: a schema without serde is reported
-            // at the schema, a return type that does not carry it at the return type, once.
-            let schema_codec = quote_spanned! {schema.span()=>
-                ::cache_core::__private::schema::<#schema>()
-            };
-            let output_adapter = if checked.cache_none {
-                quote_spanned! {output.span()=>
-                    ::cache_core::__private::output_caching_absence::<#schema, #output>()
-                }
-            } else {
-                quote_spanned! {output.span()=>
-                    ::cache_core::__private::output::<#schema, #output>()
-                }
-            };
+            let (schema_codec, output_adapter) = adapters(schema, output, checked.cache_none);
             let tags = get_tags(&checked.tags, schema);
             quote! {
                 #prologue
@@ -123,6 +110,20 @@ fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn) -> TokenStream 
         }
         _ => {
             let tags = checked.tags.iter().map(render_tag);
+            let after_success = match (&checked.schema, &checked.version) {
+                (Some(schema), Some(version)) => {
+                    let (schema_codec, output_adapter) = adapters(schema, output, false);
+                    quote! {
+                        ::cache_core::__private::write_through(
+                            __cache_handle, __cache_key, __cache_tags, #schema_codec,
+                            #output_adapter, #version, &__cache_output,
+                        ).await;
+                    }
+                }
+                _ => quote! {
+                    ::cache_core::__private::invalidate(__cache_handle, __cache_key, __cache_tags).await;
+                },
+            };
             quote! {
                 #prologue
                 let __cache_tags: ::std::vec::Vec<::std::string::String> = ::std::vec![#(#tags),*];
@@ -130,7 +131,7 @@ fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn) -> TokenStream 
                 #[allow(unused_imports)]
                 use ::cache_core::__private::{AnyOutcome as _, ResultOutcome as _};
                 if !(&::cache_core::__private::Outcome(&__cache_output)).is_failure() {
-                    ::cache_core::__private::invalidate(__cache_handle, __cache_key, __cache_tags).await;
+                    #after_success
                 }
                 __cache_output
             }
@@ -142,6 +143,29 @@ fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn) -> TokenStream 
             #rewritten
         }
     }
+}
+
+/// The schema's codec and the return type's adapters. The two constructors carry the type
+/// checks: a schema without serde is reported at the schema, a return type that does not
+/// carry it at the return type, once each.
+fn adapters(
+    schema: &syn::Type,
+    output: &syn::Type,
+    cache_none: bool,
+) -> (TokenStream, TokenStream) {
+    let schema_codec = quote_spanned! {schema.span()=>
+        ::cache_core::__private::schema::<#schema>()
+    };
+    let output_adapter = if cache_none {
+        quote_spanned! {output.span()=>
+            ::cache_core::__private::output_caching_absence::<#schema, #output>()
+        }
+    } else {
+        quote_spanned! {output.span()=>
+            ::cache_core::__private::output::<#schema, #output>()
+        }
+    };
+    (schema_codec, output_adapter)
 }
 
 fn optional_u64(value: Option<u64>) -> TokenStream {

@@ -12,7 +12,10 @@ use crate::args::{Arg, CacheArgs, MacroKind};
 pub(crate) struct Checked {
     pub(crate) prefix: LitStr,
     pub(crate) key: KeyParam,
+    /// `cached_get`: the schema read; `cached_update`: the schema written through.
     pub(crate) schema: Option<Type>,
+    /// `cached_update` with `schema`: the schema field holding the row's version.
+    pub(crate) version: Option<LitStr>,
     pub(crate) ttl_secs: Option<u64>,
     /// `cache_none = true`: absences are cached too.
     pub(crate) cache_none: bool,
@@ -98,6 +101,7 @@ pub(crate) fn check(kind: MacroKind, args: CacheArgs, function: &ItemFn) -> syn:
         }
     });
 
+    let schema_span = args.schema.as_ref().map(|schema| schema.name_span);
     let schema = match (kind, args.schema) {
         (MacroKind::Get, Some(schema)) => Some(schema.value),
         (MacroKind::Get, None) => {
@@ -107,17 +111,41 @@ pub(crate) fn check(kind: MacroKind, args: CacheArgs, function: &ItemFn) -> syn:
             ));
             None
         }
-        (_, Some(schema)) => {
+        (MacroKind::Update, Some(schema)) => Some(schema.value),
+        (MacroKind::Delete, Some(schema)) => {
             errors.push(syn::Error::new(
                 schema.name_span,
-                format!(
-                    "#[{}] takes no `schema`: it invalidates, it does not write",
-                    kind.name()
-                ),
+                "#[cached_delete] takes no `schema`: it invalidates, it does not write",
             ));
             None
         }
         (_, None) => None,
+    };
+    let version = match (kind, args.version, &schema) {
+        (MacroKind::Update, Some(version), Some(_)) => Some(version.value),
+        (MacroKind::Update, Some(version), None) => {
+            errors.push(syn::Error::new(
+                version.name_span,
+                "`version` goes with `schema = <type>`: the value written through",
+            ));
+            None
+        }
+        (MacroKind::Update, None, Some(_)) => {
+            errors.push(syn::Error::new(
+                schema_span.unwrap_or_else(Span::call_site),
+                "write-through needs `version = \"<field>\"`: a field of the schema that grows with every write, so that an older value never overwrites a newer one",
+            ));
+            None
+        }
+        (MacroKind::Update, None, None) => None,
+        (_, Some(version), _) => {
+            errors.push(syn::Error::new(
+                version.name_span,
+                format!("#[{}] takes no `version`", kind.name()),
+            ));
+            None
+        }
+        (_, None, _) => None,
     };
 
     let ttl_secs = args
@@ -176,6 +204,7 @@ pub(crate) fn check(kind: MacroKind, args: CacheArgs, function: &ItemFn) -> syn:
             prefix,
             key,
             schema,
+            version,
             ttl_secs,
             cache_none,
             none_ttl_secs,

@@ -19,6 +19,13 @@ enum Backend {
 }
 
 impl Backend {
+    fn name(&self) -> &'static str {
+        match self {
+            Backend::Redis(_) => "redis",
+            Backend::Memory(_) => "mem://",
+        }
+    }
+
     fn handle(&self) -> Cache {
         let url = match self {
             Backend::Redis(server) => server.url(),
@@ -57,6 +64,10 @@ on_both_backends!(
     absences_are_cached_only_when_asked_and_invalidated_by_writes,
     after_an_invalidation_other_processes_wait_for_the_lease_holder,
     a_lease_holder_that_dies_delays_others_only_by_the_lease_wait,
+    an_update_writes_a_newer_version_through,
+    a_write_through_never_overwrites_a_newer_version,
+    a_write_through_onto_a_tagged_or_invalidated_entry_only_invalidates,
+    a_slow_read_racing_a_write_through_does_not_fill_old_data,
     randomized_checker_finds_no_stale_read,
 );
 
@@ -157,6 +168,33 @@ impl Repo {
     #[cached_delete(prefix = "account", key = "id", cache = self.cache, tags = ["account:{id}"])]
     async fn delete(&self, id: i64) -> Result<u64, String> {
         Ok(self.db.write(id, |row| row.deleted = true))
+    }
+
+    #[cached_get(prefix = "account", key = "id", schema = Account, cache = self.cache, tags = ["team:{id}"])]
+    async fn get_tagged(&self, id: i64) -> Option<Account> {
+        self.db.load(|row| row.id == id).await
+    }
+
+    /// Changes the password and writes the new row through.
+    #[cached_update(
+        prefix = "account",
+        key = "id",
+        cache = self.cache,
+        tags = ["account:{id}"],
+        schema = Account,
+        version = "version"
+    )]
+    async fn set_password_through(&self, id: i64, password: &str) -> Result<Account, String> {
+        self.db.write(id, |row| row.password = password.to_owned());
+        Ok(self.db.rows.lock().unwrap()[&id].clone())
+    }
+
+    /// Writes a given row through, as an update that committed it would: lets a test deliver
+    /// write-throughs out of order.
+    #[cached_update(prefix = "account", key = "id", cache = self.cache, schema = Account, version = "version")]
+    async fn deliver_row(&self, id: i64, row: Account) -> Result<Option<Account>, String> {
+        let _ = id;
+        Ok(Some(row))
     }
 
     #[cached_update(prefix = "maybe", key = "id", cache = self.cache)]
@@ -381,6 +419,93 @@ async fn a_lease_holder_that_dies_delays_others_only_by_the_lease_wait(backend: 
     assert_eq!(db.loads(), loads + 2, "and filled the cache");
 }
 
+async fn an_update_writes_a_newer_version_through(backend: Backend) {
+    let (a, b, db) = two_processes(&backend);
+    db.insert(1);
+    a.get(1).await.unwrap();
+    let email = "user1@example.com";
+    a.by_email(email).await.unwrap();
+    assert_eq!(db.loads(), 2);
+    b.set_password_through(1, "new").await.unwrap();
+    assert_eq!(a.get(1).await.unwrap().password, "new");
+    assert_eq!(db.loads(), 2, "served the written-through row, no load");
+    assert_eq!(b.cache.stats().written_through, 1);
+    // The tag still drops what is keyed by something else.
+    assert_eq!(a.by_email(email).await.unwrap().password, "new");
+    assert_eq!(db.loads(), 3);
+}
+
+async fn a_write_through_never_overwrites_a_newer_version(backend: Backend) {
+    let (a, b, db) = two_processes(&backend);
+    db.insert(1);
+    let v1 = a.get(1).await.unwrap();
+    let v2 = Account {
+        password: "two".into(),
+        version: 2,
+        ..v1.clone()
+    };
+    let v3 = Account {
+        password: "three".into(),
+        version: 3,
+        ..v1
+    };
+    // Two updates committed v2 then v3; their write-throughs arrive in the other order.
+    db.rows.lock().unwrap().insert(1, v3.clone());
+    b.deliver_row(1, v3.clone()).await.unwrap();
+    a.deliver_row(1, v2).await.unwrap();
+    assert_eq!(
+        a.get(1).await.unwrap(),
+        v3,
+        "the late, older value was not written"
+    );
+    assert_eq!(db.loads(), 1);
+    assert_eq!(
+        a.cache.stats().written_through + b.cache.stats().written_through,
+        1
+    );
+}
+
+async fn a_write_through_onto_a_tagged_or_invalidated_entry_only_invalidates(backend: Backend) {
+    let (a, b, db) = two_processes(&backend);
+    db.insert(1);
+    // Registered under a tag: the new value might belong to other tags; not written.
+    a.get_tagged(1).await.unwrap();
+    b.set_password_through(1, "new").await.unwrap();
+    assert_eq!(b.cache.stats().written_through, 0);
+    assert_eq!(a.get(1).await.unwrap().password, "new");
+    assert_eq!(db.loads(), 2, "loaded afresh");
+
+    // After a plain invalidation the entry is a tombstone: a late write-through of an older
+    // row must not revive it.
+    let current = a.get(1).await.unwrap();
+    b.set_password(1, "newer").await.unwrap();
+    a.deliver_row(1, current).await.unwrap();
+    assert_eq!(a.get(1).await.unwrap().password, "newer");
+    assert_eq!(a.cache.stats().written_through, 0);
+}
+
+async fn a_slow_read_racing_a_write_through_does_not_fill_old_data(backend: Backend) {
+    let (a, b, db) = two_processes(&backend);
+    db.insert(1);
+    a.get(1).await.unwrap();
+    b.cache.invalidate("account", &1).await.unwrap();
+    let a = Arc::new(a);
+    let gate = close_gate(&db);
+    let slow_read = tokio::spawn({
+        let a = a.clone();
+        async move { a.get(1).await }
+    });
+    loads_reached(&db, 2).await;
+    // The entry is a tombstone, so the update invalidates; either way the slow read's fill
+    // of the old row must be refused.
+    b.set_password_through(1, "new").await.unwrap();
+    open_gate(&db);
+    gate.add_permits(1);
+    assert_eq!(slow_read.await.unwrap().unwrap().password, "old");
+    assert_eq!(a.get(1).await.unwrap().password, "new");
+    assert_eq!(b.get(1).await.unwrap().password, "new");
+}
+
 /// xorshift64*: deterministic pseudo-random numbers, seeded per task.
 struct Random(u64);
 
@@ -449,6 +574,22 @@ impl CheckedRepo {
         Ok(row.version)
     }
 
+    #[cached_update(
+        prefix = "checked",
+        key = "id",
+        cache = self.cache,
+        tags = ["checked:{id}"],
+        schema = Account,
+        version = "version"
+    )]
+    async fn update_through(&self, id: i64) -> Result<Account, String> {
+        let mut rows = self.db.rows.lock().unwrap();
+        let row = rows.get_mut(&id).ok_or("no row")?;
+        row.version += 1;
+        row.password = format!("v{}", row.version);
+        Ok(row.clone())
+    }
+
     #[cached_delete(prefix = "checked", key = "id", cache = self.cache, tags = ["checked:{id}"])]
     async fn delete(&self, id: i64) -> Result<u64, String> {
         let mut rows = self.db.rows.lock().unwrap();
@@ -462,7 +603,11 @@ impl CheckedRepo {
 async fn randomized_checker_finds_no_stale_read(backend: Backend) {
     const KEYS: i64 = 4;
     const TASKS: u64 = 8;
-    const OPERATIONS_PER_TASK: u64 = 1_500;
+    // CHECKER_OPERATIONS raises the total for a longer run by hand; CI runs the default.
+    let operations_per_task: u64 = std::env::var("CHECKER_OPERATIONS")
+        .ok()
+        .and_then(|total| total.parse::<u64>().ok())
+        .map_or(1_500, |total| total.div_ceil(TASKS));
     let db = Arc::new(SlowDatabase {
         rows: Mutex::new(HashMap::new()),
     });
@@ -489,12 +634,20 @@ async fn randomized_checker_finds_no_stale_read(backend: Backend) {
             let (writes, reads) = (writes.clone(), reads.clone());
             tokio::spawn(async move {
                 let mut random = Random(0x9E37_79B9_7F4A_7C15 ^ (task + 1));
-                for _ in 0..OPERATIONS_PER_TASK {
+                for _ in 0..operations_per_task {
                     let id = random.below(KEYS as u64) as i64;
                     let delay = Duration::from_micros(random.below(1_500));
                     match random.below(10) {
-                        0 | 1 => {
+                        0 => {
                             let version = repo.update(id).await.unwrap();
+                            writes.lock().unwrap().push(WriteDone {
+                                id,
+                                version,
+                                done: Instant::now(),
+                            });
+                        }
+                        1 => {
+                            let version = repo.update_through(id).await.unwrap().version;
                             writes.lock().unwrap().push(WriteDone {
                                 id,
                                 version,
@@ -557,8 +710,9 @@ async fn randomized_checker_finds_no_stale_read(backend: Backend) {
     let operations = writes.len() + reads.len();
     let stats: Vec<_> = handles.iter().map(Cache::stats).collect();
     println!(
-        "checker: {operations} operations ({} reads, {} writes) by {TASKS} tasks over 2 handles in {elapsed:?}: \
-         {:.0} ops/s, stale reads: {stale}",
+        "checker on {}: {operations} operations ({} reads, {} writes) by {TASKS} tasks over 2 handles \
+         in {elapsed:.2?}: {:.0} ops/s, stale reads: {stale}",
+        backend.name(),
         reads.len(),
         writes.len(),
         operations as f64 / elapsed.as_secs_f64(),

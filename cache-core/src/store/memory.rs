@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use super::{EntryRead, Fill, FillBody, Invalidation};
+use super::{EntryRead, Fill, FillBody, Invalidation, TagKeys, WriteThrough};
 use crate::codec::FieldValue;
 
 /// Expired entries are swept at most this often on writes; reads ignore them at once.
@@ -46,6 +46,8 @@ struct Entry {
     stamp: Option<u64>,
     absent: bool,
     lease: Option<Expiring<String>>,
+    /// Registered under a tag: not eligible for write-through.
+    tagged: bool,
 }
 
 /// The store named `name`, shared while any handle holds it.
@@ -156,6 +158,11 @@ impl MemoryStore {
         state
             .entries
             .insert(fill.key.to_owned(), (entry, expires_at));
+        if !fill.tags.is_empty() {
+            if let Some((entry, _)) = state.entries.get_mut(fill.key) {
+                entry.tagged = true;
+            }
+        }
         for tag in fill.tags {
             let members = state
                 .tag_members
@@ -176,34 +183,46 @@ impl MemoryStore {
     pub(crate) fn invalidate(&self, invalidation: Invalidation<'_>) {
         let now = Instant::now();
         let mut state = self.state();
-        state.clock += 1;
-        let stamp = state.clock;
-        let expires_at = now + invalidation.lease_time;
-        let mut doomed: Vec<String> = invalidation
-            .entries
-            .iter()
-            .map(|entry| (*entry).to_owned())
-            .collect();
-        for tag in invalidation.tags {
-            state.tag_stamps.insert(
-                tag.stamp.clone(),
-                Expiring {
-                    value: stamp,
-                    expires_at,
-                },
-            );
-            if let Some(members) = state.tag_members.remove(&tag.members) {
-                if members.expires_at > now {
-                    doomed.extend(members.value);
-                }
-            }
+        let stamp = state.invalidate_tags(invalidation.tags, invalidation.lease_time, now);
+        for entry in invalidation.entries {
+            state.tombstone(entry, stamp, now + invalidation.lease_time);
         }
-        for entry in doomed {
-            let tombstone = Entry {
-                stamp: Some(stamp),
-                ..Entry::default()
-            };
-            state.entries.insert(entry, (tombstone, expires_at));
+    }
+
+    pub(crate) fn write_through(&self, write: WriteThrough<'_>) -> bool {
+        let now = Instant::now();
+        let mut state = self.state();
+        let stamp = state.invalidate_tags(write.tags, write.lease_time, now);
+        let current_version = |entry: &Entry| match entry.fields.get(write.version_field) {
+            Some(FieldValue::Text(text)) => std::str::from_utf8(text).ok()?.parse::<u64>().ok(),
+            _ => None,
+        };
+        match state.entries.get_mut(write.key) {
+            Some((entry, expires_at)) if *expires_at > now && !entry.tagged && !entry.absent => {
+                match current_version(entry) {
+                    // Holds a newer version already (a later update wrote through first).
+                    Some(current) if current >= write.version => return false,
+                    Some(_) => {}
+                    None => {
+                        state.tombstone(write.key, stamp, now + write.lease_time);
+                        return false;
+                    }
+                }
+                *entry = Entry {
+                    fields: write
+                        .fields
+                        .iter()
+                        .map(|(name, value)| ((*name).to_owned(), value.clone()))
+                        .collect(),
+                    stamp: Some(stamp),
+                    ..Entry::default()
+                };
+                true
+            }
+            _ => {
+                state.tombstone(write.key, stamp, now + write.lease_time);
+                false
+            }
         }
     }
 }
@@ -236,6 +255,36 @@ impl MemoryStore {
 }
 
 impl State {
+    /// A new stamp; stamps the tags and tombstones their members with it.
+    fn invalidate_tags(&mut self, tags: &[TagKeys], lease_time: Duration, now: Instant) -> u64 {
+        self.clock += 1;
+        let stamp = self.clock;
+        let expires_at = now + lease_time;
+        for tag in tags {
+            let stamped = Expiring {
+                value: stamp,
+                expires_at,
+            };
+            self.tag_stamps.insert(tag.stamp.clone(), stamped);
+            if let Some(members) = self.tag_members.remove(&tag.members) {
+                if members.expires_at > now {
+                    for entry in members.value {
+                        self.tombstone(&entry, stamp, expires_at);
+                    }
+                }
+            }
+        }
+        stamp
+    }
+
+    fn tombstone(&mut self, key: &str, stamp: u64, expires_at: Instant) {
+        let tombstone = Entry {
+            stamp: Some(stamp),
+            ..Entry::default()
+        };
+        self.entries.insert(key.to_owned(), (tombstone, expires_at));
+    }
+
     fn live_entry(&self, key: &str, now: Instant) -> Option<&Entry> {
         self.entries
             .get(key)

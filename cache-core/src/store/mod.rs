@@ -84,6 +84,20 @@ pub(crate) struct Fill<'a> {
     pub(crate) lease_time: Duration,
 }
 
+/// A write-through after a successful update: invalidate the tags, and replace the entry by
+/// the new value where that cannot bring old data back, else invalidate it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WriteThrough<'a> {
+    pub(crate) clock: &'a str,
+    pub(crate) key: &'a str,
+    pub(crate) fields: &'a [EncodedField],
+    /// The schema field holding a version that grows with every write.
+    pub(crate) version_field: &'a str,
+    pub(crate) version: u64,
+    pub(crate) tags: &'a [TagKeys],
+    pub(crate) lease_time: Duration,
+}
+
 /// One invalidation: entries and tags, stamped together.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Invalidation<'a> {
@@ -127,6 +141,14 @@ impl Store {
         match self {
             Store::Redis(store) => store.acquire_lease(key, token, lease_time).await,
             Store::Memory(store) => Ok(store.acquire_lease(key, token, lease_time)),
+        }
+    }
+
+    /// Writes through; `Ok(true)` when the entry was replaced, `Ok(false)` when invalidated.
+    pub(crate) async fn write_through(&self, write: WriteThrough<'_>) -> StoreResult<bool> {
+        match self {
+            Store::Redis(store) => store.write_through(write).await,
+            Store::Memory(store) => Ok(store.write_through(write)),
         }
     }
 

@@ -9,54 +9,30 @@ use redis::{Client, Value};
 
 use super::{
     parse_stamp, ttl_millis, EntryRead, FieldValues, Fill, FillBody, Invalidation, StoreResult,
+    WriteThrough,
 };
 use crate::codec::{
-    FieldValue, ABSENT_FIELD, LEASE_FIELD, NULL_LIST_FIELD, SKIP_LIST_FIELD, STAMP_FIELD,
+    EncodedField, FieldValue, ABSENT_FIELD, LEASE_FIELD, NULL_LIST_FIELD, SKIP_LIST_FIELD,
+    STAMP_FIELD,
 };
 
-/// `KEYS[1]` the entry, then pairs (tag members, tag stamp). `ARGV[1]` TTL in ms, `ARGV[2]`
-/// the stamp the miss read (empty: unconditional), `ARGV[3]` `fields` or `absent`, `ARGV[4]`
-/// the lease time in ms, then triples `field, state, value` with state `v` (value), `n`
+/// Writes the triples `field, state, value` from `ARGV[first]` on, state `v` (value), `n`
 /// (`None`) or `s` (skipped). `None` and skipped fields are not stored but listed in `__null`
-/// / `__skip`, so every value in the hash stays plain text. A key holding another type
-/// (garbage left by someone else) is replaced rather than failing the fill forever.
-///
-/// A refused fill leaves a tombstone with the newest stamp it saw, so that the next miss
-/// reads that stamp and can fill: without it, an entry that was not cached when one of its
-/// tags was invalidated would refuse fills until the tag's stamp expires.
-const FILL_SCRIPT: &str = r"
-local key = KEYS[1]
-local kind = redis.call('TYPE', key).ok
-if kind ~= 'hash' and kind ~= 'none' then redis.call('DEL', key) end
-if ARGV[2] ~= '' then
-  local seen = tonumber(ARGV[2])
-  local stamp = tonumber(redis.call('HGET', key, '__inv')) or 0
-  local newest = stamp
-  for i = 3, #KEYS, 2 do newest = math.max(newest, tonumber(redis.call('GET', KEYS[i])) or 0) end
-  if newest > seen then
-    if newest > stamp then
-      redis.call('DEL', key)
-      redis.call('HSET', key, '__inv', string.format('%.0f', newest))
-      redis.call('PEXPIRE', key, ARGV[4])
-    end
-    return 0
-  end
-end
-if ARGV[3] == 'absent' then
-  local stamp = redis.call('HGET', key, '__inv')
-  redis.call('DEL', key)
-  redis.call('HSET', key, '__none', '1')
-  if stamp then redis.call('HSET', key, '__inv', stamp) end
-else
+/// / `__skip`, so every value in the hash stays plain text. `merge` keeps the lists' other
+/// entries (other schemas share the hash).
+macro_rules! lua_write_fields {
+    () => {
+        r"
+local function write_fields(key, first, merge)
   local function read_list(name)
     local set = {}
-    local text = redis.call('HGET', key, name)
+    local text = merge and redis.call('HGET', key, name)
     if text then for field in string.gmatch(text, '[^,]+') do set[field] = true end end
     return set
   end
   local nulls, skips = read_list('__null'), read_list('__skip')
   local writes, removals = {}, {'__none', '__lease'}
-  for i = 5, #ARGV, 3 do
+  for i = first, #ARGV, 3 do
     local field, state = ARGV[i], ARGV[i + 1]
     nulls[field] = (state == 'n') or nil
     skips[field] = (state == 's') or nil
@@ -83,19 +59,17 @@ else
   redis.call('HDEL', key, unpack(removals))
   if #writes > 0 then redis.call('HSET', key, unpack(writes)) end
 end
-local ttl = tonumber(ARGV[1])
-redis.call('PEXPIRE', key, ttl)
-for i = 2, #KEYS, 2 do
-  redis.call('SADD', KEYS[i], key)
-  if redis.call('PTTL', KEYS[i]) < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
-end
-return 1
-";
+"
+    };
+}
 
-/// `KEYS[1]` the namespace clock, then `ARGV[2]` entries, then pairs (tag members, tag stamp).
-/// `ARGV[1]` how long tombstones and tag stamps live, in ms. The stamp is Redis' clock in µs,
-/// kept strictly increasing by the clock key, so stamps stay ordered even if that key is lost.
-const INVALIDATE_SCRIPT: &str = r"
+/// Takes a new stamp from the clock `KEYS[1]`: Redis' clock in µs, kept strictly increasing
+/// by the clock key, so stamps stay ordered even if that key is lost. `ARGV[1]` is the lease
+/// time in ms: how long tombstones and tag stamps live. `invalidate_tags(first)` stamps the
+/// tags given as pairs (members, stamp) from `KEYS[first]` on and tombstones their members.
+macro_rules! lua_stamp {
+    () => {
+        r"
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 local stamp = string.format('%.0f', math.max(now, (tonumber(redis.call('GET', KEYS[1])) or 0) + 1))
@@ -106,15 +80,110 @@ local function tombstone(entry)
   redis.call('HSET', entry, '__inv', stamp)
   redis.call('PEXPIRE', entry, lease)
 end
+local function invalidate_tags(first)
+  for i = first, #KEYS, 2 do
+    redis.call('SET', KEYS[i + 1], stamp, 'PX', lease)
+    for _, entry in ipairs(redis.call('SMEMBERS', KEYS[i])) do tombstone(entry) end
+    redis.call('DEL', KEYS[i])
+  end
+end
+"
+    };
+}
+
+/// `KEYS[1]` the entry, then pairs (tag members, tag stamp). `ARGV[1]` TTL in ms, `ARGV[2]`
+/// the stamp the miss read (empty: unconditional), `ARGV[3]` `fields` or `absent`, `ARGV[4]`
+/// the lease time in ms, then the field triples.
+///
+/// A refused fill leaves a tombstone with the newest stamp it saw, so that the next miss
+/// reads that stamp and can fill: without it, an entry that was not cached when one of its
+/// tags was invalidated would refuse fills until the tag's stamp expires. An entry registered
+/// under a tag is marked `__tagged`, which rules out write-through for it.
+/// A key holding another type (garbage left by someone else) is replaced rather than failing
+/// the fill forever with WRONGTYPE.
+const FILL_SCRIPT: &str = concat!(
+    lua_write_fields!(),
+    r"
+local key = KEYS[1]
+local kind = redis.call('TYPE', key).ok
+if kind ~= 'hash' and kind ~= 'none' then redis.call('DEL', key) end
+if ARGV[2] ~= '' then
+  local seen = tonumber(ARGV[2])
+  local stamp = tonumber(redis.call('HGET', key, '__inv')) or 0
+  local newest = stamp
+  for i = 3, #KEYS, 2 do newest = math.max(newest, tonumber(redis.call('GET', KEYS[i])) or 0) end
+  if newest > seen then
+    if newest > stamp then
+      redis.call('DEL', key)
+      redis.call('HSET', key, '__inv', string.format('%.0f', newest))
+      redis.call('PEXPIRE', key, ARGV[4])
+    end
+    return 0
+  end
+end
+if ARGV[3] == 'absent' then
+  local stamp = redis.call('HGET', key, '__inv')
+  redis.call('DEL', key)
+  redis.call('HSET', key, '__none', '1')
+  if stamp then redis.call('HSET', key, '__inv', stamp) end
+else
+  write_fields(key, 5, true)
+end
+local ttl = tonumber(ARGV[1])
+redis.call('PEXPIRE', key, ttl)
+if #KEYS > 1 then redis.call('HSET', key, '__tagged', '1') end
+for i = 2, #KEYS, 2 do
+  redis.call('SADD', KEYS[i], key)
+  if redis.call('PTTL', KEYS[i]) < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
+end
+return 1
+"
+);
+
+/// `KEYS[1]` the namespace clock, then `ARGV[2]` entries, then pairs (tag members, tag stamp).
+/// `ARGV[1]` the lease time in ms.
+const INVALIDATE_SCRIPT: &str = concat!(
+    lua_stamp!(),
+    r"
 local entries = tonumber(ARGV[2])
 for i = 2, entries + 1 do tombstone(KEYS[i]) end
-for i = entries + 2, #KEYS, 2 do
-  redis.call('SET', KEYS[i + 1], stamp, 'PX', lease)
-  for _, entry in ipairs(redis.call('SMEMBERS', KEYS[i])) do tombstone(entry) end
-  redis.call('DEL', KEYS[i])
-end
+invalidate_tags(entries + 2)
 return stamp
-";
+"
+);
+
+/// `KEYS[1]` the namespace clock, `KEYS[2]` the entry, then pairs (tag members, tag stamp).
+/// `ARGV[1]` the lease time in ms, `ARGV[2]` the version field, `ARGV[3]` the new version,
+/// then the field triples. Invalidates the tags; then replaces the entry by the new value if
+/// that cannot bring old data back: the entry holds an older version in the version field
+/// and is registered under no tag (whose set the new value might no longer belong to). An
+/// entry holding the same or a newer version is kept. Otherwise the entry is invalidated.
+/// Returns 1 when written through.
+const WRITE_THROUGH_SCRIPT: &str = concat!(
+    lua_stamp!(),
+    lua_write_fields!(),
+    r"
+local key = KEYS[2]
+invalidate_tags(3)
+local current = nil
+if redis.call('TYPE', key).ok == 'hash' and not redis.call('HGET', key, '__tagged')
+    and not redis.call('HGET', key, '__none') then
+  current = tonumber(redis.call('HGET', key, ARGV[2]))
+end
+local ttl = redis.call('PTTL', key)
+if current and ttl > 0 then
+  -- Holds a newer version already (a later update wrote through first): keep it.
+  if current >= tonumber(ARGV[3]) then return 0 end
+  redis.call('DEL', key)
+  write_fields(key, 4, false)
+  redis.call('HSET', key, '__inv', stamp)
+  redis.call('PEXPIRE', key, ttl)
+  return 1
+end
+tombstone(key)
+return 0
+"
+);
 
 /// `KEYS[1]` the entry, `ARGV[1]` the token, `ARGV[2]` the lease time in ms. Takes the lease
 /// unless a live one is held (the deadline is in Redis' clock, so callers' clocks do not
@@ -146,6 +215,7 @@ pub(crate) struct RedisStore {
     connection: ConnectionManager,
     fill_script: redis::Script,
     invalidate_script: redis::Script,
+    write_through_script: redis::Script,
     lease_script: redis::Script,
 }
 
@@ -170,6 +240,7 @@ impl RedisStore {
             connection,
             fill_script: redis::Script::new(FILL_SCRIPT),
             invalidate_script: redis::Script::new(INVALIDATE_SCRIPT),
+            write_through_script: redis::Script::new(WRITE_THROUGH_SCRIPT),
             lease_script: redis::Script::new(LEASE_SCRIPT),
         })
     }
@@ -204,19 +275,26 @@ impl RedisStore {
             FillBody::Fields(_) => "fields",
         };
         invocation.arg(kind).arg(ttl_millis(fill.lease_time));
-        match fill.body {
-            FillBody::Absent => {}
-            FillBody::Fields(fields) => {
-                for (name, value) in fields {
-                    invocation.arg(*name);
-                    match value {
-                        FieldValue::Text(text) => invocation.arg("v").arg(text.as_slice()),
-                        FieldValue::Null => invocation.arg("n").arg(""),
-                        FieldValue::Skipped => invocation.arg("s").arg(""),
-                    };
-                }
-            }
+        if let FillBody::Fields(fields) = fill.body {
+            field_triples(&mut invocation, fields);
         }
+        let written: i64 = invocation
+            .invoke_async(&mut self.connection.clone())
+            .await?;
+        Ok(written == 1)
+    }
+
+    pub(crate) async fn write_through(&self, write: WriteThrough<'_>) -> StoreResult<bool> {
+        let mut invocation = self.write_through_script.key(write.clock);
+        invocation.key(write.key);
+        for tag in write.tags {
+            invocation.key(&tag.members).key(&tag.stamp);
+        }
+        invocation
+            .arg(ttl_millis(write.lease_time))
+            .arg(write.version_field)
+            .arg(write.version);
+        field_triples(&mut invocation, write.fields);
         let written: i64 = invocation
             .invoke_async(&mut self.connection.clone())
             .await?;
@@ -254,6 +332,18 @@ impl RedisStore {
             .invoke_async::<Value>(&mut self.connection.clone())
             .await?;
         Ok(())
+    }
+}
+
+/// The script arguments of encoded fields: triples `field, state, value`.
+fn field_triples(invocation: &mut redis::ScriptInvocation<'_>, fields: &[EncodedField]) {
+    for (name, value) in fields {
+        invocation.arg(*name);
+        match value {
+            FieldValue::Text(text) => invocation.arg("v").arg(text.as_slice()),
+            FieldValue::Null => invocation.arg("n").arg(""),
+            FieldValue::Skipped => invocation.arg("s").arg(""),
+        };
     }
 }
 
