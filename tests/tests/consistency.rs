@@ -358,20 +358,31 @@ async fn absences_are_cached_only_when_asked_and_invalidated_by_writes(backend: 
     assert_eq!(db.loads(), 4);
 }
 
-async fn after_an_invalidation_other_processes_wait_for_the_lease_holder(backend: Backend) {
-    let (a, b, db) = two_processes(&backend);
+/// Entry 1 cached, then invalidated by B; A misses on the fresh tombstone, takes the lease
+/// and loads, held at the gate. Returns B, the database, the gate, A's call, and the number
+/// of loads before A's.
+async fn a_holds_the_lease(
+    backend: &Backend,
+) -> (
+    Repo,
+    Arc<Database>,
+    Arc<Semaphore>,
+    tokio::task::JoinHandle<Option<Account>>,
+    usize,
+) {
+    let (a, b, db) = two_processes(backend);
     db.insert(1);
     a.get(1).await.unwrap();
     b.set_password(1, "new").await.unwrap();
     let loads = db.loads();
-    let a = Arc::new(a);
     let gate = close_gate(&db);
-    // A misses on the fresh tombstone, takes the lease and loads (held at the gate).
-    let holder = tokio::spawn({
-        let a = a.clone();
-        async move { a.get(1).await }
-    });
+    let holder = tokio::spawn(async move { a.get(1).await });
     loads_reached(&db, loads + 1).await;
+    (b, db, gate, holder, loads)
+}
+
+async fn after_an_invalidation_other_processes_wait_for_the_lease_holder(backend: Backend) {
+    let (b, db, gate, holder, loads) = a_holds_the_lease(&backend).await;
     // B, another process, misses too: it sees the lease and waits instead of loading.
     let waiter = tokio::spawn(async move {
         let account = b.get(1).await;
@@ -392,18 +403,7 @@ async fn after_an_invalidation_other_processes_wait_for_the_lease_holder(backend
 }
 
 async fn a_lease_holder_that_dies_delays_others_only_by_the_lease_wait(backend: Backend) {
-    let (a, b, db) = two_processes(&backend);
-    db.insert(1);
-    a.get(1).await.unwrap();
-    b.set_password(1, "new").await.unwrap();
-    let loads = db.loads();
-    let a = Arc::new(a);
-    let gate = close_gate(&db);
-    let holder = tokio::spawn({
-        let a = a.clone();
-        async move { a.get(1).await }
-    });
-    loads_reached(&db, loads + 1).await;
+    let (b, db, gate, holder, loads) = a_holds_the_lease(&backend).await;
     holder.abort();
     open_gate(&db);
     gate.add_permits(1);
