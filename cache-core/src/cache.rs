@@ -57,6 +57,8 @@ pub struct Cache {
 #[derive(Debug)]
 struct Inner {
     store: Store,
+    /// `false` for [`Cache::disabled`]: every call goes straight to the function.
+    enabled: bool,
     namespace: Option<String>,
     default_ttl: Duration,
     operation_timeout: Duration,
@@ -211,10 +213,16 @@ impl CacheBuilder {
             Some(name) => Store::Memory(store::shared_memory(name)),
             None => Store::Redis(redis_store(&self.url, self.operation_timeout)?),
         };
+        Ok(self.assemble(store, true))
+    }
+
+    /// The handle from checked settings.
+    fn assemble(self, store: Store, enabled: bool) -> Cache {
         let clock_key = clock_key(self.namespace.as_deref());
-        Ok(Cache {
+        Cache {
             inner: Arc::new(Inner {
                 store,
+                enabled,
                 namespace: self.namespace,
                 default_ttl: self.default_ttl,
                 operation_timeout: self.operation_timeout,
@@ -231,7 +239,7 @@ impl CacheBuilder {
                 flights: Flights::default(),
                 counters: Counters::default(),
             }),
-        })
+        }
     }
 }
 
@@ -288,6 +296,18 @@ impl Cache {
         CacheBuilder::default()
     }
 
+    /// A handle that caches nothing: annotated functions always run, the direct API reads
+    /// nothing and writes nothing. A switch to run the same code without the cache (to
+    /// measure it, or to rule it out).
+    pub fn disabled() -> Cache {
+        CacheBuilder::default().assemble(Store::Memory(Arc::default()), false)
+    }
+
+    /// `false` for a handle made by [`Cache::disabled`].
+    pub fn is_enabled(&self) -> bool {
+        self.inner.enabled
+    }
+
     /// Builds a handle from the environment:
     ///
     /// | variable | meaning | default |
@@ -333,6 +353,9 @@ impl Cache {
     ) -> Result<Option<T>, Error> {
         check_segment("prefix", prefix)?;
         let fields = schema_field_names::<T>()?;
+        if !self.is_enabled() {
+            return Ok(None);
+        }
         let key = self.key(prefix, key);
         if self.reads_blocked(&key, &[]).await {
             return Err(Error::InvalidationPending);
@@ -357,11 +380,14 @@ impl Cache {
         value: &T,
     ) -> Result<(), Error> {
         check_segment("prefix", prefix)?;
+        let fields = codec::encode(value)?;
+        if !self.is_enabled() {
+            return Ok(());
+        }
         let key = self.key(prefix, key);
         if self.reads_blocked(&key, &[]).await {
             return Err(Error::InvalidationPending);
         }
-        let fields = codec::encode(value)?;
         let fill = Fill {
             key: &key,
             body: FillBody::Fields(&fields),
@@ -626,6 +652,9 @@ impl Cache {
     /// Invalidates entries and tags together; what cannot be delivered now is kept and
     /// delivered later.
     pub(crate) async fn invalidate_all(&self, keys: &[&str], tags: &[String]) -> Result<(), Error> {
+        if !self.is_enabled() {
+            return Ok(());
+        }
         match self.store_invalidation(keys, tags).await {
             Ok(()) => Ok(()),
             Err(error) => {

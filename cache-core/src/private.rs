@@ -210,7 +210,7 @@ where
     F: Future<Output = R>,
     T: Fn(&S) -> Vec<String>,
 {
-    let (Some(cache), Some(key)) = (cache, key) else {
+    let (Some(cache), Some(key)) = (cache.filter(Cache::is_enabled), key) else {
         return body.await;
     };
     let fields = match (schema.fields)() {
@@ -447,7 +447,7 @@ pub async fn write_through<S, R>(
     version_field: &'static str,
     result: &R,
 ) {
-    let (Some(cache), Some(key)) = (cache.clone(), key.clone()) else {
+    let (Some(cache), Some(key)) = (cache.clone().filter(Cache::is_enabled), key.clone()) else {
         return invalidate(cache, key, tags).await;
     };
     let fields = match (output.to_fill)(result).map(schema.encode) {

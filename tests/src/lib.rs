@@ -79,6 +79,23 @@ impl RedisServer {
     /// Starts it again on the same port, empty.
     pub fn restart(&mut self) {
         self.stop();
+        let _ = std::fs::remove_file(self.dir.join("dump.rdb"));
+        self.spawn();
+    }
+
+    /// Saves the data to disk (`SAVE`) and stops the server: a shutdown after which a
+    /// [`start_again`](Self::start_again) finds every key, stale ones included.
+    pub fn stop_keeping_data(&mut self) {
+        redis::cmd("SAVE")
+            .query::<()>(&mut self.connection())
+            .expect("SAVE");
+        self.stop();
+    }
+
+    /// Starts it again on the same port with the data saved by
+    /// [`stop_keeping_data`](Self::stop_keeping_data).
+    pub fn start_again(&mut self) {
+        self.stop();
         self.spawn();
     }
 

@@ -1,0 +1,104 @@
+//! Settings from the environment, with the embedded defaults of API.md §6.
+
+use std::net::SocketAddr;
+
+/// Everything the server reads from its environment.
+#[derive(Clone)]
+pub struct Config {
+    /// `APP_ADDR`, default `127.0.0.1:8000`.
+    pub addr: SocketAddr,
+    /// `DATABASE_URL`, default an SQLite file `users.db` in the working directory.
+    pub database_url: String,
+    /// `REDIS_URL`, default `redis://127.0.0.1:6379`; `mem://` for the in-process store.
+    pub redis_url: String,
+    /// `CACHE_MODE`: `on` (default) or `off`.
+    pub cache_enabled: bool,
+    /// `ACCESS_TOKEN_SECRET`, else derived from `JWT_SECRET` (default: random per start).
+    pub access_secret: String,
+    /// `REFRESH_TOKEN_SECRET`, else derived from `JWT_SECRET`.
+    pub refresh_secret: String,
+    /// `ACCESS_TOKEN_EXPIRE_MINUTES`, default 30.
+    pub access_minutes: i64,
+    /// `REFRESH_TOKEN_EXPIRE_MINUTES`, default 60.
+    pub refresh_minutes: i64,
+    /// `BCRYPT_COST`, default 12.
+    pub bcrypt_cost: u32,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets stay out of logs.
+        f.debug_struct("Config")
+            .field("addr", &self.addr)
+            .field("database_url", &self.database_url)
+            .field("redis_url", &self.redis_url)
+            .field("cache_enabled", &self.cache_enabled)
+            .field("access_minutes", &self.access_minutes)
+            .field("refresh_minutes", &self.refresh_minutes)
+            .field("bcrypt_cost", &self.bcrypt_cost)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A setting that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}: {problem}")]
+pub struct ConfigError {
+    name: &'static str,
+    problem: String,
+}
+
+impl Config {
+    /// Reads the environment.
+    ///
+    /// # Errors
+    ///
+    /// A variable that is set but does not parse.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        let jwt_secret = var("JWT_SECRET").unwrap_or_else(random_secret);
+        Ok(Config {
+            addr: parsed("APP_ADDR", "127.0.0.1:8000")?,
+            database_url: var("DATABASE_URL")
+                .unwrap_or_else(|| "sqlite://users.db?mode=rwc".into()),
+            redis_url: var("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
+            cache_enabled: match var("CACHE_MODE").as_deref() {
+                None | Some("on") => true,
+                Some("off") => false,
+                Some(other) => {
+                    return Err(ConfigError {
+                        name: "CACHE_MODE",
+                        problem: format!("`{other}` is neither `on` nor `off`"),
+                    })
+                }
+            },
+            access_secret: var("ACCESS_TOKEN_SECRET")
+                .unwrap_or_else(|| format!("{jwt_secret}:access")),
+            refresh_secret: var("REFRESH_TOKEN_SECRET")
+                .unwrap_or_else(|| format!("{jwt_secret}:refresh")),
+            access_minutes: parsed("ACCESS_TOKEN_EXPIRE_MINUTES", "30")?,
+            refresh_minutes: parsed("REFRESH_TOKEN_EXPIRE_MINUTES", "60")?,
+            bcrypt_cost: parsed("BCRYPT_COST", "12")?,
+        })
+    }
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|value| !value.is_empty())
+}
+
+fn parsed<T: std::str::FromStr>(name: &'static str, default: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    let text = var(name).unwrap_or_else(|| default.to_owned());
+    text.parse().map_err(|error: T::Err| ConfigError {
+        name,
+        problem: format!("`{text}`: {error}"),
+    })
+}
+
+fn random_secret() -> String {
+    use rand::Rng;
+    let bytes: [u8; 32] = rand::rng().random();
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}

@@ -1,0 +1,46 @@
+//! Run with: `bash scripts/run-example.sh` (starts a private redis-server when `REDIS_URL` is
+//! not set), or `cargo run --release -p example-server` with the environment of
+//! `example_server::config::Config` (`APP_ADDR`, `DATABASE_URL`, `REDIS_URL`, `CACHE_MODE`,
+//! `JWT_SECRET`, `BCRYPT_COST`, …).
+
+use example_server::auth::Auth;
+use example_server::config::Config;
+use example_server::db::Database;
+use example_server::repo::UserRepo;
+use example_server::{app, AppState};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let config = Config::from_env()?;
+    let db = Database::connect(&config.database_url).await?;
+    let cache = if config.cache_enabled {
+        cache_core::Cache::builder()
+            .url(&config.redis_url)
+            .build()?
+    } else {
+        cache_core::Cache::disabled()
+    };
+    tracing::info!(
+        database = %config.database_url,
+        cache = if config.cache_enabled { config.redis_url.as_str() } else { "off" },
+        "starting"
+    );
+    let state = AppState {
+        repo: UserRepo::new(db, cache),
+        auth: Auth::new(&config),
+    };
+    let listener = tokio::net::TcpListener::bind(config.addr).await?;
+    tracing::info!("listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,249 @@
+//! The repository: plain CRUD functions over the database, each cached read and each write
+//! with one attribute, exactly as in the table "What is cached" of SEED_API.md.
+
+use std::fmt;
+
+use cache_core::{cached_delete, cached_get, cached_update, Cache};
+use serde::{Deserialize, Serialize};
+use sqlx::FromRow;
+
+use crate::db::Database;
+
+/// `GET /api/users/{id}`: the JSON keys in this order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, FromRow)]
+pub struct UserInfo {
+    pub name: String,
+    pub id: i64,
+    pub birthday: String,
+    pub age: i64,
+    pub avatar: Option<String>,
+}
+
+/// The user behind a token, looked up on every authenticated request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, FromRow)]
+pub struct CurrentUser {
+    pub id: i64,
+    pub name: String,
+    pub email: String,
+}
+
+/// What a login checks, looked up by email.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, FromRow)]
+pub struct UserInDb {
+    pub id: i64,
+    pub name: String,
+    pub password: String,
+}
+
+/// The duplicate-email check on create.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, FromRow)]
+pub struct UserId {
+    pub id: i64,
+}
+
+/// One row of `GET /api/users`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, FromRow)]
+pub struct UserListItem {
+    pub name: String,
+    pub id: i64,
+    pub email: String,
+    pub avatar: Option<String>,
+}
+
+/// A cached page of the list without keyword.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserPage {
+    pub users: Vec<UserListItem>,
+}
+
+/// The key of a list page: offset and limit.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub last: i64,
+    pub limit: i64,
+}
+
+impl fmt::Display for Page {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.last, self.limit)
+    }
+}
+
+/// A new user, validated.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub name: String,
+    pub password_hash: String,
+    pub avatar: Option<String>,
+    pub age: i64,
+    pub email: String,
+    pub birthday: String,
+}
+
+/// A profile update, validated.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProfileUpdate {
+    pub name: String,
+    pub avatar: Option<String>,
+    pub age: i64,
+    pub birthday: String,
+}
+
+/// The tag every list page carries: any create, update or delete drops them all.
+pub const LIST_TAG: &str = "users:list";
+
+/// Users, cached.
+#[derive(Debug, Clone)]
+pub struct UserRepo {
+    db: Database,
+    cache: Cache,
+}
+
+impl UserRepo {
+    /// A repository over `db`, caching through `cache` (`Cache::disabled()` for none).
+    pub fn new(db: Database, cache: Cache) -> UserRepo {
+        UserRepo { db, cache }
+    }
+
+    /// The cache handle, for its statistics.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    #[cached_get(prefix = "user", key = "user_id", schema = UserInfo, cache = self.cache)]
+    pub async fn user_info(&self, user_id: i64) -> Result<Option<UserInfo>, sqlx::Error> {
+        sqlx::query_as(&self.db.sql.user_info)
+            .bind(user_id)
+            .fetch_optional(&self.db.pool)
+            .await
+    }
+
+    #[cached_get(prefix = "user", key = "user_id", schema = CurrentUser, cache = self.cache)]
+    pub async fn current_user(&self, user_id: i64) -> Result<Option<CurrentUser>, sqlx::Error> {
+        sqlx::query_as(&self.db.sql.current_user)
+            .bind(user_id)
+            .fetch_optional(&self.db.pool)
+            .await
+    }
+
+    /// Whether the user exists (the first check of every per-id write route).
+    pub async fn exists(&self, user_id: i64) -> Result<bool, sqlx::Error> {
+        Ok(self.current_user(user_id).await?.is_some())
+    }
+
+    /// Login lookup, keyed by email and tagged with the id, so that a password change (by
+    /// id) drops it.
+    #[cached_get(prefix = "user", key = "email", schema = UserInDb, cache = self.cache, tags = ["user:{id}"])]
+    pub async fn user_in_db(&self, email: &str) -> Result<Option<UserInDb>, sqlx::Error> {
+        sqlx::query_as(&self.db.sql.user_in_db)
+            .bind(email)
+            .fetch_optional(&self.db.pool)
+            .await
+    }
+
+    /// Duplicate-email check. Absences are cached too (most creates use a new email); the
+    /// create invalidates the key.
+    #[cached_get(
+        prefix = "user",
+        key = "email",
+        schema = UserId,
+        cache = self.cache,
+        tags = ["user:{id}"],
+        cache_none = true
+    )]
+    pub async fn user_id_by_email(&self, email: &str) -> Result<Option<UserId>, sqlx::Error> {
+        sqlx::query_as(&self.db.sql.user_id_by_email)
+            .bind(email)
+            .fetch_optional(&self.db.pool)
+            .await
+    }
+
+    #[cached_get(prefix = "users", key = "page", schema = UserPage, cache = self.cache, tags = ["users:list"])]
+    pub async fn list_page(&self, page: Page) -> Result<UserPage, sqlx::Error> {
+        let users = sqlx::query_as(&self.db.sql.list)
+            .bind(page.limit)
+            .bind(page.last)
+            .fetch_all(&self.db.pool)
+            .await?;
+        Ok(UserPage { users })
+    }
+
+    /// A keyword search: not cached (every keyword would be an entry of its own).
+    pub async fn search(
+        &self,
+        keyword: &str,
+        page: Page,
+    ) -> Result<Vec<UserListItem>, sqlx::Error> {
+        let escaped = keyword
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        sqlx::query_as(&self.db.sql.search)
+            .bind(format!("%{escaped}%"))
+            .bind(page.limit)
+            .bind(page.last)
+            .fetch_all(&self.db.pool)
+            .await
+    }
+
+    /// Creates a user; `Ok(None)` when the email is taken.
+    #[cached_update(prefix = "user", key = "email", cache = self.cache, tags = ["users:list"])]
+    pub async fn create(&self, email: &str, user: NewUser) -> Result<Option<i64>, sqlx::Error> {
+        let inserted = sqlx::query_scalar(&self.db.sql.insert)
+            .bind(&user.name)
+            .bind(&user.password_hash)
+            .bind(&user.avatar)
+            .bind(user.age)
+            .bind(email)
+            .bind(&user.birthday)
+            .fetch_one(&self.db.pool)
+            .await;
+        match inserted {
+            Ok(id) => Ok(Some(id)),
+            Err(sqlx::Error::Database(error)) if error.is_unique_violation() => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    #[cached_update(prefix = "user", key = "user_id", cache = self.cache, tags = ["user:{user_id}", "users:list"])]
+    pub async fn update_profile(
+        &self,
+        user_id: i64,
+        profile: &ProfileUpdate,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(&self.db.sql.update)
+            .bind(&profile.name)
+            .bind(&profile.avatar)
+            .bind(profile.age)
+            .bind(&profile.birthday)
+            .bind(user_id)
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The login entry keyed by email carries the tag `user:{id}`: this drops it, which is
+    /// what the tutorial forgot (the old password kept working).
+    #[cached_update(prefix = "user", key = "user_id", cache = self.cache, tags = ["user:{user_id}"])]
+    pub async fn update_password(
+        &self,
+        user_id: i64,
+        password_hash: &str,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(&self.db.sql.update_password)
+            .bind(password_hash)
+            .bind(user_id)
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
+    }
+
+    #[cached_delete(prefix = "user", key = "user_id", cache = self.cache, tags = ["user:{user_id}", "users:list"])]
+    pub async fn delete(&self, user_id: i64) -> Result<bool, sqlx::Error> {
+        let deleted = sqlx::query(&self.db.sql.delete)
+            .bind(user_id)
+            .execute(&self.db.pool)
+            .await?;
+        Ok(deleted.rows_affected() > 0)
+    }
+}
