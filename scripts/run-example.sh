@@ -7,17 +7,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 
-free_port() {
-  local port
-  for _ in $(seq 1 100); do
-    port=$((20000 + RANDOM % 40000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      echo "$port"
-      return
-    fi
-  done
-  return 1
-}
+. "$root/scripts/free-port.sh"
 
 if [ -z "${REDIS_URL:-}" ]; then
   if ! command -v redis-server >/dev/null 2>&1; then

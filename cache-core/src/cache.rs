@@ -455,6 +455,12 @@ impl Cache {
         self.inner.lease_wait
     }
 
+    /// The namespace's last invalidation stamp (`None` when its clock key is gone).
+    pub(crate) async fn clock(&self) -> Result<Option<u64>, Error> {
+        let clock = self.inner.store.clock(&self.inner.clock_key);
+        self.guarded("clock", clock).await
+    }
+
     /// Takes the entry's lease; `Ok(false)` when another caller holds it.
     pub(crate) async fn acquire_lease(&self, key: &str) -> Result<bool, Error> {
         static NEXT_TOKEN: AtomicU64 = AtomicU64::new(0);

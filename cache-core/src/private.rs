@@ -22,6 +22,8 @@ pub struct Spec {
     pub ttl_secs: Option<u64>,
     /// `none_ttl = …` in seconds, if given: the TTL of cached absences.
     pub none_ttl_secs: Option<u64>,
+    /// `tags = […]` is not empty.
+    pub tagged: bool,
 }
 
 /// The handle a call uses when the macro has no `cache = …`: the installed one.
@@ -387,7 +389,17 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
     }
 
     async fn load_and_fill(&self, body: impl Future<Output = R>, miss: Miss) -> R {
-        let Miss { seen, read_at, .. } = miss;
+        let Miss {
+            mut seen, read_at, ..
+        } = miss;
+        if self.spec.tagged {
+            // The entry's own stamp says nothing about its tags: an entry that was not cached
+            // when a tag was invalidated would have its fill refused although this load comes
+            // after. The namespace clock, read before loading, is exact.
+            if let Ok(Some(now)) = self.cache.clock().await {
+                seen = seen.max(now);
+            }
+        }
         let result = body.await;
         let ttl = self.spec.ttl_secs.map(Duration::from_secs);
         // Failures are logged and counted inside; the caller gets its value regardless.

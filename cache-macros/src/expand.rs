@@ -47,6 +47,7 @@ fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn) -> TokenStream 
     let prefix = &checked.prefix;
     let ttl = optional_u64(checked.ttl_secs);
     let none_ttl = optional_u64(checked.none_ttl_secs);
+    let tagged = !checked.tags.is_empty();
     let handle = match &checked.cache {
         // The expression may be a `Cache`, a reference, an `Arc` or a `LazyLock`: deref
         // coercion to `&Cache` accepts all of them, and errors point at the expression.
@@ -91,7 +92,12 @@ fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn) -> TokenStream 
     };
     let prologue = quote! {
         static __CACHE_SPEC: ::cache_core::__private::Spec =
-            ::cache_core::__private::Spec { prefix: #prefix, ttl_secs: #ttl, none_ttl_secs: #none_ttl };
+            ::cache_core::__private::Spec {
+                prefix: #prefix,
+                ttl_secs: #ttl,
+                none_ttl_secs: #none_ttl,
+                tagged: #tagged,
+            };
         let __cache_handle: ::core::option::Option<::cache_core::Cache> = #handle;
         let __cache_key: ::core::option::Option<::std::string::String> = #key;
     };

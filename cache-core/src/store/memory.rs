@@ -180,6 +180,10 @@ impl MemoryStore {
         true
     }
 
+    pub(crate) fn clock(&self) -> u64 {
+        self.state().clock
+    }
+
     pub(crate) fn invalidate(&self, invalidation: Invalidation<'_>) {
         let now = Instant::now();
         let mut state = self.state();

@@ -152,6 +152,14 @@ impl Store {
         }
     }
 
+    /// The last stamp the clock gave: one `GET`.
+    pub(crate) async fn clock(&self, clock: &str) -> StoreResult<Option<u64>> {
+        match self {
+            Store::Redis(store) => store.clock(clock).await,
+            Store::Memory(store) => Ok(Some(store.clock())),
+        }
+    }
+
     /// Invalidates entries and tags in one step.
     pub(crate) async fn invalidate(&self, invalidation: Invalidation<'_>) -> StoreResult<()> {
         match self {

@@ -317,6 +317,14 @@ impl RedisStore {
         Ok(acquired == 1)
     }
 
+    pub(crate) async fn clock(&self, clock: &str) -> StoreResult<Option<u64>> {
+        let value: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(clock)
+            .query_async(&mut self.connection.clone())
+            .await?;
+        Ok(value.map(|bytes| parse_stamp(&bytes)))
+    }
+
     pub(crate) async fn invalidate(&self, invalidation: Invalidation<'_>) -> StoreResult<()> {
         let mut invocation = self.invalidate_script.key(invalidation.clock);
         for entry in invalidation.entries {

@@ -1,0 +1,539 @@
+//! The running server (a real socket, a real HTTP client) over a real redis-server, on SQLite
+//! and on PostgreSQL. Each of the tutorial's seven cache bugs has a regression test here.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cache_core::Cache;
+use cache_integration_tests::{RedisServer, SilentListener};
+use example_server::{app, AppState};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+/// The server on a free loopback port, and a client for it.
+struct Running {
+    base: String,
+    client: reqwest::Client,
+    state: AppState,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl Running {
+    async fn start(database_url: &str, cache: Cache) -> Running {
+        let state = common::state(database_url, cache).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let router = app(state.clone());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router).await.unwrap();
+        });
+        Running {
+            base,
+            client: reqwest::Client::new(),
+            state,
+            server,
+        }
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Value,
+    ) -> StatusCode {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap().status()
+    }
+
+    async fn create(&self, name: &str, email: &str, password: &str) -> i64 {
+        let response = self
+            .client
+            .post(format!("{}/api/users", self.base))
+            .json(&common::new_user(name, email, password))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json::<Value>().await.unwrap()["id"]
+            .as_i64()
+            .unwrap()
+    }
+
+    async fn login(&self, email: &str, password: &str) -> (StatusCode, Option<String>) {
+        let body = format!(
+            "username={}&password={}",
+            common::urlencode(email),
+            common::urlencode(password)
+        );
+        let response = self
+            .client
+            .post(format!("{}/api/auth/login", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        (status, body["access_token"].as_str().map(str::to_owned))
+    }
+
+    async fn token(&self, email: &str, password: &str) -> String {
+        self.login(email, password).await.1.expect("logged in")
+    }
+
+    fn stats(&self) -> cache_core::Stats {
+        self.state.repo.cache().stats()
+    }
+}
+
+fn redis_cache(server: &RedisServer) -> Cache {
+    Cache::builder()
+        .url(server.url())
+        .breaker_cooldown(Duration::from_millis(100))
+        .build()
+        .unwrap()
+}
+
+macro_rules! on_both_databases {
+    ($($test:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test(&super::common::sqlite_url()).await;
+            })*
+        }
+        mod on_postgres {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test(&super::common::postgres_url().await).await;
+            })*
+        }
+    };
+}
+
+on_both_databases!(
+    bug_1_redis_going_down_and_coming_back_breaks_nothing_and_serves_nothing_stale,
+    bug_2_a_user_with_a_null_avatar_is_cached,
+    bug_3_after_a_password_change_only_the_new_password_logs_in,
+    bug_4_an_update_without_avatar_succeeds_and_is_seen,
+    bug_5_list_pages_are_exact_and_follow_every_write,
+    bug_6_no_read_after_an_update_returns_the_old_row,
+    cache_mode_off_serves_the_same_api_without_the_cache,
+);
+
+async fn bug_1_redis_going_down_and_coming_back_breaks_nothing_and_serves_nothing_stale(
+    database_url: &str,
+) {
+    let mut redis = RedisServer::start();
+    let server = Running::start(database_url, redis_cache(&redis)).await;
+    let id = server.create("alice", "alice@example.com", "secret1").await;
+    let token = server.token("alice@example.com", "secret1").await;
+    assert_eq!(
+        server.get(&format!("/api/users/{id}")).await.1["name"],
+        "alice"
+    );
+    assert_eq!(server.get("/api/users").await.0, StatusCode::OK);
+
+    // Redis goes down (its data saved, so a stale entry would come back with it).
+    redis.stop_keeping_data();
+    assert_eq!(
+        server.get("/api/users").await.0,
+        StatusCode::OK,
+        "list without Redis"
+    );
+    assert_eq!(
+        server.get(&format!("/api/users/{id}")).await.0,
+        StatusCode::OK,
+        "get without Redis"
+    );
+    assert_eq!(
+        server.login("alice@example.com", "secret1").await.0,
+        StatusCode::OK,
+        "login without Redis"
+    );
+    let update = json!({"name": "alice2", "age": 31, "birthday": "1990-05-17"});
+    assert_eq!(
+        server
+            .send(reqwest::Method::PUT, "/api/me", Some(&token), update)
+            .await,
+        StatusCode::OK
+    );
+    let password = json!({"password": "secret2"});
+    assert_eq!(
+        server
+            .send(
+                reqwest::Method::PUT,
+                "/api/me/password",
+                Some(&token),
+                password
+            )
+            .await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        server.get(&format!("/api/users/{id}")).await.1["name"],
+        "alice2"
+    );
+    assert!(
+        server.stats().pending_invalidations > 0,
+        "{:?}",
+        server.stats()
+    );
+
+    // Redis comes back with the old entries; none of them is served.
+    redis.start_again();
+    for _ in 0..20 {
+        assert_eq!(
+            server.get(&format!("/api/users/{id}")).await.1["name"],
+            "alice2"
+        );
+        assert_eq!(
+            server.login("alice@example.com", "secret1").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            server.login("alice@example.com", "secret2").await.0,
+            StatusCode::OK
+        );
+        let list = server.get("/api/users").await.1;
+        assert_eq!(list[0]["name"], "alice2");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        server.stats().pending_invalidations,
+        0,
+        "delivered after the restart"
+    );
+    let hits_before = server.stats().hits;
+    server.get(&format!("/api/users/{id}")).await;
+    server.get(&format!("/api/users/{id}")).await;
+    assert!(
+        server.stats().hits > hits_before,
+        "and the cache is used again"
+    );
+}
+
+async fn bug_2_a_user_with_a_null_avatar_is_cached(database_url: &str) {
+    let redis = RedisServer::start();
+    let server = Running::start(database_url, redis_cache(&redis)).await;
+    let id = server.create("bob", "bob@example.com", "secret1").await;
+    for _ in 0..3 {
+        let (status, body) = server.get(&format!("/api/users/{id}")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["avatar"], Value::Null);
+    }
+    assert_eq!(server.stats().hits, 2, "{:?}", server.stats());
+    let raw: std::collections::HashMap<String, String> = cache_core::redis::cmd("HGETALL")
+        .arg(format!("user:{id}"))
+        .query(&mut redis.connection())
+        .unwrap();
+    assert_eq!(raw.get("name").map(String::as_str), Some("bob"));
+    assert_eq!(raw.get("__null").map(String::as_str), Some("avatar"));
+}
+
+async fn bug_3_after_a_password_change_only_the_new_password_logs_in(database_url: &str) {
+    let redis = RedisServer::start();
+    let server = Running::start(database_url, redis_cache(&redis)).await;
+    let id = server.create("carol", "carol@example.com", "secret1").await;
+    let token = server.token("carol@example.com", "secret1").await;
+    assert_eq!(
+        server.login("carol@example.com", "secret1").await.0,
+        StatusCode::OK,
+        "the login entry is cached"
+    );
+    let path = format!("/api/users/{id}/password");
+    let status = server
+        .send(
+            reqwest::Method::PUT,
+            &path,
+            Some(&token),
+            json!({"password": "secret2"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        server.login("carol@example.com", "secret1").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        server.login("carol@example.com", "secret2").await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        server.login("carol@example.com", "secret1").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+async fn bug_4_an_update_without_avatar_succeeds_and_is_seen(database_url: &str) {
+    let redis = RedisServer::start();
+    let server = Running::start(database_url, redis_cache(&redis)).await;
+    let id = server.create("dave", "dave@example.com", "secret1").await;
+    let token = server.token("dave@example.com", "secret1").await;
+    let path = format!("/api/users/{id}");
+    let with_avatar = json!({"name": "dave", "avatar": "https://a.example/d.png", "age": 30, "birthday": "1990-05-17"});
+    assert_eq!(
+        server
+            .send(reqwest::Method::PUT, &path, Some(&token), with_avatar)
+            .await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        server.get(&path).await.1["avatar"],
+        "https://a.example/d.png"
+    );
+    let without_avatar = json!({"name": "dave", "age": 31, "birthday": "1990-05-17"});
+    assert_eq!(
+        server
+            .send(reqwest::Method::PUT, &path, Some(&token), without_avatar)
+            .await,
+        StatusCode::OK
+    );
+    let (_, body) = server.get(&path).await;
+    assert_eq!(
+        (body["avatar"].clone(), body["age"].clone()),
+        (Value::Null, json!(31))
+    );
+}
+
+async fn bug_5_list_pages_are_exact_and_follow_every_write(database_url: &str) {
+    let redis = RedisServer::start();
+    let server = Running::start(database_url, redis_cache(&redis)).await;
+    let mut ids = Vec::new();
+    for n in 0..7 {
+        ids.push(
+            server
+                .create(
+                    &format!("user{n}"),
+                    &format!("user{n}@example.com"),
+                    "secret1",
+                )
+                .await,
+        );
+    }
+    let page = |last: i64, limit: i64| {
+        let server = &server;
+        async move {
+            let (status, body) = server
+                .get(&format!("/api/users?last={last}&limit={limit}"))
+                .await;
+            assert_eq!(status, StatusCode::OK);
+            body.as_array()
+                .unwrap()
+                .iter()
+                .map(|user| {
+                    (
+                        user["id"].as_i64().unwrap(),
+                        user["name"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    for _ in 0..2 {
+        assert_eq!(
+            page(0, 3).await.iter().map(|u| u.0).collect::<Vec<_>>(),
+            ids[0..3]
+        );
+        assert_eq!(
+            page(3, 3).await.iter().map(|u| u.0).collect::<Vec<_>>(),
+            ids[3..6]
+        );
+        assert_eq!(
+            page(6, 3).await.iter().map(|u| u.0).collect::<Vec<_>>(),
+            ids[6..7],
+            "the last page is short"
+        );
+    }
+    assert!(
+        server.stats().hits >= 3,
+        "pages are cached: {:?}",
+        server.stats()
+    );
+
+    let new = server
+        .create("newcomer", "newcomer@example.com", "secret1")
+        .await;
+    assert_eq!(
+        page(6, 3).await.iter().map(|u| u.0).collect::<Vec<_>>(),
+        [ids[6], new],
+        "a new user appears"
+    );
+
+    let token = server.token("user1@example.com", "secret1").await;
+    let rename = json!({"name": "renamed", "age": 30, "birthday": "1990-05-17"});
+    assert_eq!(
+        server
+            .send(reqwest::Method::PUT, "/api/me", Some(&token), rename)
+            .await,
+        StatusCode::OK
+    );
+    let first = page(0, 3).await;
+    assert_eq!(
+        first[1],
+        (ids[1], "renamed".to_owned()),
+        "an update shows, without duplicates"
+    );
+    let mut all: Vec<i64> = Vec::new();
+    for last in [0, 3, 6] {
+        all.extend(page(last, 3).await.iter().map(|u| u.0));
+    }
+    let mut expected = ids.clone();
+    expected.push(new);
+    assert_eq!(all, expected, "every user exactly once, in id order");
+
+    assert_eq!(
+        server
+            .send(
+                reqwest::Method::DELETE,
+                "/api/me",
+                Some(&token),
+                Value::Null
+            )
+            .await,
+        StatusCode::NO_CONTENT
+    );
+    assert!(
+        !page(0, 3).await.iter().any(|u| u.0 == ids[1]),
+        "a deleted user is gone"
+    );
+}
+
+async fn bug_6_no_read_after_an_update_returns_the_old_row(database_url: &str) {
+    let redis = RedisServer::start();
+    let server = Arc::new(Running::start(database_url, redis_cache(&redis)).await);
+    let id = server.create("erin", "erin@example.com", "secret1").await;
+    let token = server.token("erin@example.com", "secret1").await;
+    let path = format!("/api/users/{id}");
+    // Readers hammer the entry while the updates run, so reads race every write.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (server, path, stop) = (server.clone(), path.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    server.get(&path).await;
+                }
+            })
+        })
+        .collect();
+    for age in 1..=30 {
+        let update = json!({"name": "erin", "age": age, "birthday": "1990-05-17"});
+        assert_eq!(
+            server
+                .send(reqwest::Method::PUT, &path, Some(&token), update)
+                .await,
+            StatusCode::OK
+        );
+        // Every read that starts after the update returned sees it.
+        for _ in 0..3 {
+            assert_eq!(
+                server.get(&path).await.1["age"],
+                age,
+                "a read after the update saw an older row"
+            );
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for reader in readers {
+        reader.await.unwrap();
+    }
+    // The entry left in Redis is the last row, and it has a TTL.
+    let ttl: i64 = cache_core::redis::cmd("PTTL")
+        .arg(format!("user:{id}"))
+        .query(&mut redis.connection())
+        .unwrap();
+    assert!(ttl > 0, "every entry has a TTL, got {ttl}");
+}
+
+async fn cache_mode_off_serves_the_same_api_without_the_cache(database_url: &str) {
+    let server = Running::start(database_url, Cache::disabled()).await;
+    let id = server.create("frank", "frank@example.com", "secret1").await;
+    assert_eq!(
+        server.get(&format!("/api/users/{id}")).await.1["name"],
+        "frank"
+    );
+    assert_eq!(
+        server.get(&format!("/api/users/{id}")).await.1["name"],
+        "frank"
+    );
+    assert_eq!(
+        server.login("frank@example.com", "secret1").await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        server.stats(),
+        cache_core::Stats::default(),
+        "nothing went through a cache"
+    );
+}
+
+/// Bug 7: the tutorial's Redis client was synchronous and blocked the event loop. Here,
+/// against a Redis that accepts connections and never answers, on a single-threaded runtime,
+/// a request that does not need Redis completes while eight others wait for it.
+#[tokio::test(flavor = "current_thread")]
+async fn bug_7_waiting_on_redis_does_not_block_other_requests() {
+    let silent = SilentListener::start().await;
+    let cache = Cache::builder()
+        .url(silent.url())
+        .operation_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let server = Arc::new(Running::start(&common::sqlite_url(), cache).await);
+    let id = server.create("grace", "grace@example.com", "secret1").await;
+    let finished = Arc::new(AtomicUsize::new(0));
+    let waiting: Vec<_> = (0..8)
+        .map(|_| {
+            let (server, finished) = (server.clone(), finished.clone());
+            tokio::spawn(async move {
+                let (status, body) = server.get(&format!("/api/users/{id}")).await;
+                finished.fetch_add(1, Ordering::SeqCst);
+                (status, body)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (status, _) = server.get("/cache/stats").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        finished.load(Ordering::SeqCst),
+        0,
+        "the stats answered while every Redis read was still waiting"
+    );
+    for request in waiting {
+        let (status, body) = request.await.unwrap();
+        assert_eq!(
+            (status, body["name"].as_str()),
+            (StatusCode::OK, Some("grace")),
+            "and each of them succeeded"
+        );
+    }
+}
