@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the example server with embedded defaults: an SQLite file `users.db` in the working
+# Runs the example server with embedded defaults: an SQLite file `users.db` in the current
 # directory and, unless REDIS_URL is set, a private redis-server on a free loopback port
 # (installed with apt when missing and possible), stopped by its PID when the server exits.
 # Without redis-server it falls back to the in-process store (REDIS_URL=mem://) and says so.
@@ -33,6 +33,6 @@ if [ -z "${REDIS_URL:-}" ]; then
   fi
 fi
 
-cd "$root"
-cargo build --release -p example-server
-./target/release/example-server
+# Built where the sources are; run where the user is, so that users.db lands there.
+cargo build --release --manifest-path "$root/Cargo.toml" -p example-server
+"$root/target/release/example-server"
