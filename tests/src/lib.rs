@@ -2,6 +2,7 @@
 //! never answers). Every server is a child process stopped by its PID when dropped.
 
 pub mod fixtures;
+pub mod measure;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;

@@ -122,10 +122,10 @@ async fn two_schemas_share_one_hash(backend: Backend) {
             .unwrap();
         let mut fields = fields;
         fields.sort();
-        // `avatar` is `None`: no field, listed in `__null`.
+        // `avatar` is `None`: no field, listed in `__meta`.
         assert_eq!(
             fields,
-            ["__null", "birthday", "email", "id", "name", "password"]
+            ["__meta", "birthday", "email", "id", "name", "password"]
         );
     }
 }
@@ -399,12 +399,12 @@ async fn null_and_empty_string_stay_distinct(backend: Backend) {
             .arg("profile:1")
             .query(&mut server.connection())
             .unwrap();
-        let expected = [("__null", "nickname"), ("bio", ""), ("note", "")]
+        let expected = [("__meta", "null:nickname"), ("bio", ""), ("note", "")]
             .map(|(field, value)| (field.to_owned(), value.to_owned()));
         assert_eq!(
             raw,
             expected.into(),
-            "all text; None is an absent field listed in __null"
+            "all text; None is an absent field listed in __meta"
         );
     }
     // None → Some → None again, each merge keeps the null list right.

@@ -209,7 +209,7 @@ async fn a_lost_invalidation_reaches_other_processes_without_further_calls() {
             .arg("user:1")
             .query(&mut server.connection())
             .unwrap();
-        if fields == ["__inv"] {
+        if fields == ["__meta"] {
             delivered = true;
             break;
         }

@@ -258,7 +258,7 @@ impl<'de> de::Deserializer<'de> for FieldDecoder<'de> {
     }
 }
 
-/// A field listed in `__null`: `None` to an `Option`, an error (so a miss) to anything else.
+/// A field listed as `null` in `__meta`: `None` to an `Option`, an error (so a miss) to anything else.
 struct NullDecoder;
 
 impl<'de> de::Deserializer<'de> for NullDecoder {

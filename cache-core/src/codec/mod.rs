@@ -10,8 +10,8 @@
 //! | `bool` | `true` / `false` |
 //! | unit enum variant | its name (`Admin`) |
 //! | anything else (structs, sequences, maps, data-carrying variants, `Some(None)`) | JSON |
-//! | `None` | no field; its name is listed in the library's field `__null` (`avatar,bio`) |
-//! | a field skipped by `skip_serializing_if` | no field; listed in `__skip`, read back as missing |
+//! | `None` | no field; its name is listed in the library's field `__meta` (`null:avatar,bio`) |
+//! | a field skipped by `skip_serializing_if` | no field; listed in `__meta` (`skip:tags`), read back as missing |
 //!
 //! So every stored value is UTF-8 text any client can read, and a reader that does not know
 //! the library sees a `None` as an absent field, which is what most hash readers expect.
@@ -31,25 +31,18 @@ pub(crate) use ser::{encode, EncodedField};
 pub(crate) type DecodeFn<S> =
     fn(&'static [&'static str], &[Option<FieldValue>]) -> Result<S, CodecError>;
 
-/// The library's hash field listing the schema fields whose value is `None`.
-pub(crate) const NULL_LIST_FIELD: &str = "__null";
-/// The library's hash field listing the fields skipped by `skip_serializing_if`.
-pub(crate) const SKIP_LIST_FIELD: &str = "__skip";
-/// The library's hash field holding the stamp of the entry's last invalidation.
-pub(crate) const STAMP_FIELD: &str = "__inv";
-/// The library's hash field marking a cached absence (negative caching).
-pub(crate) const ABSENT_FIELD: &str = "__none";
-/// The library's hash field holding a loader's lease (`token deadline`) after an invalidation.
-pub(crate) const LEASE_FIELD: &str = "__lease";
+/// The library's hash field holding the entry's state: which fields are `None` or skipped,
+/// the stamp of its last invalidation, a cached absence, a loader's lease, tag registration.
+pub(crate) const META_FIELD: &str = "__meta";
 
 /// One schema field as stored, or as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum FieldValue {
     /// The encoded text.
     Text(Vec<u8>),
-    /// `None`: no hash field, listed in `__null`.
+    /// `None`: no hash field, listed in `__meta`.
     Null,
-    /// Skipped by `skip_serializing_if`: no hash field, listed in `__skip`. Decoded as a
+    /// Skipped by `skip_serializing_if`: no hash field, listed in `__meta`. Decoded as a
     /// missing field, so that `#[serde(default)]` applies.
     Skipped,
 }

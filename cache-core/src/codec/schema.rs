@@ -22,8 +22,10 @@ pub(crate) fn schema_fields<'de, T: Deserialize<'de>>() -> SchemaFields {
                 SchemaFields::Unsupported("it has no fields")
             } else if fields.iter().any(|name| name.starts_with("__")) {
                 SchemaFields::Unsupported("a field name starts with `__`, reserved for the cache")
-            } else if fields.iter().any(|name| name.contains(',')) {
-                SchemaFields::Unsupported("a field name contains `,`, which separates the `__null` list")
+            } else if fields.iter().any(|name| name.contains([',', ' '])) {
+                SchemaFields::Unsupported(
+                    "a field name contains `,` or a space, which separate the lists in `__meta`",
+                )
             } else {
                 SchemaFields::Named(fields)
             }

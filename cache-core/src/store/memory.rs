@@ -41,7 +41,7 @@ impl<T> Expiring<T> {
 
 #[derive(Debug, Default)]
 struct Entry {
-    /// `Null` and `Skipped` are kept as such: what Redis keeps in `__null` and `__skip`.
+    /// `Null` and `Skipped` are kept as such: what Redis lists in `__meta`.
     fields: HashMap<String, FieldValue>,
     stamp: Option<u64>,
     absent: bool,

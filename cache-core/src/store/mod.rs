@@ -2,21 +2,23 @@
 //!
 //! Both implement the same protocol, which is what keeps the cache correct under concurrency:
 //!
-//! * **Read**: one `HMGET` of the schema's fields plus the library's `__null`, `__skip`,
-//!   `__inv` (the stamp of the entry's last invalidation) and `__none` (a cached absence).
+//! * **Read**: one `HMGET` of the schema's fields plus the library's `__meta`, which holds
+//!   the entry's state: `null:`/`skip:` lists, `inv:<stamp>` (its last invalidation), `none`
+//!   (a cached absence), `lease:…`, `tagged`.
 //! * **Invalidate**: take a new stamp from the namespace's clock (monotonic, at least Redis'
-//!   `TIME` in µs), replace each entry by a tombstone `{__inv: stamp}` that lives for the lease
-//!   time, stamp each tag with it, and tombstone every entry registered under those tags.
-//! * **Fill** (after a miss): accepted only if neither the entry's `__inv` nor the stamp of
-//!   any of its tags is newer than the `__inv` the miss read. An invalidation that happened
-//!   after the read, i.e. possibly after the loader read the database, makes the fill a no-op:
-//!   no stale set. Check, merge, TTL and tag registration happen in one atomic script, so a
+//!   `TIME` in µs), replace each entry by a tombstone `{__meta: "inv:<stamp>"}` that lives for
+//!   the lease time, stamp each tag with it, and tombstone every entry registered under
+//!   those tags.
+//! * **Fill** (after a miss): accepted only if neither the entry's stamp nor the stamp of any
+//!   of its tags is newer than the stamp the miss read. An invalidation that happened after
+//!   the read, i.e. possibly after the loader read the database, makes the fill a no-op: no
+//!   stale set. Check, merge, TTL and tag registration happen in one atomic script, so a
 //!   concurrent tag invalidation either sees the registration or stamps before the check.
 //!   A refused fill tombstones the entry with the newest stamp it saw, so the next miss can
 //!   fill again. A successful fill clears the lease.
-//! * **Lease** (after a miss on a tombstone, where herds form): `__lease` is set to
-//!   `token deadline` unless a live one is there. Other readers see it in their `HMGET` and
-//!   wait for the fill instead of loading.
+//! * **Lease** (after a miss on a tombstone, where herds form): `lease:<token>@<deadline>` is
+//!   set unless a live one is there. Other readers see it in their `HMGET` and wait for the
+//!   fill instead of loading.
 //!
 //! The two are an enum rather than a trait object so that the hit path pays no boxed future.
 
@@ -39,7 +41,7 @@ pub(crate) type StoreResult<T> = Result<T, ::redis::RedisError>;
 #[derive(Debug)]
 pub(crate) struct EntryRead {
     pub(crate) values: FieldValues,
-    /// The entry's `__inv` (0: never invalidated). A fill after this read passes it back.
+    /// The entry's stamp (0: never invalidated). A fill after this read passes it back.
     pub(crate) stamp: u64,
     /// The entry is a cached absence.
     pub(crate) absent: bool,
@@ -66,7 +68,7 @@ pub(crate) struct TagKeys {
 pub(crate) enum FillBody<'a> {
     /// The schema's fields, merged into the hash.
     Fields(&'a [EncodedField]),
-    /// A cached absence: the hash becomes `{__none: 1}`.
+    /// A cached absence: the hash becomes `{__meta: "none"}`.
     Absent,
 }
 

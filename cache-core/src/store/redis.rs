@@ -11,31 +11,70 @@ use super::{
     parse_stamp, ttl_millis, EntryRead, FieldValues, Fill, FillBody, Invalidation, StoreResult,
     WriteThrough,
 };
-use crate::codec::{
-    EncodedField, FieldValue, ABSENT_FIELD, LEASE_FIELD, NULL_LIST_FIELD, SKIP_LIST_FIELD,
-    STAMP_FIELD,
-};
+use crate::codec::{EncodedField, FieldValue, META_FIELD};
+
+/// The library's state of an entry lives in one hash field, `__meta`, so that a hit reads
+/// the schema's fields plus one: space-separated tokens `inv:<stamp>` (last invalidation),
+/// `null:<a,b>` (fields that are `None`), `skip:<c>` (fields skipped by
+/// `skip_serializing_if`), `none` (a cached absence), `lease:<token>@<deadline µs>` and
+/// `tagged` (registered under a tag). `read_meta` / `write_meta` parse and write it.
+macro_rules! lua_meta {
+    () => {
+        r"
+local function read_meta(key)
+  local meta = {null = {}, skip = {}}
+  local text = redis.call('HGET', key, '__meta')
+  if text then
+    for token in string.gmatch(text, '%S+') do
+      local name, value = string.match(token, '^(%a+):(.*)$')
+      if name == 'null' or name == 'skip' then
+        for field in string.gmatch(value, '[^,]+') do meta[name][field] = true end
+      elseif name == 'inv' or name == 'lease' then
+        meta[name] = value
+      elseif token == 'none' or token == 'tagged' then
+        meta[token] = true
+      end
+    end
+  end
+  return meta
+end
+local function write_meta(key, meta)
+  local parts = {}
+  if meta.inv then parts[#parts + 1] = 'inv:' .. meta.inv end
+  if meta.none then parts[#parts + 1] = 'none' end
+  for _, name in ipairs({'null', 'skip'}) do
+    local items = {}
+    for field in pairs(meta[name]) do items[#items + 1] = field end
+    if #items > 0 then
+      table.sort(items)
+      parts[#parts + 1] = name .. ':' .. table.concat(items, ',')
+    end
+  end
+  if meta.lease then parts[#parts + 1] = 'lease:' .. meta.lease end
+  if meta.tagged then parts[#parts + 1] = 'tagged' end
+  if #parts > 0 then
+    redis.call('HSET', key, '__meta', table.concat(parts, ' '))
+  else
+    redis.call('HDEL', key, '__meta')
+  end
+end
+"
+    };
+}
 
 /// Writes the triples `field, state, value` from `ARGV[first]` on, state `v` (value), `n`
-/// (`None`) or `s` (skipped). `None` and skipped fields are not stored but listed in `__null`
-/// / `__skip`, so every value in the hash stays plain text. `merge` keeps the lists' other
-/// entries (other schemas share the hash).
+/// (`None`) or `s` (skipped), into the entry and its `meta`. `None` and skipped fields are not
+/// stored but listed in the meta, so every value in the hash stays plain text that any client
+/// can read. The caller writes the meta afterwards.
 macro_rules! lua_write_fields {
     () => {
         r"
-local function write_fields(key, first, merge)
-  local function read_list(name)
-    local set = {}
-    local text = merge and redis.call('HGET', key, name)
-    if text then for field in string.gmatch(text, '[^,]+') do set[field] = true end end
-    return set
-  end
-  local nulls, skips = read_list('__null'), read_list('__skip')
-  local writes, removals = {}, {'__none', '__lease'}
+local function write_fields(key, meta, first)
+  local writes, removals = {}, {}
   for i = first, #ARGV, 3 do
     local field, state = ARGV[i], ARGV[i + 1]
-    nulls[field] = (state == 'n') or nil
-    skips[field] = (state == 's') or nil
+    meta.null[field] = (state == 'n') or nil
+    meta.skip[field] = (state == 's') or nil
     if state == 'v' then
       writes[#writes + 1] = field
       writes[#writes + 1] = ARGV[i + 2]
@@ -43,20 +82,7 @@ local function write_fields(key, first, merge)
       removals[#removals + 1] = field
     end
   end
-  local function write_list(name, set)
-    local items = {}
-    for field in pairs(set) do items[#items + 1] = field end
-    if #items > 0 then
-      table.sort(items)
-      writes[#writes + 1] = name
-      writes[#writes + 1] = table.concat(items, ',')
-    else
-      removals[#removals + 1] = name
-    end
-  end
-  write_list('__null', nulls)
-  write_list('__skip', skips)
-  redis.call('HDEL', key, unpack(removals))
+  if #removals > 0 then redis.call('HDEL', key, unpack(removals)) end
   if #writes > 0 then redis.call('HSET', key, unpack(writes)) end
 end
 "
@@ -77,7 +103,7 @@ redis.call('SET', KEYS[1], stamp)
 local lease = ARGV[1]
 local function tombstone(entry)
   redis.call('DEL', entry)
-  redis.call('HSET', entry, '__inv', stamp)
+  redis.call('HSET', entry, '__meta', 'inv:' .. stamp)
   redis.call('PEXPIRE', entry, lease)
 end
 local function invalidate_tags(first)
@@ -95,43 +121,44 @@ end
 /// the stamp the miss read (empty: unconditional), `ARGV[3]` `fields` or `absent`, `ARGV[4]`
 /// the lease time in ms, then the field triples.
 ///
-/// A refused fill leaves a tombstone with the newest stamp it saw, so that the next miss
-/// reads that stamp and can fill: without it, an entry that was not cached when one of its
-/// tags was invalidated would refuse fills until the tag's stamp expires. An entry registered
-/// under a tag is marked `__tagged`, which rules out write-through for it.
 /// A key holding another type (garbage left by someone else) is replaced rather than failing
-/// the fill forever with WRONGTYPE.
+/// the fill forever with WRONGTYPE. A refused fill leaves a tombstone with the newest stamp
+/// it saw, so that the next miss reads that stamp and can fill. A successful fill clears the
+/// lease and, with tags, marks the entry `tagged` (which rules out write-through for it).
 const FILL_SCRIPT: &str = concat!(
+    lua_meta!(),
     lua_write_fields!(),
     r"
 local key = KEYS[1]
 local kind = redis.call('TYPE', key).ok
 if kind ~= 'hash' and kind ~= 'none' then redis.call('DEL', key) end
+local meta = read_meta(key)
 if ARGV[2] ~= '' then
   local seen = tonumber(ARGV[2])
-  local stamp = tonumber(redis.call('HGET', key, '__inv')) or 0
+  local stamp = tonumber(meta.inv) or 0
   local newest = stamp
   for i = 3, #KEYS, 2 do newest = math.max(newest, tonumber(redis.call('GET', KEYS[i])) or 0) end
   if newest > seen then
     if newest > stamp then
       redis.call('DEL', key)
-      redis.call('HSET', key, '__inv', string.format('%.0f', newest))
+      redis.call('HSET', key, '__meta', 'inv:' .. string.format('%.0f', newest))
       redis.call('PEXPIRE', key, ARGV[4])
     end
     return 0
   end
 end
 if ARGV[3] == 'absent' then
-  local stamp = redis.call('HGET', key, '__inv')
   redis.call('DEL', key)
-  redis.call('HSET', key, '__none', '1')
-  if stamp then redis.call('HSET', key, '__inv', stamp) end
+  meta = {inv = meta.inv, none = true, null = {}, skip = {}}
 else
-  write_fields(key, 5, true)
+  write_fields(key, meta, 5)
+  meta.none = nil
 end
+meta.lease = nil
+if #KEYS > 1 then meta.tagged = true end
+write_meta(key, meta)
 local ttl = tonumber(ARGV[1])
 redis.call('PEXPIRE', key, ttl)
-if #KEYS > 1 then redis.call('HSET', key, '__tagged', '1') end
 for i = 2, #KEYS, 2 do
   redis.call('SADD', KEYS[i], key)
   if redis.call('PTTL', KEYS[i]) < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
@@ -161,22 +188,24 @@ return stamp
 /// Returns 1 when written through.
 const WRITE_THROUGH_SCRIPT: &str = concat!(
     lua_stamp!(),
+    lua_meta!(),
     lua_write_fields!(),
     r"
 local key = KEYS[2]
 invalidate_tags(3)
 local current = nil
-if redis.call('TYPE', key).ok == 'hash' and not redis.call('HGET', key, '__tagged')
-    and not redis.call('HGET', key, '__none') then
-  current = tonumber(redis.call('HGET', key, ARGV[2]))
+if redis.call('TYPE', key).ok == 'hash' then
+  local meta = read_meta(key)
+  if not meta.tagged and not meta.none then current = tonumber(redis.call('HGET', key, ARGV[2])) end
 end
 local ttl = redis.call('PTTL', key)
 if current and ttl > 0 then
   -- Holds a newer version already (a later update wrote through first): keep it.
   if current >= tonumber(ARGV[3]) then return 0 end
   redis.call('DEL', key)
-  write_fields(key, 4, false)
-  redis.call('HSET', key, '__inv', stamp)
+  local meta = {inv = stamp, null = {}, skip = {}}
+  write_fields(key, meta, 4)
+  write_meta(key, meta)
   redis.call('PEXPIRE', key, ttl)
   return 1
 end
@@ -188,28 +217,22 @@ return 0
 /// `KEYS[1]` the entry, `ARGV[1]` the token, `ARGV[2]` the lease time in ms. Takes the lease
 /// unless a live one is held (the deadline is in Redis' clock, so callers' clocks do not
 /// matter); a new hash lives as long as its lease.
-const LEASE_SCRIPT: &str = r"
+const LEASE_SCRIPT: &str = concat!(
+    lua_meta!(),
+    r"
 local key = KEYS[1]
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 local kind = redis.call('TYPE', key).ok
 if kind ~= 'hash' and kind ~= 'none' then redis.call('DEL', key) end
-local held = redis.call('HGET', key, '__lease')
-if held and (tonumber(string.match(held, ' (%d+)$')) or 0) > now then return 0 end
-local deadline = string.format('%.0f', now + tonumber(ARGV[2]) * 1000)
-redis.call('HSET', key, '__lease', ARGV[1] .. ' ' .. deadline)
+local meta = read_meta(key)
+if meta.lease and (tonumber(string.match(meta.lease, '@(%d+)$')) or 0) > now then return 0 end
+meta.lease = ARGV[1] .. '@' .. string.format('%.0f', now + tonumber(ARGV[2]) * 1000)
+write_meta(key, meta)
 if redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, ARGV[2]) end
 return 1
-";
-
-/// The library's fields read after the schema's, in this order.
-const LIBRARY_FIELDS: [&str; 5] = [
-    NULL_LIST_FIELD,
-    SKIP_LIST_FIELD,
-    STAMP_FIELD,
-    ABSENT_FIELD,
-    LEASE_FIELD,
-];
+"
+);
 
 pub(crate) struct RedisStore {
     connection: ConnectionManager,
@@ -231,7 +254,7 @@ impl RedisStore {
     pub(crate) fn new(client: Client, operation_timeout: Duration) -> StoreResult<Self> {
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(operation_timeout))
-            .set_response_timeout(Some(operation_timeout))
+            .set_response_timeout(None)
             // Retrying inside one call would only hold the caller past its timeout; the next
             // call reconnects, and the circuit breaker paces those attempts.
             .set_number_of_retries(0);
@@ -247,7 +270,7 @@ impl RedisStore {
 
     pub(crate) async fn read(&self, key: &str, fields: &[&str]) -> StoreResult<EntryRead> {
         let mut command = redis::cmd("HMGET");
-        command.arg(key).arg(fields).arg(&LIBRARY_FIELDS[..]);
+        command.arg(key).arg(fields).arg(META_FIELD);
         let reply = match command
             .query_async::<Value>(&mut self.connection.clone())
             .await
@@ -356,7 +379,7 @@ fn field_triples(invocation: &mut redis::ScriptInvocation<'_>, fields: &[Encoded
 }
 
 /// Takes the bulk strings out of an `HMGET` reply without copying them, and resolves the
-/// absent fields that `__null` / `__skip` list. A present value wins over a listing.
+/// absent fields that the meta lists as `None` or skipped. A present value wins.
 fn entry_read(reply: Value, fields: &[&str]) -> EntryRead {
     let missing = || EntryRead {
         values: vec![None; fields.len()],
@@ -367,38 +390,66 @@ fn entry_read(reply: Value, fields: &[&str]) -> EntryRead {
     let Value::Array(mut values) = reply else {
         return missing();
     };
-    if values.len() != fields.len() + LIBRARY_FIELDS.len() {
+    if values.len() != fields.len() + 1 {
         return missing();
     }
-    let leased = values.pop().and_then(bulk).is_some();
-    let absent = values.pop().and_then(bulk).is_some();
-    let stamp = values
-        .pop()
-        .and_then(bulk)
-        .map_or(0, |stamp| parse_stamp(&stamp));
-    let skips = values.pop().and_then(bulk);
-    let nulls = values.pop().and_then(bulk);
-    let listed = |list: &Option<Vec<u8>>, field: &str| {
-        list.as_deref().is_some_and(|list| {
-            list.split(|&byte| byte == b',')
-                .any(|item| item == field.as_bytes())
-        })
-    };
+    let meta = values.pop().and_then(bulk).unwrap_or_default();
+    let meta = Meta::parse(&meta);
     let values: FieldValues = values
         .into_iter()
         .zip(fields)
         .map(|(value, field)| match bulk(value) {
             Some(text) => Some(FieldValue::Text(text)),
-            None if listed(&nulls, field) => Some(FieldValue::Null),
-            None if listed(&skips, field) => Some(FieldValue::Skipped),
+            None if meta.lists(meta.null, field) => Some(FieldValue::Null),
+            None if meta.lists(meta.skip, field) => Some(FieldValue::Skipped),
             None => None,
         })
         .collect();
     EntryRead {
         values,
-        stamp,
-        absent,
-        leased,
+        stamp: meta.stamp,
+        absent: meta.absent,
+        leased: meta.leased,
+    }
+}
+
+/// The parts of `__meta` a read needs (see `lua_meta!`).
+#[derive(Debug, Default)]
+struct Meta<'a> {
+    stamp: u64,
+    absent: bool,
+    leased: bool,
+    null: &'a [u8],
+    skip: &'a [u8],
+}
+
+impl<'a> Meta<'a> {
+    fn parse(text: &'a [u8]) -> Meta<'a> {
+        let mut meta = Meta::default();
+        for token in text
+            .split(|&byte| byte == b' ')
+            .filter(|token| !token.is_empty())
+        {
+            match token.iter().position(|&byte| byte == b':') {
+                Some(colon) => {
+                    let (name, value) = (&token[..colon], &token[colon + 1..]);
+                    match name {
+                        b"inv" => meta.stamp = parse_stamp(value),
+                        b"null" => meta.null = value,
+                        b"skip" => meta.skip = value,
+                        b"lease" => meta.leased = true,
+                        _ => {}
+                    }
+                }
+                None => meta.absent |= token == b"none",
+            }
+        }
+        meta
+    }
+
+    fn lists(&self, list: &[u8], field: &str) -> bool {
+        list.split(|&byte| byte == b',')
+            .any(|item| item == field.as_bytes())
     }
 }
 

@@ -1,0 +1,275 @@
+//! The hit path against its limit and a peer, side by side in one process against one
+//! redis-server (started here on a free loopback port):
+//!
+//! * raw redis-rs `HGETALL` into a map, then the struct, over one multiplexed connection
+//!   (the limit a hand-written hash cache reaches);
+//! * raw `HMGET` of the four fields, decoded positionally;
+//! * this library's `#[cached_get]` hit;
+//! * the `cached` crate 4.x, `#[concurrent_cached]` over its `AsyncRedisCache` (one `GET` of
+//!   a serialized blob).
+//!
+//! 100 users, hits only, at concurrency 1 and 64, median of 5 rounds with the contenders
+//! interleaved in every round. Also the bytes per cached user (`MEMORY USAGE`). Run with
+//! `cargo bench -p cache-integration-tests --bench hit_path`; the SVG goes to
+//! `target/bench/hit_path.svg`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use cache_core::{cached_get, Cache};
+use cache_integration_tests::measure::{self, Row, Run};
+use cache_integration_tests::RedisServer;
+use cached::macros::concurrent_cached;
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+
+const USERS: usize = 100;
+/// `BENCH_ROUNDS` overrides, for quick looks.
+fn round_count() -> usize {
+    std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|rounds| rounds.parse().ok())
+        .unwrap_or(5)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct UserRead {
+    id: i64,
+    name: String,
+    email: String,
+    avatar: Option<String>,
+}
+
+fn user(id: i64) -> UserRead {
+    UserRead {
+        id,
+        name: format!("user{id}"),
+        email: format!("user{id}@example.com"),
+        avatar: Some(format!("https://example.com/{id}.png")),
+    }
+}
+
+/// Counts calls of the functions under test: a benchmark of hits must not load.
+static LOADS: AtomicUsize = AtomicUsize::new(0);
+static CACHED_URL: OnceLock<String> = OnceLock::new();
+
+struct Repo {
+    cache: Cache,
+}
+
+impl Repo {
+    #[cached_get(prefix = "user", key = "id", schema = UserRead, cache = self.cache)]
+    async fn get(&self, id: i64) -> UserRead {
+        LOADS.fetch_add(1, Ordering::Relaxed);
+        user(id)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct PeerError;
+
+#[concurrent_cached(
+    map_error = r##"|_e| PeerError"##,
+    ty = "cached::AsyncRedisCache<i64, UserRead>",
+    create = r##" {
+        cached::AsyncRedisCache::builder("peer")
+            .ttl(std::time::Duration::from_secs(3600))
+            .connection_string(CACHED_URL.get().expect("set before use"))
+            .build()
+            .await
+            .expect("the cached crate's Redis store")
+    } "##
+)]
+async fn peer_get(id: i64) -> Result<UserRead, PeerError> {
+    LOADS.fetch_add(1, Ordering::Relaxed);
+    Ok(user(id))
+}
+
+fn from_map(map: &HashMap<String, String>) -> UserRead {
+    UserRead {
+        id: map["id"].parse().expect("id"),
+        name: map["name"].clone(),
+        email: map["email"].clone(),
+        avatar: map.get("avatar").cloned(),
+    }
+}
+
+type Operation = dyn Fn(usize, usize) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+    + Send
+    + Sync;
+
+fn id_for(task: usize, i: usize) -> i64 {
+    ((task * 31 + i) % USERS) as i64
+}
+
+#[tokio::main]
+async fn main() {
+    let server = RedisServer::start();
+    CACHED_URL.set(server.url()).expect("set once");
+    let client = redis::Client::open(server.url().as_str()).expect("redis URL");
+    let connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let repo = Arc::new(Repo {
+        cache: Cache::builder().url(server.url()).build().expect("cache"),
+    });
+
+    for id in 0..USERS as i64 {
+        repo.get(id).await;
+        peer_get(id).await.expect("peer fill");
+    }
+    let loads_after_fill = LOADS.load(Ordering::Relaxed);
+
+    let raw_hgetall: Arc<Operation> = {
+        let connection = connection.clone();
+        Arc::new(move |task, i| {
+            let mut connection = connection.clone();
+            Box::pin(async move {
+                let map: HashMap<String, String> = connection
+                    .hgetall(format!("user:{}", id_for(task, i)))
+                    .await
+                    .expect("HGETALL");
+                std::hint::black_box(from_map(&map));
+            })
+        })
+    };
+    let raw_hmget: Arc<Operation> = {
+        let connection = connection.clone();
+        Arc::new(move |task, i| {
+            let mut connection = connection.clone();
+            Box::pin(async move {
+                let values: Vec<Option<String>> = redis::cmd("HMGET")
+                    .arg(format!("user:{}", id_for(task, i)))
+                    .arg(&["id", "name", "email", "avatar"])
+                    .query_async(&mut connection)
+                    .await
+                    .expect("HMGET");
+                let mut values = values.into_iter();
+                let mut next = || values.next().flatten().expect("field");
+                std::hint::black_box(UserRead {
+                    id: next().parse().expect("id"),
+                    name: next(),
+                    email: next(),
+                    avatar: Some(next()),
+                });
+            })
+        })
+    };
+    let ours: Arc<Operation> = {
+        let repo = repo.clone();
+        Arc::new(move |task, i| {
+            let repo = repo.clone();
+            Box::pin(async move {
+                std::hint::black_box(repo.get(id_for(task, i)).await);
+            })
+        })
+    };
+    let peer: Arc<Operation> = Arc::new(|task, i| {
+        Box::pin(async move {
+            std::hint::black_box(peer_get(id_for(task, i)).await.expect("peer hit"));
+        })
+    });
+    let contenders: [(&str, Arc<Operation>); 4] = [
+        ("raw HGETALL → map → struct", raw_hgetall),
+        ("raw HMGET, positional", raw_hmget),
+        ("cache-core hit", ours),
+        ("cached 4.1 hit (GET, blob)", peer),
+    ];
+
+    let mut markdown = String::new();
+    let mut series: Vec<(String, Vec<Row>)> = Vec::new();
+    for (concurrency, total) in [(1, 20_000), (64, 200_000)] {
+        let mut rounds: Vec<Vec<Run>> = vec![Vec::new(); contenders.len()];
+        for _ in 0..round_count() {
+            for (index, (_, operation)) in contenders.iter().enumerate() {
+                rounds[index].push(measure::run(concurrency, total, operation.clone()).await);
+            }
+        }
+        let rows: Vec<Row> = contenders
+            .iter()
+            .zip(rounds)
+            .map(|((name, _), runs)| Row {
+                name: (*name).to_owned(),
+                run: measure::median(runs),
+            })
+            .collect();
+        let title = format!(
+            "Hits at concurrency {concurrency} ({total} per round, median of {} rounds)",
+            round_count()
+        );
+        markdown.push_str(&measure::table(
+            &title,
+            &rows,
+            &["raw HGETALL → map → struct", "cached 4.1 hit (GET, blob)"],
+        ));
+        series.push((format!("concurrency {concurrency}"), rows));
+    }
+    assert_eq!(
+        LOADS.load(Ordering::Relaxed),
+        loads_after_fill,
+        "every measured call was a hit"
+    );
+
+    let mut commands = redis::cmd("MEMORY");
+    let mut plain = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let json = serde_json::to_string(&user(1)).expect("json");
+    let _: () = plain.set("json:user:1", json).await.expect("SET");
+    let peer_key: Vec<String> = plain.keys("*peer*").await.expect("KEYS");
+    let peer_key: Vec<String> = peer_key
+        .into_iter()
+        .filter(|key| key.ends_with(":1"))
+        .collect();
+    let mut memory =
+        String::from("\nBytes per cached user (`MEMORY USAGE`)\n\n| entry | bytes |\n|---|---:|");
+    for (name, key) in [
+        ("cache-core hash `user:1`", "user:1".to_owned()),
+        ("one JSON string", "json:user:1".to_owned()),
+        (
+            "cached 4.1 entry",
+            peer_key.first().cloned().unwrap_or_default(),
+        ),
+    ] {
+        let bytes: Option<i64> = commands
+            .arg("USAGE")
+            .arg(&key)
+            .query_async(&mut plain)
+            .await
+            .expect("MEMORY USAGE");
+        commands = redis::cmd("MEMORY");
+        let _ = std::fmt::Write::write_fmt(
+            &mut memory,
+            format_args!("\n| {name} | {} |", bytes.unwrap_or(0)),
+        );
+    }
+    let fields: HashMap<String, String> = plain.hgetall("user:1").await.expect("HGETALL");
+    memory.push_str(&format!(
+        "\n\nThe hash holds {} fields: {:?}\n",
+        fields.len(),
+        {
+            let mut names: Vec<_> = fields.keys().cloned().collect();
+            names.sort();
+            names
+        }
+    ));
+    markdown.push_str(&memory);
+    println!("{markdown}");
+
+    let series_refs: Vec<(&str, &[Row])> = series
+        .iter()
+        .map(|(name, rows)| (name.as_str(), rows.as_slice()))
+        .collect();
+    let svg = measure::svg_bars(
+        "Hit throughput (ops/s), 2 cores, one redis-server",
+        &series_refs,
+    );
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&dir).expect("target/bench");
+    std::fs::write(dir.join("hit_path.svg"), svg).expect("write the SVG");
+    std::fs::write(dir.join("hit_path.md"), markdown).expect("write the tables");
+    println!("wrote target/bench/hit_path.svg and target/bench/hit_path.md");
+}

@@ -1,0 +1,154 @@
+#![allow(missing_docs)] // benchmark helpers: the names say it all
+//! What the benchmarks share: timing concurrent workloads, summarising rounds, printing
+//! tables with ratios, and drawing the results as an SVG bar chart.
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One run of a workload: throughput and latency percentiles.
+#[derive(Debug, Clone, Copy)]
+pub struct Run {
+    pub ops_per_sec: f64,
+    pub p50: Duration,
+    pub p99: Duration,
+}
+
+/// Runs `operation(task, i)` `total` times spread over `concurrency` tasks and times each.
+pub async fn run<F, Fut>(concurrency: usize, total: usize, operation: Arc<F>) -> Run
+where
+    F: Fn(usize, usize) -> Fut + Send + Sync + ?Sized + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let per_task = total.div_ceil(concurrency);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|task| {
+            let operation = operation.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(per_task);
+                for i in 0..per_task {
+                    let begun = Instant::now();
+                    operation(task, i).await;
+                    latencies.push(begun.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(per_task * concurrency);
+    for task in tasks {
+        latencies.extend(task.await.expect("benchmark task"));
+    }
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    Run {
+        ops_per_sec: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50: at(0.50),
+        p99: at(0.99),
+    }
+}
+
+/// The round with the median throughput.
+pub fn median(mut rounds: Vec<Run>) -> Run {
+    rounds.sort_by(|a, b| a.ops_per_sec.total_cmp(&b.ops_per_sec));
+    rounds[rounds.len() / 2]
+}
+
+/// A table row: a name and its median run.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub name: String,
+    pub run: Run,
+}
+
+/// A Markdown table of rows, with each row's throughput as a ratio of the rows named in
+/// `baselines`.
+pub fn table(title: &str, rows: &[Row], baselines: &[&str]) -> String {
+    let mut out = format!("\n{title}\n\n| | ops/s | p50 | p99 |");
+    for baseline in baselines {
+        let _ = write!(out, " × {baseline} |");
+    }
+    out.push_str("\n|---|---:|---:|---:|");
+    out.push_str(&"---:|".repeat(baselines.len()));
+    for row in rows {
+        let _ = write!(
+            out,
+            "\n| {} | {:.0} | {:.1} µs | {:.1} µs |",
+            row.name,
+            row.run.ops_per_sec,
+            row.run.p50.as_secs_f64() * 1e6,
+            row.run.p99.as_secs_f64() * 1e6
+        );
+        for baseline in baselines {
+            let base = rows
+                .iter()
+                .find(|other| other.name == *baseline)
+                .map(|other| other.run.ops_per_sec);
+            match base {
+                Some(base) => {
+                    let _ = write!(out, " {:.2} |", row.run.ops_per_sec / base);
+                }
+                None => out.push_str(" |"),
+            }
+        }
+    }
+    out.push('\n');
+    out
+}
+
+/// A horizontal bar chart of throughput, one group of bars per series.
+pub fn svg_bars(title: &str, series: &[(&str, &[Row])]) -> String {
+    let bar_height = 18.0;
+    let label_width = 260.0;
+    let chart_width = 420.0;
+    let max = series
+        .iter()
+        .flat_map(|(_, rows)| rows.iter())
+        .map(|row| row.run.ops_per_sec)
+        .fold(1.0, f64::max);
+    let rows: usize = series.iter().map(|(_, rows)| rows.len() + 1).sum();
+    let height = 40.0 + rows as f64 * (bar_height + 6.0);
+    let mut svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{height}" font-family="sans-serif" font-size="12">"#,
+        label_width + chart_width + 90.0
+    );
+    let _ = write!(
+        svg,
+        r#"<text x="8" y="20" font-size="14" font-weight="bold">{}</text>"#,
+        escape(title)
+    );
+    let mut y = 36.0;
+    for (name, rows) in series {
+        let _ = write!(
+            svg,
+            r#"<text x="8" y="{}" font-weight="bold">{}</text>"#,
+            y + 13.0,
+            escape(name)
+        );
+        y += bar_height + 6.0;
+        for row in rows.iter() {
+            let width = chart_width * row.run.ops_per_sec / max;
+            let _ = write!(
+                svg,
+                r##"<text x="20" y="{}">{}</text><rect x="{label_width}" y="{y}" width="{width:.1}" height="{bar_height}" fill="#4a7fb5"/><text x="{}" y="{}">{:.0}/s</text>"##,
+                y + 13.0,
+                escape(&row.name),
+                label_width + width + 6.0,
+                y + 13.0,
+                row.run.ops_per_sec
+            );
+            y += bar_height + 6.0;
+        }
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
