@@ -211,7 +211,7 @@ impl CacheBuilder {
         let store = match self.url.strip_prefix(MEMORY_SCHEME) {
             Some("") => Store::Memory(Arc::default()),
             Some(name) => Store::Memory(store::shared_memory(name)),
-            None => Store::Redis(redis_store(&self.url, self.operation_timeout)?),
+            None => Store::Redis(Box::new(redis_store(&self.url, self.operation_timeout)?)),
         };
         Ok(self.assemble(store, true))
     }
@@ -775,6 +775,8 @@ impl Cache {
         let transition = if reachable {
             inner.breaker.record_success(admission)
         } else {
+            // A connection that timed out may be dead without knowing it: start afresh.
+            inner.store.connection_failed();
             inner.breaker.record_failure(admission)
         };
         if transition == Transition::Opened {

@@ -112,11 +112,18 @@ pub(crate) struct Invalidation<'a> {
 
 #[derive(Debug)]
 pub(crate) enum Store {
-    Redis(RedisStore),
+    Redis(Box<RedisStore>),
     Memory(std::sync::Arc<MemoryStore>),
 }
 
 impl Store {
+    /// Forgets a connection that failed or stopped answering.
+    pub(crate) fn connection_failed(&self) {
+        if let Store::Redis(store) = self {
+            store.connection_failed();
+        }
+    }
+
     /// Reads `fields` of the entry at `key`: one `HMGET`.
     pub(crate) async fn read(&self, key: &str, fields: &[&str]) -> StoreResult<EntryRead> {
         match self {

@@ -1,11 +1,13 @@
-//! The Redis store: one multiplexed connection, kept and re-established by redis-rs'
-//! `ConnectionManager`, so a hit costs exactly one command and no checkout round trip.
+//! The Redis store: one multiplexed connection, made lazily and replaced when it breaks, so a
+//! hit costs exactly one command and no checkout round trip.
 //! Fills and invalidations are Lua scripts: one command each, atomic.
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
-use redis::{Client, Value};
+use std::sync::RwLock;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, Value};
 
 use super::{
     parse_stamp, ttl_millis, EntryRead, FieldValues, Fill, FillBody, Invalidation, StoreResult,
@@ -234,8 +236,56 @@ return 1
 "
 );
 
+/// One multiplexed connection, made on first use and replaced when it breaks or stops
+/// answering. Cloning it for a command is one reference count; no lock is held across an
+/// await, and no command but the caller's is sent (a pool checkout would add a round trip).
+struct Connection {
+    client: Client,
+    config: AsyncConnectionConfig,
+    current: RwLock<Option<MultiplexedConnection>>,
+    /// Held while connecting, so that a burst of calls makes one connection, not many.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl Connection {
+    async fn get(&self) -> StoreResult<MultiplexedConnection> {
+        if let Some(connection) = self.current() {
+            return Ok(connection);
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(connection) = self.current() {
+            return Ok(connection);
+        }
+        let connection = self
+            .client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await?;
+        *self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(connection.clone());
+        Ok(connection)
+    }
+
+    fn current(&self) -> Option<MultiplexedConnection> {
+        self.current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Forgets the connection, so the next call makes a new one: after an I/O error, and
+    /// after a timeout (a connection whose peer vanished may never error by itself).
+    fn discard(&self) {
+        *self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+    }
+}
+
 pub(crate) struct RedisStore {
-    connection: ConnectionManager,
+    connection: Connection,
     fill_script: redis::Script,
     invalidate_script: redis::Script,
     write_through_script: redis::Script,
@@ -252,13 +302,15 @@ impl RedisStore {
     /// Prepares the connection without connecting: `Cache::build` must not fail or wait
     /// because Redis is down. Must run inside a Tokio runtime.
     pub(crate) fn new(client: Client, operation_timeout: Duration) -> StoreResult<Self> {
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(operation_timeout))
-            .set_response_timeout(None)
-            // Retrying inside one call would only hold the caller past its timeout; the next
-            // call reconnects, and the circuit breaker paces those attempts.
-            .set_number_of_retries(0);
-        let connection = ConnectionManager::new_lazy_with_config(client, config)?;
+        // The caller's timeout bounds every operation; redis-rs' own response timer would be a
+        // second timer per command.
+        let config = AsyncConnectionConfig::new().set_connection_timeout(Some(operation_timeout));
+        let connection = Connection {
+            client,
+            config,
+            current: RwLock::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+        };
         Ok(RedisStore {
             connection,
             fill_script: redis::Script::new(FILL_SCRIPT),
@@ -268,11 +320,16 @@ impl RedisStore {
         })
     }
 
+    /// Drops the connection after a failure; the next command connects anew.
+    pub(crate) fn connection_failed(&self) {
+        self.connection.discard();
+    }
+
     pub(crate) async fn read(&self, key: &str, fields: &[&str]) -> StoreResult<EntryRead> {
         let mut command = redis::cmd("HMGET");
         command.arg(key).arg(fields).arg(META_FIELD);
         let reply = match command
-            .query_async::<Value>(&mut self.connection.clone())
+            .query_async::<Value>(&mut self.connection.get().await?)
             .await
         {
             Ok(reply) => reply,
@@ -302,7 +359,7 @@ impl RedisStore {
             field_triples(&mut invocation, fields);
         }
         let written: i64 = invocation
-            .invoke_async(&mut self.connection.clone())
+            .invoke_async(&mut self.connection.get().await?)
             .await?;
         Ok(written == 1)
     }
@@ -319,7 +376,7 @@ impl RedisStore {
             .arg(write.version);
         field_triples(&mut invocation, write.fields);
         let written: i64 = invocation
-            .invoke_async(&mut self.connection.clone())
+            .invoke_async(&mut self.connection.get().await?)
             .await?;
         Ok(written == 1)
     }
@@ -335,7 +392,7 @@ impl RedisStore {
             .key(key)
             .arg(token)
             .arg(ttl_millis(lease_time))
-            .invoke_async(&mut self.connection.clone())
+            .invoke_async(&mut self.connection.get().await?)
             .await?;
         Ok(acquired == 1)
     }
@@ -343,7 +400,7 @@ impl RedisStore {
     pub(crate) async fn clock(&self, clock: &str) -> StoreResult<Option<u64>> {
         let value: Option<Vec<u8>> = redis::cmd("GET")
             .arg(clock)
-            .query_async(&mut self.connection.clone())
+            .query_async(&mut self.connection.get().await?)
             .await?;
         Ok(value.map(|bytes| parse_stamp(&bytes)))
     }
@@ -360,7 +417,7 @@ impl RedisStore {
             .arg(ttl_millis(invalidation.lease_time))
             .arg(invalidation.entries.len());
         invocation
-            .invoke_async::<Value>(&mut self.connection.clone())
+            .invoke_async::<Value>(&mut self.connection.get().await?)
             .await?;
         Ok(())
     }
