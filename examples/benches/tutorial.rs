@@ -1,0 +1,213 @@
+//! The tutorial's benchmark, reproduced: 100 users, `GET /api/users/{id}` with random valid
+//! ids, 5 000 and 50 000 requests, one at a time and 64 at once, with the cache on and off,
+//! on SQLite and (when `TEST_POSTGRES_URL` is set, as `scripts/bench.sh` does) PostgreSQL.
+//! The server runs in this process on its own runtime, the client (reqwest, keep-alive) on
+//! another, against a redis-server started here: all on the same cores, as in the tutorial.
+//! Run with `bash scripts/bench.sh`, or `cargo bench -p example-server --bench tutorial`.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use cache_core::Cache;
+use cache_integration_tests::measure::{self, Row};
+use cache_integration_tests::RedisServer;
+use example_server::auth::Auth;
+use example_server::config::Config;
+use example_server::db::Database;
+use example_server::repo::UserRepo;
+use example_server::{app, AppState};
+
+const USERS: u64 = 100;
+
+fn config() -> Config {
+    Config {
+        addr: "127.0.0.1:0".parse().expect("address"),
+        database_url: String::new(),
+        redis_url: String::new(),
+        cache_enabled: true,
+        access_secret: "bench".into(),
+        refresh_secret: "bench-refresh".into(),
+        access_minutes: 30,
+        refresh_minutes: 60,
+        bcrypt_cost: 4,
+    }
+}
+
+/// Starts the server on its own two-thread runtime; answers its base URL.
+fn serve(database_url: String, cache: Cache) -> String {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let db = Database::connect(&database_url).await.expect("database");
+            let state = AppState {
+                repo: UserRepo::new(db, cache),
+                auth: Auth::new(&config()),
+            };
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            sender
+                .send(format!(
+                    "http://{}",
+                    listener.local_addr().expect("address")
+                ))
+                .expect("send");
+            axum::serve(listener, app(state)).await.expect("serve");
+        });
+    });
+    receiver.recv().expect("the server started")
+}
+
+async fn fresh_postgres(admin: &str) -> String {
+    sqlx::any::install_default_drivers();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let name = format!(
+        "bench_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let pool = sqlx::AnyPool::connect(admin)
+        .await
+        .expect("connect to PostgreSQL");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&pool)
+        .await
+        .expect("create database");
+    let (base, _) = admin.rsplit_once('/').expect("a database in the URL");
+    format!("{base}/{name}")
+}
+
+/// xorshift64*, seeded per task: the same random ids for every configuration.
+fn random_id(task: usize, i: usize) -> u64 {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ ((task as u64) << 32 | i as u64);
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    x.wrapping_mul(0x2545_F491_4F6C_DD1D) % USERS + 1
+}
+
+#[tokio::main]
+async fn main() {
+    let redis = RedisServer::start();
+    let total_requests: Vec<usize> = std::env::var("BENCH_REQUESTS")
+        .ok()
+        .map(|text| text.split(',').filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_else(|| vec![5_000, 50_000]);
+    let mut databases = vec![("SQLite".to_owned(), None)];
+    match std::env::var("TEST_POSTGRES_URL") {
+        Ok(admin) => databases.push(("PostgreSQL".to_owned(), Some(admin))),
+        Err(_) => {
+            println!("TEST_POSTGRES_URL not set: PostgreSQL skipped (scripts/bench.sh sets it)")
+        }
+    }
+    let mut markdown = String::new();
+    let mut series: Vec<(String, Vec<Row>)> = Vec::new();
+    for (database, admin) in &databases {
+        let mut rows = Vec::new();
+        for cache_on in [false, true] {
+            let url = match admin {
+                Some(admin) => fresh_postgres(admin).await,
+                None => format!(
+                    "sqlite://{}/bench-{}-{cache_on}.db?mode=rwc",
+                    std::env::temp_dir().display(),
+                    std::process::id()
+                ),
+            };
+            let cache = if cache_on {
+                Cache::builder()
+                    .url(redis.url())
+                    .namespace(format!("bench{}", rows.len()))
+                    .build()
+                    .expect("cache")
+            } else {
+                Cache::disabled()
+            };
+            let base = serve(url, cache);
+            let client = reqwest::Client::new();
+            for n in 1..=USERS {
+                let user = serde_json::json!({
+                    "name": format!("user{n}"), "password": "secret1", "avatar": null, "age": 30,
+                    "email": format!("user{n}@example.com"), "birthday": "1990-05-17",
+                });
+                let status = client
+                    .post(format!("{base}/api/users"))
+                    .json(&user)
+                    .send()
+                    .await
+                    .expect("create")
+                    .status();
+                assert_eq!(status, 201);
+            }
+            let errors = Arc::new(AtomicUsize::new(0));
+            let request = {
+                let (client, base, errors) = (client.clone(), base.clone(), errors.clone());
+                Arc::new(move |task: usize, i: usize| {
+                    let (client, base, errors) = (client.clone(), base.clone(), errors.clone());
+                    async move {
+                        let response = client
+                            .get(format!("{base}/api/users/{}", random_id(task, i)))
+                            .send()
+                            .await;
+                        if !response.is_ok_and(|response| response.status() == 200) {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+            };
+            // Warm-up: connections, and for the cache every user once.
+            measure::run(4, 2_000, request.clone()).await;
+            let mode = if cache_on { "cache on" } else { "cache off" };
+            for &total in &total_requests {
+                for concurrency in [1, 64] {
+                    let run = measure::run(concurrency, total, request.clone()).await;
+                    rows.push(Row {
+                        name: format!("{mode}, {total} requests, concurrency {concurrency}"),
+                        run,
+                    });
+                }
+            }
+            assert_eq!(
+                errors.load(Ordering::Relaxed),
+                0,
+                "every request answered 200"
+            );
+        }
+        let mut table = format!("\n{database}: GET /api/users/{{id}}, 100 users, random ids\n\n| | req/s | p50 | p99 | on ÷ off |\n|---|---:|---:|---:|---:|");
+        for row in &rows {
+            let off = rows
+                .iter()
+                .find(|other| other.name == row.name.replace("cache on", "cache off"))
+                .map_or(1.0, |off| row.run.ops_per_sec / off.run.ops_per_sec);
+            table.push_str(&format!(
+                "\n| {} | {:.0} | {:.2} ms | {:.2} ms | {:.2} |",
+                row.name,
+                row.run.ops_per_sec,
+                row.run.p50.as_secs_f64() * 1e3,
+                row.run.p99.as_secs_f64() * 1e3,
+                off
+            ));
+        }
+        table.push('\n');
+        markdown.push_str(&table);
+        series.push((database.clone(), rows));
+    }
+    println!("{markdown}");
+    let series_refs: Vec<(&str, &[Row])> = series
+        .iter()
+        .map(|(name, rows)| (name.as_str(), rows.as_slice()))
+        .collect();
+    let svg = measure::svg_bars(
+        "GET /api/users/{id}: requests per second, cache off vs on",
+        &series_refs,
+    );
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&dir).expect("target/bench");
+    std::fs::write(dir.join("tutorial.svg"), svg).expect("write the SVG");
+    std::fs::write(dir.join("tutorial.md"), markdown).expect("write the tables");
+    println!("wrote target/bench/tutorial.svg and target/bench/tutorial.md");
+}
