@@ -196,18 +196,6 @@ async fn main() {
         markdown.push_str(&table);
         series.push((database.clone(), rows));
     }
-    println!("{markdown}");
-    let series_refs: Vec<(&str, &[Row])> = series
-        .iter()
-        .map(|(name, rows)| (name.as_str(), rows.as_slice()))
-        .collect();
-    let svg = measure::svg_bars(
-        "GET /api/users/{id}: requests per second, cache off vs on",
-        &series_refs,
-    );
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
-    std::fs::create_dir_all(&dir).expect("target/bench");
-    std::fs::write(dir.join("tutorial.svg"), svg).expect("write the SVG");
-    std::fs::write(dir.join("tutorial.md"), markdown).expect("write the tables");
-    println!("wrote target/bench/tutorial.svg and target/bench/tutorial.md");
+    let title = "GET /api/users/{id}: requests per second, cache off vs on";
+    measure::report("tutorial", title, &markdown, &series);
 }

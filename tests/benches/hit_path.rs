@@ -257,19 +257,6 @@ async fn main() {
         }
     ));
     markdown.push_str(&memory);
-    println!("{markdown}");
-
-    let series_refs: Vec<(&str, &[Row])> = series
-        .iter()
-        .map(|(name, rows)| (name.as_str(), rows.as_slice()))
-        .collect();
-    let svg = measure::svg_bars(
-        "Hit throughput (ops/s), 2 cores, one redis-server",
-        &series_refs,
-    );
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
-    std::fs::create_dir_all(&dir).expect("target/bench");
-    std::fs::write(dir.join("hit_path.svg"), svg).expect("write the SVG");
-    std::fs::write(dir.join("hit_path.md"), markdown).expect("write the tables");
-    println!("wrote target/bench/hit_path.svg and target/bench/hit_path.md");
+    let title = "Hit throughput (ops/s), 2 cores, one redis-server";
+    measure::report("hit_path", title, &markdown, &series);
 }

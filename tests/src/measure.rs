@@ -147,6 +147,25 @@ pub fn svg_bars(title: &str, series: &[(&str, &[Row])]) -> String {
     svg
 }
 
+/// Prints the tables and writes them with an SVG bar chart of `series` to
+/// `target/bench/{name}.md` and `.svg`.
+pub fn report(name: &str, chart_title: &str, markdown: &str, series: &[(String, Vec<Row>)]) {
+    println!("{markdown}");
+    let series: Vec<(&str, &[Row])> = series
+        .iter()
+        .map(|(label, rows)| (label.as_str(), rows.as_slice()))
+        .collect();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&dir).expect("target/bench");
+    std::fs::write(
+        dir.join(format!("{name}.svg")),
+        svg_bars(chart_title, &series),
+    )
+    .expect("write the SVG");
+    std::fs::write(dir.join(format!("{name}.md")), markdown).expect("write the tables");
+    println!("wrote target/bench/{name}.svg and target/bench/{name}.md");
+}
+
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
