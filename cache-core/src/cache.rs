@@ -505,7 +505,8 @@ impl Cache {
             return false;
         }
         if self.inner.delivery_attempts.permit().is_some() {
-            self.deliver_pending().await;
+            // Rare, and a large future: boxed so that it does not weigh on every read.
+            Box::pin(self.deliver_pending()).await;
         }
         let blocked = self.inner.pending.blocks(key, tags);
         if blocked {

@@ -232,25 +232,13 @@ where
         output: &output,
         tags: &tags,
     };
-    let miss = match call.lookup().await {
-        Step::Done(result) => return result,
-        Step::Bypass => return body.await,
-        Step::Load(miss) => miss,
-    };
-    // Concurrent misses of this entry and schema through this handle load once; the one that
-    // loads first defers to another process that holds the entry's lease.
-    let flight_key = format!("{key}\u{0}{}", std::any::type_name::<S>());
-    let flight = cache.flights().join(flight_key);
-    let result = match flight {
-        // The guard lives until the fill is done: followers wake to a filled entry.
-        Flight::Leader(_leading) => call.finish(call.across_processes(miss).await, body).await,
-        Flight::Follower(done) => {
-            cache.count_coalesced();
-            wait_for_leader(done, cache.flight_wait()).await;
-            call.finish(call.lookup().await, body).await
-        }
-    };
-    result
+    match call.lookup().await {
+        Step::Done(result) => result,
+        Step::Bypass => body.await,
+        // The miss path's future is large (single flight, leases, the fill): boxed, it costs
+        // only misses, and a hit's future stays small enough to be cheap to create and move.
+        Step::Load(miss) => Box::pin(call.after_miss(miss, body)).await,
+    }
 }
 
 /// One `cached_get` call's context, shared by its steps.
@@ -378,6 +366,23 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
             }
         }
         Step::Load(miss)
+    }
+
+    /// Concurrent misses of this entry and schema through this handle load once; the one that
+    /// loads first defers to another process that holds the entry's lease.
+    async fn after_miss(&self, miss: Miss, body: impl Future<Output = R>) -> R {
+        let flight_key = format!("{}\u{0}{}", self.key, std::any::type_name::<S>());
+        let flight = self.cache.flights().join(flight_key);
+        let result = match flight {
+            // The guard lives until the fill is done: followers wake to a filled entry.
+            Flight::Leader(_leading) => self.finish(self.across_processes(miss).await, body).await,
+            Flight::Follower(done) => {
+                self.cache.count_coalesced();
+                wait_for_leader(done, self.cache.flight_wait()).await;
+                self.finish(self.lookup().await, body).await
+            }
+        };
+        result
     }
 
     async fn finish(&self, step: Step<R>, body: impl Future<Output = R>) -> R {

@@ -178,6 +178,12 @@ async fn main() {
         ("cached 4.1 hit (GET, blob)", peer),
     ];
 
+    // BENCH_ONLY=<part of a name> runs only the matching contenders (for a profiler).
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let contenders: Vec<(&str, Arc<Operation>)> = contenders
+        .into_iter()
+        .filter(|(name, _)| name.contains(only.as_str()))
+        .collect();
     let mut markdown = String::new();
     let mut series: Vec<(String, Vec<Row>)> = Vec::new();
     for (concurrency, total) in [(1, 20_000), (64, 200_000)] {
@@ -195,6 +201,9 @@ async fn main() {
                 run: measure::median(runs),
             })
             .collect();
+        if rows.len() < 2 {
+            continue;
+        }
         let title = format!(
             "Hits at concurrency {concurrency} ({total} per round, median of {} rounds)",
             round_count()

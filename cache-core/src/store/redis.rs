@@ -252,6 +252,12 @@ impl Connection {
         if let Some(connection) = self.current() {
             return Ok(connection);
         }
+        // Connecting is rare and its future is large: boxed, it does not weigh on every
+        // command's future (each call would copy kilobytes otherwise).
+        Box::pin(self.connect()).await
+    }
+
+    async fn connect(&self) -> StoreResult<MultiplexedConnection> {
         let _connecting = self.connecting.lock().await;
         if let Some(connection) = self.current() {
             return Ok(connection);
