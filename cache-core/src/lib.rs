@@ -6,12 +6,15 @@ mod error;
 mod flight;
 mod guard;
 mod key;
+mod private;
 mod stats;
 mod store;
 
+/// What the macros expand to: not public API, outside semver.
 #[doc(hidden)]
-#[path = "private.rs"]
-pub mod __private;
+pub mod __private {
+    pub use crate::private::*;
+}
 
 pub use crate::cache::{install, installed, Cache, CacheBuilder};
 pub use crate::error::Error;
