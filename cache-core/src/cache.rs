@@ -578,7 +578,7 @@ impl Cache {
         fields: &'static [&'static str],
         decode: codec::DecodeFn<S>,
     ) -> Result<Lookup<S>, Error> {
-        let read = self
+        let mut read = self
             .guarded("read", self.inner.store.read(key, fields))
             .await?;
         let counters = &self.inner.counters;
@@ -594,7 +594,7 @@ impl Cache {
             Counters::bump(&counters.misses);
             return Ok(miss);
         }
-        match decode(fields, &read.values) {
+        match decode(fields, &mut read.values) {
             Ok(value) => {
                 Counters::bump(&counters.hits);
                 Ok(Lookup::Hit(value))

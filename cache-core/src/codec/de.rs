@@ -11,22 +11,25 @@ use super::{CodecError, FieldValue};
 ///
 /// Every value must be present (`Some`); the caller treats a missing one as a miss before
 /// getting here. Any decoding failure is an error, which the caller also treats as a miss.
+/// Text values are taken out of `values`: a `String` field takes its bytes without a copy.
 pub(crate) fn decode<T: DeserializeOwned>(
     fields: &'static [&'static str],
-    values: &[Option<FieldValue>],
+    values: &mut [Option<FieldValue>],
 ) -> Result<T, CodecError> {
     T::deserialize(HashDeserializer {
-        fields,
-        values,
-        next: 0,
+        entries: fields.iter().zip(values.iter_mut()),
+        current: None,
     })
 }
 
 /// Presents the hash fields to serde as a map, field name → [`FieldDecoder`].
 struct HashDeserializer<'a> {
-    fields: &'static [&'static str],
-    values: &'a [Option<FieldValue>],
-    next: usize,
+    entries: std::iter::Zip<
+        std::slice::Iter<'static, &'static str>,
+        std::slice::IterMut<'a, Option<FieldValue>>,
+    >,
+    /// The field whose key was just handed out, and its value.
+    current: Option<(&'static str, &'a mut Option<FieldValue>)>,
 }
 
 impl<'de> de::Deserializer<'de> for HashDeserializer<'de> {
@@ -51,14 +54,13 @@ impl<'de> MapAccess<'de> for HashDeserializer<'de> {
         seed: K,
     ) -> Result<Option<K::Value>, CodecError> {
         // A skipped field is left out, so that serde applies `default` or `Option`'s `None`.
-        while let Some(value) = self.values.get(self.next) {
+        for (name, value) in self.entries.by_ref() {
             if value.as_ref() != Some(&FieldValue::Skipped) {
-                let name = self.fields[self.next];
+                self.current = Some((name, value));
                 return seed
                     .deserialize(BorrowedStrDeserializer::new(name))
                     .map(Some);
             }
-            self.next += 1;
         }
         Ok(None)
     }
@@ -67,37 +69,46 @@ impl<'de> MapAccess<'de> for HashDeserializer<'de> {
         &mut self,
         seed: V,
     ) -> Result<V::Value, CodecError> {
-        let index = self.next;
-        self.next += 1;
-        let decoded = match &self.values[index] {
+        let (name, value) = self
+            .current
+            .take()
+            .ok_or_else(|| CodecError::Message("a value without its key".into()))?;
+        let decoded = match value {
             Some(FieldValue::Text(bytes)) => seed.deserialize(FieldDecoder {
                 bytes,
                 inside_some: false,
             }),
             _ => seed.deserialize(NullDecoder),
         };
-        decoded.map_err(|error| {
-            CodecError::Message(format!("field `{}`: {error}", self.fields[index]))
-        })
+        decoded.map_err(|error| CodecError::Message(format!("field `{name}`: {error}")))
     }
 }
 
 /// Decodes one field value as the type asks: text for strings, parsed text for numbers,
 /// JSON for compound values.
 struct FieldDecoder<'de> {
-    bytes: &'de [u8],
+    /// The stored bytes: borrowed by most reads, taken whole by a `String`.
+    bytes: &'de mut Vec<u8>,
     /// Under a `Some`, a further `Option` was stored as JSON (see the encoder).
     inside_some: bool,
 }
 
+fn utf8(bytes: &[u8]) -> Result<&str, CodecError> {
+    std::str::from_utf8(bytes)
+        .map_err(|_| CodecError::Message("stored value is not UTF-8 text".into()))
+}
+
 impl<'de> FieldDecoder<'de> {
-    fn text(&self) -> Result<&'de str, CodecError> {
-        std::str::from_utf8(self.bytes)
-            .map_err(|_| CodecError::Message("stored value is not UTF-8 text".into()))
+    fn into_bytes(self) -> &'de [u8] {
+        self.bytes
     }
 
-    fn parse<N: std::str::FromStr>(&self) -> Result<N, CodecError> {
-        let text = self.text()?;
+    fn into_text(self) -> Result<&'de str, CodecError> {
+        utf8(self.into_bytes())
+    }
+
+    fn parse<N: std::str::FromStr>(self) -> Result<N, CodecError> {
+        let text = self.into_text()?;
         text.parse().map_err(|_| {
             CodecError::Message(format!(
                 "`{text}` is not a valid {}",
@@ -106,8 +117,8 @@ impl<'de> FieldDecoder<'de> {
         })
     }
 
-    fn json(&self) -> serde_json::Deserializer<serde_json::de::SliceRead<'de>> {
-        serde_json::Deserializer::from_slice(self.bytes)
+    fn json(self) -> serde_json::Deserializer<serde_json::de::SliceRead<'de>> {
+        serde_json::Deserializer::from_slice(self.into_bytes())
     }
 }
 
@@ -143,9 +154,10 @@ impl<'de> de::Deserializer<'de> for FieldDecoder<'de> {
     /// Self-describing reads (`serde_json::Value`, untagged enums) get JSON when the text is
     /// JSON, else the text as a string.
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
-        match serde_json::from_slice::<serde_json::Value>(self.bytes) {
+        let bytes = self.into_bytes();
+        match serde_json::from_slice::<serde_json::Value>(bytes) {
             Ok(value) => de::Deserializer::deserialize_any(value, visitor).map_err(Into::into),
-            Err(_) => visitor.visit_borrowed_str(self.text()?),
+            Err(_) => visitor.visit_borrowed_str(utf8(bytes)?),
         }
     }
 
@@ -160,7 +172,7 @@ impl<'de> de::Deserializer<'de> for FieldDecoder<'de> {
     }
 
     fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
-        match self.bytes {
+        match self.into_bytes() {
             b"true" => visitor.visit_bool(true),
             b"false" => visitor.visit_bool(false),
             _ => Err(CodecError::Message(
@@ -170,11 +182,15 @@ impl<'de> de::Deserializer<'de> for FieldDecoder<'de> {
     }
 
     fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
-        visitor.visit_borrowed_str(self.text()?)
+        visitor.visit_borrowed_str(self.into_text()?)
     }
 
+    /// Takes the bytes as they came from Redis: no copy of the text.
     fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
-        self.deserialize_str(visitor)
+        match String::from_utf8(std::mem::take(self.bytes)) {
+            Ok(text) => visitor.visit_string(text),
+            Err(_) => Err(CodecError::Message("stored value is not UTF-8 text".into())),
+        }
     }
 
     fn deserialize_identifier<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
@@ -210,7 +226,7 @@ impl<'de> de::Deserializer<'de> for FieldDecoder<'de> {
         match self.bytes.first() {
             Some(b'{') | Some(b'"') => via_json!(self, deserialize_enum(name, variants, visitor)),
             _ => visitor.visit_enum(IntoDeserializer::<CodecError>::into_deserializer(
-                self.text()?,
+                self.into_text()?,
             )),
         }
     }

@@ -11,7 +11,7 @@ fn round_trip<T: Serialize + serde::de::DeserializeOwned>(value: &T) -> Result<T
         panic!("test schemas are plain structs");
     };
     let encoded = encode(value).expect("encodes");
-    let values: Vec<Option<FieldValue>> = fields
+    let mut values: Vec<Option<FieldValue>> = fields
         .iter()
         .map(|name| {
             encoded
@@ -20,7 +20,7 @@ fn round_trip<T: Serialize + serde::de::DeserializeOwned>(value: &T) -> Result<T
                 .map(|(_, value)| value.clone())
         })
         .collect();
-    decode(fields, &values)
+    decode(fields, &mut values)
 }
 
 fn text_of<T: Serialize>(value: &T, field: &str) -> FieldValue {
@@ -181,8 +181,8 @@ proptest! {
     #[test]
     fn garbage_never_panics(values in prop::collection::vec(prop::option::of(prop::collection::vec(any::<u8>(), 0..24)), 19)) {
         let SchemaFields::Named(fields) = schema_fields::<Everything>() else { unreachable!() };
-        let values: Vec<Option<FieldValue>> = values.into_iter().map(|v| v.map(FieldValue::Text)).collect();
-        let _ = decode::<Everything>(fields, &values);
+        let mut values: Vec<Option<FieldValue>> = values.into_iter().map(|v| v.map(FieldValue::Text)).collect();
+        let _ = decode::<Everything>(fields, &mut values);
     }
 }
 
@@ -240,7 +240,7 @@ fn a_null_field_is_a_decoding_error_for_a_non_option_type() {
     let SchemaFields::Named(fields) = schema_fields::<S>() else {
         unreachable!()
     };
-    assert!(decode::<S>(fields, &[Some(FieldValue::Null)]).is_err());
+    assert!(decode::<S>(fields, &mut [Some(FieldValue::Null)]).is_err());
 }
 
 #[test]
