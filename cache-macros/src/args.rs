@@ -75,63 +75,43 @@ fn set_once<T>(
     Ok(())
 }
 
+/// One `lookahead.peek(kw::NAME)` branch per argument: the keyword, `=`, the value, stored
+/// once. An unknown name is an error listing every known one, at the unknown token.
+macro_rules! parse_argument {
+    ($input:ident, $args:ident, $($name:ident: $value:expr),* $(,)?) => {{
+        let lookahead = $input.lookahead1();
+        $(if lookahead.peek(kw::$name) {
+            let keyword = $input.parse::<kw::$name>()?;
+            $input.parse::<Token![=]>()?;
+            set_once(&mut $args.$name, stringify!($name), keyword.span, $value)?;
+        } else)* {
+            return Err(lookahead.error());
+        }
+    }};
+}
+
+fn tag_list(input: ParseStream<'_>) -> syn::Result<Vec<LitStr>> {
+    let content;
+    bracketed!(content in input);
+    let tags = Punctuated::<LitStr, Token![,]>::parse_terminated(&content)?;
+    Ok(tags.into_iter().collect())
+}
+
 impl Parse for CacheArgs {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         let mut args = CacheArgs::default();
         while !input.is_empty() {
-            let lookahead = input.lookahead1();
-            if lookahead.peek(kw::prefix) {
-                let name = input.parse::<kw::prefix>()?;
-                input.parse::<Token![=]>()?;
-                set_once(&mut args.prefix, "prefix", name.span, input.parse()?)?;
-            } else if lookahead.peek(kw::key) {
-                let name = input.parse::<kw::key>()?;
-                input.parse::<Token![=]>()?;
-                set_once(&mut args.key, "key", name.span, input.parse()?)?;
-            } else if lookahead.peek(kw::schema) {
-                let name = input.parse::<kw::schema>()?;
-                input.parse::<Token![=]>()?;
-                set_once(&mut args.schema, "schema", name.span, input.parse()?)?;
-            } else if lookahead.peek(kw::ttl) {
-                let name = input.parse::<kw::ttl>()?;
-                input.parse::<Token![=]>()?;
-                set_once(&mut args.ttl, "ttl", name.span, input.parse()?)?;
-            } else if lookahead.peek(kw::tags) {
-                let name = input.parse::<kw::tags>()?;
-                input.parse::<Token![=]>()?;
-                let content;
-                bracketed!(content in input);
-                let tags = Punctuated::<LitStr, Token![,]>::parse_terminated(&content)?;
-                set_once(
-                    &mut args.tags,
-                    "tags",
-                    name.span,
-                    tags.into_iter().collect(),
-                )?;
-            } else if lookahead.peek(kw::cache_none) {
-                let name = input.parse::<kw::cache_none>()?;
-                input.parse::<Token![=]>()?;
-                set_once(
-                    &mut args.cache_none,
-                    "cache_none",
-                    name.span,
-                    input.parse()?,
-                )?;
-            } else if lookahead.peek(kw::none_ttl) {
-                let name = input.parse::<kw::none_ttl>()?;
-                input.parse::<Token![=]>()?;
-                set_once(&mut args.none_ttl, "none_ttl", name.span, input.parse()?)?;
-            } else if lookahead.peek(kw::version) {
-                let name = input.parse::<kw::version>()?;
-                input.parse::<Token![=]>()?;
-                set_once(&mut args.version, "version", name.span, input.parse()?)?;
-            } else if lookahead.peek(kw::cache) {
-                let name = input.parse::<kw::cache>()?;
-                input.parse::<Token![=]>()?;
-                set_once(&mut args.cache, "cache", name.span, input.parse()?)?;
-            } else {
-                return Err(lookahead.error());
-            }
+            parse_argument!(input, args,
+                prefix: input.parse()?,
+                key: input.parse()?,
+                schema: input.parse()?,
+                ttl: input.parse()?,
+                tags: tag_list(input)?,
+                cache_none: input.parse()?,
+                none_ttl: input.parse()?,
+                version: input.parse()?,
+                cache: input.parse()?,
+            );
             if input.is_empty() {
                 break;
             }

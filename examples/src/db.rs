@@ -71,25 +71,24 @@ impl Queries {
     }
 }
 
-const SQLITE_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS users (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    name VARCHAR(30) NOT NULL,
-    password VARCHAR(60) NOT NULL,
-    avatar VARCHAR(100),
-    age BIGINT NOT NULL,
-    email VARCHAR(60) NOT NULL UNIQUE,
-    birthday TEXT NOT NULL
-)";
-
-const POSTGRES_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS users (
-    id BIGSERIAL PRIMARY KEY,
-    name VARCHAR(30) NOT NULL,
-    password VARCHAR(60) NOT NULL,
-    avatar VARCHAR(100),
-    age BIGINT NOT NULL,
-    email VARCHAR(60) NOT NULL UNIQUE,
-    birthday DATE NOT NULL
-)";
+/// The table; the two databases differ in the id's auto-increment and the date type.
+fn schema(dialect: Dialect) -> String {
+    let (id, date) = match dialect {
+        Dialect::Sqlite => ("INTEGER PRIMARY KEY AUTOINCREMENT", "TEXT"),
+        Dialect::Postgres => ("BIGSERIAL PRIMARY KEY", "DATE"),
+    };
+    format!(
+        "CREATE TABLE IF NOT EXISTS users (
+            id {id},
+            name VARCHAR(30) NOT NULL,
+            password VARCHAR(60) NOT NULL,
+            avatar VARCHAR(100),
+            age BIGINT NOT NULL,
+            email VARCHAR(60) NOT NULL UNIQUE,
+            birthday {date} NOT NULL
+        )"
+    )
+}
 
 impl Database {
     /// Connects and creates the schema when missing.
@@ -114,11 +113,7 @@ impl Database {
             options = options.max_connections(1);
         }
         let pool = options.connect(url).await?;
-        let schema = match dialect {
-            Dialect::Sqlite => SQLITE_SCHEMA,
-            Dialect::Postgres => POSTGRES_SCHEMA,
-        };
-        sqlx::query(schema).execute(&pool).await?;
+        sqlx::query(&schema(dialect)).execute(&pool).await?;
         Ok(Database {
             pool,
             sql: Queries::new(dialect),
