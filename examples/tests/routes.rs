@@ -25,12 +25,7 @@ fn now() -> i64 {
 async fn create_answers_201_with_name_id_email_and_rejects_a_duplicate() {
     let app = InProcess::new().await;
     let answer = app
-        .json(
-            Method::POST,
-            "/api/users",
-            None,
-            new_user("alice", "alice@Example.COM", "secret1"),
-        )
+        .post_user(new_user("alice", "alice@Example.COM", "secret1"))
         .await;
     assert_eq!(answer.status, StatusCode::CREATED);
     assert_eq!(keys(&answer.text), ["name", "id", "email"]);
@@ -40,12 +35,7 @@ async fn create_answers_201_with_name_id_email_and_rejects_a_duplicate() {
     );
 
     let again = app
-        .json(
-            Method::POST,
-            "/api/users",
-            None,
-            new_user("alice2", "alice@example.com", "secret1"),
-        )
+        .post_user(new_user("alice2", "alice@example.com", "secret1"))
         .await;
     assert_eq!(again.status, StatusCode::CONFLICT);
     assert_eq!(again.body, json!({"detail": "User already exists"}));
@@ -79,9 +69,7 @@ async fn create_validates_every_field() {
         with("birthday", json!("31/01/2000")),
     ];
     for body in cases {
-        let answer = app
-            .json(Method::POST, "/api/users", None, body.clone())
-            .await;
+        let answer = app.post_user(body.clone()).await;
         assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
         assert!(answer.body["detail"].is_string());
     }
@@ -99,7 +87,7 @@ async fn create_validates_every_field() {
     let mut body = with("age", json!("20"));
     body["avatar"] = json!("https://example.com/b.png");
     body["unknown"] = json!(true);
-    let answer = app.json(Method::POST, "/api/users", None, body).await;
+    let answer = app.post_user(body).await;
     assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
 }
 

@@ -154,16 +154,14 @@ impl InProcess {
         self.send(Method::GET, uri, token, None).await
     }
 
+    /// `POST /api/users` with a JSON body.
+    pub async fn post_user(&self, body: Value) -> Answer {
+        self.json(Method::POST, "/api/users", None, body).await
+    }
+
     /// Creates a user and answers its id.
     pub async fn create(&self, name: &str, email: &str, password: &str) -> i64 {
-        let answer = self
-            .json(
-                Method::POST,
-                "/api/users",
-                None,
-                new_user(name, email, password),
-            )
-            .await;
+        let answer = self.post_user(new_user(name, email, password)).await;
         assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
         answer.body["id"].as_i64().unwrap()
     }
