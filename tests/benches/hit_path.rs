@@ -9,12 +9,15 @@
 //!   a serialized blob).
 //!
 //! 100 users, hits only, at concurrency 1 and 64, median of 5 rounds with the contenders
-//! interleaved in every round. Also the bytes per cached user (`MEMORY USAGE`). Run with
+//! interleaved in every round. Also the heap allocations per hit (counted, not timed: the
+//! one figure here free of the machine's noise) and the bytes per cached user
+//! (`MEMORY USAGE`). Run with
 //! `cargo bench -p cache-integration-tests --bench hit_path`; the SVG goes to
 //! `target/bench/hit_path.svg`.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use cache_core::{cached_get, Cache};
@@ -25,6 +28,58 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
 const USERS: usize = 100;
+
+/// Counts heap allocations (and reallocations) in all threads while `COUNTING` is set; costs
+/// one relaxed load otherwise, so the timed runs are not disturbed.
+struct CountingAllocator;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+impl CountingAllocator {
+    fn count() {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+// SAFETY: forwards every call to the system allocator unchanged.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        Self::count();
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        Self::count();
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+/// Heap allocations per call of `operation`, all threads (the connection's driver task too),
+/// sequentially, after a warm-up.
+async fn allocations_per_call(operation: &Operation) -> f64 {
+    const CALLS: usize = 2_000;
+    for i in 0..100 {
+        operation(0, i).await;
+    }
+    ALLOCATIONS.store(0, Ordering::Relaxed);
+    COUNTING.store(true, Ordering::Relaxed);
+    for i in 0..CALLS {
+        operation(0, i).await;
+    }
+    COUNTING.store(false, Ordering::Relaxed);
+    ALLOCATIONS.load(Ordering::Relaxed) as f64 / CALLS as f64
+}
 /// `BENCH_ROUNDS` overrides, for quick looks.
 fn round_count() -> usize {
     std::env::var("BENCH_ROUNDS")
@@ -48,6 +103,21 @@ fn user(id: i64) -> UserRead {
         email: format!("user{id}@example.com"),
         avatar: Some(format!("https://example.com/{id}.png")),
     }
+}
+
+/// The concurrency levels and the hits per round at each: `BENCH_CONCURRENCY=64` (a
+/// comma-separated list) runs a subset, for a profiler or a quick look.
+fn levels() -> Vec<(usize, usize)> {
+    let chosen = std::env::var("BENCH_CONCURRENCY").unwrap_or_default();
+    [(1, 20_000), (64, 200_000)]
+        .into_iter()
+        .filter(|(concurrency, _)| {
+            chosen.is_empty()
+                || chosen
+                    .split(',')
+                    .any(|c| c.trim() == concurrency.to_string())
+        })
+        .collect()
 }
 
 /// Counts calls of the functions under test: a benchmark of hits must not load.
@@ -178,15 +248,23 @@ async fn main() {
         ("cached 4.1 hit (GET, blob)", peer),
     ];
 
-    // BENCH_ONLY=<part of a name> runs only the matching contenders (for a profiler).
+    // BENCH_ONLY=<part of a name>[,<part of another>…] runs only the matching contenders
+    // (for a profiler, or a quick look).
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let contenders: Vec<(&str, Arc<Operation>)> = contenders
         .into_iter()
-        .filter(|(name, _)| name.contains(only.as_str()))
+        .filter(|(name, _)| only.split(',').any(|part| name.contains(part)))
         .collect();
-    let mut markdown = String::new();
+    let mut markdown = String::from(
+        "\nHeap allocations per hit (all threads, counted over 2000 sequential hits)\n\n| | allocations |\n|---|---:|",
+    );
+    for (name, operation) in &contenders {
+        let allocations = allocations_per_call(operation.as_ref()).await;
+        markdown.push_str(&format!("\n| {name} | {allocations:.1} |"));
+    }
+    markdown.push('\n');
     let mut series: Vec<(String, Vec<Row>)> = Vec::new();
-    for (concurrency, total) in [(1, 20_000), (64, 200_000)] {
+    for (concurrency, total) in levels() {
         let mut rounds: Vec<Vec<Run>> = vec![Vec::new(); contenders.len()];
         for _ in 0..round_count() {
             for (index, (_, operation)) in contenders.iter().enumerate() {
