@@ -587,14 +587,15 @@ impl Cache {
         }
         let miss = Lookup::Miss {
             seen: read.stamp,
-            tombstone: read.is_tombstone(),
+            tombstone: read.is_tombstone(fields),
             leased: read.leased,
         };
-        if read.values.iter().any(Option::is_none) {
+        if !read.is_complete(fields) {
             Counters::bump(&counters.misses);
             return Ok(miss);
         }
-        match decode(fields, &mut read.values) {
+        let decoded = decode(fields, &mut read.stored(fields));
+        match decoded {
             Ok(value) => {
                 Counters::bump(&counters.hits);
                 Ok(Lookup::Hit(value))

@@ -89,7 +89,11 @@ impl CircuitBreaker {
     }
 
     pub(crate) fn record_success(&self, admission: Admission) -> Transition {
-        self.consecutive_failures.store(0, Ordering::Release);
+        // Every successful call comes here: reading first keeps the cache line shared between
+        // cores instead of writing it on every call.
+        if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+            self.consecutive_failures.store(0, Ordering::Release);
+        }
         if admission == Admission::Probe || self.is_open() {
             self.open_until_ms.store(0, Ordering::Release);
             self.probe_in_flight.store(false, Ordering::Release);

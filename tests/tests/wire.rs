@@ -54,6 +54,44 @@ async fn a_hit_is_one_hmget_a_miss_adds_one_fill_and_a_write_one_invalidation() 
     );
 }
 
+/// The server's own count, `INFO commandstats`, agrees: 100 hits are 100 `HMGET`s and no other
+/// command (no `PING`, no checkout `UNWATCH`, no `EXISTS`, no `EXPIRE`). Scripts' inner
+/// commands are counted there too, which is why the miss and write paths are checked with
+/// `MONITOR` above instead.
+#[tokio::test]
+async fn info_commandstats_counts_exactly_one_hmget_per_hit() {
+    let server = RedisServer::start();
+    let repo = UserRepo::new(Cache::builder().url(server.url()).build().unwrap());
+    repo.insert(Row::sample(1));
+    repo.get_user(1).await.unwrap();
+    let mut admin = server.connection();
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .exec(&mut admin)
+        .unwrap();
+
+    for _ in 0..100 {
+        repo.get_user(1).await.unwrap();
+    }
+
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut admin)
+        .unwrap();
+    let calls: Vec<(String, u64)> = info
+        .lines()
+        .filter_map(|line| line.strip_prefix("cmdstat_"))
+        .filter_map(|line| {
+            let (command, stats) = line.split_once(':')?;
+            let calls = stats.strip_prefix("calls=")?.split(',').next()?;
+            Some((command.to_owned(), calls.parse().ok()?))
+        })
+        // What this test itself sent on its own connection.
+        .filter(|(command, _)| !command.starts_with("config") && command != "info")
+        .collect();
+    assert_eq!(calls, vec![("hmget".to_owned(), 100)]);
+}
+
 #[tokio::test]
 async fn the_hash_reads_as_plain_text_in_redis_cli() {
     let server = RedisServer::start();
@@ -90,7 +128,8 @@ async fn the_hash_reads_as_plain_text_in_redis_cli() {
 /// Every call creates and moves its future: the hit path's must not carry the rare paths
 /// (connecting, single flight, leases, fills, delivering pending invalidations), which are
 /// boxed. It was 6 384 bytes before they were; a regression shows here, not as noise in a
-/// benchmark.
+/// benchmark. About 2 KB of the rest is redis-rs' own send future, inline on purpose: boxing
+/// it costs an allocation per hit, which measured slower than moving the bytes.
 #[test]
 fn a_cached_call_future_stays_small() {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -103,7 +142,7 @@ fn a_cached_call_future_stays_small() {
     let size = std::mem::size_of_val(&future);
     println!("future of a cached call: {size} bytes");
     assert!(
-        size <= 2048,
+        size <= 4096,
         "the future of a cached call grew to {size} bytes"
     );
 }

@@ -5,34 +5,45 @@ use serde::de::{
     MapAccess, Visitor,
 };
 
-use super::{CodecError, FieldValue};
+use super::CodecError;
 
-/// Decodes a schema value from the values of `fields`, read in the same order.
+/// One schema field as read back, for [`decode`]: a view into wherever the store keeps it
+/// (Redis' reply itself, on the hit path), so that decoding copies nothing it can take.
+#[derive(Debug)]
+pub(crate) enum Stored<'a> {
+    /// The encoded text; a `String` field takes these bytes.
+    Text(&'a mut Vec<u8>),
+    /// `None`: listed as such in `__meta`.
+    Null,
+    /// Skipped by `skip_serializing_if`: decoded as a missing field.
+    Skipped,
+}
+
+/// Decodes a schema value from the values of `fields`, given in the same order.
 ///
-/// Every value must be present (`Some`); the caller treats a missing one as a miss before
-/// getting here. Any decoding failure is an error, which the caller also treats as a miss.
-/// Text values are taken out of `values`: a `String` field takes its bytes without a copy.
+/// Every field must be there (the caller treats a missing one as a miss before getting
+/// here). Any decoding failure is an error, which the caller also treats as a miss.
 pub(crate) fn decode<T: DeserializeOwned>(
     fields: &'static [&'static str],
-    values: &mut [Option<FieldValue>],
+    values: &mut dyn Iterator<Item = Stored<'_>>,
 ) -> Result<T, CodecError> {
     T::deserialize(HashDeserializer {
-        entries: fields.iter().zip(values.iter_mut()),
+        entries: fields.iter().zip(values),
         current: None,
     })
 }
 
 /// Presents the hash fields to serde as a map, field name → [`FieldDecoder`].
-struct HashDeserializer<'a> {
+struct HashDeserializer<'de, 'v> {
     entries: std::iter::Zip<
         std::slice::Iter<'static, &'static str>,
-        std::slice::IterMut<'a, Option<FieldValue>>,
+        &'v mut dyn Iterator<Item = Stored<'de>>,
     >,
     /// The field whose key was just handed out, and its value.
-    current: Option<(&'static str, &'a mut Option<FieldValue>)>,
+    current: Option<(&'static str, Stored<'de>)>,
 }
 
-impl<'de> de::Deserializer<'de> for HashDeserializer<'de> {
+impl<'de> de::Deserializer<'de> for HashDeserializer<'de, '_> {
     type Error = CodecError;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
@@ -46,7 +57,7 @@ impl<'de> de::Deserializer<'de> for HashDeserializer<'de> {
     }
 }
 
-impl<'de> MapAccess<'de> for HashDeserializer<'de> {
+impl<'de> MapAccess<'de> for HashDeserializer<'de, '_> {
     type Error = CodecError;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(
@@ -55,7 +66,7 @@ impl<'de> MapAccess<'de> for HashDeserializer<'de> {
     ) -> Result<Option<K::Value>, CodecError> {
         // A skipped field is left out, so that serde applies `default` or `Option`'s `None`.
         for (name, value) in self.entries.by_ref() {
-            if value.as_ref() != Some(&FieldValue::Skipped) {
+            if !matches!(value, Stored::Skipped) {
                 self.current = Some((name, value));
                 return seed
                     .deserialize(BorrowedStrDeserializer::new(name))
@@ -74,11 +85,11 @@ impl<'de> MapAccess<'de> for HashDeserializer<'de> {
             .take()
             .ok_or_else(|| CodecError::Message("a value without its key".into()))?;
         let decoded = match value {
-            Some(FieldValue::Text(bytes)) => seed.deserialize(FieldDecoder {
+            Stored::Text(bytes) => seed.deserialize(FieldDecoder {
                 bytes,
                 inside_some: false,
             }),
-            _ => seed.deserialize(NullDecoder),
+            Stored::Null | Stored::Skipped => seed.deserialize(NullDecoder),
         };
         decoded.map_err(|error| CodecError::Message(format!("field `{name}`: {error}")))
     }

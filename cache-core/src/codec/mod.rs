@@ -23,13 +23,13 @@ mod de;
 mod schema;
 mod ser;
 
-pub(crate) use de::decode;
+pub(crate) use de::{decode, Stored};
 pub(crate) use schema::{schema_fields, SchemaFields};
 pub(crate) use ser::{encode, EncodedField};
 
 /// [`decode`] for one schema type, as a plain function pointer.
 pub(crate) type DecodeFn<S> =
-    fn(&'static [&'static str], &mut [Option<FieldValue>]) -> Result<S, CodecError>;
+    fn(&'static [&'static str], &mut dyn Iterator<Item = Stored<'_>>) -> Result<S, CodecError>;
 
 /// The library's hash field holding the entry's state: which fields are `None` or skipped,
 /// the stamp of its last invalidation, a cached absence, a loader's lease, tag registration.

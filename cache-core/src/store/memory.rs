@@ -7,7 +7,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use super::{EntryRead, Fill, FillBody, Invalidation, TagKeys, WriteThrough};
+use redis::Value;
+
+use super::{Absences, EntryRead, Fill, FillBody, Invalidation, TagKeys, WriteThrough};
 use crate::codec::FieldValue;
 
 /// Expired entries are swept at most this often on writes; reads ignore them at once.
@@ -50,6 +52,16 @@ struct Entry {
     tagged: bool,
 }
 
+impl Entry {
+    /// The fields kept as `kind` (`Null` or `Skipped`): what Redis lists in `__meta`.
+    fn listed<'a>(&'a self, kind: &'a FieldValue) -> impl Iterator<Item = &'a str> + 'a {
+        self.fields
+            .iter()
+            .filter(move |(_, value)| *value == kind)
+            .map(|(name, _)| name.as_str())
+    }
+}
+
 /// The store named `name`, shared while any handle holds it.
 pub(crate) fn shared(name: &str) -> Arc<MemoryStore> {
     static NAMED: OnceLock<Mutex<HashMap<String, Weak<MemoryStore>>>> = OnceLock::new();
@@ -82,8 +94,15 @@ impl MemoryStore {
             Some((entry, _)) => EntryRead {
                 values: fields
                     .iter()
-                    .map(|name| entry.fields.get(*name).cloned())
+                    .map(|name| match entry.fields.get(*name) {
+                        Some(FieldValue::Text(text)) => Value::BulkString(text.clone()),
+                        _ => Value::Nil,
+                    })
                     .collect(),
+                absences: Absences::listing(
+                    entry.listed(&FieldValue::Null),
+                    entry.listed(&FieldValue::Skipped),
+                ),
                 stamp: entry.stamp.unwrap_or(0),
                 absent: entry.absent,
                 leased: entry
@@ -91,12 +110,7 @@ impl MemoryStore {
                     .as_ref()
                     .is_some_and(|lease| lease.live(now).is_some()),
             },
-            None => EntryRead {
-                values: vec![None; fields.len()],
-                stamp: 0,
-                absent: false,
-                leased: false,
-            },
+            None => EntryRead::missing(fields.len()),
         }
     }
 

@@ -25,14 +25,14 @@
 mod memory;
 mod redis;
 
+use std::ops::Range;
 use std::time::Duration;
+
+use ::redis::Value;
 
 pub(crate) use self::memory::{shared as shared_memory, MemoryStore};
 pub(crate) use self::redis::RedisStore;
-use crate::codec::{EncodedField, FieldValue};
-
-/// The values of the asked-for fields, in order; `None` where the field (or the hash) is absent.
-pub(crate) type FieldValues = Vec<Option<FieldValue>>;
+use crate::codec::{EncodedField, Stored};
 
 /// Result of a store operation; errors are what Redis reported.
 pub(crate) type StoreResult<T> = Result<T, ::redis::RedisError>;
@@ -40,7 +40,12 @@ pub(crate) type StoreResult<T> = Result<T, ::redis::RedisError>;
 /// What one read found.
 #[derive(Debug)]
 pub(crate) struct EntryRead {
-    pub(crate) values: FieldValues,
+    /// One per asked-for field, in order, as `HMGET` answers: a bulk string where the hash
+    /// has the field, `Nil` where it does not. Kept as the reply came, so that a hit decodes
+    /// straight from it without another allocation.
+    pub(crate) values: Vec<Value>,
+    /// Which absent fields the entry lists as `None` or skipped.
+    pub(crate) absences: Absences,
     /// The entry's stamp (0: never invalidated). A fill after this read passes it back.
     pub(crate) stamp: u64,
     /// The entry is a cached absence.
@@ -50,9 +55,121 @@ pub(crate) struct EntryRead {
 }
 
 impl EntryRead {
+    /// No entry at all.
+    pub(crate) fn missing(fields: usize) -> Self {
+        EntryRead {
+            values: vec![Value::Nil; fields],
+            absences: Absences::default(),
+            stamp: 0,
+            absent: false,
+            leased: false,
+        }
+    }
+
+    /// Every field is there: stored, or listed as `None` or skipped.
+    pub(crate) fn is_complete(&self, fields: &[&str]) -> bool {
+        self.values
+            .iter()
+            .zip(fields)
+            .all(|(value, field)| is_stored(value) || self.absences.of(field).is_some())
+    }
+
     /// An invalidated entry nobody has refilled yet: where a herd of readers would form.
-    pub(crate) fn is_tombstone(&self) -> bool {
-        self.stamp > 0 && !self.absent && self.values.iter().all(Option::is_none)
+    pub(crate) fn is_tombstone(&self, fields: &[&str]) -> bool {
+        self.stamp > 0
+            && !self.absent
+            && self
+                .values
+                .iter()
+                .zip(fields)
+                .all(|(value, field)| !is_stored(value) && self.absences.of(field).is_none())
+    }
+
+    /// The fields for the decoder, in order; only meaningful when the entry is complete.
+    pub(crate) fn stored<'a>(
+        &'a mut self,
+        fields: &'a [&'a str],
+    ) -> impl Iterator<Item = Stored<'a>> + 'a {
+        let absences = &self.absences;
+        self.values
+            .iter_mut()
+            .zip(fields)
+            .map(move |(value, field)| match value {
+                Value::BulkString(bytes) => Stored::Text(bytes),
+                _ => match absences.of(field) {
+                    Some(Absence::Skipped) => Stored::Skipped,
+                    _ => Stored::Null,
+                },
+            })
+    }
+}
+
+fn is_stored(value: &Value) -> bool {
+    matches!(value, Value::BulkString(_))
+}
+
+/// The fields an entry lists as `None` (`null:a,b` in `__meta`) or skipped (`skip:c`): the
+/// comma-separated lists, as ranges of one text (the meta itself, on the hit path).
+#[derive(Debug, Default)]
+pub(crate) struct Absences {
+    text: Vec<u8>,
+    null: Range<usize>,
+    skip: Range<usize>,
+}
+
+/// Why a field is absent from an entry that lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Absence {
+    Null,
+    Skipped,
+}
+
+impl Absences {
+    /// The lists at `null` and `skip` in `text`.
+    pub(crate) fn within(text: Vec<u8>, null: Range<usize>, skip: Range<usize>) -> Self {
+        Absences { text, null, skip }
+    }
+
+    /// Lists of field names.
+    pub(crate) fn listing<'a>(
+        null: impl IntoIterator<Item = &'a str>,
+        skip: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        fn append<'a>(
+            text: &mut Vec<u8>,
+            names: impl IntoIterator<Item = &'a str>,
+        ) -> Range<usize> {
+            let start = text.len();
+            for name in names {
+                if text.len() > start {
+                    text.push(b',');
+                }
+                text.extend_from_slice(name.as_bytes());
+            }
+            start..text.len()
+        }
+        let mut text = Vec::new();
+        let null = append(&mut text, null);
+        let skip = append(&mut text, skip);
+        Absences { text, null, skip }
+    }
+
+    /// Whether, and why, the entry lists `field` as absent.
+    pub(crate) fn of(&self, field: &str) -> Option<Absence> {
+        let lists = |range: &Range<usize>| {
+            self.text
+                .get(range.clone())
+                .unwrap_or_default()
+                .split(|&byte| byte == b',')
+                .any(|item| item == field.as_bytes())
+        };
+        if lists(&self.null) {
+            Some(Absence::Null)
+        } else if lists(&self.skip) {
+            Some(Absence::Skipped)
+        } else {
+            None
+        }
     }
 }
 
