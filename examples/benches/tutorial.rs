@@ -5,33 +5,19 @@
 //! another, against a redis-server started here: all on the same cores, as in the tutorial.
 //! Run with `bash scripts/bench.sh`, or `cargo bench -p example-server --bench tutorial`.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use cache_core::Cache;
 use cache_integration_tests::measure::{self, Row};
 use cache_integration_tests::RedisServer;
-use example_server::auth::Auth;
-use example_server::config::Config;
-use example_server::db::Database;
-use example_server::repo::UserRepo;
-use example_server::{app, AppState};
+use example_server::app;
+
+/// The tests' helpers: the app's state, fresh databases, the user JSON.
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 const USERS: u64 = 100;
-
-fn config() -> Config {
-    Config {
-        addr: "127.0.0.1:0".parse().expect("address"),
-        database_url: String::new(),
-        redis_url: String::new(),
-        cache_enabled: true,
-        access_secret: "bench".into(),
-        refresh_secret: "bench-refresh".into(),
-        access_minutes: 30,
-        refresh_minutes: 60,
-        bcrypt_cost: 4,
-    }
-}
 
 /// Starts the server on its own two-thread runtime; answers its base URL.
 fn serve(database_url: String, cache: Cache) -> String {
@@ -43,11 +29,7 @@ fn serve(database_url: String, cache: Cache) -> String {
             .build()
             .expect("runtime");
         runtime.block_on(async move {
-            let db = Database::connect(&database_url).await.expect("database");
-            let state = AppState {
-                repo: UserRepo::new(db, cache),
-                auth: Auth::new(&config()),
-            };
+            let state = common::state(&database_url, cache).await;
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
                 .expect("bind");
@@ -61,25 +43,6 @@ fn serve(database_url: String, cache: Cache) -> String {
         });
     });
     receiver.recv().expect("the server started")
-}
-
-async fn fresh_postgres(admin: &str) -> String {
-    sqlx::any::install_default_drivers();
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let name = format!(
-        "bench_{}_{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
-    let pool = sqlx::AnyPool::connect(admin)
-        .await
-        .expect("connect to PostgreSQL");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&pool)
-        .await
-        .expect("create database");
-    let (base, _) = admin.rsplit_once('/').expect("a database in the URL");
-    format!("{base}/{name}")
 }
 
 /// xorshift64*, seeded per task: the same random ids for every configuration.
@@ -98,25 +61,21 @@ async fn main() {
         .ok()
         .map(|text| text.split(',').filter_map(|n| n.parse().ok()).collect())
         .unwrap_or_else(|| vec![5_000, 50_000]);
-    let mut databases = vec![("SQLite".to_owned(), None)];
-    match std::env::var("TEST_POSTGRES_URL") {
-        Ok(admin) => databases.push(("PostgreSQL".to_owned(), Some(admin))),
-        Err(_) => {
-            println!("TEST_POSTGRES_URL not set: PostgreSQL skipped (scripts/bench.sh sets it)")
-        }
+    let mut databases = vec![("SQLite", false)];
+    if std::env::var_os("TEST_POSTGRES_URL").is_some() {
+        databases.push(("PostgreSQL", true));
+    } else {
+        println!("TEST_POSTGRES_URL not set: PostgreSQL skipped (scripts/bench.sh sets it)");
     }
     let mut markdown = String::new();
     let mut series: Vec<(String, Vec<Row>)> = Vec::new();
-    for (database, admin) in &databases {
+    for (database, postgres) in databases {
         let mut rows = Vec::new();
         for cache_on in [false, true] {
-            let url = match admin {
-                Some(admin) => fresh_postgres(admin).await,
-                None => format!(
-                    "sqlite://{}/bench-{}-{cache_on}.db?mode=rwc",
-                    std::env::temp_dir().display(),
-                    std::process::id()
-                ),
+            let url = if postgres {
+                common::postgres_url().await
+            } else {
+                common::sqlite_url()
             };
             let cache = if cache_on {
                 Cache::builder()
@@ -130,10 +89,11 @@ async fn main() {
             let base = serve(url, cache);
             let client = reqwest::Client::new();
             for n in 1..=USERS {
-                let user = serde_json::json!({
-                    "name": format!("user{n}"), "password": "secret1", "avatar": null, "age": 30,
-                    "email": format!("user{n}@example.com"), "birthday": "1990-05-17",
-                });
+                let user = common::new_user(
+                    &format!("user{n}"),
+                    &format!("user{n}@example.com"),
+                    "secret1",
+                );
                 let status = client
                     .post(format!("{base}/api/users"))
                     .json(&user)
@@ -194,7 +154,7 @@ async fn main() {
         }
         table.push('\n');
         markdown.push_str(&table);
-        series.push((database.clone(), rows));
+        series.push((database.to_owned(), rows));
     }
     let title = "GET /api/users/{id}: requests per second, cache off vs on";
     measure::report("tutorial", title, &markdown, &series);
