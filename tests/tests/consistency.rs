@@ -223,8 +223,10 @@ fn close_gate(db: &Database) -> Arc<Semaphore> {
     gate
 }
 
-fn open_gate(db: &Database) {
+/// Lets new loads through, and the `waiting` ones stopped at `gate`.
+fn open_gate(db: &Database, gate: &Semaphore, waiting: usize) {
     *db.gate.lock().unwrap() = None;
+    gate.add_permits(waiting);
 }
 
 /// Waits until `count` loads have read their rows (and wait at the gate).
@@ -250,8 +252,7 @@ async fn a_slow_read_racing_an_update_does_not_fill_old_data(backend: Backend) {
     loads_reached(&db, 1).await;
     // B writes and invalidates while A's stale value is in flight.
     b.set_password(1, "new").await.unwrap();
-    open_gate(&db);
-    gate.add_permits(1);
+    open_gate(&db, &gate, 1);
     let stale = slow_read.await.unwrap().unwrap();
     assert_eq!(stale.password, "old", "A's own call returns what it loaded");
 
@@ -279,8 +280,7 @@ async fn a_slow_read_racing_a_tag_invalidation_does_not_fill_old_data(backend: B
     loads_reached(&db, 1).await;
     // B changes the password by id: it knows the tag, not the email.
     b.set_password(7, "new").await.unwrap();
-    open_gate(&db);
-    gate.add_permits(1);
+    open_gate(&db, &gate, 1);
     assert_eq!(slow_login.await.unwrap().unwrap().password, "old");
 
     assert_eq!(
@@ -329,8 +329,7 @@ async fn concurrent_misses_through_one_handle_load_once(backend: Backend) {
     loads_reached(&db, 1).await;
     // Give the other nineteen every chance to start a load of their own.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    open_gate(&db);
-    gate.add_permits(20);
+    open_gate(&db, &gate, 20);
     for reader in readers {
         assert_eq!(reader.await.unwrap().unwrap().id, 1);
     }
@@ -389,8 +388,7 @@ async fn after_an_invalidation_other_processes_wait_for_the_lease_holder(backend
         (account, b.cache.stats())
     });
     tokio::time::sleep(Duration::from_millis(30)).await;
-    open_gate(&db);
-    gate.add_permits(1);
+    open_gate(&db, &gate, 1);
     assert_eq!(holder.await.unwrap().unwrap().password, "new");
     let (account, b_stats) = waiter.await.unwrap();
     assert_eq!(account.unwrap().password, "new");
@@ -405,8 +403,7 @@ async fn after_an_invalidation_other_processes_wait_for_the_lease_holder(backend
 async fn a_lease_holder_that_dies_delays_others_only_by_the_lease_wait(backend: Backend) {
     let (b, db, gate, holder, loads) = a_holds_the_lease(&backend).await;
     holder.abort();
-    open_gate(&db);
-    gate.add_permits(1);
+    open_gate(&db, &gate, 1);
     // B waits for the dead holder at most the lease wait (300 ms), then loads itself.
     let started = Instant::now();
     assert_eq!(b.get(1).await.unwrap().password, "new");
@@ -499,8 +496,7 @@ async fn a_slow_read_racing_a_write_through_does_not_fill_old_data(backend: Back
     // The entry is a tombstone, so the update invalidates; either way the slow read's fill
     // of the old row must be refused.
     b.set_password_through(1, "new").await.unwrap();
-    open_gate(&db);
-    gate.add_permits(1);
+    open_gate(&db, &gate, 1);
     assert_eq!(slow_read.await.unwrap().unwrap().password, "old");
     assert_eq!(a.get(1).await.unwrap().password, "new");
     assert_eq!(b.get(1).await.unwrap().password, "new");
