@@ -585,28 +585,25 @@ impl Cache {
         if read.absent {
             return Ok(Lookup::Absent { seen: read.stamp });
         }
-        let miss = Lookup::Miss {
+        if read.is_complete(fields) {
+            let decoded = decode(fields, &mut read.stored(fields));
+            match decoded {
+                Ok(value) => {
+                    Counters::bump(&counters.hits);
+                    return Ok(Lookup::Hit(value));
+                }
+                // Garbage is a miss; the fill that follows overwrites it.
+                Err(error) => {
+                    tracing::debug!(key, %error, "cache entry does not decode; treating it as a miss");
+                }
+            }
+        }
+        Counters::bump(&counters.misses);
+        Ok(Lookup::Miss {
             seen: read.stamp,
             tombstone: read.is_tombstone(fields),
             leased: read.leased,
-        };
-        if !read.is_complete(fields) {
-            Counters::bump(&counters.misses);
-            return Ok(miss);
-        }
-        let decoded = decode(fields, &mut read.stored(fields));
-        match decoded {
-            Ok(value) => {
-                Counters::bump(&counters.hits);
-                Ok(Lookup::Hit(value))
-            }
-            Err(error) => {
-                // Garbage is a miss; the fill that follows overwrites it.
-                tracing::debug!(key, %error, "cache entry does not decode; treating it as a miss");
-                Counters::bump(&counters.misses);
-                Ok(miss)
-            }
-        }
+        })
     }
 
     /// Fills after a miss that read `seen` at `read_at`. Refused (`Ok(false)`) when an
