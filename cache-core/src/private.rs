@@ -488,10 +488,7 @@ pub async fn write_through<S, R>(
 
 fn version_of(fields: &[EncodedField], version_field: &str) -> Option<u64> {
     let (_, value) = fields.iter().find(|(name, _)| *name == version_field)?;
-    match value {
-        codec::FieldValue::Text(text) => std::str::from_utf8(text).ok()?.parse().ok(),
-        _ => None,
-    }
+    value.whole_number()
 }
 
 /// Tells a failed write (`Err`) from a successful one, for any return type: `Result`s by

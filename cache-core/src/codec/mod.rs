@@ -47,6 +47,16 @@ pub(crate) enum FieldValue {
     Skipped,
 }
 
+impl FieldValue {
+    /// The value as a whole number, if it is one (a write-through's version field).
+    pub(crate) fn whole_number(&self) -> Option<u64> {
+        match self {
+            FieldValue::Text(text) => std::str::from_utf8(text).ok()?.parse().ok(),
+            FieldValue::Null | FieldValue::Skipped => None,
+        }
+    }
+}
+
 /// Errors inside the codec; converted to [`crate::Error`] (or a miss) at its edge.
 #[derive(Debug)]
 pub(crate) enum CodecError {

@@ -211,9 +211,11 @@ impl MemoryStore {
         let now = Instant::now();
         let mut state = self.state();
         let stamp = state.invalidate_tags(write.tags, write.lease_time, now);
-        let current_version = |entry: &Entry| match entry.fields.get(write.version_field) {
-            Some(FieldValue::Text(text)) => std::str::from_utf8(text).ok()?.parse::<u64>().ok(),
-            _ => None,
+        let current_version = |entry: &Entry| {
+            entry
+                .fields
+                .get(write.version_field)
+                .and_then(FieldValue::whole_number)
         };
         match state.entries.get_mut(write.key) {
             Some((entry, expires_at)) if *expires_at > now && !entry.tagged && !entry.absent => {
