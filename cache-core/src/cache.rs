@@ -373,7 +373,7 @@ impl Cache {
     /// # Errors
     ///
     /// As [`get`](Self::get), plus [`Error::Encode`] when a field cannot be encoded.
-    pub async fn put<T: Serialize>(
+    pub async fn put<T: Serialize + DeserializeOwned>(
         &self,
         prefix: &str,
         key: &(impl Display + ?Sized),
@@ -413,7 +413,7 @@ impl Cache {
     ) -> Result<(), Error> {
         check_segment("prefix", prefix)?;
         let key = self.key(prefix, key);
-        self.invalidate_all(&[key.as_str()], &[]).await
+        self.invalidate_all(vec![key], Vec::new()).await
     }
 
     /// Drops every entry registered under `tag` (by a `tags = [...]` argument of
@@ -423,7 +423,7 @@ impl Cache {
     ///
     /// As [`invalidate`](Self::invalidate).
     pub async fn invalidate_tag(&self, tag: &str) -> Result<(), Error> {
-        self.invalidate_all(&[], &[tag.to_owned()]).await
+        self.invalidate_all(Vec::new(), vec![tag.to_owned()]).await
     }
 
     /// The handle's counters.
@@ -655,60 +655,105 @@ impl Cache {
     }
 
     /// Invalidates entries and tags together; what cannot be delivered now is kept and
-    /// delivered later.
-    pub(crate) async fn invalidate_all(&self, keys: &[&str], tags: &[String]) -> Result<(), Error> {
+    /// delivered later. Runs to the end even if the caller stops waiting (see
+    /// [`Cache::detached`]): a write that committed must never lose its invalidation.
+    pub(crate) async fn invalidate_all(
+        &self,
+        keys: Vec<String>,
+        tags: Vec<String>,
+    ) -> Result<(), Error> {
         if !self.is_enabled() {
             return Ok(());
         }
-        match self.store_invalidation(keys, tags).await {
-            Ok(()) => Ok(()),
-            Err(error) => {
-                self.remember_undelivered(keys, tags);
-                Err(error)
+        self.detached(keys.clone(), tags.clone(), move |cache| async move {
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            match cache.store_invalidation(&keys, &tags).await {
+                Ok(()) => Ok(()),
+                Err(error) => {
+                    cache.remember_undelivered(&keys, &tags);
+                    Err(error)
+                }
             }
-        }
+        })
+        .await
     }
 
     /// Writes a value through after an update: `Ok(true)` when the entry now holds it,
     /// `Ok(false)` when the entry was invalidated instead (see [`store::WriteThrough`]).
-    /// What cannot be delivered now is kept as an invalidation and delivered later.
+    /// What cannot be delivered now is kept as an invalidation and delivered later; like
+    /// [`invalidate_all`](Self::invalidate_all), it runs to the end without the caller.
     pub(crate) async fn write_through(
         &self,
-        key: &str,
-        fields: &[codec::EncodedField],
-        version_field: &str,
+        key: String,
+        fields: Vec<codec::EncodedField>,
+        version_field: &'static str,
         version: u64,
-        tags: &[String],
+        tags: Vec<String>,
     ) -> Result<bool, Error> {
-        let namespace = self.inner.namespace.as_deref();
-        let tag_keys: Vec<TagKeys> = tags.iter().map(|tag| tag_keys(namespace, tag)).collect();
-        let write = WriteThrough {
-            clock: &self.inner.clock_key,
-            key,
-            fields,
-            version_field,
-            version,
-            tags: &tag_keys,
-            lease_time: self.inner.lease_time,
-        };
-        match self
-            .guarded("write through", self.inner.store.write_through(write))
-            .await
-        {
-            Ok(written) => {
-                let counters = &self.inner.counters;
-                let invalidated = tags.len() + usize::from(!written);
-                counters
-                    .invalidations
-                    .fetch_add(invalidated as u64, Ordering::Relaxed);
-                if written {
-                    Counters::bump(&counters.written_through);
+        self.detached(vec![key.clone()], tags.clone(), move |cache| async move {
+            let namespace = cache.inner.namespace.as_deref();
+            let tag_keys: Vec<TagKeys> = tags.iter().map(|tag| tag_keys(namespace, tag)).collect();
+            let write = WriteThrough {
+                clock: &cache.inner.clock_key,
+                key: &key,
+                fields: &fields,
+                version_field,
+                version,
+                tags: &tag_keys,
+                lease_time: cache.inner.lease_time,
+            };
+            match cache
+                .guarded("write through", cache.inner.store.write_through(write))
+                .await
+            {
+                Ok(written) => {
+                    let counters = &cache.inner.counters;
+                    let invalidated = tags.len() + usize::from(!written);
+                    counters
+                        .invalidations
+                        .fetch_add(invalidated as u64, Ordering::Relaxed);
+                    if written {
+                        Counters::bump(&counters.written_through);
+                    }
+                    Ok(written)
                 }
-                Ok(written)
+                Err(error) => {
+                    cache.remember_undelivered(&[key.as_str()], &tags);
+                    Err(error)
+                }
             }
+        })
+        .await
+    }
+
+    /// Runs a write's cache work on its own task, so that it finishes even if the caller's
+    /// future is dropped at an `.await` (a client that disconnected from axum, a `timeout`,
+    /// a `select!`): the database write has committed by then, and an invalidation dropped
+    /// halfway would leave the old row cached for a whole TTL, in every process. The caller
+    /// still waits for the outcome when it stays. If the task cannot finish (it panicked, or
+    /// the runtime is shutting down), `keys` and `tags` are kept as pending invalidations.
+    async fn detached<T, F>(
+        &self,
+        keys: Vec<String>,
+        tags: Vec<String>,
+        work: impl FnOnce(Cache) -> F,
+    ) -> Result<T, Error>
+    where
+        F: Future<Output = Result<T, Error>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let task = work(self.clone());
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // Not on a Tokio runtime (the Redis store needs one; `mem://` does not): run
+            // here, with nothing to await that could be cancelled halfway for Redis.
+            return task.await;
+        };
+        match runtime.spawn(task).await {
+            Ok(outcome) => outcome,
             Err(error) => {
-                self.remember_undelivered(&[key], tags);
-                Err(error)
+                let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                self.remember_undelivered(&keys, &tags);
+                Err(Error::Interrupted(error.to_string()))
             }
         }
     }

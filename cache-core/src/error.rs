@@ -28,6 +28,10 @@ pub enum Error {
         "an invalidation of this entry is waiting for Redis; the entry is not used until then"
     )]
     InvalidationPending,
+    /// A write's cache work stopped before it finished (its task panicked, or the runtime
+    /// is shutting down). What it had to invalidate is kept and delivered later.
+    #[error("cache operation interrupted: {0}")]
+    Interrupted(String),
     /// A value could not be turned into hash fields.
     #[error("cannot encode field `{field}` for the cache: {message}")]
     Encode {

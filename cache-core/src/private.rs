@@ -443,13 +443,13 @@ pub async fn invalidate(cache: Option<Cache>, key: Option<String>, tags: Vec<Str
     let Some(cache) = cache else {
         return;
     };
-    let keys: Vec<&str> = key.as_deref().into_iter().collect();
+    let keys: Vec<String> = key.into_iter().collect();
     if keys.is_empty() && tags.is_empty() {
         return;
     }
-    // An undelivered invalidation is remembered and retried inside; never the caller's
-    // problem.
-    let _ = cache.invalidate_all(&keys, &tags).await;
+    // An undelivered invalidation is remembered and retried inside, and it runs to the end
+    // even if our caller stops waiting; never the caller's problem.
+    let _ = cache.invalidate_all(keys, tags).await;
 }
 
 /// `cached_update` with `schema` and `version`: after the function succeeded, write its
@@ -482,7 +482,7 @@ pub async fn write_through<S, R>(
     };
     // Failures are remembered and delivered later as an invalidation.
     let _ = cache
-        .write_through(&key, &fields, version_field, version, &tags)
+        .write_through(key, fields, version_field, version, tags)
         .await;
 }
 

@@ -19,8 +19,11 @@ type Answer<T> = Result<T, AppError>;
 
 /// `POST /api/auth/login`, an OAuth2 password form: `username` is the email.
 pub async fn login(State(state): State<AppState>, body: Bytes) -> Answer<Json<TokenPair>> {
-    let form: HashMap<String, String> = serde_urlencoded::from_bytes(&body)
+    let mut form: HashMap<String, String> = serde_urlencoded::from_bytes(&body)
         .map_err(|error| AppError::invalid(format!("form: {error}")))?;
+    // As FastAPI reads a form: an empty field is an absent one. OAuth2 clients send the
+    // optional fields empty (`grant_type=&scope=&client_id=&client_secret=`).
+    form.retain(|_, value| !value.is_empty());
     let field = |name: &str| {
         form.get(name)
             .ok_or_else(|| AppError::invalid(format!("{name}: field required")))

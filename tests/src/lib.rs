@@ -214,11 +214,13 @@ pub fn unique_namespace(test: &str) -> String {
 }
 
 /// A TCP proxy in front of a server that the test can cut (every connection reset, new ones
-/// dropped at once) and restore: a network fault between the cache and Redis.
+/// dropped at once) and restore, or slow down: a network fault between the cache and Redis.
 #[derive(Debug)]
 pub struct CuttableProxy {
     address: SocketAddr,
     cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Milliseconds each chunk waits before it is forwarded, both ways.
+    delay_ms: std::sync::Arc<AtomicU64>,
     connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -231,21 +233,28 @@ impl CuttableProxy {
             .expect("bind proxy");
         let address = listener.local_addr().expect("proxy address");
         let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let delay_ms = std::sync::Arc::new(AtomicU64::new(0));
         let connections = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (is_cut, tasks) = (cut.clone(), connections.clone());
+        let (is_cut, tasks, delay) = (cut.clone(), connections.clone(), delay_ms.clone());
         let task = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
+            while let Ok((client, _)) = listener.accept().await {
                 if is_cut.load(Ordering::SeqCst) {
                     drop(client);
                     continue;
                 }
+                let delay = delay.clone();
                 let connection = tokio::spawn(async move {
-                    let Ok(mut upstream) =
+                    let Ok(upstream) =
                         tokio::net::TcpStream::connect(("127.0.0.1", upstream_port)).await
                     else {
                         return;
                     };
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    let (client_read, client_write) = client.into_split();
+                    let (upstream_read, upstream_write) = upstream.into_split();
+                    tokio::select! {
+                        _ = forward(client_read, upstream_write, delay.clone()) => {}
+                        _ = forward(upstream_read, client_write, delay) => {}
+                    }
                 });
                 tasks.lock().expect("proxy tasks").push(connection);
             }
@@ -253,9 +262,17 @@ impl CuttableProxy {
         CuttableProxy {
             address,
             cut,
+            delay_ms,
             connections,
             task,
         }
+    }
+
+    /// From now on every chunk waits `delay` before it is forwarded, both ways: a slow or
+    /// congested link (or a Redis busy elsewhere).
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// `redis://` URL of the proxy.
@@ -274,6 +291,28 @@ impl CuttableProxy {
     /// Lets connections through again.
     pub fn restore(&self) {
         self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Copies one direction of a proxied connection, each chunk after the current delay.
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay_ms: std::sync::Arc<AtomicU64>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0u8; 16 * 1024];
+    while let Ok(read) = from.read(&mut buffer).await {
+        if read == 0 {
+            break;
+        }
+        let delay = delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        if to.write_all(&buffer[..read]).await.is_err() {
+            break;
+        }
     }
 }
 

@@ -143,6 +143,14 @@ macro_rules! via_json {
     }};
 }
 
+macro_rules! chain_json_forwarded {
+    ($($method:ident)*) => {
+        $(fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+            self.json(|json| de::Deserializer::$method(json, visitor))
+        })*
+    };
+}
+
 macro_rules! parsed {
     ($($method:ident => $visit:ident: $ty:ty),* $(,)?) => {
         $(fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
@@ -162,14 +170,11 @@ macro_rules! json_forwarded {
 impl<'de> de::Deserializer<'de> for FieldDecoder<'de> {
     type Error = CodecError;
 
-    /// Self-describing reads (`serde_json::Value`, untagged enums) get JSON when the text is
-    /// JSON, else the text as a string.
+    /// Types that read any value (`serde_json::Value`, untagged enums, decimals) are stored
+    /// as JSON by the encoder, so the text says exactly what it is: `"42"` a string, `42` a
+    /// number. Text that is not JSON is garbage here, hence a miss.
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
-        let bytes = self.into_bytes();
-        match serde_json::from_slice::<serde_json::Value>(bytes) {
-            Ok(value) => de::Deserializer::deserialize_any(value, visitor).map_err(Into::into),
-            Err(_) => visitor.visit_borrowed_str(utf8(bytes)?),
-        }
+        via_json!(self, deserialize_any(visitor))
     }
 
     parsed! {
@@ -210,7 +215,7 @@ impl<'de> de::Deserializer<'de> for FieldDecoder<'de> {
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
         if self.inside_some {
-            via_json!(self, deserialize_option(visitor))
+            OptionChain(self.into_bytes()).deserialize_option(visitor)
         } else {
             visitor.visit_some(FieldDecoder {
                 bytes: self.bytes,
@@ -282,6 +287,105 @@ impl<'de> de::Deserializer<'de> for FieldDecoder<'de> {
 
     fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
         visitor.visit_unit()
+    }
+}
+
+/// An `Option` under a `Some`, as the encoder's `write_option_chain` wrote it: `null` for
+/// `None`, `[x]` for `Some(x)`; below the last `Option` layer, JSON.
+struct OptionChain<'de>(&'de [u8]);
+
+impl<'de> de::Deserializer<'de> for OptionChain<'de> {
+    type Error = CodecError;
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+        match self.0 {
+            b"null" => visitor.visit_none(),
+            [b'[', inner @ .., b']'] => visitor.visit_some(OptionChain(inner)),
+            _ => Err(CodecError::Message(
+                "stored value is not a nested option".into(),
+            )),
+        }
+    }
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+        let mut json = serde_json::Deserializer::from_slice(self.0);
+        let value = de::Deserializer::deserialize_any(&mut json, visitor)?;
+        json.end()?;
+        Ok(value)
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, CodecError> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn deserialize_unit_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, CodecError> {
+        self.json(|json| de::Deserializer::deserialize_unit_struct(json, name, visitor))
+    }
+
+    fn deserialize_tuple<V: Visitor<'de>>(
+        self,
+        len: usize,
+        visitor: V,
+    ) -> Result<V::Value, CodecError> {
+        self.json(|json| de::Deserializer::deserialize_tuple(json, len, visitor))
+    }
+
+    fn deserialize_tuple_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        len: usize,
+        visitor: V,
+    ) -> Result<V::Value, CodecError> {
+        self.json(|json| de::Deserializer::deserialize_tuple_struct(json, name, len, visitor))
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, CodecError> {
+        self.json(|json| de::Deserializer::deserialize_struct(json, name, fields, visitor))
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, CodecError> {
+        self.json(|json| de::Deserializer::deserialize_enum(json, name, variants, visitor))
+    }
+
+    chain_json_forwarded! {
+        deserialize_bool deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64
+        deserialize_i128 deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64
+        deserialize_u128 deserialize_f32 deserialize_f64 deserialize_char deserialize_str
+        deserialize_string deserialize_bytes deserialize_byte_buf deserialize_unit
+        deserialize_seq deserialize_map deserialize_identifier deserialize_ignored_any
+    }
+}
+
+impl<'de> OptionChain<'de> {
+    /// Runs one `serde_json` method on the text, rejecting trailing garbage.
+    fn json<T>(
+        self,
+        read: impl FnOnce(
+            &mut serde_json::Deserializer<serde_json::de::SliceRead<'de>>,
+        ) -> Result<T, serde_json::Error>,
+    ) -> Result<T, CodecError> {
+        let mut json = serde_json::Deserializer::from_slice(self.0);
+        let value = read(&mut json)?;
+        json.end()?;
+        Ok(value)
     }
 }
 

@@ -86,3 +86,174 @@ impl<'de> de::Deserializer<'de> for Probe {
         tuple_struct enum identifier ignored_any
     }
 }
+
+/// The fields of `T` whose `Deserialize` asks the format what the value is
+/// (`deserialize_any`): `serde_json::Value`, untagged and internally tagged enums, most
+/// decimal types. Plain text cannot tell `"42"` from `42` or `"1.50"` from `1.5` for them, so
+/// they are stored as JSON. Found by starting to deserialize each field with a probe that
+/// records what it is asked for; costs one aborted call per field, no allocation but the list.
+pub(crate) fn self_describing_fields<'de, T: Deserialize<'de>>(
+    fields: &'static [&'static str],
+) -> Vec<&'static str> {
+    fields
+        .iter()
+        .copied()
+        .filter(|&field| matches!(T::deserialize(FieldProbe { field }), Err(Asked::Any)))
+        .collect()
+}
+
+/// What a field's `Deserialize` asked for first.
+#[derive(Debug)]
+enum Asked {
+    /// `deserialize_any`: the value must describe itself.
+    Any,
+    /// A specific type, or the probe could not get that far.
+    Typed,
+}
+
+impl std::fmt::Display for Asked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("field probe")
+    }
+}
+
+impl std::error::Error for Asked {}
+
+impl de::Error for Asked {
+    fn custom<M: std::fmt::Display>(_: M) -> Self {
+        Asked::Typed
+    }
+}
+
+/// Presents the struct as a map holding only `field`, whose value is a [`KindProbe`].
+struct FieldProbe {
+    field: &'static str,
+}
+
+impl<'de> de::Deserializer<'de> for FieldProbe {
+    type Error = Asked;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Asked> {
+        Err(Asked::Typed)
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        _: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Asked> {
+        visitor.visit_map(OneField {
+            field: Some(self.field),
+        })
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct newtype_struct seq tuple
+        tuple_struct map enum identifier ignored_any
+    }
+}
+
+struct OneField {
+    field: Option<&'static str>,
+}
+
+impl<'de> de::MapAccess<'de> for OneField {
+    type Error = Asked;
+
+    fn next_key_seed<K: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Asked> {
+        match self.field.take() {
+            Some(field) => seed
+                .deserialize(de::value::BorrowedStrDeserializer::new(field))
+                .map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn next_value_seed<V: de::DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Asked> {
+        seed.deserialize(KindProbe)
+    }
+}
+
+/// Sees through `Option` and newtypes to the first real request.
+struct KindProbe;
+
+/// Methods that ask for one specific type.
+macro_rules! typed {
+    ($($method:ident)*) => {
+        $(fn $method<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Asked> {
+            Err(Asked::Typed)
+        })*
+    };
+}
+
+impl<'de> de::Deserializer<'de> for KindProbe {
+    type Error = Asked;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Asked> {
+        Err(Asked::Any)
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Asked> {
+        visitor.visit_some(KindProbe)
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Asked> {
+        visitor.visit_newtype_struct(KindProbe)
+    }
+
+    typed! {
+        deserialize_bool deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64
+        deserialize_i128 deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64
+        deserialize_u128 deserialize_f32 deserialize_f64 deserialize_char deserialize_str
+        deserialize_string deserialize_bytes deserialize_byte_buf deserialize_unit
+        deserialize_seq deserialize_map deserialize_identifier deserialize_ignored_any
+    }
+
+    fn deserialize_unit_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        _: V,
+    ) -> Result<V::Value, Asked> {
+        Err(Asked::Typed)
+    }
+
+    fn deserialize_tuple<V: Visitor<'de>>(self, _: usize, _: V) -> Result<V::Value, Asked> {
+        Err(Asked::Typed)
+    }
+
+    fn deserialize_tuple_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        _: usize,
+        _: V,
+    ) -> Result<V::Value, Asked> {
+        Err(Asked::Typed)
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        _: &'static [&'static str],
+        _: V,
+    ) -> Result<V::Value, Asked> {
+        Err(Asked::Typed)
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        _: &'static [&'static str],
+        _: V,
+    ) -> Result<V::Value, Asked> {
+        Err(Asked::Typed)
+    }
+}

@@ -2,8 +2,10 @@
 
 use std::io::Write as _;
 
+use serde::de::DeserializeOwned;
 use serde::ser::{self, Impossible, Serialize, SerializeStruct};
 
+use super::schema::{schema_fields, self_describing_fields, SchemaFields};
 use super::{CodecError, FieldValue};
 use crate::Error;
 
@@ -11,9 +13,21 @@ use crate::Error;
 pub(crate) type EncodedField = (&'static str, FieldValue);
 
 /// Turns a schema value into its hash fields. The value must serialize as a struct.
-pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<EncodedField>, Error> {
+///
+/// The schema's `Deserialize` is consulted too: fields that it reads with `deserialize_any`
+/// are stored as JSON (see [`super::schema::self_describing_fields`]).
+pub(crate) fn encode<T: Serialize + DeserializeOwned>(
+    value: &T,
+) -> Result<Vec<EncodedField>, Error> {
+    let self_describing = match schema_fields::<T>() {
+        SchemaFields::Named(fields) => self_describing_fields::<T>(fields),
+        SchemaFields::Unsupported(_) => Vec::new(),
+    };
     value
-        .serialize(StructEncoder::default())
+        .serialize(StructEncoder {
+            fields: Vec::new(),
+            self_describing,
+        })
         .map_err(|FieldError { field, error }| Error::Encode {
             field: field.to_owned(),
             message: error.to_string(),
@@ -21,9 +35,10 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<EncodedFiel
 }
 
 /// Collects the fields of the top-level struct. Errors carry the field they happened in.
-#[derive(Default)]
 struct StructEncoder {
     fields: Vec<EncodedField>,
+    /// Fields stored as JSON because their type reads any value (`deserialize_any`).
+    self_describing: Vec<&'static str>,
 }
 
 /// A codec error and the field it happened in.
@@ -68,7 +83,9 @@ impl SerializeStruct for StructEncoder {
         key: &'static str,
         value: &T,
     ) -> Result<(), FieldError> {
-        let encoded = encode_field(value).map_err(|error| FieldError { field: key, error })?;
+        let as_json = self.self_describing.contains(&key);
+        let encoded =
+            encode_field(value, as_json).map_err(|error| FieldError { field: key, error })?;
         self.fields.push((key, encoded));
         Ok(())
     }
@@ -83,12 +100,17 @@ impl SerializeStruct for StructEncoder {
     }
 }
 
-/// Encodes one field value: plain text where the table in `codec` says so, else JSON.
-pub(super) fn encode_field<T: Serialize + ?Sized>(value: &T) -> Result<FieldValue, CodecError> {
+/// Encodes one field value: plain text where the table in `codec` says so, else JSON;
+/// `as_json` for a type that reads any value, which gets JSON for everything but `None`.
+pub(super) fn encode_field<T: Serialize + ?Sized>(
+    value: &T,
+    as_json: bool,
+) -> Result<FieldValue, CodecError> {
     let mut out = Vec::new();
     match value.serialize(FieldEncoder {
         out: &mut out,
         inside_some: false,
+        as_json,
     }) {
         Ok(Written::Text) => Ok(FieldValue::Text(out)),
         Ok(Written::Null) => Ok(FieldValue::Null),
@@ -107,17 +129,26 @@ enum Written {
 /// before writing anything, so that the caller can start over with `serde_json`.
 struct FieldEncoder<'a> {
     out: &'a mut Vec<u8>,
-    /// Under a `Some` an inner `None` must stay distinct from the outer one: that goes to JSON.
+    /// Under a `Some`, a further `Option` is written as an [`OptionChain`], so that
+    /// `Some(None)` and `Some(Some(None))` stay distinct.
     inside_some: bool,
+    /// Everything but the top-level `None` goes to JSON.
+    as_json: bool,
 }
 
 impl FieldEncoder<'_> {
     fn text(self, text: &[u8]) -> Result<Written, CodecError> {
+        if self.as_json {
+            return Err(CodecError::NeedsJson);
+        }
         self.out.extend_from_slice(text);
         Ok(Written::Text)
     }
 
     fn display(self, value: impl std::fmt::Display) -> Result<Written, CodecError> {
+        if self.as_json {
+            return Err(CodecError::NeedsJson);
+        }
         write!(self.out, "{value}").map_err(|error| CodecError::Message(error.to_string()))?;
         Ok(Written::Text)
     }
@@ -129,6 +160,9 @@ impl FieldEncoder<'_> {
         value: F,
         finite: bool,
     ) -> Result<Written, CodecError> {
+        if self.as_json {
+            return Err(CodecError::NeedsJson);
+        }
         if finite {
             serde_json::to_writer(self.out, &value)?;
             Ok(Written::Text)
@@ -181,18 +215,23 @@ impl ser::Serializer for FieldEncoder<'_> {
 
     fn serialize_none(self) -> Result<Written, CodecError> {
         if self.inside_some {
-            return Err(CodecError::NeedsJson);
+            self.out.extend_from_slice(b"null");
+            return Ok(Written::Text);
         }
         Ok(Written::Null)
     }
 
     fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<Written, CodecError> {
         if self.inside_some {
-            return Err(CodecError::NeedsJson);
+            self.out.push(b'[');
+            write_option_chain(self.out, value)?;
+            self.out.push(b']');
+            return Ok(Written::Text);
         }
         value.serialize(FieldEncoder {
             out: self.out,
             inside_some: true,
+            as_json: self.as_json,
         })
     }
 
@@ -237,6 +276,91 @@ impl ser::Serializer for FieldEncoder<'_> {
     }
 }
 
+/// Writes a value found under `Some(…)` inside a `Some`: `None` as `null`, `Some(x)` as
+/// `[x]` (recursively), anything else as JSON. JSON alone writes `Some(None)` and `None`
+/// both as `null`; this keeps every level of an `Option<Option<Option<T>>>`.
+fn write_option_chain<T: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    value: &T,
+) -> Result<(), CodecError> {
+    match value.serialize(OptionChain { out: &mut *out }) {
+        Err(CodecError::NeedsJson) => Ok(serde_json::to_writer(out, value)?),
+        other => other,
+    }
+}
+
+/// See [`write_option_chain`]: handles the `Option` layers, answers
+/// [`CodecError::NeedsJson`] (before writing anything) for every other shape.
+struct OptionChain<'a> {
+    out: &'a mut Vec<u8>,
+}
+
+macro_rules! chain_as_json {
+    ($($method:ident($($arg:ty),*) -> $ret:ty),* $(,)?) => {
+        $(fn $method(self, $(_: $arg),*) -> Result<$ret, CodecError> { Err(CodecError::NeedsJson) })*
+    };
+}
+
+impl ser::Serializer for OptionChain<'_> {
+    type Ok = ();
+    type Error = CodecError;
+    type SerializeSeq = Impossible<(), CodecError>;
+    type SerializeTuple = Impossible<(), CodecError>;
+    type SerializeTupleStruct = Impossible<(), CodecError>;
+    type SerializeTupleVariant = Impossible<(), CodecError>;
+    type SerializeMap = Impossible<(), CodecError>;
+    type SerializeStruct = Impossible<(), CodecError>;
+    type SerializeStructVariant = Impossible<(), CodecError>;
+
+    fn serialize_none(self) -> Result<(), CodecError> {
+        self.out.extend_from_slice(b"null");
+        Ok(())
+    }
+
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), CodecError> {
+        self.out.push(b'[');
+        write_option_chain(self.out, value)?;
+        self.out.push(b']');
+        Ok(())
+    }
+
+    chain_as_json! {
+        serialize_bool(bool) -> (), serialize_i8(i8) -> (), serialize_i16(i16) -> (),
+        serialize_i32(i32) -> (), serialize_i64(i64) -> (), serialize_i128(i128) -> (),
+        serialize_u8(u8) -> (), serialize_u16(u16) -> (), serialize_u32(u32) -> (),
+        serialize_u64(u64) -> (), serialize_u128(u128) -> (), serialize_f32(f32) -> (),
+        serialize_f64(f64) -> (), serialize_char(char) -> (), serialize_str(&str) -> (),
+        serialize_bytes(&[u8]) -> (), serialize_unit() -> (),
+        serialize_unit_struct(&'static str) -> (),
+        serialize_unit_variant(&'static str, u32, &'static str) -> (),
+        serialize_seq(Option<usize>) -> Self::SerializeSeq,
+        serialize_tuple(usize) -> Self::SerializeTuple,
+        serialize_tuple_struct(&'static str, usize) -> Self::SerializeTupleStruct,
+        serialize_tuple_variant(&'static str, u32, &'static str, usize) -> Self::SerializeTupleVariant,
+        serialize_map(Option<usize>) -> Self::SerializeMap,
+        serialize_struct(&'static str, usize) -> Self::SerializeStruct,
+        serialize_struct_variant(&'static str, u32, &'static str, usize) -> Self::SerializeStructVariant,
+    }
+
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        value: &T,
+    ) -> Result<(), CodecError> {
+        value.serialize(self)
+    }
+
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result<(), CodecError> {
+        Err(CodecError::NeedsJson)
+    }
+}
+
 /// Accepts only a struct at the top: a schema is a set of named fields.
 impl ser::Serializer for StructEncoder {
     type Ok = Vec<EncodedField>;
@@ -252,6 +376,7 @@ impl ser::Serializer for StructEncoder {
     fn serialize_struct(self, _: &'static str, len: usize) -> Result<Self, FieldError> {
         Ok(StructEncoder {
             fields: Vec::with_capacity(len),
+            self_describing: self.self_describing,
         })
     }
 

@@ -37,7 +37,7 @@ fn stored(value: &mut FieldValue) -> Stored<'_> {
     }
 }
 
-fn text_of<T: Serialize>(value: &T, field: &str) -> FieldValue {
+fn text_of<T: Serialize + serde::de::DeserializeOwned>(value: &T, field: &str) -> FieldValue {
     encode(value)
         .unwrap()
         .into_iter()
@@ -175,7 +175,7 @@ proptest! {
 
     #[test]
     fn strings_are_stored_verbatim_and_none_apart_from_empty(text in any::<String>()) {
-        #[derive(Serialize)]
+        #[derive(Serialize, Deserialize)]
         struct S { a: String, b: Option<String> }
         let value = S { a: text.clone(), b: Some(text.clone()) };
         prop_assert_eq!(text_of(&value, "a"), FieldValue::Text(text.clone().into_bytes()));
@@ -185,7 +185,7 @@ proptest! {
 
     #[test]
     fn integers_are_decimal(n in any::<i64>()) {
-        #[derive(Serialize)]
+        #[derive(Serialize, Deserialize)]
         struct S { n: i64 }
         prop_assert_eq!(text_of(&S { n }, "n"), text(&n.to_string()));
     }
@@ -202,28 +202,28 @@ proptest! {
 
 #[test]
 fn scalars_are_readable_text() {
-    #[derive(Serialize)]
+    #[derive(Serialize, Deserialize)]
     struct User {
         id: i64,
         name: String,
         active: bool,
-        birthday: &'static str,
+        birthday: String,
         kind: Kind,
         ratio: f64,
         nan: f64,
         inf: f64,
-        tags: Vec<&'static str>,
+        tags: Vec<String>,
     }
     let user = User {
         id: -42,
         name: "Ünïcødé name".into(),
         active: true,
-        birthday: "2000-01-31",
+        birthday: "2000-01-31".into(),
         kind: Kind::Plain,
         ratio: 0.1,
         nan: f64::NAN,
         inf: f64::NEG_INFINITY,
-        tags: vec!["a", "b"],
+        tags: vec!["a".into(), "b".into()],
     };
     assert_eq!(text_of(&user, "id"), text("-42"));
     assert_eq!(text_of(&user, "name"), text("Ünïcødé name"));
@@ -317,4 +317,194 @@ fn a_top_level_value_that_is_not_a_struct_cannot_be_encoded() {
         encode(&vec![1, 2]),
         Err(crate::Error::Encode { .. })
     ));
+}
+
+/// Types whose `Deserialize` reads any value (`deserialize_any`) get back exactly what was
+/// encoded: plain text could not tell `"42"` from `42` for them, so they are stored as JSON.
+mod self_describing {
+    use super::*;
+    use rust_decimal::Decimal;
+    use serde_json::{json, Value};
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Loose {
+        Num(i64),
+        Flag(bool),
+        Text(String),
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Mixed {
+        value: Value,
+        maybe_value: Option<Value>,
+        loose: Loose,
+        money: Decimal,
+        maybe_money: Option<Decimal>,
+        triple: Option<Option<Option<String>>>,
+        double: Option<Option<i64>>,
+        plain: String,
+    }
+
+    fn mixed(value: Value, loose: Loose, money: Decimal) -> Mixed {
+        Mixed {
+            maybe_value: Some(value.clone()),
+            value,
+            loose,
+            money,
+            maybe_money: Some(money),
+            triple: Some(Some(None)),
+            double: Some(None),
+            plain: "42".into(),
+        }
+    }
+
+    #[test]
+    fn the_cases_that_came_back_as_another_type() {
+        let cases = [
+            mixed(json!("42"), Loose::Text("123".into()), Decimal::new(150, 2)),
+            mixed(
+                json!("true"),
+                Loose::Text("true".into()),
+                "12345678901234567890.123456789".parse().unwrap(),
+            ),
+            mixed(json!(null), Loose::Num(123), Decimal::new(-1, 28)),
+            mixed(
+                json!({"a": ["1", 1, null]}),
+                Loose::Flag(false),
+                Decimal::ZERO,
+            ),
+        ];
+        for case in cases {
+            assert_eq!(round_trip(&case).unwrap(), case);
+        }
+    }
+
+    #[test]
+    fn plain_types_keep_their_readable_text() {
+        let case = mixed(json!("42"), Loose::Text("x".into()), Decimal::new(150, 2));
+        assert_eq!(
+            text_of(&case, "plain"),
+            text("42"),
+            "a String stays verbatim"
+        );
+        assert_eq!(text_of(&case, "value"), text(r#""42""#));
+        assert_eq!(text_of(&case, "money"), text(r#""1.50""#));
+        assert_eq!(text_of(&case, "triple"), text("[null]"));
+        assert_eq!(text_of(&case, "double"), text("null"));
+    }
+
+    #[test]
+    fn every_level_of_a_nested_option_survives() {
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        struct Nested {
+            a: Option<Option<Option<String>>>,
+            b: Option<Option<Option<Value>>>,
+        }
+        let levels = [
+            None,
+            Some(None),
+            Some(Some(None)),
+            Some(Some(Some(String::new()))),
+            Some(Some(Some("null".into()))),
+        ];
+        for a in &levels {
+            for b in [
+                None,
+                Some(None),
+                Some(Some(None)),
+                Some(Some(Some(Value::Null))),
+                Some(Some(Some(json!([null])))),
+            ] {
+                let value = Nested { a: a.clone(), b };
+                assert_eq!(round_trip(&value).unwrap(), value);
+            }
+        }
+    }
+
+    #[test]
+    fn text_that_is_not_json_in_a_self_describing_field_is_a_miss() {
+        #[derive(Debug, Serialize, Deserialize)]
+        struct Holder {
+            value: Value,
+        }
+        let mut garbage = FieldValue::Text(b"not json".to_vec());
+        let decoded: Result<Holder, _> =
+            decode(&["value"], &mut std::iter::once(stored(&mut garbage)));
+        assert!(decoded.is_err());
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("JSON numbers are finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            ".*".prop_map(Value::String),
+            "(-?[0-9]{1,20}(\\.[0-9]{1,10})?|true|false|null)".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(".{0,6}", inner, 0..4)
+                    .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn loose() -> impl Strategy<Value = Loose> {
+        prop_oneof![
+            any::<i64>().prop_map(Loose::Num),
+            any::<bool>().prop_map(Loose::Flag),
+            ".*".prop_map(Loose::Text),
+            "(-?[0-9]{1,18}|true|false)".prop_map(Loose::Text),
+        ]
+    }
+
+    fn decimal() -> impl Strategy<Value = Decimal> {
+        (any::<i64>(), 0u32..=28).prop_map(|(mantissa, scale)| Decimal::new(mantissa, scale))
+    }
+
+    fn option_chain() -> impl Strategy<Value = Option<Option<Option<String>>>> {
+        prop_oneof![
+            Just(None),
+            Just(Some(None)),
+            Just(Some(Some(None))),
+            ".*".prop_map(|text| Some(Some(Some(text)))),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_value_round_trips_exactly(
+            value in json_value(),
+            maybe in prop::option::of(json_value()),
+            loose in loose(),
+            money in decimal(),
+            maybe_money in prop::option::of(decimal()),
+            triple in option_chain(),
+            double in prop::option::of(prop::option::of(any::<i64>())),
+            plain in ".*",
+        ) {
+            let value = Mixed {
+                value,
+                maybe_value: maybe,
+                loose,
+                money,
+                maybe_money,
+                triple,
+                double,
+                plain,
+            };
+            let back = round_trip(&value).unwrap();
+            prop_assert_eq!(&back, &value);
+            // Decimals compare by value: the scale must survive too (`1.50` is not `1.5`).
+            prop_assert_eq!(back.money.scale(), value.money.scale());
+        }
+    }
 }
