@@ -12,10 +12,11 @@ use serde::Serialize;
 use crate::codec::{self, SchemaFields};
 use crate::flight::Flights;
 use crate::guard::{Admission, CircuitBreaker, PendingInvalidations, RateLimiter, Transition};
-use crate::key::{check_segment, clock_key, entry_key, tag_keys};
+use crate::key::{bucket_field, check_segment, clock_key, encode_tag, entry_key, tag_keys};
 use crate::stats::{Counters, Stats};
 use crate::store::{
-    self, Fill, FillBody, Invalidation, RedisStore, Store, StoreResult, TagKeys, WriteThrough,
+    self, EntryTags, Fill, FillBody, Invalidation, RedisStore, Store, StoreResult, TagKeys,
+    WriteThrough,
 };
 use crate::Error;
 
@@ -60,6 +61,8 @@ struct Inner {
     /// `false` for [`Cache::disabled`]: every call goes straight to the function.
     enabled: bool,
     namespace: Option<String>,
+    /// What the entries of this namespace carry as their owner (`by:` in `__meta`).
+    owner: String,
     default_ttl: Duration,
     operation_timeout: Duration,
     breaker: CircuitBreaker,
@@ -223,6 +226,7 @@ impl CacheBuilder {
             inner: Arc::new(Inner {
                 store,
                 enabled,
+                owner: self.namespace.clone().unwrap_or_default(),
                 namespace: self.namespace,
                 default_ttl: self.default_ttl,
                 operation_timeout: self.operation_timeout,
@@ -287,6 +291,9 @@ pub(crate) enum Lookup<S> {
         tombstone: bool,
         /// Another caller holds the entry's lease.
         leased: bool,
+        /// The entry's tags were invalidated (or their stamps lost) after some of its fields
+        /// were loaded: the fill replaces the entry instead of merging into it.
+        stale: bool,
     },
 }
 
@@ -388,12 +395,18 @@ impl Cache {
         if self.reads_blocked(&key, &[]).await {
             return Err(Error::InvalidationPending);
         }
+        let bucket = bucket_field(&key);
         let fill = Fill {
             key: &key,
+            clock: &self.inner.clock_key,
+            bucket: &bucket,
+            owner: &self.inner.owner,
             body: FillBody::Fields(&fields),
             ttl: self.inner.default_ttl,
             seen: None,
             tags: &[],
+            tag_names: "",
+            replace: false,
             lease_time: self.inner.lease_time,
         };
         self.write_fill(fill).await.map(drop)
@@ -579,13 +592,23 @@ impl Cache {
         decode: codec::DecodeFn<S>,
     ) -> Result<Lookup<S>, Error> {
         let mut read = self
-            .guarded("read", self.inner.store.read(key, fields))
+            .guarded(
+                "read",
+                self.inner.store.read(key, fields, &self.inner.owner),
+            )
             .await?;
         let counters = &self.inner.counters;
-        if read.absent {
+        let stale = match &read.tags {
+            // Rare, and a large future: boxed so that it does not weigh on every read.
+            Some(tags) if read.absent || read.is_complete(fields) => {
+                Box::pin(self.tags_stale(tags)).await?
+            }
+            _ => false,
+        };
+        if read.absent && !stale {
             return Ok(Lookup::Absent { seen: read.stamp });
         }
-        if read.is_complete(fields) {
+        if read.is_complete(fields) && !stale {
             let decoded = decode(fields, &mut read.stored(fields));
             match decoded {
                 Ok(value) => {
@@ -603,12 +626,33 @@ impl Cache {
             seen: read.stamp,
             tombstone: read.is_tombstone(fields),
             leased: read.leased,
+            stale,
         })
+    }
+
+    /// Whether an entry registered under `tags` may hold fields older than an invalidation
+    /// of one of them: a tag stamped after the entry's oldest load read the clock, or whose
+    /// stamp is gone (evicted: its last invalidation is unknown). One `MGET`. This, not the
+    /// tags' member sets (which Redis may evict), is what keeps tagged entries right.
+    async fn tags_stale(&self, tags: &EntryTags) -> Result<bool, Error> {
+        let namespace = self.inner.namespace.as_deref();
+        let stamp_keys: Vec<String> = tags
+            .names
+            .iter()
+            .map(|tag| tag_keys(namespace, tag).stamp)
+            .collect();
+        let stamps = self
+            .guarded("tag stamps", self.inner.store.tag_stamps(&stamp_keys))
+            .await?;
+        Ok(stamps
+            .iter()
+            .any(|stamp| stamp.is_none_or(|stamp| stamp > tags.born)))
     }
 
     /// Fills after a miss that read `seen` at `read_at`. Refused (`Ok(false)`) when an
     /// invalidation of the entry or one of its tags came after the read, and not even tried
     /// when the load took longer than the lease time (its tombstones may be gone by now).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn fill_after_miss(
         &self,
         key: &str,
@@ -617,6 +661,7 @@ impl Cache {
         seen: u64,
         read_at: Instant,
         tags: &[String],
+        replace: bool,
     ) -> Result<bool, Error> {
         if read_at.elapsed() >= self.inner.lease_time {
             tracing::debug!(
@@ -627,14 +672,27 @@ impl Cache {
             return Ok(false);
         }
         let namespace = self.inner.namespace.as_deref();
+        let mut tag_names = String::new();
+        for tag in tags {
+            if !tag_names.is_empty() {
+                tag_names.push(',');
+            }
+            encode_tag(tag, &mut tag_names);
+        }
         let tags: Vec<TagKeys> = tags.iter().map(|tag| tag_keys(namespace, tag)).collect();
         let lease_time = self.inner.lease_time;
+        let bucket = bucket_field(key);
         self.write_fill(Fill {
             key,
+            clock: &self.inner.clock_key,
+            bucket: &bucket,
+            owner: &self.inner.owner,
             body,
             ttl,
             seen: Some(seen),
             tags: &tags,
+            tag_names: &tag_names,
+            replace,
             lease_time,
         })
         .await
@@ -693,9 +751,12 @@ impl Cache {
         self.detached(vec![key.clone()], tags.clone(), move |cache| async move {
             let namespace = cache.inner.namespace.as_deref();
             let tag_keys: Vec<TagKeys> = tags.iter().map(|tag| tag_keys(namespace, tag)).collect();
+            let bucket = bucket_field(&key);
             let write = WriteThrough {
                 clock: &cache.inner.clock_key,
                 key: &key,
+                bucket: &bucket,
+                owner: &cache.inner.owner,
                 fields: &fields,
                 version_field,
                 version,
@@ -767,9 +828,11 @@ impl Cache {
     async fn store_invalidation(&self, keys: &[&str], tags: &[String]) -> Result<(), Error> {
         let namespace = self.inner.namespace.as_deref();
         let tag_keys: Vec<TagKeys> = tags.iter().map(|tag| tag_keys(namespace, tag)).collect();
+        let buckets: Vec<String> = keys.iter().map(|key| bucket_field(key)).collect();
         let invalidation = Invalidation {
             clock: &self.inner.clock_key,
             entries: keys,
+            buckets: &buckets,
             tags: &tag_keys,
             lease_time: self.inner.lease_time,
         };

@@ -1,8 +1,16 @@
 //! Entry keys: `{namespace}:{prefix}:{key}`, the key value's `Display` text verbatim.
 //!
 //! Neither namespace nor prefix may contain `:`, so the first one or two colons are always
-//! separators and keys of different prefixes or namespaces can never collide, whatever the
-//! key text holds (colons, `*`, spaces, newlines, any length: Redis keys are binary-safe).
+//! separators and keys of different prefixes within one namespace can never collide, whatever
+//! the key text holds (colons, `*`, spaces, newlines, any length: Redis keys are binary-safe).
+//!
+//! The library's own keys live under `__cache:{namespace}:` (`__cache::` without one): no
+//! entry key can be one of them, because neither a namespace nor a prefix may start with
+//! `__`. One pair of entry keys can still be equal: a handle without namespace using prefix
+//! `shop` and key `user:1`, and a handle with namespace `shop` using prefix `user` and key
+//! `1`. The entry records the namespace that filled it (`by:` in `__meta`), and an entry of
+//! another namespace is a miss that the fill replaces, so the two never mix or see each
+//! other's data.
 
 use std::fmt::{Display, Write as _};
 
@@ -30,7 +38,8 @@ pub(crate) fn entry_key(
 }
 
 /// Checks a prefix or namespace: non-empty, no `:`, not starting with `__` (the library's
-/// own keys: `__clock`, `__tag:…`, `__stamp:…`).
+/// own keys start with `__cache:`), and no whitespace (a namespace is written into `__meta`,
+/// whose tokens are separated by spaces).
 pub(crate) fn check_segment(what: &'static str, segment: &str) -> Result<(), Error> {
     if segment.is_empty() {
         return Err(Error::Config(format!("{what} must not be empty")));
@@ -38,6 +47,11 @@ pub(crate) fn check_segment(what: &'static str, segment: &str) -> Result<(), Err
     if segment.contains(':') {
         return Err(Error::Config(format!(
             "{what} `{segment}` must not contain `:`"
+        )));
+    }
+    if segment.contains(char::is_whitespace) {
+        return Err(Error::Config(format!(
+            "{what} `{segment:?}` must not contain whitespace"
         )));
     }
     if segment.starts_with("__") {
@@ -48,24 +62,71 @@ pub(crate) fn check_segment(what: &'static str, segment: &str) -> Result<(), Err
     Ok(())
 }
 
-/// The key of the namespace's invalidation clock.
+/// The key of the namespace's clock: a hash holding the last stamp given (`now`), the stamp
+/// at which the clock was (re)made (`floor`), and the last stamp of each bucket of entries.
 pub(crate) fn clock_key(namespace: Option<&str>) -> String {
-    library_key(namespace, "__clock", "")
+    library_key(namespace, "clock", "")
 }
 
 /// The keys of one tag: its member set and its stamp.
 pub(crate) fn tag_keys(namespace: Option<&str>, tag: &str) -> TagKeys {
     TagKeys {
-        members: library_key(namespace, "__tag:", tag),
-        stamp: library_key(namespace, "__stamp:", tag),
+        members: library_key(namespace, "tag:", tag),
+        stamp: library_key(namespace, "stamp:", tag),
     }
 }
 
 fn library_key(namespace: Option<&str>, kind: &str, name: &str) -> String {
-    match namespace {
-        Some(namespace) => format!("{namespace}:{kind}{name}"),
-        None => format!("{kind}{name}"),
+    format!("__cache:{}:{kind}{name}", namespace.unwrap_or_default())
+}
+
+/// How many buckets the clock hash keeps: the stamp of an entry's last invalidation survives
+/// there when the entry's own tombstone is evicted, shared with the other keys of its bucket.
+pub(crate) const CLOCK_BUCKETS: u32 = 1024;
+
+/// The clock hash field of the bucket holding `key` (`b0` … `b1023`). A stable function of
+/// the key's bytes, so every process agrees.
+pub(crate) fn bucket_field(key: &str) -> String {
+    let bucket = key.bytes().fold(0u32, |hash, byte| {
+        (hash * 31 + u32::from(byte)) % CLOCK_BUCKETS
+    });
+    format!("b{bucket}")
+}
+
+/// Tag names as `__meta` lists them: comma-separated, with `%`, `,` and bytes outside
+/// printable ASCII (spaces included) percent-encoded, so any tag text fits one token.
+pub(crate) fn encode_tag(tag: &str, out: &mut String) {
+    // An empty tag would vanish between two commas: it is a lone `%`.
+    if tag.is_empty() {
+        out.push('%');
     }
+    for byte in tag.bytes() {
+        if byte.is_ascii_graphic() && byte != b'%' && byte != b',' {
+            out.push(char::from(byte));
+        } else {
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+}
+
+/// The reverse of [`encode_tag`]; `None` for text it cannot have written.
+pub(crate) fn decode_tag(encoded: &[u8]) -> Option<String> {
+    if encoded == b"%" {
+        return Some(String::new());
+    }
+    let mut bytes = Vec::with_capacity(encoded.len());
+    let mut rest = encoded;
+    while let Some((&byte, tail)) = rest.split_first() {
+        if byte == b'%' {
+            let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+            rest = &tail[2..];
+        } else {
+            bytes.push(byte);
+            rest = tail;
+        }
+    }
+    String::from_utf8(bytes).ok()
 }
 
 #[cfg(test)]
@@ -89,5 +150,30 @@ mod tests {
         assert!(check_segment("prefix", "us:er").is_err());
         assert!(check_segment("namespace", "").is_err());
         assert!(check_segment("prefix", "__tag").is_err());
+        assert!(check_segment("namespace", "a b").is_err());
+    }
+
+    #[test]
+    fn library_keys_cannot_be_entry_keys() {
+        assert_eq!(clock_key(None), "__cache::clock");
+        assert_eq!(clock_key(Some("shop")), "__cache:shop:clock");
+        assert_eq!(
+            tag_keys(Some("shop"), "user:1").stamp,
+            "__cache:shop:stamp:user:1"
+        );
+        // The key text of an entry of prefix `shop` cannot reach the namespace's clock.
+        assert_ne!(entry_key(None, "shop", "__clock"), clock_key(Some("shop")));
+    }
+
+    #[test]
+    fn tags_survive_their_encoding_in_meta() {
+        for tag in ["user:1", "a b,c%d", "naïve\nline", "", "%41"] {
+            let mut encoded = String::new();
+            encode_tag(tag, &mut encoded);
+            assert!(!encoded.contains([' ', ',']), "{encoded}");
+            assert_eq!(decode_tag(encoded.as_bytes()).as_deref(), Some(tag));
+        }
+        assert_eq!(bucket_field("user:1"), bucket_field("user:1"));
+        assert!(bucket_field("x").starts_with('b'));
     }
 }

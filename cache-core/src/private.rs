@@ -266,6 +266,8 @@ struct Miss {
     seen: u64,
     read_at: Instant,
     contention: Contention,
+    /// The entry's tags went stale: the fill replaces it.
+    stale: bool,
 }
 
 /// How a miss looked to other processes.
@@ -318,6 +320,7 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
                         seen,
                         read_at,
                         contention,
+                        stale: false,
                     })
                 }
             },
@@ -325,6 +328,7 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
                 seen,
                 tombstone,
                 leased,
+                stale,
             }) => {
                 let contention = match (leased, tombstone) {
                     (true, _) => Contention::Leased,
@@ -335,6 +339,7 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
                     seen,
                     read_at,
                     contention,
+                    stale,
                 })
             }
             // Redis did not answer: filling would most likely fail too.
@@ -395,15 +400,17 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
 
     async fn load_and_fill(&self, body: impl Future<Output = R>, miss: Miss) -> R {
         let Miss {
-            mut seen, read_at, ..
+            mut seen,
+            read_at,
+            stale,
+            ..
         } = miss;
-        if self.spec.tagged {
-            // The entry's own stamp says nothing about its tags: an entry that was not cached
-            // when a tag was invalidated would have its fill refused although this load comes
-            // after. The namespace clock, read before loading, is exact.
-            if let Ok(Some(now)) = self.cache.clock().await {
-                seen = seen.max(now);
-            }
+        // The fill is checked against every stamp that may concern the entry: its own, its
+        // bucket's in the clock (which outlives an evicted tombstone) and its tags'. Those
+        // given before this load began are at most the clock's `now`, read here, before
+        // loading; so only invalidations that came after the read refuse the fill.
+        if let Ok(Some(now)) = self.cache.clock().await {
+            seen = seen.max(now);
         }
         let result = body.await;
         let ttl = self.spec.ttl_secs.map(Duration::from_secs);
@@ -416,7 +423,7 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
                     let body = FillBody::Fields(&fields);
                     let _ = self
                         .cache
-                        .fill_after_miss(self.key, body, ttl, seen, read_at, &tags)
+                        .fill_after_miss(self.key, body, ttl, seen, read_at, &tags, stale)
                         .await;
                 }
                 Err(error) => tracing::warn!(key = self.key, %error, "value cannot be cached"),
@@ -430,7 +437,7 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
                 let tags = &self.tags.from_parameters;
                 let _ = self
                     .cache
-                    .fill_after_miss(self.key, FillBody::Absent, ttl, seen, read_at, tags)
+                    .fill_after_miss(self.key, FillBody::Absent, ttl, seen, read_at, tags, stale)
                     .await;
             }
         }

@@ -256,7 +256,10 @@ async fn bug_2_a_user_with_a_null_avatar_is_cached(database_url: &str) {
         .query(&mut redis.connection())
         .unwrap();
     assert_eq!(raw.get("name").map(String::as_str), Some("bob"));
-    assert_eq!(raw.get("__meta").map(String::as_str), Some("null:avatar"));
+    assert_eq!(
+        raw.get("__meta").map(String::as_str),
+        Some("by: null:avatar")
+    );
 }
 
 async fn bug_3_after_a_password_change_only_the_new_password_logs_in(database_url: &str) {

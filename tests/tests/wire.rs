@@ -27,8 +27,8 @@ async fn a_hit_is_one_hmget_a_miss_adds_one_fill_and_a_write_one_invalidation() 
     repo.get_user(1).await.unwrap();
     assert_eq!(
         log.take_client_commands(),
-        names(&["hmget", "evalsha"]),
-        "a miss: one read, one fill"
+        names(&["hmget", "hget", "evalsha"]),
+        "a miss: one read, the namespace clock, one fill"
     );
 
     for _ in 0..100 {
@@ -49,8 +49,8 @@ async fn a_hit_is_one_hmget_a_miss_adds_one_fill_and_a_write_one_invalidation() 
     assert_eq!(repo.get_user(1).await.unwrap().unwrap().name, "x");
     assert_eq!(
         log.take_client_commands(),
-        names(&["hmget", "evalsha", "evalsha"]),
-        "a miss on a freshly invalidated entry: read, lease, fill"
+        names(&["hmget", "evalsha", "hget", "evalsha"]),
+        "a miss on a freshly invalidated entry: read, lease, clock, fill"
     );
 }
 
@@ -105,6 +105,7 @@ async fn the_hash_reads_as_plain_text_in_redis_cli() {
         .query(&mut server.connection())
         .unwrap();
     let expected: std::collections::BTreeMap<String, String> = [
+        ("__meta", "by:"),
         ("id", "42"),
         ("name", "user42"),
         ("avatar", "https://example.com/a.png"),

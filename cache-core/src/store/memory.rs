@@ -3,13 +3,13 @@
 //! as each script is atomic in Redis. `mem://name` stores are shared by every handle of the
 //! process that names them, so two handles can play two processes in tests.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use redis::Value;
 
-use super::{Absences, EntryRead, Fill, FillBody, Invalidation, TagKeys, WriteThrough};
+use super::{Absences, EntryRead, EntryTags, Fill, FillBody, Invalidation, TagKeys, WriteThrough};
 use crate::codec::FieldValue;
 
 /// Expired entries are swept at most this often on writes; reads ignore them at once.
@@ -48,8 +48,10 @@ struct Entry {
     stamp: Option<u64>,
     absent: bool,
     lease: Option<Expiring<String>>,
-    /// Registered under a tag: not eligible for write-through.
-    tagged: bool,
+    /// The namespace that filled it (`by:` in Redis' `__meta`).
+    owner: Option<String>,
+    /// Registered under tags, by fills whose oldest load read the clock at `born`.
+    tags: Option<(u64, BTreeSet<String>)>,
 }
 
 impl Entry {
@@ -87,52 +89,89 @@ impl MemoryStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub(crate) fn read(&self, key: &str, fields: &[&str]) -> EntryRead {
+    pub(crate) fn read(&self, key: &str, fields: &[&str], owner: &str) -> EntryRead {
         let now = Instant::now();
         let state = self.state();
         match state.entries.get(key).filter(|entry| entry.1 > now) {
-            Some((entry, _)) => EntryRead {
-                values: fields
-                    .iter()
-                    .map(|name| match entry.fields.get(*name) {
-                        Some(FieldValue::Text(text)) => Value::BulkString(text.clone()),
-                        _ => Value::Nil,
-                    })
-                    .collect(),
-                absences: Absences::listing(
-                    entry.listed(&FieldValue::Null),
-                    entry.listed(&FieldValue::Skipped),
-                ),
-                stamp: entry.stamp.unwrap_or(0),
-                absent: entry.absent,
-                leased: entry
-                    .lease
-                    .as_ref()
-                    .is_some_and(|lease| lease.live(now).is_some()),
-            },
+            Some((entry, _)) => {
+                let owned = entry.owner.as_deref() == Some(owner);
+                EntryRead {
+                    values: fields
+                        .iter()
+                        .map(|name| match entry.fields.get(*name) {
+                            Some(FieldValue::Text(text)) => Value::BulkString(text.clone()),
+                            _ => Value::Nil,
+                        })
+                        .collect(),
+                    absences: Absences::listing(
+                        entry.listed(&FieldValue::Null),
+                        entry.listed(&FieldValue::Skipped),
+                    ),
+                    stamp: entry.stamp.unwrap_or(0),
+                    absent: entry.absent && owned,
+                    leased: entry
+                        .lease
+                        .as_ref()
+                        .is_some_and(|lease| lease.live(now).is_some()),
+                    owned,
+                    tags: entry.tags.as_ref().map(|(born, names)| EntryTags {
+                        born: *born,
+                        names: names.iter().cloned().collect(),
+                    }),
+                }
+            }
             None => EntryRead::missing(fields.len()),
         }
+    }
+
+    pub(crate) fn tag_stamps(&self, stamps: &[String]) -> Vec<Option<u64>> {
+        let now = Instant::now();
+        let state = self.state();
+        stamps
+            .iter()
+            .map(|key| {
+                state
+                    .tag_stamps
+                    .get(key)
+                    .and_then(|stamp| stamp.live(now))
+                    .copied()
+            })
+            .collect()
     }
 
     pub(crate) fn fill(&self, fill: Fill<'_>) -> bool {
         let now = Instant::now();
         let mut state = self.state();
         state.sweep(now);
+        let mut ttl = fill.ttl.max(Duration::from_millis(1));
         if let Some(seen) = fill.seen {
             let entry_stamp = state
                 .live_entry(fill.key, now)
                 .and_then(|entry| entry.stamp)
                 .unwrap_or(0);
-            let newest = fill
-                .tags
-                .iter()
-                .filter_map(|tag| {
-                    state
-                        .tag_stamps
-                        .get(&tag.stamp)
-                        .and_then(|stamp| stamp.live(now))
-                })
-                .fold(entry_stamp, |newest, &stamp| newest.max(stamp));
+            let clock = state.clock;
+            let stamp_life = now + ttl.max(fill.lease_time);
+            let mut newest = entry_stamp;
+            for tag in fill.tags {
+                // Never invalidated: any invalidation up to now may concern it (as in Redis,
+                // where the stamp may also have been evicted).
+                let stamp = state
+                    .tag_stamps
+                    .entry(tag.stamp.clone())
+                    .and_modify(|stamp| {
+                        if stamp.expires_at <= now {
+                            *stamp = Expiring {
+                                value: clock,
+                                expires_at: stamp_life,
+                            };
+                        }
+                    })
+                    .or_insert(Expiring {
+                        value: clock,
+                        expires_at: stamp_life,
+                    });
+                newest = newest.max(stamp.value);
+            }
             if newest > seen {
                 if newest > entry_stamp {
                     let tombstone = Entry {
@@ -146,37 +185,53 @@ impl MemoryStore {
                 return false;
             }
         }
-        let expires_at = now + fill.ttl.max(Duration::from_millis(1));
-        let previous = state
-            .entries
-            .remove(fill.key)
-            .filter(|entry| entry.1 > now)
-            .map(|entry| entry.0);
-        let mut entry = previous.unwrap_or_default();
-        match fill.body {
-            FillBody::Absent => {
-                entry = Entry {
-                    stamp: entry.stamp,
-                    absent: true,
-                    ..Entry::default()
-                };
+        let previous = state.entries.remove(fill.key).filter(|entry| entry.1 > now);
+        let (mut entry, expires_at) = match previous {
+            Some((entry, expires_at)) => {
+                let holds_data = entry.absent || !entry.fields.is_empty();
+                let foreign = entry.owner.as_deref() != Some(fill.owner);
+                if matches!(fill.body, FillBody::Absent) || fill.replace || (holds_data && foreign)
+                {
+                    let kept = Entry {
+                        stamp: entry.stamp,
+                        ..Entry::default()
+                    };
+                    (kept, now + ttl)
+                } else if holds_data {
+                    // Merged into other values: never extend their TTL.
+                    let left = expires_at.saturating_duration_since(now);
+                    ttl = ttl.min(left);
+                    (entry, now + ttl)
+                } else {
+                    (entry, now + ttl)
+                }
             }
+            None => (Entry::default(), now + ttl),
+        };
+        match fill.body {
+            FillBody::Absent => entry.absent = true,
             FillBody::Fields(fields) => {
                 entry.absent = false;
-                entry.lease = None;
                 for (name, value) in fields {
                     entry.fields.insert((*name).to_owned(), value.clone());
                 }
             }
         }
+        entry.lease = None;
+        entry.owner = Some(fill.owner.to_owned());
+        if !fill.tag_names.is_empty() {
+            let born = fill.seen.unwrap_or(0);
+            let names = fill
+                .tag_names
+                .split(',')
+                .filter_map(|name| crate::key::decode_tag(name.as_bytes()));
+            let (old_born, tags) = entry.tags.get_or_insert_with(|| (born, BTreeSet::new()));
+            *old_born = (*old_born).min(born);
+            tags.extend(names);
+        }
         state
             .entries
             .insert(fill.key.to_owned(), (entry, expires_at));
-        if !fill.tags.is_empty() {
-            if let Some((entry, _)) = state.entries.get_mut(fill.key) {
-                entry.tagged = true;
-            }
-        }
         for tag in fill.tags {
             let members = state
                 .tag_members
@@ -190,6 +245,9 @@ impl MemoryStore {
             }
             members.value.insert(fill.key.to_owned());
             members.expires_at = members.expires_at.max(expires_at);
+            if let Some(stamp) = state.tag_stamps.get_mut(&tag.stamp) {
+                stamp.expires_at = stamp.expires_at.max(expires_at);
+            }
         }
         true
     }
@@ -218,7 +276,12 @@ impl MemoryStore {
                 .and_then(FieldValue::whole_number)
         };
         match state.entries.get_mut(write.key) {
-            Some((entry, expires_at)) if *expires_at > now && !entry.tagged && !entry.absent => {
+            Some((entry, expires_at))
+                if *expires_at > now
+                    && entry.tags.is_none()
+                    && !entry.absent
+                    && entry.owner.as_deref() == Some(write.owner) =>
+            {
                 match current_version(entry) {
                     // Holds a newer version already (a later update wrote through first).
                     Some(current) if current >= write.version => return false,
@@ -235,6 +298,7 @@ impl MemoryStore {
                         .map(|(name, value)| ((*name).to_owned(), value.clone()))
                         .collect(),
                     stamp: Some(stamp),
+                    owner: Some(write.owner.to_owned()),
                     ..Entry::default()
                 };
                 true
@@ -281,9 +345,14 @@ impl State {
         let stamp = self.clock;
         let expires_at = now + lease_time;
         for tag in tags {
+            // A tag's stamp must outlive every entry carrying it.
+            let lives_until = self
+                .tag_stamps
+                .get(&tag.stamp)
+                .map_or(expires_at, |old| old.expires_at.max(expires_at));
             let stamped = Expiring {
                 value: stamp,
-                expires_at,
+                expires_at: lives_until,
             };
             self.tag_stamps.insert(tag.stamp.clone(), stamped);
             if let Some(members) = self.tag_members.remove(&tag.members) {

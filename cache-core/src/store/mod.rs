@@ -3,19 +3,27 @@
 //! Both implement the same protocol, which is what keeps the cache correct under concurrency:
 //!
 //! * **Read**: one `HMGET` of the schema's fields plus the library's `__meta`, which holds
-//!   the entry's state: `null:`/`skip:` lists, `inv:<stamp>` (its last invalidation), `none`
-//!   (a cached absence), `lease:…`, `tagged`.
-//! * **Invalidate**: take a new stamp from the namespace's clock (monotonic, at least Redis'
-//!   `TIME` in µs), replace each entry by a tombstone `{__meta: "inv:<stamp>"}` that lives for
-//!   the lease time, stamp each tag with it, and tombstone every entry registered under
-//!   those tags.
-//! * **Fill** (after a miss): accepted only if neither the entry's stamp nor the stamp of any
-//!   of its tags is newer than the stamp the miss read. An invalidation that happened after
-//!   the read, i.e. possibly after the loader read the database, makes the fill a no-op: no
-//!   stale set. Check, merge, TTL and tag registration happen in one atomic script, so a
-//!   concurrent tag invalidation either sees the registration or stamps before the check.
-//!   A refused fill tombstones the entry with the newest stamp it saw, so the next miss can
-//!   fill again. A successful fill clears the lease.
+//!   the entry's state: `by:<namespace>` (the library filled it, for this namespace),
+//!   `null:`/`skip:` lists, `inv:<stamp>` (its last invalidation), `none` (a cached absence),
+//!   `lease:…`, `tags:<born>:<tags>` (its tags, and the stamp its oldest load read). An
+//!   entry without this handle's `by:` is not a hit. An entry with tags is a hit only when
+//!   every tag's stamp still exists and is not newer than `born`: a second command (`MGET`),
+//!   so that an evicted tag stamp or member set can never let a stale entry through.
+//! * **Invalidate**: take a new stamp from the namespace's clock hash (monotonic, at least
+//!   Redis' `TIME` in µs), replace each entry by a tombstone `{__meta: "inv:<stamp>"}` that
+//!   lives for the lease time, record the stamp in the clock's bucket of each entry (which
+//!   outlives the tombstone), stamp each tag, and tombstone every entry registered under
+//!   those tags (eagerly; the stamps alone keep reads right).
+//! * **Fill** (after a miss that read the clock): accepted only if nothing that may concern
+//!   the entry is newer than the stamp the miss read: the entry's stamp, its bucket's, the
+//!   clock's floor, and its tags' stamps (a missing one counts as the clock's `now`). An
+//!   invalidation that happened after the read, i.e. possibly after the loader read the
+//!   database, makes the fill a no-op: no stale set. A lost clock refuses the fill and is
+//!   made again above every stamp it gave. Check, merge, TTL and tag registration happen in
+//!   one atomic script. A refused fill tombstones the entry with the newest stamp it saw, so
+//!   the next miss can fill again. A successful fill clears the lease; it replaces (rather
+//!   than merges into) an entry of another namespace or client, or one whose tags went
+//!   stale; merged into a live entry it never extends the entry's TTL.
 //! * **Lease** (after a miss on a tombstone, where herds form): `lease:<token>@<deadline>` is
 //!   set unless a live one is there. Other readers see it in their `HMGET` and wait for the
 //!   fill instead of loading.
@@ -52,6 +60,32 @@ pub(crate) struct EntryRead {
     pub(crate) absent: bool,
     /// Another caller holds a lease: it is loading this entry.
     pub(crate) leased: bool,
+    /// The library filled this entry for this handle's namespace (`by:` in `__meta`).
+    pub(crate) owned: bool,
+    /// The tags the entry is registered under, if any.
+    pub(crate) tags: Option<EntryTags>,
+}
+
+/// The tags of an entry and the stamp its oldest fill read: if any tag's stamp is newer (or
+/// gone), some of its fields may predate an invalidation of that tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EntryTags {
+    pub(crate) born: u64,
+    pub(crate) names: Vec<String>,
+}
+
+impl EntryTags {
+    /// Parses `<born>:<encoded tag>,<encoded tag>` (see `key::encode_tag`).
+    pub(crate) fn parse(text: &[u8]) -> Option<EntryTags> {
+        let colon = text.iter().position(|&byte| byte == b':')?;
+        let born = std::str::from_utf8(&text[..colon]).ok()?.parse().ok()?;
+        let names = text[colon + 1..]
+            .split(|&byte| byte == b',')
+            .filter(|name| !name.is_empty())
+            .map(crate::key::decode_tag)
+            .collect::<Option<Vec<String>>>()?;
+        Some(EntryTags { born, names })
+    }
 }
 
 impl EntryRead {
@@ -63,15 +97,20 @@ impl EntryRead {
             stamp: 0,
             absent: false,
             leased: false,
+            owned: false,
+            tags: None,
         }
     }
 
-    /// Every field is there: stored, or listed as `None` or skipped.
+    /// Every field is there, stored or listed as `None` or skipped, in an entry the library
+    /// filled for this namespace (a hash written by another client or namespace is a miss).
     pub(crate) fn is_complete(&self, fields: &[&str]) -> bool {
-        self.values
-            .iter()
-            .zip(fields)
-            .all(|(value, field)| is_stored(value) || self.absences.of(field).is_some())
+        self.owned
+            && self
+                .values
+                .iter()
+                .zip(fields)
+                .all(|(value, field)| is_stored(value) || self.absences.of(field).is_some())
     }
 
     /// An invalidated entry nobody has refilled yet: where a herd of readers would form.
@@ -193,12 +232,21 @@ pub(crate) enum FillBody<'a> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Fill<'a> {
     pub(crate) key: &'a str,
+    /// The namespace's clock hash, and the field of the entry's bucket in it.
+    pub(crate) clock: &'a str,
+    pub(crate) bucket: &'a str,
+    /// The namespace, recorded in the entry as its owner (`by:`).
+    pub(crate) owner: &'a str,
     pub(crate) body: FillBody<'a>,
     pub(crate) ttl: Duration,
     /// The stamp the miss read; `None` writes unconditionally (the direct API's `put`).
     pub(crate) seen: Option<u64>,
-    /// Tags to register the entry under (and whose stamps are checked).
+    /// Tags to register the entry under (and whose stamps are checked), with their names
+    /// as `__meta` lists them.
     pub(crate) tags: &'a [TagKeys],
+    pub(crate) tag_names: &'a str,
+    /// Drop what the entry holds instead of merging into it (its tags went stale).
+    pub(crate) replace: bool,
     /// How long the tombstone left by a refused fill lives.
     pub(crate) lease_time: Duration,
 }
@@ -209,6 +257,8 @@ pub(crate) struct Fill<'a> {
 pub(crate) struct WriteThrough<'a> {
     pub(crate) clock: &'a str,
     pub(crate) key: &'a str,
+    pub(crate) bucket: &'a str,
+    pub(crate) owner: &'a str,
     pub(crate) fields: &'a [EncodedField],
     /// The schema field holding a version that grows with every write.
     pub(crate) version_field: &'a str,
@@ -222,6 +272,8 @@ pub(crate) struct WriteThrough<'a> {
 pub(crate) struct Invalidation<'a> {
     pub(crate) clock: &'a str,
     pub(crate) entries: &'a [&'a str],
+    /// The clock's bucket field of each entry, in the same order.
+    pub(crate) buckets: &'a [String],
     pub(crate) tags: &'a [TagKeys],
     /// How long tombstones and tag stamps live: the longest a loader may take and still fill.
     pub(crate) lease_time: Duration,
@@ -241,11 +293,25 @@ impl Store {
         }
     }
 
-    /// Reads `fields` of the entry at `key`: one `HMGET`.
-    pub(crate) async fn read(&self, key: &str, fields: &[&str]) -> StoreResult<EntryRead> {
+    /// Reads `fields` of the entry at `key`: one `HMGET`. `owner` is the namespace whose
+    /// entries count as this handle's.
+    pub(crate) async fn read(
+        &self,
+        key: &str,
+        fields: &[&str],
+        owner: &str,
+    ) -> StoreResult<EntryRead> {
         match self {
-            Store::Redis(store) => store.read(key, fields).await,
-            Store::Memory(store) => Ok(store.read(key, fields)),
+            Store::Redis(store) => store.read(key, fields, owner).await,
+            Store::Memory(store) => Ok(store.read(key, fields, owner)),
+        }
+    }
+
+    /// The current stamps of tags (`None`: gone), one `MGET`.
+    pub(crate) async fn tag_stamps(&self, stamps: &[String]) -> StoreResult<Vec<Option<u64>>> {
+        match self {
+            Store::Redis(store) => store.tag_stamps(stamps).await,
+            Store::Memory(store) => Ok(store.tag_stamps(stamps)),
         }
     }
 
@@ -278,7 +344,7 @@ impl Store {
         }
     }
 
-    /// The last stamp the clock gave: one `GET`.
+    /// The last stamp the clock gave (`None`: the clock is gone): one `HGET`.
     pub(crate) async fn clock(&self, clock: &str) -> StoreResult<Option<u64>> {
         match self {
             Store::Redis(store) => store.clock(clock).await,

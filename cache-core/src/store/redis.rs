@@ -10,16 +10,19 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Value};
 
 use super::{
-    parse_stamp, ttl_millis, Absences, EntryRead, Fill, FillBody, Invalidation, StoreResult,
-    WriteThrough,
+    parse_stamp, ttl_millis, Absences, EntryRead, EntryTags, Fill, FillBody, Invalidation,
+    StoreResult, WriteThrough,
 };
 use crate::codec::{EncodedField, FieldValue, META_FIELD};
 
 /// The library's state of an entry lives in one hash field, `__meta`, so that a hit reads
-/// the schema's fields plus one: space-separated tokens `inv:<stamp>` (last invalidation),
-/// `null:<a,b>` (fields that are `None`), `skip:<c>` (fields skipped by
-/// `skip_serializing_if`), `none` (a cached absence), `lease:<token>@<deadline µs>` and
-/// `tagged` (registered under a tag). `read_meta` / `write_meta` parse and write it.
+/// the schema's fields plus one: space-separated tokens `by:<namespace>` (filled by the
+/// library for that namespace), `inv:<stamp>` (last invalidation), `null:<a,b>` (fields that
+/// are `None`), `skip:<c>` (fields skipped by `skip_serializing_if`), `none` (a cached
+/// absence), `lease:<token>@<deadline µs>` and `tags:<born>:<t1,t2>` (registered under tags,
+/// percent-encoded, by fills whose oldest load read the clock at `born`).
+/// `read_meta` / `write_meta` parse and write it; `has_data` tells an entry holding values
+/// from a bare tombstone or lease.
 macro_rules! lua_meta {
     () => {
         r"
@@ -31,10 +34,17 @@ local function read_meta(key)
       local name, value = string.match(token, '^(%a+):(.*)$')
       if name == 'null' or name == 'skip' then
         for field in string.gmatch(value, '[^,]+') do meta[name][field] = true end
-      elseif name == 'inv' or name == 'lease' then
+      elseif name == 'inv' or name == 'lease' or name == 'by' then
         meta[name] = value
-      elseif token == 'none' or token == 'tagged' then
-        meta[token] = true
+      elseif name == 'tags' then
+        local born, list = string.match(value, '^(%d+):(.*)$')
+        if born then
+          meta.born = born
+          meta.tags = {}
+          for tag in string.gmatch(list, '[^,]+') do meta.tags[tag] = true end
+        end
+      elseif token == 'none' then
+        meta.none = true
       end
     end
   end
@@ -42,6 +52,7 @@ local function read_meta(key)
 end
 local function write_meta(key, meta)
   local parts = {}
+  if meta.by then parts[#parts + 1] = 'by:' .. meta.by end
   if meta.inv then parts[#parts + 1] = 'inv:' .. meta.inv end
   if meta.none then parts[#parts + 1] = 'none' end
   for _, name in ipairs({'null', 'skip'}) do
@@ -53,12 +64,23 @@ local function write_meta(key, meta)
     end
   end
   if meta.lease then parts[#parts + 1] = 'lease:' .. meta.lease end
-  if meta.tagged then parts[#parts + 1] = 'tagged' end
+  if meta.tags then
+    local items = {}
+    for tag in pairs(meta.tags) do items[#items + 1] = tag end
+    if #items > 0 then
+      table.sort(items)
+      parts[#parts + 1] = 'tags:' .. meta.born .. ':' .. table.concat(items, ',')
+    end
+  end
   if #parts > 0 then
     redis.call('HSET', key, '__meta', table.concat(parts, ' '))
   else
     redis.call('HDEL', key, '__meta')
   end
+end
+local function has_data(key, meta)
+  local stored = redis.call('HLEN', key) - redis.call('HEXISTS', key, '__meta')
+  return stored > 0 or meta.none or next(meta.null) ~= nil or next(meta.skip) ~= nil
 end
 "
     };
@@ -91,27 +113,49 @@ end
     };
 }
 
-/// Takes a new stamp from the clock `KEYS[1]`: Redis' clock in µs, kept strictly increasing
-/// by the clock key, so stamps stay ordered even if that key is lost. `ARGV[1]` is the lease
-/// time in ms: how long tombstones and tag stamps live. `invalidate_tags(first)` stamps the
-/// tags given as pairs (members, stamp) from `KEYS[first]` on and tombstones their members.
-macro_rules! lua_stamp {
+/// The namespace's clock, a hash: `now` (the last stamp given), `floor` (the stamp at which
+/// it was made) and `b<n>` (the last stamp of an invalidation in bucket `n` of entries).
+/// `new_stamp` gives Redis' clock in µs, kept strictly increasing by `now`. A clock that was
+/// lost (evicted, flushed) is made again with a `floor` above every stamp given before, so
+/// that what it held is not forgotten but taken as "anything up to the floor".
+macro_rules! lua_clock {
     () => {
         r"
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
-local stamp = string.format('%.0f', math.max(now, (tonumber(redis.call('GET', KEYS[1])) or 0) + 1))
-redis.call('SET', KEYS[1], stamp)
-local lease = ARGV[1]
-local function tombstone(entry)
+local function fmt(number) return string.format('%.0f', number) end
+local function new_stamp(clock)
+  local time = redis.call('TIME')
+  local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+  local last = tonumber(redis.call('HGET', clock, 'now'))
+  local stamp
+  if last then
+    stamp = math.max(now, last + 1)
+  else
+    stamp = now + 1000
+    redis.call('HSET', clock, 'floor', fmt(stamp))
+  end
+  redis.call('HSET', clock, 'now', fmt(stamp))
+  return stamp
+end
+"
+    };
+}
+
+/// `tombstone(entry, stamp, lease)` replaces an entry by `{__meta: inv:<stamp>}` for the lease
+/// time; `invalidate_tags(first, stamp, lease)` stamps the tags given as pairs (members,
+/// stamp) from `KEYS[first]` on, keeping each stamp at least as long as it lived (it must
+/// outlive every entry carrying the tag), and tombstones their registered members.
+macro_rules! lua_invalidate {
+    () => {
+        r"
+local function tombstone(entry, stamp, lease)
   redis.call('DEL', entry)
   redis.call('HSET', entry, '__meta', 'inv:' .. stamp)
   redis.call('PEXPIRE', entry, lease)
 end
-local function invalidate_tags(first)
+local function invalidate_tags(first, stamp, lease)
   for i = first, #KEYS, 2 do
-    redis.call('SET', KEYS[i + 1], stamp, 'PX', lease)
-    for _, entry in ipairs(redis.call('SMEMBERS', KEYS[i])) do tombstone(entry) end
+    redis.call('SET', KEYS[i + 1], stamp, 'PX', math.max(redis.call('PTTL', KEYS[i + 1]), lease))
+    for _, entry in ipairs(redis.call('SMEMBERS', KEYS[i])) do tombstone(entry, stamp, lease) end
     redis.call('DEL', KEYS[i])
   end
 end
@@ -119,100 +163,158 @@ end
     };
 }
 
-/// `KEYS[1]` the entry, then pairs (tag members, tag stamp). `ARGV[1]` TTL in ms, `ARGV[2]`
-/// the stamp the miss read (empty: unconditional), `ARGV[3]` `fields` or `absent`, `ARGV[4]`
-/// the lease time in ms, then the field triples.
+/// `KEYS[1]` the entry, `KEYS[2]` the clock, then pairs (tag members, tag stamp).
+/// `ARGV[1]` TTL in ms, `ARGV[2]` the stamp the miss read (empty: unconditional), `ARGV[3]`
+/// `fields` or `absent`, `ARGV[4]` the lease time in ms, `ARGV[5]` the owner (namespace),
+/// `ARGV[6]` the entry's bucket field in the clock, `ARGV[7]` `1` to replace the entry,
+/// `ARGV[8]` the tags as `__meta` lists them, then the field triples.
 ///
 /// A key holding another type (garbage left by someone else) is replaced rather than failing
-/// the fill forever with WRONGTYPE. A refused fill leaves a tombstone with the newest stamp
-/// it saw, so that the next miss reads that stamp and can fill. A successful fill clears the
-/// lease and, with tags, marks the entry `tagged` (which rules out write-through for it).
+/// the fill forever with WRONGTYPE, and so is a hash the library did not fill for this
+/// namespace. A refused fill leaves a tombstone with the newest stamp it saw, so that the
+/// next miss reads that stamp and can fill. A fill merged into an entry holding other values
+/// never extends its TTL: each function's TTL bounds the age of the fields it wrote.
 const FILL_SCRIPT: &str = concat!(
     lua_meta!(),
     lua_write_fields!(),
+    lua_clock!(),
     r"
-local key = KEYS[1]
+local key, clock = KEYS[1], KEYS[2]
 local kind = redis.call('TYPE', key).ok
 if kind ~= 'hash' and kind ~= 'none' then redis.call('DEL', key) end
 local meta = read_meta(key)
+local ttl, lease = tonumber(ARGV[1]), tonumber(ARGV[4])
 if ARGV[2] ~= '' then
   local seen = tonumber(ARGV[2])
-  local stamp = tonumber(meta.inv) or 0
-  local newest = stamp
-  for i = 3, #KEYS, 2 do newest = math.max(newest, tonumber(redis.call('GET', KEYS[i])) or 0) end
+  local state = redis.call('HMGET', clock, 'now', 'floor', ARGV[6])
+  local now = tonumber(state[1])
+  if not now then
+    -- The clock was lost: which invalidations came after the read is unknown.
+    new_stamp(clock)
+    return 0
+  end
+  local newest = math.max(tonumber(meta.inv) or 0, tonumber(state[2]) or 0, tonumber(state[3]) or 0)
+  for i = 3, #KEYS, 2 do
+    local stamp = tonumber(redis.call('GET', KEYS[i + 1]))
+    if not stamp then
+      -- Never invalidated, or its stamp was lost: any invalidation up to now may concern it.
+      stamp = now
+      redis.call('SET', KEYS[i + 1], fmt(now), 'PX', math.max(ttl, lease))
+    end
+    newest = math.max(newest, stamp)
+  end
   if newest > seen then
-    if newest > stamp then
+    if newest > (tonumber(meta.inv) or 0) then
       redis.call('DEL', key)
-      redis.call('HSET', key, '__meta', 'inv:' .. string.format('%.0f', newest))
-      redis.call('PEXPIRE', key, ARGV[4])
+      redis.call('HSET', key, '__meta', 'inv:' .. fmt(newest))
+      redis.call('PEXPIRE', key, lease)
     end
     return 0
   end
 end
-if ARGV[3] == 'absent' then
+local holds_data = has_data(key, meta)
+if ARGV[3] == 'absent' or ARGV[7] == '1' or (holds_data and meta.by ~= ARGV[5]) then
   redis.call('DEL', key)
-  meta = {inv = meta.inv, none = true, null = {}, skip = {}}
+  meta = {inv = meta.inv, null = {}, skip = {}}
+elseif holds_data then
+  local left = redis.call('PTTL', key)
+  if left > 0 and left < ttl then ttl = left end
+end
+if ARGV[3] == 'absent' then
+  meta.none = true
 else
-  write_fields(key, meta, 5)
+  write_fields(key, meta, 9)
   meta.none = nil
 end
 meta.lease = nil
-if #KEYS > 1 then meta.tagged = true end
+meta.by = ARGV[5]
+if ARGV[8] ~= '' then
+  meta.tags = meta.tags or {}
+  for tag in string.gmatch(ARGV[8], '[^,]+') do meta.tags[tag] = true end
+  local born = tonumber(ARGV[2]) or 0
+  if meta.born then born = math.min(born, tonumber(meta.born)) end
+  meta.born = fmt(born)
+end
 write_meta(key, meta)
-local ttl = tonumber(ARGV[1])
 redis.call('PEXPIRE', key, ttl)
-for i = 2, #KEYS, 2 do
+for i = 3, #KEYS, 2 do
   redis.call('SADD', KEYS[i], key)
-  if redis.call('PTTL', KEYS[i]) < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
+  for j = i, i + 1 do
+    if redis.call('PTTL', KEYS[j]) < ttl then redis.call('PEXPIRE', KEYS[j], ttl) end
+  end
 end
 return 1
 "
 );
 
 /// `KEYS[1]` the namespace clock, then `ARGV[2]` entries, then pairs (tag members, tag stamp).
-/// `ARGV[1]` the lease time in ms.
+/// `ARGV[1]` the lease time in ms, then the entries' bucket fields.
 const INVALIDATE_SCRIPT: &str = concat!(
-    lua_stamp!(),
+    lua_clock!(),
+    lua_invalidate!(),
     r"
+local stamp = fmt(new_stamp(KEYS[1]))
+local lease = tonumber(ARGV[1])
 local entries = tonumber(ARGV[2])
-for i = 2, entries + 1 do tombstone(KEYS[i]) end
-invalidate_tags(entries + 2)
+for i = 1, entries do
+  tombstone(KEYS[i + 1], stamp, lease)
+  redis.call('HSET', KEYS[1], ARGV[i + 2], stamp)
+end
+invalidate_tags(entries + 2, stamp, lease)
 return stamp
 "
 );
 
 /// `KEYS[1]` the namespace clock, `KEYS[2]` the entry, then pairs (tag members, tag stamp).
 /// `ARGV[1]` the lease time in ms, `ARGV[2]` the version field, `ARGV[3]` the new version,
-/// then the field triples. Invalidates the tags; then replaces the entry by the new value if
-/// that cannot bring old data back: the entry holds an older version in the version field
-/// and is registered under no tag (whose set the new value might no longer belong to). An
-/// entry holding the same or a newer version is kept. Otherwise the entry is invalidated.
+/// `ARGV[4]` the owner, `ARGV[5]` the entry's bucket field, then the field triples.
+/// Invalidates the tags; then replaces the entry by the new value if that cannot bring old
+/// data back: this namespace's entry holds an older version in the version field and is
+/// registered under no tag (whose set the new value might no longer belong to). An entry
+/// holding the same or a newer version is kept. Otherwise the entry is invalidated.
 /// Returns 1 when written through.
 const WRITE_THROUGH_SCRIPT: &str = concat!(
-    lua_stamp!(),
+    lua_clock!(),
+    lua_invalidate!(),
     lua_meta!(),
     lua_write_fields!(),
     r"
 local key = KEYS[2]
-invalidate_tags(3)
+local stamp = fmt(new_stamp(KEYS[1]))
+local lease = tonumber(ARGV[1])
+invalidate_tags(3, stamp, lease)
+redis.call('HSET', KEYS[1], ARGV[5], stamp)
 local current = nil
 if redis.call('TYPE', key).ok == 'hash' then
   local meta = read_meta(key)
-  if not meta.tagged and not meta.none then current = tonumber(redis.call('HGET', key, ARGV[2])) end
+  if not meta.tags and not meta.none and meta.by == ARGV[4] then
+    current = tonumber(redis.call('HGET', key, ARGV[2]))
+  end
 end
 local ttl = redis.call('PTTL', key)
 if current and ttl > 0 then
   -- Holds a newer version already (a later update wrote through first): keep it.
   if current >= tonumber(ARGV[3]) then return 0 end
   redis.call('DEL', key)
-  local meta = {inv = stamp, null = {}, skip = {}}
-  write_fields(key, meta, 4)
+  local meta = {inv = stamp, by = ARGV[4], null = {}, skip = {}}
+  write_fields(key, meta, 6)
   write_meta(key, meta)
   redis.call('PEXPIRE', key, ttl)
   return 1
 end
-tombstone(key)
+tombstone(key, stamp, lease)
 return 0
+"
+);
+
+/// `KEYS[1]` the namespace clock. Its `now`, after making the clock if it is gone (first use,
+/// or evicted), so that a miss always fills against a clock that existed before it loaded.
+const CLOCK_SCRIPT: &str = concat!(
+    lua_clock!(),
+    r"
+local now = redis.call('HGET', KEYS[1], 'now')
+if now then return now end
+return fmt(new_stamp(KEYS[1]))
 "
 );
 
@@ -296,6 +398,7 @@ pub(crate) struct RedisStore {
     invalidate_script: redis::Script,
     write_through_script: redis::Script,
     lease_script: redis::Script,
+    clock_script: redis::Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -323,6 +426,7 @@ impl RedisStore {
             invalidate_script: redis::Script::new(INVALIDATE_SCRIPT),
             write_through_script: redis::Script::new(WRITE_THROUGH_SCRIPT),
             lease_script: redis::Script::new(LEASE_SCRIPT),
+            clock_script: redis::Script::new(CLOCK_SCRIPT),
         })
     }
 
@@ -331,7 +435,12 @@ impl RedisStore {
         self.connection.discard();
     }
 
-    pub(crate) async fn read(&self, key: &str, fields: &[&str]) -> StoreResult<EntryRead> {
+    pub(crate) async fn read(
+        &self,
+        key: &str,
+        fields: &[&str],
+        owner: &str,
+    ) -> StoreResult<EntryRead> {
         // Sized up front and sent without `query_async`'s boxed future: this is the hit path,
         // where every allocation shows in the throughput (see BENCHMARKS.md).
         let bytes = "HMGET".len()
@@ -353,11 +462,23 @@ impl RedisStore {
             Err(error) if error.code() == Some("WRONGTYPE") => Value::Nil,
             Err(error) => return Err(error),
         };
-        Ok(entry_read(reply, fields))
+        Ok(entry_read(reply, fields, owner))
+    }
+
+    pub(crate) async fn tag_stamps(&self, stamps: &[String]) -> StoreResult<Vec<Option<u64>>> {
+        let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
+            .arg(stamps)
+            .query_async(&mut self.connection.get().await?)
+            .await?;
+        Ok(values
+            .into_iter()
+            .map(|value| value.map(|bytes| parse_stamp(&bytes)))
+            .collect())
     }
 
     pub(crate) async fn fill(&self, fill: Fill<'_>) -> StoreResult<bool> {
         let mut invocation = self.fill_script.key(fill.key);
+        invocation.key(fill.clock);
         for tag in fill.tags {
             invocation.key(&tag.members).key(&tag.stamp);
         }
@@ -370,7 +491,13 @@ impl RedisStore {
             FillBody::Absent => "absent",
             FillBody::Fields(_) => "fields",
         };
-        invocation.arg(kind).arg(ttl_millis(fill.lease_time));
+        invocation
+            .arg(kind)
+            .arg(ttl_millis(fill.lease_time))
+            .arg(fill.owner)
+            .arg(fill.bucket)
+            .arg(if fill.replace { "1" } else { "" })
+            .arg(fill.tag_names);
         if let FillBody::Fields(fields) = fill.body {
             field_triples(&mut invocation, fields);
         }
@@ -389,7 +516,9 @@ impl RedisStore {
         invocation
             .arg(ttl_millis(write.lease_time))
             .arg(write.version_field)
-            .arg(write.version);
+            .arg(write.version)
+            .arg(write.owner)
+            .arg(write.bucket);
         field_triples(&mut invocation, write.fields);
         let written: i64 = invocation
             .invoke_async(&mut self.connection.get().await?)
@@ -414,11 +543,22 @@ impl RedisStore {
     }
 
     pub(crate) async fn clock(&self, clock: &str) -> StoreResult<Option<u64>> {
-        let value: Option<Vec<u8>> = redis::cmd("GET")
+        let mut connection = self.connection.get().await?;
+        let value: Option<Vec<u8>> = redis::cmd("HGET")
             .arg(clock)
-            .query_async(&mut self.connection.get().await?)
+            .arg("now")
+            .query_async(&mut connection)
             .await?;
-        Ok(value.map(|bytes| parse_stamp(&bytes)))
+        if let Some(bytes) = value {
+            return Ok(Some(parse_stamp(&bytes)));
+        }
+        // Rare: the namespace's first miss, or the clock was evicted.
+        let made: Vec<u8> = self
+            .clock_script
+            .key(clock)
+            .invoke_async(&mut connection)
+            .await?;
+        Ok(Some(parse_stamp(&made)))
     }
 
     pub(crate) async fn invalidate(&self, invalidation: Invalidation<'_>) -> StoreResult<()> {
@@ -431,7 +571,8 @@ impl RedisStore {
         }
         invocation
             .arg(ttl_millis(invalidation.lease_time))
-            .arg(invalidation.entries.len());
+            .arg(invalidation.entries.len())
+            .arg(invalidation.buckets);
         invocation
             .invoke_async::<Value>(&mut self.connection.get().await?)
             .await?;
@@ -453,7 +594,7 @@ fn field_triples(invocation: &mut redis::ScriptInvocation<'_>, fields: &[Encoded
 
 /// The entry in an `HMGET` reply of `fields` plus `__meta`: the values stay in the reply as
 /// they came, the meta is parsed.
-fn entry_read(reply: Value, fields: &[&str]) -> EntryRead {
+fn entry_read(reply: Value, fields: &[&str], owner: &str) -> EntryRead {
     let Value::Array(mut values) = reply else {
         return EntryRead::missing(fields.len());
     };
@@ -465,12 +606,20 @@ fn entry_read(reply: Value, fields: &[&str]) -> EntryRead {
         _ => Vec::new(),
     };
     let meta = Meta::parse(&text);
+    let owned = meta
+        .owner
+        .is_some_and(|owner_range| text[owner_range] == *owner.as_bytes());
+    let tags = meta
+        .tags
+        .and_then(|tags_range| EntryTags::parse(&text[tags_range]));
     EntryRead {
         values,
         absences: Absences::within(text, meta.null, meta.skip),
         stamp: meta.stamp,
-        absent: meta.absent,
+        absent: meta.absent && owned,
         leased: meta.leased,
+        owned,
+        tags,
     }
 }
 
@@ -482,6 +631,8 @@ struct Meta {
     leased: bool,
     null: Range<usize>,
     skip: Range<usize>,
+    owner: Option<Range<usize>>,
+    tags: Option<Range<usize>>,
 }
 
 impl Meta {
@@ -499,6 +650,8 @@ impl Meta {
                         b"null" => meta.null = value,
                         b"skip" => meta.skip = value,
                         b"lease" => meta.leased = true,
+                        b"by" => meta.owner = Some(value),
+                        b"tags" => meta.tags = Some(value),
                         _ => {}
                     }
                 }
