@@ -88,3 +88,340 @@ async fn a_direct_invalidation_dropped_by_its_caller_still_happens() {
     assert!(dropped.await.is_err());
     assert!(eventually(|| field(&server, "user:2", "name").is_none()).await);
 }
+
+/// A repository over a shared in-memory table whose loads can be held at a gate after they
+/// read the row: a read that loaded old data before a write, and fills it after.
+mod gated {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use cache_core::{cached_get, cached_update, Cache};
+    use serde::{Deserialize, Serialize};
+    use tokio::sync::Semaphore;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct Login {
+        pub id: i64,
+        pub email: String,
+        pub password: String,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct Balance {
+        pub id: i64,
+        pub cents: i64,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct Holder {
+        pub id: i64,
+        pub name: String,
+    }
+
+    #[derive(Default)]
+    pub struct Table {
+        pub rows: Mutex<HashMap<i64, Login>>,
+        pub cents: Mutex<HashMap<i64, i64>>,
+        pub loads: AtomicUsize,
+        /// When set, loads wait here after reading their row.
+        pub gate: Mutex<Option<Arc<Semaphore>>>,
+    }
+
+    impl Table {
+        pub fn with_user(id: i64, password: &str) -> Arc<Table> {
+            let table = Table::default();
+            table.rows.lock().unwrap().insert(
+                id,
+                Login {
+                    id,
+                    email: format!("u{id}@example.com"),
+                    password: password.into(),
+                },
+            );
+            table.cents.lock().unwrap().insert(id, 100);
+            Arc::new(table)
+        }
+
+        pub fn close_gate(&self) -> Arc<Semaphore> {
+            let gate = Arc::new(Semaphore::new(0));
+            *self.gate.lock().unwrap() = Some(gate.clone());
+            gate
+        }
+
+        pub fn loads(&self) -> usize {
+            self.loads.load(Ordering::SeqCst)
+        }
+
+        async fn after_reading(&self) {
+            self.loads.fetch_add(1, Ordering::SeqCst);
+            let gate = self.gate.lock().unwrap().clone();
+            if let Some(gate) = gate {
+                gate.acquire().await.unwrap().forget();
+            }
+        }
+    }
+
+    pub struct Repo {
+        pub cache: Cache,
+        pub table: Arc<Table>,
+    }
+
+    impl Repo {
+        #[cached_get(prefix = "login", key = "email", schema = Login, tags = ["user:{id}"], cache = self.cache)]
+        pub async fn by_email(&self, email: &str) -> Option<Login> {
+            let row = self
+                .table
+                .rows
+                .lock()
+                .unwrap()
+                .values()
+                .find(|row| row.email == email)
+                .cloned();
+            self.table.after_reading().await;
+            row
+        }
+
+        #[cached_get(prefix = "user", key = "id", schema = Login, cache = self.cache)]
+        pub async fn by_id(&self, id: i64) -> Option<Login> {
+            let row = self.table.rows.lock().unwrap().get(&id).cloned();
+            self.table.after_reading().await;
+            row
+        }
+
+        #[cached_update(prefix = "user", key = "id", tags = ["user:{id}"], cache = self.cache)]
+        pub async fn set_password(&self, id: i64, password: &str) -> Result<(), String> {
+            let mut rows = self.table.rows.lock().unwrap();
+            rows.get_mut(&id).ok_or("no user")?.password = password.into();
+            Ok(())
+        }
+
+        #[cached_get(prefix = "acct", key = "id", schema = Balance, ttl = 1, cache = self.cache)]
+        pub async fn balance(&self, id: i64) -> Balance {
+            let cents = self.table.cents.lock().unwrap()[&id];
+            self.table.after_reading().await;
+            Balance { id, cents }
+        }
+
+        #[cached_get(prefix = "acct", key = "id", schema = Holder, cache = self.cache)]
+        pub async fn holder(&self, id: i64) -> Holder {
+            self.table.after_reading().await;
+            Holder {
+                id,
+                name: format!("holder{id}"),
+            }
+        }
+    }
+}
+
+use gated::{Repo, Table};
+
+fn repo(server: &RedisServer, table: &std::sync::Arc<Table>) -> Repo {
+    Repo {
+        cache: Cache::builder().url(server.url()).build().unwrap(),
+        table: table.clone(),
+    }
+}
+
+fn delete(server: &RedisServer, key: &str) {
+    let deleted: i64 = redis::cmd("DEL")
+        .arg(key)
+        .query(&mut server.connection())
+        .unwrap();
+    assert_eq!(deleted, 1, "{key} existed, and is now gone as if evicted");
+}
+
+async fn loads_reached(table: &Table, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while table.loads() < count {
+        assert!(Instant::now() < deadline, "the load never started");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_evicted_tag_member_set_does_not_keep_the_old_password() {
+    let server = RedisServer::start();
+    let table = Table::with_user(7, "old");
+    let repo = repo(&server, &table);
+    assert_eq!(
+        repo.by_email("u7@example.com").await.unwrap().password,
+        "old"
+    );
+    // Redis evicted the set of entries registered under `user:7`, not the hot entry.
+    delete(&server, "__cache::tag:user:7");
+    repo.set_password(7, "new").await.unwrap();
+    assert!(
+        field(&server, "login:u7@example.com", "password").is_some(),
+        "nothing could reach the entry itself"
+    );
+    assert_eq!(
+        repo.by_email("u7@example.com").await.unwrap().password,
+        "new",
+        "the tag's stamp, checked on the read, makes the entry a miss"
+    );
+    assert_eq!(
+        repo.by_email("u7@example.com").await.unwrap().password,
+        "new"
+    );
+    assert_eq!(table.loads(), 2, "and it is cached again");
+}
+
+#[tokio::test]
+async fn an_evicted_tag_stamp_makes_its_entries_misses_and_refuses_racing_fills() {
+    let server = RedisServer::start();
+    let table = Table::with_user(7, "old");
+    let (reader, writer) = (repo(&server, &table), repo(&server, &table));
+    reader.by_email("u7@example.com").await.unwrap();
+    delete(&server, "__cache::stamp:user:7");
+    assert_eq!(
+        reader.by_email("u7@example.com").await.unwrap().password,
+        "old"
+    );
+    assert_eq!(
+        table.loads(),
+        2,
+        "without its tag's stamp the entry is a miss"
+    );
+
+    // A read loads the old row; the write and its invalidation complete; the tag's stamp is
+    // evicted before the read fills.
+    delete(&server, "login:u7@example.com");
+    let gate = table.close_gate();
+    let slow = tokio::spawn(async move { reader.by_email("u7@example.com").await });
+    loads_reached(&table, 3).await;
+    writer.set_password(7, "new").await.unwrap();
+    delete(&server, "__cache::stamp:user:7");
+    gate.add_permits(1);
+    assert_eq!(slow.await.unwrap().unwrap().password, "old");
+    *table.gate.lock().unwrap() = None;
+    assert_eq!(
+        writer.by_email("u7@example.com").await.unwrap().password,
+        "new",
+        "the racing fill was refused"
+    );
+}
+
+#[tokio::test]
+async fn an_evicted_tombstone_or_clock_does_not_let_a_racing_fill_through() {
+    for lost in [&["user:7"][..], &["user:7", "__cache::clock"][..]] {
+        let server = RedisServer::start();
+        let table = Table::with_user(7, "old");
+        let (reader, writer) = (repo(&server, &table), repo(&server, &table));
+        let gate = table.close_gate();
+        let slow = tokio::spawn(async move { reader.by_id(7).await });
+        loads_reached(&table, 1).await;
+        writer.set_password(7, "new").await.unwrap();
+        for key in lost {
+            delete(&server, key);
+        }
+        gate.add_permits(1);
+        assert_eq!(slow.await.unwrap().unwrap().password, "old");
+        *table.gate.lock().unwrap() = None;
+        assert_eq!(
+            writer.by_id(7).await.unwrap().password,
+            "new",
+            "losing {lost:?} refused the racing fill"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_short_ttl_beside_a_long_one_bounds_its_own_fields() {
+    let server = RedisServer::start();
+    let table = Table::with_user(1, "x");
+    let repo = repo(&server, &table);
+    assert_eq!(repo.balance(1).await.cents, 100);
+    // The other schema of the same hash has the default TTL (one hour).
+    assert_eq!(repo.holder(1).await.name, "holder1");
+    table.cents.lock().unwrap().insert(1, 250);
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    assert_eq!(
+        repo.balance(1).await.cents,
+        250,
+        "the balance's one-second TTL held although another schema filled the hash later"
+    );
+}
+
+#[tokio::test]
+async fn key_text_cannot_reach_the_librarys_keys_or_another_namespace() {
+    let server = RedisServer::start();
+    let table = Table::with_user(1, "old");
+    let shop = Repo {
+        cache: Cache::builder()
+            .url(server.url())
+            .namespace("shop")
+            .build()
+            .unwrap(),
+        table: table.clone(),
+    };
+    let plain = Cache::builder().url(server.url()).build().unwrap();
+    assert_eq!(shop.by_id(1).await.unwrap().password, "old");
+    shop.set_password(1, "old").await.unwrap();
+    // Key text from a request, through a handle without namespace.
+    let intruder = gated::Login {
+        id: 1,
+        email: "intruder@example.com".into(),
+        password: "intruder".into(),
+    };
+    for key in ["__clock", "__cache:shop:clock", "user:1", "__tag:user:1"] {
+        plain.put("shop", key, &intruder).await.unwrap();
+    }
+    assert!(redis::cmd("HGET")
+        .arg("__cache:shop:clock")
+        .arg("now")
+        .query::<Option<String>>(&mut server.connection())
+        .unwrap()
+        .is_some());
+    shop.set_password(1, "new").await.unwrap();
+    assert_eq!(shop.cache.stats().errors, 0, "no WRONGTYPE, no failure");
+    assert_eq!(shop.cache.stats().pending_invalidations, 0);
+    let read = shop.by_id(1).await.unwrap();
+    assert_eq!(
+        read.password, "new",
+        "never the other handle's value: {read:?}"
+    );
+    assert_eq!(shop.by_id(1).await.unwrap().password, "new");
+}
+
+#[tokio::test]
+async fn hashes_written_by_another_client_are_refilled_before_they_are_hits() {
+    let server = RedisServer::start();
+    let table = Table::with_user(7, "current");
+    let repo = repo(&server, &table);
+    // What the tutorial's Python service writes: complete hashes, no TTL, no `__meta`.
+    redis::cmd("HSET")
+        .arg("login:u7@example.com")
+        .arg(&["id", "7", "email", "u7@example.com", "password", "stale"])
+        .query::<()>(&mut server.connection())
+        .unwrap();
+    assert_eq!(
+        repo.by_email("u7@example.com").await.unwrap().password,
+        "current",
+        "a hash the library did not fill is a miss"
+    );
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg("login:u7@example.com")
+        .query(&mut server.connection())
+        .unwrap();
+    assert!(ttl > 0, "the refill gave it a TTL");
+    assert_eq!(
+        field(&server, "login:u7@example.com", "__meta").as_deref(),
+        Some(format!("by: tags:{}:user:7", born(&server)).as_str())
+    );
+    repo.set_password(7, "changed").await.unwrap();
+    assert_eq!(
+        repo.by_email("u7@example.com").await.unwrap().password,
+        "changed",
+        "registered under its tag by the refill"
+    );
+}
+
+/// The `born` stamp the only login fill of a fresh server recorded: the clock's floor.
+fn born(server: &RedisServer) -> String {
+    redis::cmd("HGET")
+        .arg("__cache::clock")
+        .arg("floor")
+        .query(&mut server.connection())
+        .unwrap()
+}
