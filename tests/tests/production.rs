@@ -101,35 +101,35 @@ mod gated {
     use tokio::sync::Semaphore;
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-    pub struct Login {
-        pub id: i64,
-        pub email: String,
-        pub password: String,
+    pub(crate) struct Login {
+        pub(crate) id: i64,
+        pub(crate) email: String,
+        pub(crate) password: String,
     }
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-    pub struct Balance {
-        pub id: i64,
-        pub cents: i64,
+    pub(crate) struct Balance {
+        pub(crate) id: i64,
+        pub(crate) cents: i64,
     }
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-    pub struct Holder {
-        pub id: i64,
-        pub name: String,
+    pub(crate) struct Holder {
+        pub(crate) id: i64,
+        pub(crate) name: String,
     }
 
     #[derive(Default)]
-    pub struct Table {
-        pub rows: Mutex<HashMap<i64, Login>>,
-        pub cents: Mutex<HashMap<i64, i64>>,
-        pub loads: AtomicUsize,
+    pub(crate) struct Table {
+        pub(crate) rows: Mutex<HashMap<i64, Login>>,
+        pub(crate) cents: Mutex<HashMap<i64, i64>>,
+        pub(crate) loads: AtomicUsize,
         /// When set, loads wait here after reading their row.
-        pub gate: Mutex<Option<Arc<Semaphore>>>,
+        pub(crate) gate: Mutex<Option<Arc<Semaphore>>>,
     }
 
     impl Table {
-        pub fn with_user(id: i64, password: &str) -> Arc<Table> {
+        pub(crate) fn with_user(id: i64, password: &str) -> Arc<Table> {
             let table = Table::default();
             table.rows.lock().unwrap().insert(
                 id,
@@ -143,13 +143,13 @@ mod gated {
             Arc::new(table)
         }
 
-        pub fn close_gate(&self) -> Arc<Semaphore> {
+        pub(crate) fn close_gate(&self) -> Arc<Semaphore> {
             let gate = Arc::new(Semaphore::new(0));
             *self.gate.lock().unwrap() = Some(gate.clone());
             gate
         }
 
-        pub fn loads(&self) -> usize {
+        pub(crate) fn loads(&self) -> usize {
             self.loads.load(Ordering::SeqCst)
         }
 
@@ -162,14 +162,14 @@ mod gated {
         }
     }
 
-    pub struct Repo {
-        pub cache: Cache,
-        pub table: Arc<Table>,
+    pub(crate) struct Repo {
+        pub(crate) cache: Cache,
+        pub(crate) table: Arc<Table>,
     }
 
     impl Repo {
         #[cached_get(prefix = "login", key = "email", schema = Login, tags = ["user:{id}"], cache = self.cache)]
-        pub async fn by_email(&self, email: &str) -> Option<Login> {
+        pub(crate) async fn by_email(&self, email: &str) -> Option<Login> {
             let row = self
                 .table
                 .rows
@@ -183,28 +183,28 @@ mod gated {
         }
 
         #[cached_get(prefix = "user", key = "id", schema = Login, cache = self.cache)]
-        pub async fn by_id(&self, id: i64) -> Option<Login> {
+        pub(crate) async fn by_id(&self, id: i64) -> Option<Login> {
             let row = self.table.rows.lock().unwrap().get(&id).cloned();
             self.table.after_reading().await;
             row
         }
 
         #[cached_update(prefix = "user", key = "id", tags = ["user:{id}"], cache = self.cache)]
-        pub async fn set_password(&self, id: i64, password: &str) -> Result<(), String> {
+        pub(crate) async fn set_password(&self, id: i64, password: &str) -> Result<(), String> {
             let mut rows = self.table.rows.lock().unwrap();
             rows.get_mut(&id).ok_or("no user")?.password = password.into();
             Ok(())
         }
 
         #[cached_get(prefix = "acct", key = "id", schema = Balance, ttl = 1, cache = self.cache)]
-        pub async fn balance(&self, id: i64) -> Balance {
+        pub(crate) async fn balance(&self, id: i64) -> Balance {
             let cents = self.table.cents.lock().unwrap()[&id];
             self.table.after_reading().await;
             Balance { id, cents }
         }
 
         #[cached_get(prefix = "acct", key = "id", schema = Holder, cache = self.cache)]
-        pub async fn holder(&self, id: i64) -> Holder {
+        pub(crate) async fn holder(&self, id: i64) -> Holder {
             self.table.after_reading().await;
             Holder {
                 id,
