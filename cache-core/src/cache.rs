@@ -11,7 +11,9 @@ use serde::Serialize;
 
 use crate::codec::{self, SchemaFields};
 use crate::flight::Flights;
-use crate::guard::{Admission, CircuitBreaker, PendingInvalidations, RateLimiter, Transition};
+use crate::guard::{
+    Admission, Backoff, CircuitBreaker, PendingInvalidations, RateLimiter, Transition,
+};
 use crate::key::{bucket_field, check_segment, clock_key, encode_tag, entry_key, tag_keys};
 use crate::stats::{Counters, Stats};
 use crate::store::{
@@ -32,8 +34,11 @@ const DEFAULT_LEASE_TIME: Duration = Duration::from_secs(10);
 const DEFAULT_LEASE_WAIT: Duration = Duration::from_millis(300);
 const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(30);
 const LOG_INTERVAL: Duration = Duration::from_secs(5);
-/// How often reads try to deliver pending invalidations while Redis is unreachable.
+/// How often pending invalidations are tried again while Redis is unreachable or refuses
+/// them: first after this, then backing off exponentially (with jitter) up to
+/// [`DELIVERY_BACKOFF_LIMIT`].
 const DELIVERY_INTERVAL: Duration = Duration::from_millis(50);
+const DELIVERY_BACKOFF_LIMIT: Duration = Duration::from_secs(5);
 
 /// A handle on one cache: a Redis server (or the in-process store), a namespace and the
 /// failure-handling state. Cheap to clone; clones share everything.
@@ -67,7 +72,8 @@ struct Inner {
     operation_timeout: Duration,
     breaker: CircuitBreaker,
     failure_log: RateLimiter,
-    delivery_attempts: RateLimiter,
+    /// When pending invalidations may be tried again.
+    delivery: Backoff,
     delivery_task_running: AtomicBool,
     pending: PendingInvalidations,
     /// The longest TTL this handle has written, in ms: how long a lost entry can live.
@@ -232,7 +238,7 @@ impl CacheBuilder {
                 operation_timeout: self.operation_timeout,
                 breaker: CircuitBreaker::new(self.breaker_threshold, self.breaker_cooldown),
                 failure_log: RateLimiter::new(LOG_INTERVAL),
-                delivery_attempts: RateLimiter::new(DELIVERY_INTERVAL),
+                delivery: Backoff::new(DELIVERY_INTERVAL, DELIVERY_BACKOFF_LIMIT),
                 delivery_task_running: AtomicBool::new(false),
                 pending: PendingInvalidations::new(self.max_pending_invalidations),
                 longest_ttl_ms: AtomicU64::new(duration_ms(self.default_ttl)),
@@ -517,7 +523,7 @@ impl Cache {
         if self.inner.pending.is_empty() {
             return false;
         }
-        if self.inner.delivery_attempts.permit().is_some() {
+        if self.inner.delivery.permit() {
             // Rare, and a large future: boxed so that it does not weigh on every read.
             Box::pin(self.deliver_pending()).await;
         }
@@ -539,8 +545,16 @@ impl Cache {
                 Ok::<_, Error>(undelivered)
             })
             .await;
-        if delivery.is_ok() && self.inner.pending.is_empty() {
-            tracing::info!("delivered the invalidations that Redis missed while unreachable");
+        match delivery {
+            Ok(()) => {
+                self.inner.delivery.succeeded();
+                if self.inner.pending.is_empty() {
+                    tracing::info!(
+                        "delivered the invalidations that Redis missed while unreachable"
+                    );
+                }
+            }
+            Err(_) => self.inner.delivery.failed(),
         }
     }
 
@@ -564,10 +578,15 @@ impl Cache {
         let weak = Arc::downgrade(&self.inner);
         runtime.spawn(async move {
             loop {
-                tokio::time::sleep(DELIVERY_INTERVAL).await;
+                let Some(delay) = weak.upgrade().map(|inner| inner.delivery.delay()) else {
+                    return;
+                };
+                tokio::time::sleep(delay).await;
                 let Some(inner) = weak.upgrade() else { return };
                 let cache = Cache { inner };
-                cache.deliver_pending().await;
+                if cache.inner.delivery.permit() {
+                    cache.deliver_pending().await;
+                }
                 if cache.inner.pending.is_empty() {
                     cache
                         .inner
@@ -729,6 +748,7 @@ impl Cache {
                 Ok(()) => Ok(()),
                 Err(error) => {
                     cache.remember_undelivered(&keys, &tags);
+                    cache.drop_what_redis_allows(&error, &keys, &tags).await;
                     Err(error)
                 }
             }
@@ -780,6 +800,9 @@ impl Cache {
                 }
                 Err(error) => {
                     cache.remember_undelivered(&[key.as_str()], &tags);
+                    cache
+                        .drop_what_redis_allows(&error, &[key.as_str()], &tags)
+                        .await;
                     Err(error)
                 }
             }
@@ -816,6 +839,34 @@ impl Cache {
                 self.remember_undelivered(&keys, &tags);
                 Err(Error::Interrupted(error.to_string()))
             }
+        }
+    }
+
+    /// After Redis refused an invalidation (out of memory under `noeviction`, an ACL user
+    /// without the scripts or keys it needs, a replica answering `READONLY`), it may still
+    /// allow `UNLINK`, as `noeviction` does: unlinking the entries, and the tags' stamps
+    /// (without which every entry carrying the tag is a miss), stops every process from
+    /// serving them now. The invalidation stays pending all the same, to stamp them when
+    /// Redis takes writes again (a fill racing the write could otherwise come back).
+    async fn drop_what_redis_allows(&self, error: &Error, keys: &[&str], tags: &[String]) {
+        let Error::Redis(refusal) = error else {
+            return;
+        };
+        if is_outage(refusal) {
+            return;
+        }
+        let namespace = self.inner.namespace.as_deref();
+        let mut doomed: Vec<String> = keys.iter().map(|key| (*key).to_owned()).collect();
+        doomed.extend(tags.iter().map(|tag| tag_keys(namespace, tag).stamp));
+        if self
+            .guarded("unlink", self.inner.store.unlink(&doomed))
+            .await
+            .is_ok()
+        {
+            tracing::warn!(
+                error = %refusal,
+                "redis refused an invalidation; unlinked the entries instead, and will stamp them when it takes writes again"
+            );
         }
     }
 
@@ -906,6 +957,9 @@ fn is_outage(error: &redis::RedisError) -> bool {
                 | ServerErrorKind::ClusterDown
                 | ServerErrorKind::MasterDown
         ),
+        // Redis answered with an error code redis-rs has no kind for: `OOM` (out of memory
+        // under `noeviction`), `WRONGTYPE`, …: a refusal of this request, not an outage.
+        ErrorKind::Extension => false,
         _ => true,
     }
 }

@@ -175,6 +175,80 @@ impl RateLimiter {
     }
 }
 
+/// When to try again something that keeps failing: after `base`, then twice as long each
+/// time up to `max`, each wait drawn between half and all of it (jitter, so that processes
+/// that failed together do not retry together); back to `base` after a success. Against a
+/// Redis that refuses (OOM, NOPERM, READONLY), pending invalidations are then resent a few
+/// times a minute, not twenty times a second.
+#[derive(Debug)]
+pub(crate) struct Backoff {
+    clock: Clock,
+    base_ms: u64,
+    max_ms: u64,
+    /// The current full wait.
+    wait_ms: AtomicU64,
+    /// Clock reading before which no attempt is made.
+    next_ms: AtomicU64,
+}
+
+impl Backoff {
+    pub(crate) fn new(base: Duration, max: Duration) -> Self {
+        let base_ms = duration_ms(base).max(1);
+        Backoff {
+            clock: Clock {
+                start: Instant::now(),
+            },
+            base_ms,
+            max_ms: duration_ms(max).max(base_ms),
+            wait_ms: AtomicU64::new(base_ms),
+            next_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether an attempt may be made now; claims it, so concurrent callers make one.
+    pub(crate) fn permit(&self) -> bool {
+        let now = self.clock.now_ms();
+        let next = self.next_ms.load(Ordering::Acquire);
+        now >= next
+            && self
+                .next_ms
+                .compare_exchange(
+                    next,
+                    now.saturating_add(self.base_ms),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+    }
+
+    /// How long to wait before the next attempt, now.
+    pub(crate) fn delay(&self) -> Duration {
+        let next = self.next_ms.load(Ordering::Acquire);
+        Duration::from_millis(next.saturating_sub(self.clock.now_ms()).max(1))
+    }
+
+    pub(crate) fn failed(&self) {
+        let wait = self.wait_ms.load(Ordering::Acquire);
+        self.wait_ms
+            .store((wait * 2).min(self.max_ms), Ordering::Release);
+        // Half to all of the wait: cheap jitter from the clock's sub-millisecond noise.
+        let noise = self.clock.start.elapsed().subsec_nanos() as u64;
+        let jittered = wait / 2 + noise % (wait / 2 + 1);
+        self.next_ms.store(
+            self.clock.now_ms().saturating_add(jittered),
+            Ordering::Release,
+        );
+    }
+
+    pub(crate) fn succeeded(&self) {
+        self.wait_ms.store(self.base_ms, Ordering::Release);
+        self.next_ms.store(
+            self.clock.now_ms().saturating_add(self.base_ms),
+            Ordering::Release,
+        );
+    }
+}
+
 /// Invalidations that could not reach Redis. Until they are delivered, reads of those keys
 /// (and of entries carrying those tags) bypass the cache, so an entry that should be gone is
 /// never served by this handle; the first successful contact with Redis delivers them before
@@ -363,6 +437,24 @@ mod tests {
         assert_eq!(limiter.permit(), None);
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(limiter.permit(), Some(2));
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_limit_and_resets_on_success() {
+        let backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(40));
+        assert!(backoff.permit());
+        assert!(!backoff.permit(), "one attempt at a time");
+        for _ in 0..5 {
+            backoff.failed();
+        }
+        assert_eq!(backoff.wait_ms.load(Ordering::Relaxed), 40, "capped");
+        let delay = backoff.delay();
+        assert!(delay <= Duration::from_millis(40), "{delay:?}");
+        assert!(!backoff.permit());
+        backoff.succeeded();
+        assert_eq!(backoff.wait_ms.load(Ordering::Relaxed), 10);
+        std::thread::sleep(Duration::from_millis(15));
+        assert!(backoff.permit());
     }
 
     #[tokio::test]

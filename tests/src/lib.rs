@@ -16,7 +16,14 @@ pub struct RedisServer {
     port: u16,
     child: Option<Child>,
     dir: PathBuf,
+    /// The URL of the restricted user made by [`RedisServer::add_cache_user`].
+    cache_url: Option<String>,
 }
+
+/// The commands the library needs, exactly as the README's ACL rule lists them: what it
+/// sends (`HMGET`, `HGET`, `MGET`, `UNLINK`, `EVALSHA`, `SCRIPT LOAD`) and what its scripts run.
+pub const CACHE_ACL_COMMANDS: &str = "-@all +hmget +hget +mget +unlink +evalsha +script|load \
+    +hset +hdel +hlen +hexists +del +pexpire +pttl +type +time +get +set +sadd +smembers";
 
 impl RedisServer {
     /// Starts a redis-server on a free loopback port and waits until it answers.
@@ -29,6 +36,7 @@ impl RedisServer {
             port,
             child: None,
             dir,
+            cache_url: None,
         };
         server.spawn();
         server
@@ -62,6 +70,34 @@ impl RedisServer {
     /// `redis://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Makes an ACL user with exactly the README's rule: [`CACHE_ACL_COMMANDS`] on the keys
+    /// `patterns` (the entries' and the library's), and nothing else. From then on
+    /// [`cache_url`](Self::cache_url) connects as that user.
+    pub fn add_cache_user(&mut self, patterns: &[&str]) {
+        let mut rule = vec!["cache", "on", ">cache-secret", "resetkeys", "resetchannels"];
+        let commands: Vec<&str> = CACHE_ACL_COMMANDS.split_whitespace().collect();
+        rule.extend(commands);
+        let patterns: Vec<String> = patterns
+            .iter()
+            .map(|pattern| format!("~{pattern}"))
+            .collect();
+        rule.extend(patterns.iter().map(String::as_str));
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg(&rule)
+            .query::<()>(&mut self.connection())
+            .expect("ACL SETUSER");
+        self.cache_url = Some(format!(
+            "redis://cache:cache-secret@127.0.0.1:{}",
+            self.port
+        ));
+    }
+
+    /// The URL the cache under test connects with: the restricted user's, if one was made.
+    pub fn cache_url(&self) -> String {
+        self.cache_url.clone().unwrap_or_else(|| self.url())
     }
 
     /// The port it listens on.

@@ -19,7 +19,7 @@ impl Backend {
         configure: impl FnOnce(cache_core::CacheBuilder) -> cache_core::CacheBuilder,
     ) -> Cache {
         let url = match self {
-            Backend::Redis(server) => server.url(),
+            Backend::Redis(server) => server.cache_url(),
             Backend::Memory => "mem://".to_owned(),
         };
         configure(Cache::builder().url(url))
@@ -32,12 +32,37 @@ impl Backend {
     }
 }
 
+/// The key patterns of the suite's entries (its prefixes, and namespaces `shop` and `blog`)
+/// and of the library's own keys for those namespaces.
+const SUITE_KEYS: &[&str] = &[
+    "flat:*",
+    "other:*",
+    "profile:*",
+    "rich:*",
+    "sparse:*",
+    "user:*",
+    "shop:*",
+    "blog:*",
+    "__cache::*",
+    "__cache:shop:*",
+    "__cache:blog:*",
+];
+
 macro_rules! on_both_backends {
     ($($test:ident),* $(,)?) => {
         mod on_redis {
             $(#[tokio::test]
             async fn $test() {
                 super::$test(super::Backend::Redis(cache_integration_tests::RedisServer::start())).await;
+            })*
+        }
+        /// The same suite as a user with exactly the README's ACL rule.
+        mod on_redis_as_acl_user {
+            $(#[tokio::test]
+            async fn $test() {
+                let mut server = cache_integration_tests::RedisServer::start();
+                server.add_cache_user(super::SUITE_KEYS);
+                super::$test(super::Backend::Redis(server)).await;
             })*
         }
         mod on_memory {

@@ -425,3 +425,132 @@ fn born(server: &RedisServer) -> String {
         .query(&mut server.connection())
         .unwrap()
 }
+
+fn config_set(server: &RedisServer, name: &str, value: &str) {
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg(name)
+        .arg(value)
+        .query::<()>(&mut server.connection())
+        .unwrap();
+}
+
+fn exists(server: &RedisServer, key: &str) -> bool {
+    redis::cmd("EXISTS")
+        .arg(key)
+        .query(&mut server.connection())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn out_of_memory_under_noeviction_unlinks_the_entries_and_stamps_them_later() {
+    let server = RedisServer::start();
+    let table = Table::with_user(7, "old");
+    let (reader, writer) = (repo(&server, &table), repo(&server, &table));
+    assert_eq!(reader.by_id(7).await.unwrap().password, "old");
+    assert_eq!(
+        reader.by_email("u7@example.com").await.unwrap().password,
+        "old"
+    );
+    config_set(&server, "maxmemory-policy", "noeviction");
+    config_set(&server, "maxmemory", "1");
+
+    writer.set_password(7, "new").await.unwrap();
+    assert!(
+        writer.cache.stats().pending_invalidations > 0,
+        "the refused invalidation is remembered"
+    );
+    assert!(
+        !exists(&server, "user:7"),
+        "unlinked, as noeviction still allows"
+    );
+    assert!(!exists(&server, "__cache::stamp:user:7"));
+    assert_eq!(
+        reader.by_id(7).await.unwrap().password,
+        "new",
+        "another process does not read the old row"
+    );
+    assert_eq!(
+        reader.by_email("u7@example.com").await.unwrap().password,
+        "new",
+        "nor the entry carrying the tag, whose stamp is gone"
+    );
+
+    config_set(&server, "maxmemory", "0");
+    assert!(
+        eventually(|| writer.cache.stats().pending_invalidations == 0).await,
+        "delivered once Redis takes writes again"
+    );
+    assert_eq!(reader.by_id(7).await.unwrap().password, "new");
+    assert_eq!(reader.by_id(7).await.unwrap().password, "new");
+    assert_eq!(
+        reader.by_email("u7@example.com").await.unwrap().password,
+        "new"
+    );
+}
+
+#[tokio::test]
+async fn a_primary_that_became_a_replica_keeps_the_invalidation_pending() {
+    let server = RedisServer::start();
+    let table = Table::with_user(7, "old");
+    let (reader, writer) = (repo(&server, &table), repo(&server, &table));
+    assert_eq!(writer.by_id(7).await.unwrap().password, "old");
+    // A failover made it a replica (of a primary that is not reachable from here).
+    redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(cache_integration_tests::free_port())
+        .query::<()>(&mut server.connection())
+        .unwrap();
+    writer.set_password(7, "new").await.unwrap();
+    assert!(writer.cache.stats().pending_invalidations > 0);
+    assert_eq!(
+        writer.by_id(7).await.unwrap().password,
+        "new",
+        "the writer does not read what it could not invalidate"
+    );
+    redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query::<()>(&mut server.connection())
+        .unwrap();
+    assert!(eventually(|| writer.cache.stats().pending_invalidations == 0).await);
+    assert_eq!(reader.by_id(7).await.unwrap().password, "new");
+}
+
+#[tokio::test]
+async fn an_acl_user_that_may_not_run_scripts_keeps_invalidations_pending_with_backoff() {
+    let mut server = RedisServer::start();
+    let table = Table::with_user(7, "old");
+    let reader = repo(&server, &table);
+    assert_eq!(reader.by_id(7).await.unwrap().password, "old");
+    server.add_cache_user(&["user:*", "login:*", "__cache::*"]);
+    redis::cmd("ACL")
+        .arg(&["SETUSER", "cache", "-evalsha", "-unlink"])
+        .query::<()>(&mut server.connection())
+        .unwrap();
+    let writer = Repo {
+        cache: Cache::builder().url(server.cache_url()).build().unwrap(),
+        table: table.clone(),
+    };
+    writer.set_password(7, "new").await.unwrap();
+    assert_eq!(
+        writer.cache.stats().pending_invalidations,
+        2,
+        "the entry and its tag"
+    );
+    assert_eq!(writer.by_id(7).await.unwrap().password, "new");
+    // The background delivery backs off instead of hammering a Redis that says no.
+    let before = writer.cache.stats().errors;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let attempts = writer.cache.stats().errors - before;
+    assert!(
+        (1..=8).contains(&attempts),
+        "{attempts} attempts in 1.5 s (every 50 ms would be 30)"
+    );
+    redis::cmd("ACL")
+        .arg(&["SETUSER", "cache", "+evalsha", "+unlink"])
+        .query::<()>(&mut server.connection())
+        .unwrap();
+    assert!(eventually(|| writer.cache.stats().pending_invalidations == 0).await);
+    assert_eq!(reader.by_id(7).await.unwrap().password, "new");
+}

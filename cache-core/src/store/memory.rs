@@ -124,6 +124,14 @@ impl MemoryStore {
         }
     }
 
+    pub(crate) fn unlink(&self, keys: &[String]) {
+        let mut state = self.state();
+        for key in keys {
+            state.entries.remove(key);
+            state.tag_stamps.remove(key);
+        }
+    }
+
     pub(crate) fn tag_stamps(&self, stamps: &[String]) -> Vec<Option<u64>> {
         let now = Instant::now();
         let state = self.state();

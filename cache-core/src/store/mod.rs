@@ -344,6 +344,18 @@ impl Store {
         }
     }
 
+    /// Unlinks keys: what Redis still allows when it refuses scripts and writes (out of
+    /// memory under `noeviction`). One `UNLINK`.
+    pub(crate) async fn unlink(&self, keys: &[String]) -> StoreResult<()> {
+        match self {
+            Store::Redis(store) => store.unlink(keys).await,
+            Store::Memory(store) => {
+                store.unlink(keys);
+                Ok(())
+            }
+        }
+    }
+
     /// The last stamp the clock gave (`None`: the clock is gone): one `HGET`.
     pub(crate) async fn clock(&self, clock: &str) -> StoreResult<Option<u64>> {
         match self {

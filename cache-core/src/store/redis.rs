@@ -465,6 +465,14 @@ impl RedisStore {
         Ok(entry_read(reply, fields, owner))
     }
 
+    pub(crate) async fn unlink(&self, keys: &[String]) -> StoreResult<()> {
+        redis::cmd("UNLINK")
+            .arg(keys)
+            .query_async::<i64>(&mut self.connection.get().await?)
+            .await?;
+        Ok(())
+    }
+
     pub(crate) async fn tag_stamps(&self, stamps: &[String]) -> StoreResult<Vec<Option<u64>>> {
         let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
             .arg(stamps)
