@@ -480,8 +480,11 @@ impl Cache {
         self.guarded("clock", clock).await
     }
 
-    /// Takes the entry's lease; `Ok(false)` when another caller holds it.
-    pub(crate) async fn acquire_lease(&self, key: &str) -> Result<bool, Error> {
+    /// Takes the entry's lease; `Ok(None)` when another caller holds it. The lease is given
+    /// back when the returned [`Lease`] is dropped without [`Lease::filled`]: the load
+    /// failed, found nothing, panicked or was cancelled, and other readers must not wait for
+    /// a fill that will never come.
+    pub(crate) async fn acquire_lease(&self, key: &str) -> Result<Option<Lease>, Error> {
         static NEXT_TOKEN: AtomicU64 = AtomicU64::new(0);
         let token = format!(
             "{}-{}",
@@ -492,7 +495,13 @@ impl Cache {
             .inner
             .store
             .acquire_lease(key, &token, self.inner.lease_time);
-        self.guarded("lease", lease).await
+        let acquired = self.guarded("lease", lease).await?;
+        Ok(acquired.then(|| Lease {
+            cache: self.clone(),
+            key: key.to_owned(),
+            token,
+            filled: false,
+        }))
     }
 
     pub(crate) fn count_hit(&self) {
@@ -943,6 +952,42 @@ impl Cache {
             tracing::warn!(operation, %error, suppressed, "cache operation failed; calling the function instead");
         }
         Err(error)
+    }
+}
+
+/// A lease this handle holds on an entry (see [`Cache::acquire_lease`]).
+#[derive(Debug)]
+pub(crate) struct Lease {
+    cache: Cache,
+    key: String,
+    token: String,
+    filled: bool,
+}
+
+impl Lease {
+    /// The fill went in, and cleared the lease with it.
+    pub(crate) fn filled(&mut self) {
+        self.filled = true;
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.filled {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return; // No runtime left to send it: the lease ends at its deadline.
+        };
+        let (cache, key, token) = (
+            self.cache.clone(),
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.token),
+        );
+        runtime.spawn(async move {
+            let release = cache.inner.store.release_lease(&key, &token);
+            let _ = cache.guarded("release lease", release).await;
+        });
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::cache::{schema_field_names, Lookup};
+use crate::cache::{schema_field_names, Lease, Lookup};
 use crate::codec::{self, DecodeFn, EncodedField};
 use crate::flight::{wait_for_leader, Flight};
 use crate::store::FillBody;
@@ -268,6 +268,8 @@ struct Miss {
     contention: Contention,
     /// The entry's tags went stale: the fill replaces it.
     stale: bool,
+    /// This call's lease on the entry, given back on drop unless the fill went in.
+    lease: Option<Lease>,
 }
 
 /// How a miss looked to other processes.
@@ -321,6 +323,7 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
                         read_at,
                         contention,
                         stale: false,
+                        lease: None,
                     })
                 }
             },
@@ -340,6 +343,7 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
                     read_at,
                     contention,
                     stale,
+                    lease: None,
                 })
             }
             // Redis did not answer: filling would most likely fail too.
@@ -354,9 +358,13 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
         match miss.contention {
             Contention::None => return Step::Load(miss),
             Contention::Tombstone => match self.cache.acquire_lease(self.key).await {
-                Ok(false) => {}
-                // Ours, or Redis did not answer: load.
-                Ok(true) | Err(_) => return Step::Load(miss),
+                Ok(None) => {}
+                Ok(Some(lease)) => {
+                    miss.lease = Some(lease);
+                    return Step::Load(miss);
+                }
+                // Redis did not answer: load.
+                Err(_) => return Step::Load(miss),
             },
             Contention::Leased => {}
         }
@@ -403,6 +411,7 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
             mut seen,
             read_at,
             stale,
+            mut lease,
             ..
         } = miss;
         // The fill is checked against every stamp that may concern the entry: its own, its
@@ -421,10 +430,13 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
                     let ttl = self.cache.ttl_or_default(ttl);
                     let tags = self.tags.of(value);
                     let body = FillBody::Fields(&fields);
-                    let _ = self
+                    let filled = self
                         .cache
                         .fill_after_miss(self.key, body, ttl, seen, read_at, &tags, stale)
                         .await;
+                    if let (Ok(true), Some(lease)) = (filled, &mut lease) {
+                        lease.filled();
+                    }
                 }
                 Err(error) => tracing::warn!(key = self.key, %error, "value cannot be cached"),
             }
@@ -435,10 +447,13 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
                     .none_ttl_secs
                     .map_or_else(|| self.cache.negative_ttl(), Duration::from_secs);
                 let tags = &self.tags.from_parameters;
-                let _ = self
+                let filled = self
                     .cache
                     .fill_after_miss(self.key, FillBody::Absent, ttl, seen, read_at, tags, stale)
                     .await;
+                if let (Ok(true), Some(lease)) = (filled, &mut lease) {
+                    lease.filled();
+                }
             }
         }
         result

@@ -189,6 +189,18 @@ mod gated {
             row
         }
 
+        #[cached_get(prefix = "user", key = "id", schema = Login, cache = self.cache)]
+        pub(crate) async fn by_id_failing(&self, id: i64) -> Result<Option<Login>, String> {
+            self.table.after_reading().await;
+            Err(format!("database error reading {id}"))
+        }
+
+        #[cached_get(prefix = "user", key = "id", schema = Login, cache = self.cache)]
+        pub(crate) async fn by_id_panicking(&self, id: i64) -> Option<Login> {
+            self.table.after_reading().await;
+            panic!("a bug while loading {id}")
+        }
+
         #[cached_update(prefix = "user", key = "id", tags = ["user:{id}"], cache = self.cache)]
         pub(crate) async fn set_password(&self, id: i64, password: &str) -> Result<(), String> {
             let mut rows = self.table.rows.lock().unwrap();
@@ -553,4 +565,45 @@ async fn an_acl_user_that_may_not_run_scripts_keeps_invalidations_pending_with_b
         .unwrap();
     assert!(eventually(|| writer.cache.stats().pending_invalidations == 0).await);
     assert_eq!(reader.by_id(7).await.unwrap().password, "new");
+}
+
+fn leased(server: &RedisServer, key: &str) -> bool {
+    field(server, key, "__meta").is_some_and(|meta| meta.contains("lease:"))
+}
+
+#[tokio::test]
+async fn a_lease_is_given_back_on_every_exit_without_a_fill() {
+    let server = RedisServer::start();
+    for exit in ["none", "err", "panic", "cancelled"] {
+        let table = Table::with_user(7, "old");
+        let holder = repo(&server, &table);
+        holder.by_id(7).await.unwrap();
+        // A freshly invalidated entry: the next miss takes the lease.
+        holder.set_password(7, "new").await.unwrap();
+        match exit {
+            "none" => {
+                table.rows.lock().unwrap().clear();
+                assert_eq!(holder.by_id(7).await, None);
+            }
+            "err" => assert!(holder.by_id_failing(7).await.is_err()),
+            "panic" => {
+                let panicked = tokio::spawn(async move { holder.by_id_panicking(7).await }).await;
+                assert!(panicked.unwrap_err().is_panic());
+            }
+            _ => {
+                let gate = table.close_gate();
+                let loading = tokio::spawn(async move { holder.by_id(7).await });
+                loads_reached(&table, 2).await;
+                assert!(leased(&server, "user:7"), "the loader holds the lease");
+                loading.abort();
+                assert!(loading.await.unwrap_err().is_cancelled());
+                drop(gate);
+            }
+        }
+        assert!(
+            eventually(|| !leased(&server, "user:7")).await,
+            "{exit}: the lease was given back, so other processes do not wait for a fill"
+        );
+        delete(&server, "user:7");
+    }
 }

@@ -124,6 +124,19 @@ impl MemoryStore {
         }
     }
 
+    pub(crate) fn release_lease(&self, key: &str, token: &str) {
+        let mut state = self.state();
+        if let Some((entry, _)) = state.entries.get_mut(key) {
+            if entry
+                .lease
+                .as_ref()
+                .is_some_and(|lease| lease.value == token)
+            {
+                entry.lease = None;
+            }
+        }
+    }
+
     pub(crate) fn unlink(&self, keys: &[String]) {
         let mut state = self.state();
         for key in keys {

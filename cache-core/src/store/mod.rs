@@ -336,6 +336,17 @@ impl Store {
         }
     }
 
+    /// Gives a lease back, if `token` still holds it.
+    pub(crate) async fn release_lease(&self, key: &str, token: &str) -> StoreResult<()> {
+        match self {
+            Store::Redis(store) => store.release_lease(key, token).await,
+            Store::Memory(store) => {
+                store.release_lease(key, token);
+                Ok(())
+            }
+        }
+    }
+
     /// Writes through; `Ok(true)` when the entry was replaced, `Ok(false)` when invalidated.
     pub(crate) async fn write_through(&self, write: WriteThrough<'_>) -> StoreResult<bool> {
         match self {

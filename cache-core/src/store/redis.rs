@@ -338,6 +338,20 @@ return 1
 "
 );
 
+/// `KEYS[1]` the entry, `ARGV[1]` the token. Removes the lease if that token holds it.
+const RELEASE_LEASE_SCRIPT: &str = concat!(
+    lua_meta!(),
+    r"
+local key = KEYS[1]
+if redis.call('TYPE', key).ok ~= 'hash' then return 0 end
+local meta = read_meta(key)
+if not meta.lease or string.sub(meta.lease, 1, #ARGV[1] + 1) ~= ARGV[1] .. '@' then return 0 end
+meta.lease = nil
+write_meta(key, meta)
+return 1
+"
+);
+
 /// One multiplexed connection, made on first use and replaced when it breaks or stops
 /// answering. Cloning it for a command is one reference count; no lock is held across an
 /// await, and no command but the caller's is sent (a pool checkout would add a round trip).
@@ -399,6 +413,7 @@ pub(crate) struct RedisStore {
     write_through_script: redis::Script,
     lease_script: redis::Script,
     clock_script: redis::Script,
+    release_lease_script: redis::Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -427,6 +442,7 @@ impl RedisStore {
             write_through_script: redis::Script::new(WRITE_THROUGH_SCRIPT),
             lease_script: redis::Script::new(LEASE_SCRIPT),
             clock_script: redis::Script::new(CLOCK_SCRIPT),
+            release_lease_script: redis::Script::new(RELEASE_LEASE_SCRIPT),
         })
     }
 
@@ -463,6 +479,15 @@ impl RedisStore {
             Err(error) => return Err(error),
         };
         Ok(entry_read(reply, fields, owner))
+    }
+
+    pub(crate) async fn release_lease(&self, key: &str, token: &str) -> StoreResult<()> {
+        self.release_lease_script
+            .key(key)
+            .arg(token)
+            .invoke_async::<i64>(&mut self.connection.get().await?)
+            .await?;
+        Ok(())
     }
 
     pub(crate) async fn unlink(&self, keys: &[String]) -> StoreResult<()> {

@@ -1,0 +1,470 @@
+//! The randomized checker: tasks over two handles (two processes) read, update, write through
+//! and delete a few hot rows through the macros, with loads that take a random while, and
+//! check that no read returned a version older than a write that completed before the read
+//! started. Dimensions beyond plain races: callers that drop their futures at random points
+//! (writers and readers), two schemas with different TTLs on one hash, and Redis under
+//! memory pressure with every eviction policy, its library keys and entries lost at random.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cache_core::{cached_delete, cached_get, cached_update, Cache};
+use cache_integration_tests::RedisServer;
+use serde::{Deserialize, Serialize};
+
+/// Where the checker runs; two handles on one backend play two processes.
+enum Backend {
+    Redis(RedisServer),
+    Memory(String),
+}
+
+/// Memory pressure on the Redis backend.
+#[derive(Clone, Copy)]
+struct Pressure {
+    /// `maxmemory-policy`.
+    policy: &'static str,
+}
+
+macro_rules! checker_runs {
+    ($($name:ident: $pressure:expr),* $(,)?) => {
+        $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $name() {
+            let pressure: Option<Pressure> = $pressure;
+            run_checker(Backend::Redis(RedisServer::start()), pressure).await;
+        })*
+    };
+}
+
+checker_runs!(
+    checker_on_redis: None,
+    checker_on_redis_evicting_allkeys_lru: Some(Pressure { policy: "allkeys-lru" }),
+    checker_on_redis_evicting_allkeys_lfu: Some(Pressure { policy: "allkeys-lfu" }),
+    checker_on_redis_evicting_allkeys_random: Some(Pressure { policy: "allkeys-random" }),
+    checker_on_redis_evicting_volatile_lru: Some(Pressure { policy: "volatile-lru" }),
+    checker_on_redis_evicting_volatile_lfu: Some(Pressure { policy: "volatile-lfu" }),
+    checker_on_redis_evicting_volatile_ttl: Some(Pressure { policy: "volatile-ttl" }),
+    checker_on_redis_evicting_volatile_random: Some(Pressure { policy: "volatile-random" }),
+    checker_on_redis_full_under_noeviction: Some(Pressure { policy: "noeviction" }),
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checker_on_memory() {
+    let name = cache_integration_tests::unique_namespace("checker");
+    run_checker(Backend::Memory(name), None).await;
+}
+
+impl Backend {
+    fn name(&self) -> &'static str {
+        match self {
+            Backend::Redis(_) => "redis",
+            Backend::Memory(_) => "mem://",
+        }
+    }
+
+    fn handle(&self) -> Cache {
+        let url = match self {
+            Backend::Redis(server) => server.url(),
+            Backend::Memory(name) => format!("mem://{name}"),
+        };
+        Cache::builder()
+            .url(url)
+            // Leave room for a busy machine: a timed-out operation is a bypass, not an error.
+            .operation_timeout(Duration::from_secs(1))
+            .breaker_cooldown(Duration::from_millis(50))
+            .build()
+            .expect("valid test configuration")
+    }
+}
+
+/// A user row with a version that every write bumps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Account {
+    id: i64,
+    email: String,
+    password: String,
+    version: u64,
+    deleted: bool,
+}
+
+/// A second schema of the same hash, with a one-second TTL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Version {
+    id: i64,
+    version: u64,
+}
+
+/// xorshift64*: deterministic pseudo-random numbers, seeded per task.
+struct Random(u64);
+
+impl Random {
+    fn below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % bound
+    }
+}
+
+/// A completed write: its version and when it completed. A write whose caller gave up
+/// committed all the same; it counts as completed a grace period after the caller gave up,
+/// the time its invalidation gets to arrive without the caller.
+struct WriteDone {
+    id: i64,
+    version: u64,
+    done: Instant,
+}
+
+/// How long a write whose caller gave up may take to invalidate on its own.
+const ABANDONED_WRITE_GRACE: Duration = Duration::from_millis(500);
+
+/// A read: when it started and the version it returned.
+struct ReadSeen {
+    id: i64,
+    version: u64,
+    started: Instant,
+}
+
+/// A database that sleeps a random while between reading a row and returning it, so reads
+/// constantly race writes.
+struct SlowDatabase {
+    rows: Mutex<HashMap<i64, Account>>,
+}
+
+struct CheckedRepo {
+    cache: Cache,
+    db: Arc<SlowDatabase>,
+}
+
+impl CheckedRepo {
+    #[cached_get(prefix = "checked", key = "id", schema = Account, cache = self.cache)]
+    async fn get(&self, id: i64, delay: Duration) -> Account {
+        let row = self.db.rows.lock().unwrap()[&id].clone();
+        tokio::time::sleep(delay).await;
+        row
+    }
+
+    #[cached_get(prefix = "checked", key = "id", schema = Version, cache = self.cache, ttl = 1)]
+    async fn version(&self, id: i64, delay: Duration) -> Version {
+        let version = self.db.rows.lock().unwrap()[&id].version;
+        tokio::time::sleep(delay).await;
+        Version { id, version }
+    }
+
+    #[cached_get(prefix = "checked-email", key = "email", schema = Account, cache = self.cache, tags = ["checked:{id}"])]
+    async fn by_email(&self, email: String, delay: Duration) -> Option<Account> {
+        let row = self
+            .db
+            .rows
+            .lock()
+            .unwrap()
+            .values()
+            .find(|row| row.email == email)
+            .cloned();
+        tokio::time::sleep(delay).await;
+        row
+    }
+
+    /// Writes the new version into `committed` too, so that a caller that gives up still
+    /// knows what it committed.
+    #[cached_update(prefix = "checked", key = "id", cache = self.cache, tags = ["checked:{id}"])]
+    async fn update(&self, id: i64, committed: Arc<AtomicU64>) -> Result<u64, String> {
+        let mut rows = self.db.rows.lock().unwrap();
+        let row = rows.get_mut(&id).ok_or("no row")?;
+        row.version += 1;
+        row.password = format!("v{}", row.version);
+        committed.store(row.version, Ordering::SeqCst);
+        Ok(row.version)
+    }
+
+    #[cached_update(
+        prefix = "checked",
+        key = "id",
+        cache = self.cache,
+        tags = ["checked:{id}"],
+        schema = Account,
+        version = "version"
+    )]
+    async fn update_through(&self, id: i64, committed: Arc<AtomicU64>) -> Result<Account, String> {
+        let mut rows = self.db.rows.lock().unwrap();
+        let row = rows.get_mut(&id).ok_or("no row")?;
+        row.version += 1;
+        row.password = format!("v{}", row.version);
+        committed.store(row.version, Ordering::SeqCst);
+        Ok(row.clone())
+    }
+
+    #[cached_delete(prefix = "checked", key = "id", cache = self.cache, tags = ["checked:{id}"])]
+    async fn delete(&self, id: i64, committed: Arc<AtomicU64>) -> Result<u64, String> {
+        let mut rows = self.db.rows.lock().unwrap();
+        let row = rows.get_mut(&id).ok_or("no row")?;
+        row.version += 1;
+        row.deleted = !row.deleted;
+        committed.store(row.version, Ordering::SeqCst);
+        Ok(row.version)
+    }
+}
+
+/// Fills the server's memory and loses its keys: junk values with a short TTL written in a
+/// loop (so that the policy evicts, or `noeviction` refuses), plus a key of the checker's
+/// deleted at random every few milliseconds, the library's own among them: eviction can take
+/// any key at any moment.
+fn apply_pressure(
+    server: &RedisServer,
+    pressure: Pressure,
+    stop: Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<u64>> {
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query(&mut server.connection())
+        .unwrap();
+    let used: u64 = info
+        .lines()
+        .find_map(|line| line.strip_prefix("used_memory:"))
+        .and_then(|bytes| bytes.trim().parse().ok())
+        .expect("INFO memory reports used_memory");
+    let set = |name: &str, value: String| {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query::<()>(&mut server.connection())
+            .unwrap();
+    };
+    set("maxmemory-policy", pressure.policy.to_owned());
+    // Room for the checker's entries and about a thousand junk values: the junk written
+    // faster than it expires keeps the server at its limit.
+    set("maxmemory", (used + 2 * 1024 * 1024).to_string());
+    let filler = {
+        let mut connection = server.connection();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let junk = vec![b'x'; 2048];
+            let mut written = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let stored = redis::cmd("SET")
+                    .arg(format!("junk:{}", written % 4096))
+                    .arg(&junk)
+                    .arg("PX")
+                    .arg(300)
+                    .query::<()>(&mut connection);
+                written += u64::from(stored.is_ok());
+                if stored.is_err() {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            written
+        })
+    };
+    let chaos = {
+        let mut connection = server.connection();
+        std::thread::spawn(move || {
+            let mut random = Random(0xC0FF_EE00_D15E_A5E5);
+            let mut lost = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg("*checked*")
+                    .query(&mut connection)
+                    .unwrap_or_default();
+                let clock: Vec<String> = redis::cmd("KEYS")
+                    .arg("__cache:*")
+                    .query(&mut connection)
+                    .unwrap_or_default();
+                let all: Vec<&String> = keys.iter().chain(&clock).collect();
+                if !all.is_empty() {
+                    let victim = all[random.below(all.len() as u64) as usize];
+                    lost += redis::cmd("DEL")
+                        .arg(victim)
+                        .query::<u64>(&mut connection)
+                        .unwrap_or(0);
+                }
+                std::thread::sleep(Duration::from_millis(2 + random.below(4)));
+            }
+            lost
+        })
+    };
+    vec![filler, chaos]
+}
+
+fn evicted_keys(server: &RedisServer) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query(&mut server.connection())
+        .unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix("evicted_keys:"))
+        .and_then(|count| count.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+async fn run_checker(backend: Backend, pressure: Option<Pressure>) {
+    const KEYS: i64 = 4;
+    const TASKS: u64 = 8;
+    // CHECKER_OPERATIONS raises the total for a longer run by hand; CI runs the default.
+    let default_total = if pressure.is_some() { 6_000 } else { 12_000 };
+    let operations_per_task: u64 = std::env::var("CHECKER_OPERATIONS")
+        .ok()
+        .and_then(|total| total.parse::<u64>().ok())
+        .unwrap_or(default_total)
+        .div_ceil(TASKS);
+    let db = Arc::new(SlowDatabase {
+        rows: Mutex::new(HashMap::new()),
+    });
+    for id in 0..KEYS {
+        let account = Account {
+            id,
+            email: format!("u{id}@example.com"),
+            password: "v1".into(),
+            version: 1,
+            deleted: false,
+        };
+        db.rows.lock().unwrap().insert(id, account);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let pressure_threads = match (&backend, pressure) {
+        (Backend::Redis(server), Some(pressure)) => apply_pressure(server, pressure, stop.clone()),
+        _ => Vec::new(),
+    };
+    let handles = [backend.handle(), backend.handle()];
+    let writes = Arc::new(Mutex::new(Vec::<WriteDone>::new()));
+    let reads = Arc::new(Mutex::new(Vec::<ReadSeen>::new()));
+    let abandoned = Arc::new(AtomicU64::new(0));
+    let abandoned_reads = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let repo = CheckedRepo {
+                cache: handles[(task % 2) as usize].clone(),
+                db: db.clone(),
+            };
+            let (writes, reads) = (writes.clone(), reads.clone());
+            let (abandoned, abandoned_reads) = (abandoned.clone(), abandoned_reads.clone());
+            tokio::spawn(async move {
+                let mut random = Random(0x9E37_79B9_7F4A_7C15 ^ (task + 1));
+                for _ in 0..operations_per_task {
+                    let id = random.below(KEYS as u64) as i64;
+                    let delay = Duration::from_micros(random.below(1_500));
+                    // One call in eight is given up by its caller after a random while (a
+                    // client that disconnected, a request timeout).
+                    let patience = match random.below(8) {
+                        0 => Duration::from_micros(random.below(2_000)),
+                        _ => Duration::from_secs(3600),
+                    };
+                    let kind = random.below(12);
+                    if kind < 3 {
+                        let committed = Arc::new(AtomicU64::new(0));
+                        let write = async {
+                            match kind {
+                                0 => repo.update(id, committed.clone()).await.map(drop),
+                                1 => repo.update_through(id, committed.clone()).await.map(drop),
+                                _ => repo.delete(id, committed.clone()).await.map(drop),
+                            }
+                        };
+                        let finished = tokio::time::timeout(patience, write).await.is_ok();
+                        let version = committed.load(Ordering::SeqCst);
+                        if version > 0 {
+                            let done = if finished {
+                                Instant::now()
+                            } else {
+                                abandoned.fetch_add(1, Ordering::Relaxed);
+                                Instant::now() + ABANDONED_WRITE_GRACE
+                            };
+                            writes.lock().unwrap().push(WriteDone { id, version, done });
+                        }
+                        continue;
+                    }
+                    let read_started = Instant::now();
+                    let read = async {
+                        match kind {
+                            3 | 4 => repo
+                                .by_email(format!("u{id}@example.com"), delay)
+                                .await
+                                .map(|account| account.version),
+                            5 | 6 => Some(repo.version(id, delay).await.version),
+                            _ => Some(repo.get(id, delay).await.version),
+                        }
+                    };
+                    match tokio::time::timeout(patience, read).await {
+                        Ok(Some(version)) => reads.lock().unwrap().push(ReadSeen {
+                            id,
+                            version,
+                            started: read_started,
+                        }),
+                        Ok(None) => {}
+                        Err(_) => {
+                            abandoned_reads.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let pressure_counts: Vec<u64> = pressure_threads
+        .into_iter()
+        .map(|thread| thread.join().unwrap())
+        .collect();
+
+    let writes = writes.lock().unwrap();
+    let reads = reads.lock().unwrap();
+    let stale = reads
+        .iter()
+        .filter(|read| {
+            let newest_completed = writes
+                .iter()
+                .filter(|write| write.id == read.id && write.done < read.started)
+                .map(|write| write.version)
+                .max()
+                .unwrap_or(1);
+            read.version < newest_completed
+        })
+        .count();
+    let operations = writes.len() + reads.len();
+    let stats: Vec<_> = handles.iter().map(Cache::stats).collect();
+    let conditions = match (&backend, pressure) {
+        (Backend::Redis(server), Some(pressure)) => format!(
+            " under {} ({} keys evicted by Redis, {} lost at random, {} junk writes)",
+            pressure.policy,
+            evicted_keys(server),
+            pressure_counts[1],
+            pressure_counts[0]
+        ),
+        _ => String::new(),
+    };
+    println!(
+        "checker on {}{conditions}: {operations} operations ({} reads, {} writes, {} writes \
+         and {} reads abandoned by their callers) by {TASKS} tasks over 2 handles in {elapsed:.2?}: {:.0} ops/s, \
+         stale reads: {stale}",
+        backend.name(),
+        reads.len(),
+        writes.len(),
+        abandoned.load(Ordering::Relaxed),
+        abandoned_reads.load(Ordering::Relaxed),
+        operations as f64 / elapsed.as_secs_f64(),
+    );
+    println!("handle stats: {stats:?}");
+    assert!(operations >= (default_total as usize) * 3 / 4);
+    if pressure.is_none() {
+        assert!(
+            stats.iter().map(|s| s.hits).sum::<u64>() > 0,
+            "the cache was used"
+        );
+        assert!(
+            stats.iter().map(|s| s.refused_fills).sum::<u64>() > 0,
+            "races were provoked"
+        );
+    }
+    assert!(
+        abandoned.load(Ordering::Relaxed) + abandoned_reads.load(Ordering::Relaxed) > 0,
+        "callers gave up"
+    );
+    assert_eq!(
+        stale, 0,
+        "no read returned data older than a write completed before it started"
+    );
+}
