@@ -136,3 +136,14 @@ impl UserRepo {
         Ok(self.rows.lock().unwrap().remove(&id).is_some())
     }
 }
+
+/// A user row with a version that every write bumps: what the race tests and the checker
+/// compare reads against.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Account {
+    pub id: i64,
+    pub email: String,
+    pub password: String,
+    pub version: u64,
+    pub deleted: bool,
+}

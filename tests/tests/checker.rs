@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cache_core::{cached_delete, cached_get, cached_update, Cache};
+use cache_integration_tests::fixtures::Account;
 use cache_integration_tests::RedisServer;
 use serde::{Deserialize, Serialize};
 
@@ -76,16 +77,6 @@ impl Backend {
             .build()
             .expect("valid test configuration")
     }
-}
-
-/// A user row with a version that every write bumps.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Account {
-    id: i64,
-    email: String,
-    password: String,
-    version: u64,
-    deleted: bool,
 }
 
 /// A second schema of the same hash, with a one-second TTL.

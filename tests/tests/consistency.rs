@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cache_core::{cached_delete, cached_get, cached_update, Cache};
+use cache_integration_tests::fixtures::Account;
 use cache_integration_tests::{unique_namespace, RedisServer};
-use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 /// Where a test runs; two handles on one backend play two processes.
@@ -62,16 +62,6 @@ on_both_backends!(
     a_write_through_onto_a_tagged_or_invalidated_entry_only_invalidates,
     a_slow_read_racing_a_write_through_does_not_fill_old_data,
 );
-
-/// A user row with a version that every write bumps.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Account {
-    id: i64,
-    email: String,
-    password: String,
-    version: u64,
-    deleted: bool,
-}
 
 /// A database of accounts whose loads can be held at a gate after reading, so a test can
 /// line a write up between a load's read and its return.

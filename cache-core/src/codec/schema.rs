@@ -17,7 +17,7 @@ pub(crate) enum SchemaFields {
 /// Asks `T`'s `Deserialize` impl for its field names. Costs one failed call, no allocation.
 pub(crate) fn schema_fields<'de, T: Deserialize<'de>>() -> SchemaFields {
     match T::deserialize(Probe) {
-        Err(ProbeResult::Fields(fields)) => {
+        Err(Probed::Fields(fields)) => {
             if fields.is_empty() {
                 SchemaFields::Unsupported("it has no fields")
             } else if fields.iter().any(|name| name.starts_with("__")) {
@@ -30,41 +30,47 @@ pub(crate) fn schema_fields<'de, T: Deserialize<'de>>() -> SchemaFields {
                 SchemaFields::Named(fields)
             }
         }
-        Err(ProbeResult::Map) => SchemaFields::Unsupported(
+        Err(Probed::Map) => SchemaFields::Unsupported(
             "it deserializes from a map (`#[serde(flatten)]` or a map type), so its fields are unknown",
         ),
         _ => SchemaFields::Unsupported("it is not a struct with named fields"),
     }
 }
 
+/// What a probe found out, carried out of serde as the "error" that stops it.
 #[derive(Debug)]
-enum ProbeResult {
+enum Probed {
+    /// A struct with these fields.
     Fields(&'static [&'static str]),
+    /// Something that deserializes from a map.
     Map,
+    /// A field read with `deserialize_any`: its value must describe itself.
+    Any,
+    /// Anything else: a specific type, or the probe could not get that far.
     Other,
 }
 
-impl std::fmt::Display for ProbeResult {
+impl std::fmt::Display for Probed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("schema probe")
     }
 }
 
-impl std::error::Error for ProbeResult {}
+impl std::error::Error for Probed {}
 
-impl de::Error for ProbeResult {
+impl de::Error for Probed {
     fn custom<M: std::fmt::Display>(_: M) -> Self {
-        ProbeResult::Other
+        Probed::Other
     }
 }
 
 struct Probe;
 
 impl<'de> de::Deserializer<'de> for Probe {
-    type Error = ProbeResult;
+    type Error = Probed;
 
-    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, ProbeResult> {
-        Err(ProbeResult::Other)
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Probed> {
+        Err(Probed::Other)
     }
 
     fn deserialize_struct<V: Visitor<'de>>(
@@ -72,12 +78,12 @@ impl<'de> de::Deserializer<'de> for Probe {
         _: &'static str,
         fields: &'static [&'static str],
         _: V,
-    ) -> Result<V::Value, ProbeResult> {
-        Err(ProbeResult::Fields(fields))
+    ) -> Result<V::Value, Probed> {
+        Err(Probed::Fields(fields))
     }
 
-    fn deserialize_map<V: Visitor<'de>>(self, _: V) -> Result<V::Value, ProbeResult> {
-        Err(ProbeResult::Map)
+    fn deserialize_map<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Probed> {
+        Err(Probed::Map)
     }
 
     serde::forward_to_deserialize_any! {
@@ -98,31 +104,8 @@ pub(crate) fn self_describing_fields<'de, T: Deserialize<'de>>(
     fields
         .iter()
         .copied()
-        .filter(|&field| matches!(T::deserialize(FieldProbe { field }), Err(Asked::Any)))
+        .filter(|&field| matches!(T::deserialize(FieldProbe { field }), Err(Probed::Any)))
         .collect()
-}
-
-/// What a field's `Deserialize` asked for first.
-#[derive(Debug)]
-enum Asked {
-    /// `deserialize_any`: the value must describe itself.
-    Any,
-    /// A specific type, or the probe could not get that far.
-    Typed,
-}
-
-impl std::fmt::Display for Asked {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("field probe")
-    }
-}
-
-impl std::error::Error for Asked {}
-
-impl de::Error for Asked {
-    fn custom<M: std::fmt::Display>(_: M) -> Self {
-        Asked::Typed
-    }
 }
 
 /// Presents the struct as a map holding only `field`, whose value is a [`KindProbe`].
@@ -131,10 +114,10 @@ struct FieldProbe {
 }
 
 impl<'de> de::Deserializer<'de> for FieldProbe {
-    type Error = Asked;
+    type Error = Probed;
 
-    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Asked> {
-        Err(Asked::Typed)
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Probed> {
+        Err(Probed::Other)
     }
 
     fn deserialize_struct<V: Visitor<'de>>(
@@ -142,7 +125,7 @@ impl<'de> de::Deserializer<'de> for FieldProbe {
         _: &'static str,
         _: &'static [&'static str],
         visitor: V,
-    ) -> Result<V::Value, Asked> {
+    ) -> Result<V::Value, Probed> {
         visitor.visit_map(OneField {
             field: Some(self.field),
         })
@@ -160,12 +143,12 @@ struct OneField {
 }
 
 impl<'de> de::MapAccess<'de> for OneField {
-    type Error = Asked;
+    type Error = Probed;
 
     fn next_key_seed<K: de::DeserializeSeed<'de>>(
         &mut self,
         seed: K,
-    ) -> Result<Option<K::Value>, Asked> {
+    ) -> Result<Option<K::Value>, Probed> {
         match self.field.take() {
             Some(field) => seed
                 .deserialize(de::value::BorrowedStrDeserializer::new(field))
@@ -174,7 +157,10 @@ impl<'de> de::MapAccess<'de> for OneField {
         }
     }
 
-    fn next_value_seed<V: de::DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Asked> {
+    fn next_value_seed<V: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, Probed> {
         seed.deserialize(KindProbe)
     }
 }
@@ -185,20 +171,20 @@ struct KindProbe;
 /// Methods that ask for one specific type.
 macro_rules! typed {
     ($($method:ident)*) => {
-        $(fn $method<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Asked> {
-            Err(Asked::Typed)
+        $(fn $method<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Probed> {
+            Err(Probed::Other)
         })*
     };
 }
 
 impl<'de> de::Deserializer<'de> for KindProbe {
-    type Error = Asked;
+    type Error = Probed;
 
-    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Asked> {
-        Err(Asked::Any)
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Probed> {
+        Err(Probed::Any)
     }
 
-    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Asked> {
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Probed> {
         visitor.visit_some(KindProbe)
     }
 
@@ -206,7 +192,7 @@ impl<'de> de::Deserializer<'de> for KindProbe {
         self,
         _: &'static str,
         visitor: V,
-    ) -> Result<V::Value, Asked> {
+    ) -> Result<V::Value, Probed> {
         visitor.visit_newtype_struct(KindProbe)
     }
 
@@ -222,12 +208,12 @@ impl<'de> de::Deserializer<'de> for KindProbe {
         self,
         _: &'static str,
         _: V,
-    ) -> Result<V::Value, Asked> {
-        Err(Asked::Typed)
+    ) -> Result<V::Value, Probed> {
+        Err(Probed::Other)
     }
 
-    fn deserialize_tuple<V: Visitor<'de>>(self, _: usize, _: V) -> Result<V::Value, Asked> {
-        Err(Asked::Typed)
+    fn deserialize_tuple<V: Visitor<'de>>(self, _: usize, _: V) -> Result<V::Value, Probed> {
+        Err(Probed::Other)
     }
 
     fn deserialize_tuple_struct<V: Visitor<'de>>(
@@ -235,8 +221,8 @@ impl<'de> de::Deserializer<'de> for KindProbe {
         _: &'static str,
         _: usize,
         _: V,
-    ) -> Result<V::Value, Asked> {
-        Err(Asked::Typed)
+    ) -> Result<V::Value, Probed> {
+        Err(Probed::Other)
     }
 
     fn deserialize_struct<V: Visitor<'de>>(
@@ -244,8 +230,8 @@ impl<'de> de::Deserializer<'de> for KindProbe {
         _: &'static str,
         _: &'static [&'static str],
         _: V,
-    ) -> Result<V::Value, Asked> {
-        Err(Asked::Typed)
+    ) -> Result<V::Value, Probed> {
+        Err(Probed::Other)
     }
 
     fn deserialize_enum<V: Visitor<'de>>(
@@ -253,7 +239,7 @@ impl<'de> de::Deserializer<'de> for KindProbe {
         _: &'static str,
         _: &'static [&'static str],
         _: V,
-    ) -> Result<V::Value, Asked> {
-        Err(Asked::Typed)
+    ) -> Result<V::Value, Probed> {
+        Err(Probed::Other)
     }
 }
