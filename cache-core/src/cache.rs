@@ -15,6 +15,7 @@ use crate::guard::{
     Admission, Backoff, CircuitBreaker, PendingInvalidations, RateLimiter, Transition,
 };
 use crate::key::{bucket_field, check_segment, clock_key, encode_tag, entry_key, tag_keys};
+use crate::redact::redact_url;
 use crate::stats::{Counters, Stats};
 use crate::store::{
     self, EntryTags, Fill, FillBody, Invalidation, RedisStore, Store, StoreResult, TagKeys,
@@ -34,11 +35,17 @@ const DEFAULT_LEASE_TIME: Duration = Duration::from_secs(10);
 const DEFAULT_LEASE_WAIT: Duration = Duration::from_millis(300);
 const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(30);
 const LOG_INTERVAL: Duration = Duration::from_secs(5);
+/// The longest duration any option takes (as the macros' `ttl`): ten years. Longer ones are
+/// mistakes, and `Duration::MAX` would overflow every deadline computed from it.
+const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
 /// How often pending invalidations are tried again while Redis is unreachable or refuses
 /// them: first after this, then backing off exponentially (with jitter) up to
 /// [`DELIVERY_BACKOFF_LIMIT`].
 const DELIVERY_INTERVAL: Duration = Duration::from_millis(50);
 const DELIVERY_BACKOFF_LIMIT: Duration = Duration::from_secs(5);
+/// The most entries or tags one invalidation script handles: a few hundred microseconds of
+/// Redis' time at most.
+const INVALIDATION_BATCH: usize = 256;
 
 /// A handle on one cache: a Redis server (or the in-process store), a namespace and the
 /// failure-handling state. Cheap to clone; clones share everything.
@@ -87,8 +94,9 @@ struct Inner {
 }
 
 /// Builds a [`Cache`]. Only configuration is checked: connecting is lazy, so `build` neither
-/// waits for nor fails because of an unreachable Redis.
-#[derive(Debug, Clone)]
+/// waits for nor fails because of an unreachable Redis. Its `Debug` output shows the URL
+/// without its password.
+#[derive(Clone)]
 #[must_use]
 pub struct CacheBuilder {
     url: String,
@@ -101,6 +109,23 @@ pub struct CacheBuilder {
     lease_time: Duration,
     lease_wait: Duration,
     negative_ttl: Duration,
+}
+
+impl std::fmt::Debug for CacheBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheBuilder")
+            .field("url", &redact_url(&self.url))
+            .field("namespace", &self.namespace)
+            .field("default_ttl", &self.default_ttl)
+            .field("operation_timeout", &self.operation_timeout)
+            .field("breaker_threshold", &self.breaker_threshold)
+            .field("breaker_cooldown", &self.breaker_cooldown)
+            .field("max_pending_invalidations", &self.max_pending_invalidations)
+            .field("lease_time", &self.lease_time)
+            .field("lease_wait", &self.lease_wait)
+            .field("negative_ttl", &self.negative_ttl)
+            .finish()
+    }
 }
 
 impl Default for CacheBuilder {
@@ -203,6 +228,20 @@ impl CacheBuilder {
         if let Some(namespace) = &self.namespace {
             check_segment("namespace", namespace)?;
         }
+        for (option, duration) in [
+            ("default_ttl", self.default_ttl),
+            ("operation_timeout", self.operation_timeout),
+            ("breaker_cooldown", self.breaker_cooldown),
+            ("lease_time", self.lease_time),
+            ("lease_wait", self.lease_wait),
+            ("negative_ttl", self.negative_ttl),
+        ] {
+            if duration > MAX_DURATION {
+                return Err(Error::Config(format!(
+                    "{option} is {duration:?}; at most ten years is accepted"
+                )));
+            }
+        }
         if self.default_ttl.is_zero() {
             return Err(Error::Config("default_ttl must be positive".into()));
         }
@@ -264,12 +303,15 @@ fn redis_store(url: &str, operation_timeout: Duration) -> Result<RedisStore, Err
         }
         _ => {
             return Err(Error::Config(format!(
-                "unsupported cache URL `{url}`: expected redis://, redis+unix:// or mem://"
+                "unsupported cache URL `{}`: expected redis://, redis+unix:// or mem://",
+                redact_url(url)
             )))
         }
     }
-    let client = redis::Client::open(url)
-        .map_err(|error| Error::Config(format!("invalid Redis URL `{url}`: {error}")))?;
+    // redis-rs' parse errors do not repeat the URL; ours shows it without its password.
+    let client = redis::Client::open(url).map_err(|error| {
+        Error::Config(format!("invalid Redis URL `{}`: {error}", redact_url(url)))
+    })?;
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(Error::Config(
             "a Redis cache must be built inside a Tokio runtime".into(),
@@ -523,6 +565,11 @@ impl Cache {
     /// Whether any tag invalidation waits for Redis (then every hit's tags must be checked).
     pub(crate) fn tag_invalidations_pending(&self) -> bool {
         self.inner.pending.has_tags()
+    }
+
+    /// The tag invalidations waiting for Redis now, if any.
+    pub(crate) fn pending_tags(&self) -> Option<Vec<String>> {
+        self.inner.pending.tags()
     }
 
     /// Whether reads of the entry at `key`, carrying `tags`, must skip Redis because an
@@ -796,7 +843,8 @@ impl Cache {
                 .guarded("write through", cache.inner.store.write_through(write))
                 .await
             {
-                Ok(written) => {
+                Ok((written, drain)) => {
+                    cache.drain_in_background(drain);
                     let counters = &cache.inner.counters;
                     let invalidated = tags.len() + usize::from(!written);
                     counters
@@ -855,8 +903,10 @@ impl Cache {
     /// without the scripts or keys it needs, a replica answering `READONLY`), it may still
     /// allow `UNLINK`, as `noeviction` does: unlinking the entries, and the tags' stamps
     /// (without which every entry carrying the tag is a miss), stops every process from
-    /// serving them now. The invalidation stays pending all the same, to stamp them when
-    /// Redis takes writes again (a fill racing the write could otherwise come back).
+    /// serving them now; unlinking the namespace's clock refuses every fill whose load began
+    /// before (a lost clock refuses fills, and is made again above every stamp it gave), so
+    /// that a load of the old row racing the write cannot put it back once Redis takes
+    /// writes again. The invalidation stays pending all the same.
     async fn drop_what_redis_allows(&self, error: &Error, keys: &[&str], tags: &[String]) {
         let Error::Redis(refusal) = error else {
             return;
@@ -865,13 +915,17 @@ impl Cache {
             return;
         }
         let namespace = self.inner.namespace.as_deref();
-        let mut doomed: Vec<String> = keys.iter().map(|key| (*key).to_owned()).collect();
+        let mut doomed: Vec<String> = vec![self.inner.clock_key.clone()];
+        doomed.extend(keys.iter().map(|key| (*key).to_owned()));
         doomed.extend(tags.iter().map(|tag| tag_keys(namespace, tag).stamp));
-        if self
-            .guarded("unlink", self.inner.store.unlink(&doomed))
-            .await
-            .is_ok()
-        {
+        let mut unlinked = true;
+        for batch in doomed.chunks(INVALIDATION_BATCH) {
+            unlinked &= self
+                .guarded("unlink", self.inner.store.unlink(batch))
+                .await
+                .is_ok();
+        }
+        if unlinked {
             tracing::warn!(
                 error = %refusal,
                 "redis refused an invalidation; unlinked the entries instead, and will stamp them when it takes writes again"
@@ -885,25 +939,72 @@ impl Cache {
         self.spawn_delivery();
     }
 
+    /// Invalidates `keys` and `tags`, in scripts of at most [`INVALIDATION_BATCH`] targets
+    /// each, so that no call keeps Redis busy for long however many are pending (a delivery
+    /// after an outage may carry a hundred thousand). Each batch is complete in itself:
+    /// stamped, tombstoned, recorded in the clock.
     async fn store_invalidation(&self, keys: &[&str], tags: &[String]) -> Result<(), Error> {
         let namespace = self.inner.namespace.as_deref();
-        let tag_keys: Vec<TagKeys> = tags.iter().map(|tag| tag_keys(namespace, tag)).collect();
-        let buckets: Vec<String> = keys.iter().map(|key| bucket_field(key)).collect();
-        let invalidation = Invalidation {
-            clock: &self.inner.clock_key,
-            entries: keys,
-            buckets: &buckets,
-            tags: &tag_keys,
-            lease_time: self.inner.lease_time,
+        let mut keys = keys.chunks(INVALIDATION_BATCH);
+        let mut tags = tags.chunks(INVALIDATION_BATCH);
+        loop {
+            let (batch_keys, batch_tags) = match (keys.next(), tags.next()) {
+                (None, None) => return Ok(()),
+                (batch_keys, batch_tags) => (
+                    batch_keys.unwrap_or_default(),
+                    batch_tags.unwrap_or_default(),
+                ),
+            };
+            let tag_keys: Vec<TagKeys> = batch_tags
+                .iter()
+                .map(|tag| tag_keys(namespace, tag))
+                .collect();
+            let buckets: Vec<String> = batch_keys.iter().map(|key| bucket_field(key)).collect();
+            let invalidation = Invalidation {
+                clock: &self.inner.clock_key,
+                entries: batch_keys,
+                buckets: &buckets,
+                tags: &tag_keys,
+                lease_time: self.inner.lease_time,
+            };
+            let drain = self
+                .guarded("invalidate", self.inner.store.invalidate(invalidation))
+                .await?;
+            self.drain_in_background(drain);
+            let targets = (batch_keys.len() + batch_tags.len()) as u64;
+            self.inner
+                .counters
+                .invalidations
+                .fetch_add(targets, Ordering::Relaxed);
+        }
+    }
+
+    /// Tombstones, batch by batch, the rest of the entries registered under tags that an
+    /// invalidation stamped. Reads are already right (they check the tags' stamps); this only
+    /// makes other clients of the hashes see them gone, without blocking Redis for long.
+    fn drain_in_background(&self, drain: store::Drain) {
+        if drain.sets.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
         };
-        self.guarded("invalidate", self.inner.store.invalidate(invalidation))
-            .await?;
-        let targets = (keys.len() + tags.len()) as u64;
-        self.inner
-            .counters
-            .invalidations
-            .fetch_add(targets, Ordering::Relaxed);
-        Ok(())
+        let cache = self.clone();
+        runtime.spawn(async move {
+            for members in &drain.sets {
+                loop {
+                    let batch =
+                        cache
+                            .inner
+                            .store
+                            .drain(members, &drain.stamp, cache.inner.lease_time);
+                    match cache.guarded("drain tag", batch).await {
+                        Ok(left) if left > 0 => continue,
+                        _ => break,
+                    }
+                }
+            }
+        });
     }
 
     /// Runs one store operation under the breaker and the timeout, counting and logging
@@ -919,7 +1020,9 @@ impl Cache {
             self.count_bypass();
             return Err(Error::CircuitOpen);
         }
+        let probe = inner.breaker.probe_guard(admission);
         let outcome = tokio::time::timeout(inner.operation_timeout, future).await;
+        probe.settle();
         let (error, reachable) = match outcome {
             Ok(Ok(value)) => {
                 if inner.breaker.record_success(admission) == Transition::Closed {

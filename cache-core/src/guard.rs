@@ -84,6 +84,16 @@ impl CircuitBreaker {
         }
     }
 
+    /// Arms the give-back of a probe: if the call that probes is dropped before its outcome
+    /// is recorded (its caller timed out, a client disconnected), the probe is given back,
+    /// so that a later call probes; otherwise the breaker would stay open for good.
+    pub(crate) fn probe_guard(&self, admission: Admission) -> ProbeGuard<'_> {
+        ProbeGuard {
+            breaker: self,
+            armed: admission == Admission::Probe,
+        }
+    }
+
     pub(crate) fn is_open(&self) -> bool {
         self.open_until_ms.load(Ordering::Acquire) != 0
     }
@@ -123,6 +133,28 @@ impl CircuitBreaker {
             return Transition::Opened;
         }
         Transition::None
+    }
+}
+
+/// See [`CircuitBreaker::probe_guard`].
+#[derive(Debug)]
+pub(crate) struct ProbeGuard<'a> {
+    breaker: &'a CircuitBreaker,
+    armed: bool,
+}
+
+impl ProbeGuard<'_> {
+    /// The outcome is known: recording it settles the probe.
+    pub(crate) fn settle(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.breaker.probe_in_flight.store(false, Ordering::Release);
+        }
     }
 }
 
@@ -348,6 +380,16 @@ impl PendingInvalidations {
         !self.is_empty() && !self.state().tags.is_empty()
     }
 
+    /// The tags waiting now, if any: a read takes this before it goes to Redis, because the
+    /// delivery may finish while the read is in flight, and what it read may predate it.
+    pub(crate) fn tags(&self) -> Option<Vec<String>> {
+        if self.is_empty() {
+            return None;
+        }
+        let state = self.state();
+        (!state.tags.is_empty()).then(|| state.tags.iter().cloned().collect())
+    }
+
     /// Delivers what is pending with `deliver`; what is added meanwhile stays pending.
     pub(crate) async fn deliver<F, Fut, E>(&self, deliver: F) -> Result<(), E>
     where
@@ -418,6 +460,17 @@ mod tests {
         assert_eq!(breaker.admit(), Admission::Probe);
         assert_eq!(breaker.record_success(Admission::Probe), Transition::Closed);
         assert_eq!(breaker.admit(), Admission::Allowed);
+    }
+
+    #[test]
+    fn a_probe_dropped_before_its_outcome_is_given_back() {
+        let breaker = CircuitBreaker::new(1, Duration::from_millis(10));
+        breaker.record_failure(Admission::Allowed);
+        std::thread::sleep(Duration::from_millis(15));
+        let probe = breaker.admit();
+        assert_eq!(probe, Admission::Probe);
+        drop(breaker.probe_guard(probe));
+        assert_eq!(breaker.admit(), Admission::Probe, "another call may probe");
     }
 
     #[test]

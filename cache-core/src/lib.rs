@@ -7,6 +7,7 @@ mod flight;
 mod guard;
 mod key;
 mod private;
+mod redact;
 mod stats;
 mod store;
 
@@ -18,6 +19,7 @@ pub mod __private {
 
 pub use crate::cache::{install, installed, Cache, CacheBuilder};
 pub use crate::error::Error;
+pub use crate::redact::redact_url;
 pub use crate::stats::Stats;
 
 /// The `redis` crate this library is built on, so that users get a matching version.

@@ -291,6 +291,7 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
         if self.cache.reads_blocked(self.key, &[]).await {
             return Step::Bypass;
         }
+        let pending_tags = self.cache.pending_tags();
         let read_at = Instant::now();
         match self
             .cache
@@ -298,14 +299,21 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
             .await
         {
             Ok(Lookup::Hit(value)) => {
-                // An undelivered tag invalidation may concern this entry: check its tags.
-                if self.cache.tag_invalidations_pending()
-                    && self
-                        .cache
-                        .reads_blocked(self.key, &self.tags.of(&value))
-                        .await
-                {
-                    return Step::Bypass;
+                // An undelivered tag invalidation may concern this entry: check its tags,
+                // against those pending when the read began too (their delivery may have
+                // finished while the read was in flight, after it read the old entry).
+                if pending_tags.is_some() || self.cache.tag_invalidations_pending() {
+                    let tags = self.tags.of(&value);
+                    let pending_at_start = pending_tags
+                        .as_ref()
+                        .is_some_and(|pending| tags.iter().any(|tag| pending.contains(tag)));
+                    if pending_at_start {
+                        self.cache.count_bypass();
+                        return Step::Bypass;
+                    }
+                    if self.cache.reads_blocked(self.key, &tags).await {
+                        return Step::Bypass;
+                    }
                 }
                 Step::Done((self.output.from_hit)(value))
             }

@@ -217,13 +217,19 @@ pub(crate) fn check(kind: MacroKind, args: CacheArgs, function: &ItemFn) -> syn:
     }
 }
 
+/// The longest TTL the macros accept, as the runtime's builder: ten years. Longer ones are
+/// mistakes (a duration in milliseconds, say) rather than intentions.
+const MAX_TTL_SECS: u64 = 10 * 365 * 24 * 60 * 60;
+
 fn seconds(name: &str, literal: &syn::LitInt, errors: &mut Errors) -> Option<u64> {
     match literal.base10_parse::<u64>() {
-        Ok(secs) if secs > 0 => Some(secs),
+        Ok(secs) if (1..=MAX_TTL_SECS).contains(&secs) => Some(secs),
         _ => {
             errors.push(syn::Error::new_spanned(
                 literal,
-                format!("`{name}` is a whole number of seconds, at least 1"),
+                format!(
+                    "`{name}` is a whole number of seconds, from 1 to {MAX_TTL_SECS} (ten years)"
+                ),
             ));
             None
         }
@@ -327,7 +333,9 @@ fn parse_tag(kind: MacroKind, literal: LitStr, params: &[(Ident, Type)]) -> syn:
                 format!("`{{{name}}}` in a tag must name a parameter or field"),
             )
         })?;
-        let ident = Ident::new(&parsed.to_string(), literal.span());
+        // Keeps raw identifiers (`{r#type}`) as they are; `Ident::new` would refuse them.
+        let mut ident = parsed;
+        ident.set_span(literal.span());
         if params.iter().any(|(param, _)| *param == name) {
             parts.push(TagPart::Param(ident));
         } else if kind == MacroKind::Get {

@@ -30,8 +30,8 @@ impl std::fmt::Debug for Config {
         // Secrets stay out of logs.
         f.debug_struct("Config")
             .field("addr", &self.addr)
-            .field("database_url", &self.database_url)
-            .field("redis_url", &self.redis_url)
+            .field("database_url", &cache_core::redact_url(&self.database_url))
+            .field("redis_url", &cache_core::redact_url(&self.redis_url))
             .field("cache_enabled", &self.cache_enabled)
             .field("access_minutes", &self.access_minutes)
             .field("refresh_minutes", &self.refresh_minutes)

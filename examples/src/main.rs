@@ -27,8 +27,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         cache_core::Cache::disabled()
     };
     tracing::info!(
-        database = %config.database_url,
-        cache = if config.cache_enabled { config.redis_url.as_str() } else { "off" },
+        database = %cache_core::redact_url(&config.database_url),
+        cache = %if config.cache_enabled { cache_core::redact_url(&config.redis_url) } else { "off".to_owned() },
         "starting"
     );
     let state = AppState {

@@ -23,7 +23,8 @@ pub struct RedisServer {
 /// The commands the library needs, exactly as the README's ACL rule lists them: what it
 /// sends (`HMGET`, `HGET`, `MGET`, `UNLINK`, `EVALSHA`, `SCRIPT LOAD`) and what its scripts run.
 pub const CACHE_ACL_COMMANDS: &str = "-@all +hmget +hget +mget +unlink +evalsha +script|load \
-    +hset +hdel +hlen +hexists +del +pexpire +pttl +type +time +get +set +sadd +smembers";
+    +hset +hdel +hlen +hexists +del +exists +pexpire +pttl +type +time +get +set +sadd +srem \
+    +spop +scard +srandmember";
 
 impl RedisServer {
     /// Starts a redis-server on a free loopback port and waits until it answers.

@@ -119,6 +119,38 @@ async fn the_cache_recovers_when_redis_comes_back() {
 }
 
 #[tokio::test]
+async fn a_probe_whose_caller_stops_waiting_does_not_switch_the_cache_off() {
+    let server = RedisServer::start();
+    let proxy = CuttableProxy::start(server.port()).await;
+    let repo = repo_at(&proxy.url(), |builder| {
+        builder
+            .breaker_threshold(1)
+            .breaker_cooldown(Duration::from_millis(100))
+            .operation_timeout(Duration::from_secs(2))
+    });
+    repo.get_user(1).await.unwrap();
+    proxy.cut();
+    repo.get_user(1).await.unwrap();
+    proxy.restore();
+    proxy.set_delay(Duration::from_millis(300));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The one call allowed to probe is given up by its caller while it waits.
+    let gave_up = tokio::time::timeout(Duration::from_millis(50), repo.get_user(1)).await;
+    assert!(gave_up.is_err());
+    proxy.set_delay(Duration::ZERO);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while repo.cache.stats().hits == 0 && Instant::now() < deadline {
+        repo.get_user(1).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        repo.cache.stats().hits > 0,
+        "a later call probed and the cache works again: {:?}",
+        repo.cache.stats()
+    );
+}
+
+#[tokio::test]
 async fn an_invalidation_lost_to_a_cut_connection_is_delivered_before_reading_again() {
     let server = RedisServer::start();
     let proxy = CuttableProxy::start(server.port()).await;
@@ -291,6 +323,54 @@ async fn bad_configuration_is_a_typed_error_and_build_never_connects() {
     ));
     // A well-formed URL to nowhere builds fine: connecting is lazy.
     assert!(Cache::builder().url(refused_url()).build().is_ok());
+}
+
+#[tokio::test]
+async fn durations_no_deadline_can_hold_are_refused_by_name_not_a_panic() {
+    type Setter = fn(cache_core::CacheBuilder, Duration) -> cache_core::CacheBuilder;
+    let options: [(&str, Setter); 6] = [
+        ("default_ttl", |builder, value| builder.default_ttl(value)),
+        ("operation_timeout", |builder, value| {
+            builder.operation_timeout(value)
+        }),
+        ("breaker_cooldown", |builder, value| {
+            builder.breaker_cooldown(value)
+        }),
+        ("lease_time", |builder, value| builder.lease_time(value)),
+        ("lease_wait", |builder, value| builder.lease_wait(value)),
+        ("negative_ttl", |builder, value| builder.negative_ttl(value)),
+    ];
+    for (name, set) in options {
+        for value in [Duration::MAX, Duration::from_secs(u64::MAX / 2)] {
+            match set(Cache::builder(), value).build() {
+                Err(Error::Config(message)) => assert!(message.contains(name), "{message}"),
+                other => panic!("{name} = {value:?}: {other:?}"),
+            }
+        }
+    }
+    // Ten years is still a duration one may mean.
+    let decade = Duration::from_secs(10 * 365 * 24 * 3600);
+    assert!(Cache::builder()
+        .url("mem://")
+        .default_ttl(decade)
+        .build()
+        .is_ok());
+}
+
+#[test]
+fn no_password_in_a_builder_or_an_error() {
+    let builder = Cache::builder().url("redis://app:s3cret@127.0.0.1:6379/0");
+    let shown = format!("{builder:?}");
+    assert!(
+        !shown.contains("s3cret") && shown.contains("app:***@"),
+        "{shown}"
+    );
+    for url in ["foo://app:s3cret@host", "redis://app:s3cret@host:99999999"] {
+        let error = Cache::builder().url(url).build().unwrap_err();
+        for shown in [error.to_string(), format!("{error:?}")] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+        }
+    }
 }
 
 #[test]

@@ -267,6 +267,30 @@ pub(crate) struct WriteThrough<'a> {
     pub(crate) lease_time: Duration,
 }
 
+/// Tag member sets an invalidation left to drain (see `lua_invalidate!`): tombstoning every
+/// registered entry in one script would keep Redis busy for as long as the tag is large.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Drain {
+    /// The invalidation's stamp, for the tombstones.
+    pub(crate) stamp: String,
+    /// Member sets that still hold entries.
+    pub(crate) sets: Vec<String>,
+}
+
+impl Drain {
+    /// From a script's reply: the stamp, then the sets.
+    pub(crate) fn from_reply(reply: &mut Vec<String>) -> Drain {
+        if reply.is_empty() {
+            return Drain::default();
+        }
+        let stamp = reply.remove(0);
+        Drain {
+            stamp,
+            sets: std::mem::take(reply),
+        }
+    }
+}
+
 /// One invalidation: entries and tags, stamped together.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Invalidation<'a> {
@@ -347,11 +371,28 @@ impl Store {
         }
     }
 
-    /// Writes through; `Ok(true)` when the entry was replaced, `Ok(false)` when invalidated.
-    pub(crate) async fn write_through(&self, write: WriteThrough<'_>) -> StoreResult<bool> {
+    /// Writes through; `true` when the entry was replaced, `false` when invalidated.
+    pub(crate) async fn write_through(
+        &self,
+        write: WriteThrough<'_>,
+    ) -> StoreResult<(bool, Drain)> {
         match self {
             Store::Redis(store) => store.write_through(write).await,
-            Store::Memory(store) => Ok(store.write_through(write)),
+            Store::Memory(store) => Ok((store.write_through(write), Drain::default())),
+        }
+    }
+
+    /// Tombstones one batch of a tag's member set; answers how many are left.
+    pub(crate) async fn drain(
+        &self,
+        members: &str,
+        stamp: &str,
+        lease_time: Duration,
+    ) -> StoreResult<u64> {
+        match self {
+            Store::Redis(store) => store.drain(members, stamp, lease_time).await,
+            // The in-process store tombstones every member at once: it blocks no one else.
+            Store::Memory(_) => Ok(0),
         }
     }
 
@@ -376,12 +417,12 @@ impl Store {
     }
 
     /// Invalidates entries and tags in one step.
-    pub(crate) async fn invalidate(&self, invalidation: Invalidation<'_>) -> StoreResult<()> {
+    pub(crate) async fn invalidate(&self, invalidation: Invalidation<'_>) -> StoreResult<Drain> {
         match self {
             Store::Redis(store) => store.invalidate(invalidation).await,
             Store::Memory(store) => {
                 store.invalidate(invalidation);
-                Ok(())
+                Ok(Drain::default())
             }
         }
     }

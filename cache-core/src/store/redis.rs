@@ -10,7 +10,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Value};
 
 use super::{
-    parse_stamp, ttl_millis, Absences, EntryRead, EntryTags, Fill, FillBody, Invalidation,
+    parse_stamp, ttl_millis, Absences, Drain, EntryRead, EntryTags, Fill, FillBody, Invalidation,
     StoreResult, WriteThrough,
 };
 use crate::codec::{EncodedField, FieldValue, META_FIELD};
@@ -141,9 +141,13 @@ end
 }
 
 /// `tombstone(entry, stamp, lease)` replaces an entry by `{__meta: inv:<stamp>}` for the lease
-/// time; `invalidate_tags(first, stamp, lease)` stamps the tags given as pairs (members,
-/// stamp) from `KEYS[first]` on, keeping each stamp at least as long as it lived (it must
-/// outlive every entry carrying the tag), and tombstones their registered members.
+/// time; `drain(members, stamp, lease)` tombstones up to 256 entries registered in a tag's
+/// member set and answers how many are left; `invalidate_tags(first, stamp, lease)` stamps the
+/// tags given as pairs (members, stamp) from `KEYS[first]` on, keeping each stamp at least as
+/// long as it lived (it must outlive every entry carrying the tag), drains one batch of each
+/// member set, and answers the sets that still hold members. The stamps alone keep reads
+/// right (reads check them); tombstoning members makes other clients see the entries gone at
+/// once, in bounded batches, so that no call keeps Redis busy whatever a tag's size.
 macro_rules! lua_invalidate {
     () => {
         r"
@@ -152,12 +156,17 @@ local function tombstone(entry, stamp, lease)
   redis.call('HSET', entry, '__meta', 'inv:' .. stamp)
   redis.call('PEXPIRE', entry, lease)
 end
+local function drain(members, stamp, lease)
+  for _, entry in ipairs(redis.call('SPOP', members, 256)) do tombstone(entry, stamp, lease) end
+  return redis.call('SCARD', members)
+end
 local function invalidate_tags(first, stamp, lease)
+  local left = {}
   for i = first, #KEYS, 2 do
     redis.call('SET', KEYS[i + 1], stamp, 'PX', math.max(redis.call('PTTL', KEYS[i + 1]), lease))
-    for _, entry in ipairs(redis.call('SMEMBERS', KEYS[i])) do tombstone(entry, stamp, lease) end
-    redis.call('DEL', KEYS[i])
+    if drain(KEYS[i], stamp, lease) > 0 then left[#left + 1] = KEYS[i] end
   end
+  return left
 end
 "
     };
@@ -239,6 +248,11 @@ write_meta(key, meta)
 redis.call('PEXPIRE', key, ttl)
 for i = 3, #KEYS, 2 do
   redis.call('SADD', KEYS[i], key)
+  -- Members whose entries expired are pruned as fills go: two looked at per fill keep a
+  -- set near its live entries, without a scan that grows with it.
+  for _, member in ipairs(redis.call('SRANDMEMBER', KEYS[i], 2)) do
+    if redis.call('EXISTS', member) == 0 then redis.call('SREM', KEYS[i], member) end
+  end
   for j = i, i + 1 do
     if redis.call('PTTL', KEYS[j]) < ttl then redis.call('PEXPIRE', KEYS[j], ttl) end
   end
@@ -248,7 +262,8 @@ return 1
 );
 
 /// `KEYS[1]` the namespace clock, then `ARGV[2]` entries, then pairs (tag members, tag stamp).
-/// `ARGV[1]` the lease time in ms, then the entries' bucket fields.
+/// `ARGV[1]` the lease time in ms, then the entries' bucket fields. Answers the stamp, then
+/// the member sets left to drain.
 const INVALIDATE_SCRIPT: &str = concat!(
     lua_clock!(),
     lua_invalidate!(),
@@ -260,8 +275,8 @@ for i = 1, entries do
   tombstone(KEYS[i + 1], stamp, lease)
   redis.call('HSET', KEYS[1], ARGV[i + 2], stamp)
 end
-invalidate_tags(entries + 2, stamp, lease)
-return stamp
+local left = invalidate_tags(entries + 2, stamp, lease)
+return {stamp, unpack(left)}
 "
 );
 
@@ -272,7 +287,7 @@ return stamp
 /// data back: this namespace's entry holds an older version in the version field and is
 /// registered under no tag (whose set the new value might no longer belong to). An entry
 /// holding the same or a newer version is kept. Otherwise the entry is invalidated.
-/// Returns 1 when written through.
+/// Answers 1 when written through (else 0), the stamp, then the member sets left to drain.
 const WRITE_THROUGH_SCRIPT: &str = concat!(
     lua_clock!(),
     lua_invalidate!(),
@@ -282,7 +297,7 @@ const WRITE_THROUGH_SCRIPT: &str = concat!(
 local key = KEYS[2]
 local stamp = fmt(new_stamp(KEYS[1]))
 local lease = tonumber(ARGV[1])
-invalidate_tags(3, stamp, lease)
+local left = invalidate_tags(3, stamp, lease)
 redis.call('HSET', KEYS[1], ARGV[5], stamp)
 local current = nil
 if redis.call('TYPE', key).ok == 'hash' then
@@ -294,16 +309,25 @@ end
 local ttl = redis.call('PTTL', key)
 if current and ttl > 0 then
   -- Holds a newer version already (a later update wrote through first): keep it.
-  if current >= tonumber(ARGV[3]) then return 0 end
+  if current >= tonumber(ARGV[3]) then return {0, stamp, unpack(left)} end
   redis.call('DEL', key)
   local meta = {inv = stamp, by = ARGV[4], null = {}, skip = {}}
   write_fields(key, meta, 6)
   write_meta(key, meta)
   redis.call('PEXPIRE', key, ttl)
-  return 1
+  return {1, stamp, unpack(left)}
 end
 tombstone(key, stamp, lease)
-return 0
+return {0, stamp, unpack(left)}
+"
+);
+
+/// `KEYS[1]` a tag's member set, `ARGV[1]` the stamp of its invalidation, `ARGV[2]` the lease
+/// time in ms. Tombstones one batch of its members; answers how many are left.
+const DRAIN_SCRIPT: &str = concat!(
+    lua_invalidate!(),
+    r"
+return drain(KEYS[1], ARGV[1], tonumber(ARGV[2]))
 "
 );
 
@@ -414,6 +438,7 @@ pub(crate) struct RedisStore {
     lease_script: redis::Script,
     clock_script: redis::Script,
     release_lease_script: redis::Script,
+    drain_script: redis::Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -443,6 +468,7 @@ impl RedisStore {
             lease_script: redis::Script::new(LEASE_SCRIPT),
             clock_script: redis::Script::new(CLOCK_SCRIPT),
             release_lease_script: redis::Script::new(RELEASE_LEASE_SCRIPT),
+            drain_script: redis::Script::new(DRAIN_SCRIPT),
         })
     }
 
@@ -540,7 +566,10 @@ impl RedisStore {
         Ok(written == 1)
     }
 
-    pub(crate) async fn write_through(&self, write: WriteThrough<'_>) -> StoreResult<bool> {
+    pub(crate) async fn write_through(
+        &self,
+        write: WriteThrough<'_>,
+    ) -> StoreResult<(bool, Drain)> {
         let mut invocation = self.write_through_script.key(write.clock);
         invocation.key(write.key);
         for tag in write.tags {
@@ -553,10 +582,11 @@ impl RedisStore {
             .arg(write.owner)
             .arg(write.bucket);
         field_triples(&mut invocation, write.fields);
-        let written: i64 = invocation
+        let mut reply: Vec<String> = invocation
             .invoke_async(&mut self.connection.get().await?)
             .await?;
-        Ok(written == 1)
+        let written = !reply.is_empty() && reply.remove(0) == "1";
+        Ok((written, Drain::from_reply(&mut reply)))
     }
 
     pub(crate) async fn acquire_lease(
@@ -594,7 +624,21 @@ impl RedisStore {
         Ok(Some(parse_stamp(&made)))
     }
 
-    pub(crate) async fn invalidate(&self, invalidation: Invalidation<'_>) -> StoreResult<()> {
+    pub(crate) async fn drain(
+        &self,
+        members: &str,
+        stamp: &str,
+        lease_time: Duration,
+    ) -> StoreResult<u64> {
+        self.drain_script
+            .key(members)
+            .arg(stamp)
+            .arg(ttl_millis(lease_time))
+            .invoke_async(&mut self.connection.get().await?)
+            .await
+    }
+
+    pub(crate) async fn invalidate(&self, invalidation: Invalidation<'_>) -> StoreResult<Drain> {
         let mut invocation = self.invalidate_script.key(invalidation.clock);
         for entry in invalidation.entries {
             invocation.key(*entry);
@@ -606,10 +650,10 @@ impl RedisStore {
             .arg(ttl_millis(invalidation.lease_time))
             .arg(invalidation.entries.len())
             .arg(invalidation.buckets);
-        invocation
-            .invoke_async::<Value>(&mut self.connection.get().await?)
+        let mut reply: Vec<String> = invocation
+            .invoke_async(&mut self.connection.get().await?)
             .await?;
-        Ok(())
+        Ok(Drain::from_reply(&mut reply))
     }
 }
 
