@@ -415,7 +415,10 @@ impl Cache {
         if self.reads_blocked(&key, &[]).await {
             return Err(Error::InvalidationPending);
         }
-        match self.read_entry(&key, fields, codec::decode::<T>).await? {
+        match self
+            .read_entry(&key, fields, codec::decode::<T>, true)
+            .await?
+        {
             Lookup::Hit(value) => Ok(Some(value)),
             Lookup::Absent { .. } | Lookup::Miss { .. } => Ok(None),
         }
@@ -660,11 +663,14 @@ impl Cache {
     }
 
     /// One `HMGET` of the schema's fields, decoded straight from the reply by `decode`.
+    /// `count_misses` is off for the reads of a caller waiting for another's fill: one miss
+    /// is one call, however often it looks.
     pub(crate) async fn read_entry<S>(
         &self,
         key: &str,
         fields: &'static [&'static str],
         decode: codec::DecodeFn<S>,
+        count_misses: bool,
     ) -> Result<Lookup<S>, Error> {
         let mut read = self
             .guarded(
@@ -696,7 +702,9 @@ impl Cache {
                 }
             }
         }
-        Counters::bump(&counters.misses);
+        if count_misses {
+            Counters::bump(&counters.misses);
+        }
         Ok(Lookup::Miss {
             seen: read.stamp,
             tombstone: read.is_tombstone(fields),

@@ -288,6 +288,11 @@ const LEASE_POLL: Duration = Duration::from_millis(5);
 
 impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
     async fn lookup(&self) -> Step<R> {
+        self.look_up(true).await
+    }
+
+    /// [`lookup`](Self::lookup); `count_misses` off while polling for another's fill.
+    async fn look_up(&self, count_misses: bool) -> Step<R> {
         if self.cache.reads_blocked(self.key, &[]).await {
             return Step::Bypass;
         }
@@ -295,7 +300,7 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
         let read_at = Instant::now();
         match self
             .cache
-            .read_entry(self.key, self.fields, self.schema.decode)
+            .read_entry(self.key, self.fields, self.schema.decode, count_misses)
             .await
         {
             Ok(Lookup::Hit(value)) => {
@@ -324,7 +329,9 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
                 }
                 // Another function caches absence here; this one loads and overwrites it.
                 None => {
-                    self.cache.count_miss();
+                    if count_misses {
+                        self.cache.count_miss();
+                    }
                     let contention = Contention::None;
                     Step::Load(Miss {
                         seen,
@@ -380,7 +387,7 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
         let deadline = Instant::now() + self.cache.lease_wait();
         while Instant::now() < deadline {
             tokio::time::sleep(LEASE_POLL).await;
-            match self.lookup().await {
+            match self.look_up(false).await {
                 Step::Load(next) if next.contention == Contention::Leased => miss = next,
                 // Filled, failed, or the lease ended without a fill: stop waiting.
                 step => return step,

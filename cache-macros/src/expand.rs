@@ -74,6 +74,9 @@ fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn) -> TokenStream 
     };
     // Pins the block's type to the declared return type before anything else in it is
     // checked, so `?` and type errors in the user's code read as they would without us.
+    // The body's statements are spliced in, not its block: a block as the last expression
+    // would trip `unused_braces` on a one-line body (`{ Some(x) }`), pointing at user code.
+    let statements = &block.stmts;
     let body = quote_spanned! {output.span()=>
         async move {
             #[allow(
@@ -87,7 +90,7 @@ fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn) -> TokenStream 
                 let __cache_fake_return: #output = loop {};
                 return __cache_fake_return;
             }
-            #block
+            #(#statements)*
         }
     };
     let prologue = quote! {

@@ -63,6 +63,18 @@ pub struct Page {
     pub limit: i64,
 }
 
+impl Page {
+    /// The pages worth caching: the first hundred at the usual sizes (10, 20, 50, 100),
+    /// aligned to their size. Any other offset or size is read from the database: every
+    /// page cached is an entry, registered under the list's tag, and a client must not be
+    /// able to grow both without bound by asking for arbitrary ones.
+    pub fn is_cacheable(&self) -> bool {
+        matches!(self.limit, 10 | 20 | 50 | 100)
+            && self.last % self.limit == 0
+            && self.last / self.limit < 100
+    }
+}
+
 impl fmt::Display for Page {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.last, self.limit)
@@ -158,8 +170,23 @@ impl UserRepo {
             .await
     }
 
+    /// A page of the list without keyword; cached only for the bounded set of pages that
+    /// [`Page::is_cacheable`] allows.
+    pub async fn list(&self, page: Page) -> Result<Vec<UserListItem>, sqlx::Error> {
+        let page = if page.is_cacheable() {
+            self.list_page(page).await?
+        } else {
+            self.load_page(page).await?
+        };
+        Ok(page.users)
+    }
+
     #[cached_get(prefix = "users", key = "page", schema = UserPage, cache = self.cache, tags = ["users:list"])]
     pub async fn list_page(&self, page: Page) -> Result<UserPage, sqlx::Error> {
+        self.load_page(page).await
+    }
+
+    async fn load_page(&self, page: Page) -> Result<UserPage, sqlx::Error> {
         let users = sqlx::query_as(&self.db.sql.list)
             .bind(page.limit)
             .bind(page.last)

@@ -83,7 +83,7 @@ pub async fn list_users(
     }
     match query.get("keyword").filter(|keyword| !keyword.is_empty()) {
         Some(keyword) => Ok(Json(state.repo.search(keyword, page).await?)),
-        None => Ok(Json(state.repo.list_page(page).await?.users)),
+        None => Ok(Json(state.repo.list(page).await?)),
     }
 }
 

@@ -331,7 +331,7 @@ async fn bug_5_list_pages_are_exact_and_follow_every_write(database_url: &str) {
     let redis = RedisServer::start();
     let server = Running::start(database_url, redis_cache(&redis)).await;
     let mut ids = Vec::new();
-    for n in 0..7 {
+    for n in 0..21 {
         ids.push(
             server
                 .create(
@@ -363,16 +363,16 @@ async fn bug_5_list_pages_are_exact_and_follow_every_write(database_url: &str) {
     };
     for _ in 0..2 {
         assert_eq!(
-            page(0, 3).await.iter().map(|u| u.0).collect::<Vec<_>>(),
-            ids[0..3]
+            page(0, 10).await.iter().map(|u| u.0).collect::<Vec<_>>(),
+            ids[0..10]
         );
         assert_eq!(
-            page(3, 3).await.iter().map(|u| u.0).collect::<Vec<_>>(),
-            ids[3..6]
+            page(10, 10).await.iter().map(|u| u.0).collect::<Vec<_>>(),
+            ids[10..20]
         );
         assert_eq!(
-            page(6, 3).await.iter().map(|u| u.0).collect::<Vec<_>>(),
-            ids[6..7],
+            page(20, 10).await.iter().map(|u| u.0).collect::<Vec<_>>(),
+            ids[20..21],
             "the last page is short"
         );
     }
@@ -382,12 +382,26 @@ async fn bug_5_list_pages_are_exact_and_follow_every_write(database_url: &str) {
         server.stats()
     );
 
+    // Pages outside the bounded set are served right and never cached: no client can grow
+    // the cache (or the list tag's members) with arbitrary offsets.
+    let misses = server.stats().misses;
+    assert_eq!(
+        page(7, 3).await.iter().map(|u| u.0).collect::<Vec<_>>(),
+        ids[7..10]
+    );
+    assert_eq!(server.stats().misses, misses, "not even looked up");
+    let cached: bool = cache_core::redis::cmd("EXISTS")
+        .arg("users:7:3")
+        .query(&mut redis.connection())
+        .unwrap();
+    assert!(!cached);
+
     let new = server
         .create("newcomer", "newcomer@example.com", "secret1")
         .await;
     assert_eq!(
-        page(6, 3).await.iter().map(|u| u.0).collect::<Vec<_>>(),
-        [ids[6], new],
+        page(20, 10).await.iter().map(|u| u.0).collect::<Vec<_>>(),
+        [ids[20], new],
         "a new user appears"
     );
 
@@ -399,15 +413,15 @@ async fn bug_5_list_pages_are_exact_and_follow_every_write(database_url: &str) {
             .await,
         StatusCode::OK
     );
-    let first = page(0, 3).await;
+    let first = page(0, 10).await;
     assert_eq!(
         first[1],
         (ids[1], "renamed".to_owned()),
         "an update shows, without duplicates"
     );
     let mut all: Vec<i64> = Vec::new();
-    for last in [0, 3, 6] {
-        all.extend(page(last, 3).await.iter().map(|u| u.0));
+    for last in [0, 10, 20] {
+        all.extend(page(last, 10).await.iter().map(|u| u.0));
     }
     let mut expected = ids.clone();
     expected.push(new);
@@ -425,7 +439,7 @@ async fn bug_5_list_pages_are_exact_and_follow_every_write(database_url: &str) {
         StatusCode::NO_CONTENT
     );
     assert!(
-        !page(0, 3).await.iter().any(|u| u.0 == ids[1]),
+        !page(0, 10).await.iter().any(|u| u.0 == ids[1]),
         "a deleted user is gone"
     );
 }

@@ -215,6 +215,11 @@ mod gated {
             Balance { id, cents }
         }
 
+        #[cached_get(prefix = "short", key = "id", schema = Balance, ttl = 1, tags = ["short:all"], cache = self.cache)]
+        pub(crate) async fn short_lived(&self, id: i64) -> Balance {
+            Balance { id, cents: id }
+        }
+
         #[cached_get(prefix = "acct", key = "id", schema = Holder, cache = self.cache)]
         pub(crate) async fn holder(&self, id: i64) -> Holder {
             self.table.after_reading().await;
@@ -606,4 +611,33 @@ async fn a_lease_is_given_back_on_every_exit_without_a_fill() {
         );
         delete(&server, "user:7");
     }
+}
+
+#[tokio::test]
+async fn a_tags_member_set_stays_near_its_live_entries() {
+    let server = RedisServer::start();
+    let table = Table::with_user(1, "x");
+    let repo = repo(&server, &table);
+    // Entries of one second filled steadily under one tag for four seconds.
+    let started = Instant::now();
+    let mut filled = 0i64;
+    while started.elapsed() < Duration::from_secs(4) {
+        repo.short_lived(filled).await;
+        filled += 1;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let members: i64 = redis::cmd("SCARD")
+        .arg("__cache::tag:short:all")
+        .query(&mut server.connection())
+        .unwrap();
+    let live: i64 = redis::cmd("EVAL")
+        .arg("return #redis.call('KEYS', 'short:*')")
+        .arg(0)
+        .query(&mut server.connection())
+        .unwrap();
+    println!("{filled} filled, {live} live, {members} members");
+    assert!(
+        members <= live * 2 + 50,
+        "{members} members for {live} live entries ({filled} filled)"
+    );
 }

@@ -248,9 +248,9 @@ write_meta(key, meta)
 redis.call('PEXPIRE', key, ttl)
 for i = 3, #KEYS, 2 do
   redis.call('SADD', KEYS[i], key)
-  -- Members whose entries expired are pruned as fills go: two looked at per fill keep a
-  -- set near its live entries, without a scan that grows with it.
-  for _, member in ipairs(redis.call('SRANDMEMBER', KEYS[i], 2)) do
+  -- Members whose entries expired are pruned as fills go: three looked at per fill keep a
+  -- set within about one and a half times its live entries, without a scan that grows.
+  for _, member in ipairs(redis.call('SRANDMEMBER', KEYS[i], 3)) do
     if redis.call('EXISTS', member) == 0 then redis.call('SREM', KEYS[i], member) end
   end
   for j = i, i + 1 do
