@@ -2,13 +2,15 @@
 
 use std::fmt::Display;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::cache::{schema_field_names, Lease, Lookup};
-use crate::codec::{self, DecodeFn, EncodedField};
+use crate::codec::{self, DecodeFn, EncodedField, FieldValue, Stored};
 use crate::flight::{wait_for_leader, Flight};
 use crate::store::FillBody;
 use crate::{Cache, Error};
@@ -24,6 +26,41 @@ pub struct Spec {
     pub none_ttl_secs: Option<u64>,
     /// `tags = […]` is not empty.
     pub tagged: bool,
+    /// What the runtime learns about the function as it runs (see [`Learned`]).
+    pub learned: Learned,
+}
+
+/// What one annotated function's calls learn about its schema, once per process: the field
+/// list worth reading, whether the schema can ever be a hit, and whether its misuse was
+/// already reported. Lives in the function's `static` [`Spec`].
+#[derive(Debug)]
+pub struct Learned {
+    /// The schema's fields that its `Serialize` writes: serde's list of a struct's fields
+    /// (from `Deserialize`) also holds every `#[serde(alias)]`, which is never stored, so a
+    /// read of the whole list could never be complete.
+    fields: OnceLock<&'static [&'static str]>,
+    /// The schema's own fill does not decode back (a field skipped by `skip_serializing_if`
+    /// without `default`, …): reading it would never hit, so calls skip the cache.
+    uncacheable: AtomicBool,
+    /// Set once this function's misuse was logged: one warning per function per process.
+    warned: AtomicBool,
+}
+
+impl Learned {
+    /// Nothing learnt yet.
+    #[allow(clippy::new_without_default)] // used in a `static`: must be `const`
+    pub const fn new() -> Self {
+        Learned {
+            fields: OnceLock::new(),
+            uncacheable: AtomicBool::new(false),
+            warned: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether this is the first warning of this function in this process.
+    fn first_warning(&self) -> bool {
+        !self.warned.swap(true, Ordering::Relaxed)
+    }
 }
 
 /// The handle a call uses when the macro has no `cache = …`: the installed one.
@@ -215,13 +252,23 @@ where
     let (Some(cache), Some(key)) = (cache.filter(Cache::is_enabled), key) else {
         return body.await;
     };
-    let fields = match (schema.fields)() {
-        Ok(fields) => fields,
-        Err(error) => {
-            tracing::warn!(%error, "schema cannot be cached; calling the function");
-            cache.count_bypass();
-            return body.await;
-        }
+    if spec.learned.uncacheable.load(Ordering::Relaxed) {
+        cache.count_bypass();
+        return body.await;
+    }
+    let fields = match spec.learned.fields.get() {
+        Some(fields) => fields,
+        None => match (schema.fields)() {
+            Ok(fields) => fields,
+            Err(error) => {
+                if spec.learned.first_warning() {
+                    tracing::warn!(prefix = spec.prefix, %error, "schema cannot be cached; this function always runs");
+                }
+                spec.learned.uncacheable.store(true, Ordering::Relaxed);
+                cache.count_bypass();
+                return body.await;
+            }
+        },
     };
     let call = Call {
         cache: &cache,
@@ -442,6 +489,7 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
         if let Some(value) = (self.output.to_fill)(&result) {
             match (self.schema.encode)(value) {
                 Ok(fields) => {
+                    self.learn_from(&fields);
                     let ttl = self.cache.ttl_or_default(ttl);
                     let tags = self.tags.of(value);
                     let body = FillBody::Fields(&fields);
@@ -453,7 +501,11 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
                         lease.filled();
                     }
                 }
-                Err(error) => tracing::warn!(key = self.key, %error, "value cannot be cached"),
+                Err(error) => {
+                    if self.spec.learned.first_warning() {
+                        tracing::warn!(key = self.key, %error, "value cannot be cached (said once for this function)");
+                    }
+                }
             }
         } else if let Some(absence) = &self.output.absent {
             if (absence.is)(&result) {
@@ -475,6 +527,57 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
     }
 }
 
+impl<S, R, T> Call<'_, S, R, T> {
+    /// After the first encoding of the schema: the fields worth reading are those it writes
+    /// (serde's list also holds aliases), and the value must decode back from what it wrote,
+    /// or no read of this function could ever hit (a field skipped without `default`): then
+    /// calls skip the cache instead of paying a read and a fill each, and it is said once.
+    fn learn_from(&self, encoded: &[EncodedField]) {
+        let learned = &self.spec.learned;
+        if learned.fields.get().is_some() {
+            return;
+        }
+        let written: Vec<&'static str> = self
+            .fields
+            .iter()
+            .copied()
+            .filter(|field| encoded.iter().any(|(name, _)| name == field))
+            .collect();
+        let fields: &'static [&'static str] = if written.len() == self.fields.len() {
+            self.fields
+        } else {
+            // Once per function and process: a few names.
+            Box::leak(written.into_boxed_slice())
+        };
+        let mut values: Vec<FieldValue> = fields
+            .iter()
+            .filter_map(|field| {
+                encoded
+                    .iter()
+                    .find(|(name, _)| name == field)
+                    .map(|(_, value)| value.clone())
+            })
+            .collect();
+        let mut stored = values.iter_mut().map(|value| match value {
+            FieldValue::Text(bytes) => Stored::Text(bytes),
+            FieldValue::Null => Stored::Null,
+            FieldValue::Skipped => Stored::Skipped,
+        });
+        if let Err(error) = (self.schema.decode)(fields, &mut stored) {
+            learned.uncacheable.store(true, Ordering::Relaxed);
+            if learned.first_warning() {
+                tracing::warn!(
+                    prefix = self.spec.prefix,
+                    schema = std::any::type_name::<S>(),
+                    %error,
+                    "the schema does not decode from what it stores (a field skipped by `skip_serializing_if` needs `#[serde(default)]`), so it could never be a hit; this function now skips the cache"
+                );
+            }
+        }
+        let _ = learned.fields.set(fields);
+    }
+}
+
 /// `cached_update` / `cached_delete`: drop the entry and the tags after the function succeeded.
 pub async fn invalidate(cache: Option<Cache>, key: Option<String>, tags: Vec<String>) {
     let Some(cache) = cache else {
@@ -492,8 +595,10 @@ pub async fn invalidate(cache: Option<Cache>, key: Option<String>, tags: Vec<Str
 /// `cached_update` with `schema` and `version`: after the function succeeded, write its
 /// value through where that cannot bring old data back (the entry holds an older version and
 /// no tag registration), else invalidate; the tags are invalidated either way.
+#[allow(clippy::too_many_arguments)]
 pub async fn write_through<S, R>(
     cache: Option<Cache>,
+    spec: &'static Spec,
     key: Option<String>,
     tags: Vec<String>,
     schema: Schema<S>,
@@ -507,14 +612,20 @@ pub async fn write_through<S, R>(
     let fields = match (output.to_fill)(result).map(schema.encode) {
         Some(Ok(fields)) => fields,
         Some(Err(error)) => {
-            tracing::warn!(%key, %error, "updated value cannot be cached; invalidating instead");
+            if spec.learned.first_warning() {
+                tracing::warn!(%key, %error, "updated value cannot be cached; invalidating instead (said once for this function)");
+            }
             return invalidate(Some(cache), Some(key), tags).await;
         }
         // `None` from an update: nothing to write, the entry goes.
         None => return invalidate(Some(cache), Some(key), tags).await,
     };
     let Some(version) = version_of(&fields, version_field) else {
-        tracing::warn!(%key, version_field, "the version field is missing or not a whole number; invalidating instead");
+        // Most often the field is renamed by serde: `version` names the stored field.
+        if spec.learned.first_warning() {
+            let stored: Vec<&str> = fields.iter().map(|(name, _)| *name).collect();
+            tracing::warn!(%key, version_field, ?stored, "the version field is not among the stored fields (renamed by serde?) or is not a whole number; this function invalidates instead of writing through (said once)");
+        }
         return invalidate(Some(cache), Some(key), tags).await;
     };
     // Failures are remembered and delivered later as an invalidation.

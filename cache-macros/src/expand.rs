@@ -100,6 +100,7 @@ fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn) -> TokenStream 
                 ttl_secs: #ttl,
                 none_ttl_secs: #none_ttl,
                 tagged: #tagged,
+                learned: ::cache_core::__private::Learned::new(),
             };
         let __cache_handle: ::core::option::Option<::cache_core::Cache> = #handle;
         let __cache_key: ::core::option::Option<::std::string::String> = #key;
@@ -124,8 +125,8 @@ fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn) -> TokenStream 
                     let (schema_codec, output_adapter) = adapters(schema, output, false);
                     quote! {
                         ::cache_core::__private::write_through(
-                            __cache_handle, __cache_key, __cache_tags, #schema_codec,
-                            #output_adapter, #version, &__cache_output,
+                            __cache_handle, &__CACHE_SPEC, __cache_key, __cache_tags,
+                            #schema_codec, #output_adapter, #version, &__cache_output,
                         ).await;
                     }
                 }

@@ -40,6 +40,8 @@ const SUITE_KEYS: &[&str] = &[
     "profile:*",
     "rich:*",
     "sparse:*",
+    "aliased:*",
+    "lossy:*",
     "user:*",
     "shop:*",
     "blog:*",
@@ -93,6 +95,7 @@ on_both_backends!(
     nested_values_enums_and_sequences_round_trip,
     a_schema_that_is_not_a_flat_struct_is_not_cached,
     the_direct_api_gets_puts_and_invalidates,
+    a_schema_with_aliases_hits_and_one_that_cannot_decode_skips_the_cache,
 );
 
 async fn a_hit_does_not_call_the_function(backend: Backend) {
@@ -601,4 +604,69 @@ async fn the_direct_api_gets_puts_and_invalidates(backend: Backend) {
         cache.get::<UserLogin>("us:er", &1).await,
         Err(cache_core::Error::Config(_))
     ));
+}
+
+/// `#[serde(alias)]` puts the alias in serde's list of the struct's fields, which no fill
+/// ever stores: the reads learn to leave it out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Aliased {
+    id: i64,
+    #[serde(alias = "full_name")]
+    name: String,
+}
+
+/// Skipped when empty, but without `default`: what it stores can never decode back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Lossy {
+    id: i64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tags: Vec<String>,
+}
+
+struct LearningRepo {
+    cache: Cache,
+    loads: std::sync::atomic::AtomicUsize,
+}
+
+impl LearningRepo {
+    #[cache_core::cached_get(prefix = "aliased", key = "id", schema = Aliased, cache = self.cache)]
+    async fn aliased(&self, id: i64) -> Aliased {
+        self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Aliased {
+            id,
+            name: "n".into(),
+        }
+    }
+
+    #[cache_core::cached_get(prefix = "lossy", key = "id", schema = Lossy, cache = self.cache)]
+    async fn lossy(&self, id: i64) -> Lossy {
+        self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Lossy {
+            id,
+            tags: Vec::new(),
+        }
+    }
+}
+
+async fn a_schema_with_aliases_hits_and_one_that_cannot_decode_skips_the_cache(backend: Backend) {
+    let repo = LearningRepo {
+        cache: backend.cache(),
+        loads: Default::default(),
+    };
+    let loads = || repo.loads.load(std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..3 {
+        assert_eq!(repo.aliased(1).await.name, "n");
+    }
+    assert_eq!(loads(), 1, "hits after the first fill, alias or not");
+
+    for _ in 0..5 {
+        assert_eq!(repo.lossy(1).await.id, 1);
+    }
+    assert_eq!(loads(), 6, "always called, and right");
+    let stats = repo.cache.stats();
+    assert_eq!(
+        (stats.misses, stats.bypassed),
+        (2, 4),
+        "after its first fill showed it cannot decode, the cache is skipped, not read in vain: {stats:?}"
+    );
 }
