@@ -31,6 +31,7 @@ const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_millis(250);
 const DEFAULT_BREAKER_THRESHOLD: u32 = 5;
 const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_secs(2);
 const DEFAULT_MAX_PENDING_INVALIDATIONS: usize = 100_000;
+const DEFAULT_MAX_VALUE_SIZE: usize = 1 << 20;
 const DEFAULT_LEASE_TIME: Duration = Duration::from_secs(10);
 const DEFAULT_LEASE_WAIT: Duration = Duration::from_millis(300);
 const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(30);
@@ -83,6 +84,7 @@ struct Inner {
     delivery: Backoff,
     delivery_task_running: AtomicBool,
     pending: PendingInvalidations,
+    max_value_size: usize,
     /// The longest TTL this handle has written, in ms: how long a lost entry can live.
     longest_ttl_ms: AtomicU64,
     lease_time: Duration,
@@ -106,6 +108,7 @@ pub struct CacheBuilder {
     breaker_threshold: u32,
     breaker_cooldown: Duration,
     max_pending_invalidations: usize,
+    max_value_size: usize,
     lease_time: Duration,
     lease_wait: Duration,
     negative_ttl: Duration,
@@ -121,6 +124,7 @@ impl std::fmt::Debug for CacheBuilder {
             .field("breaker_threshold", &self.breaker_threshold)
             .field("breaker_cooldown", &self.breaker_cooldown)
             .field("max_pending_invalidations", &self.max_pending_invalidations)
+            .field("max_value_size", &self.max_value_size)
             .field("lease_time", &self.lease_time)
             .field("lease_wait", &self.lease_wait)
             .field("negative_ttl", &self.negative_ttl)
@@ -138,6 +142,7 @@ impl Default for CacheBuilder {
             breaker_threshold: DEFAULT_BREAKER_THRESHOLD,
             breaker_cooldown: DEFAULT_BREAKER_COOLDOWN,
             max_pending_invalidations: DEFAULT_MAX_PENDING_INVALIDATIONS,
+            max_value_size: DEFAULT_MAX_VALUE_SIZE,
             lease_time: DEFAULT_LEASE_TIME,
             lease_wait: DEFAULT_LEASE_WAIT,
             negative_ttl: DEFAULT_NEGATIVE_TTL,
@@ -185,6 +190,15 @@ impl CacheBuilder {
     /// Default: 2 s.
     pub fn breaker_cooldown(mut self, cooldown: Duration) -> Self {
         self.breaker_cooldown = cooldown;
+        self
+    }
+
+    /// The largest value cached, in bytes of its stored fields. Larger ones are returned but
+    /// not cached: one huge value read on every call would hold the shared connection for
+    /// the whole transfer, time out the reads queued behind it, and open the breaker for
+    /// everything. Default: 1 MiB.
+    pub fn max_value_size(mut self, bytes: usize) -> Self {
+        self.max_value_size = bytes;
         self
     }
 
@@ -280,6 +294,7 @@ impl CacheBuilder {
                 delivery: Backoff::new(DELIVERY_INTERVAL, DELIVERY_BACKOFF_LIMIT),
                 delivery_task_running: AtomicBool::new(false),
                 pending: PendingInvalidations::new(self.max_pending_invalidations),
+                max_value_size: self.max_value_size,
                 longest_ttl_ms: AtomicU64::new(duration_ms(self.default_ttl)),
                 lease_time: self.lease_time,
                 lease_wait: self.lease_wait,
@@ -442,6 +457,12 @@ impl Cache {
         if !self.is_enabled() {
             return Ok(());
         }
+        if let Err(size) = self.check_size(&fields) {
+            return Err(Error::TooLarge {
+                size,
+                limit: self.inner.max_value_size,
+            });
+        }
         let key = self.key(prefix, key);
         if self.reads_blocked(&key, &[]).await {
             return Err(Error::InvalidationPending);
@@ -505,6 +526,22 @@ impl Cache {
 
     pub(crate) fn negative_ttl(&self) -> Duration {
         self.inner.negative_ttl
+    }
+
+    /// `Err(size)` when encoded `fields` are over the handle's `max_value_size`.
+    pub(crate) fn check_size(&self, fields: &[codec::EncodedField]) -> Result<(), usize> {
+        let size: usize = fields
+            .iter()
+            .map(|(name, value)| match value {
+                codec::FieldValue::Text(text) => name.len() + text.len(),
+                codec::FieldValue::Null | codec::FieldValue::Skipped => name.len(),
+            })
+            .sum();
+        if size > self.inner.max_value_size {
+            Err(size)
+        } else {
+            Ok(())
+        }
     }
 
     pub(crate) fn flights(&self) -> &Flights {

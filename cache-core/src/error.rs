@@ -32,6 +32,14 @@ pub enum Error {
     /// is shutting down). What it had to invalidate is kept and delivered later.
     #[error("cache operation interrupted: {0}")]
     Interrupted(String),
+    /// The value is larger than the handle's `max_value_size`: it is not cached.
+    #[error("value of {size} bytes is over the cache's limit of {limit} bytes")]
+    TooLarge {
+        /// The value's stored size.
+        size: usize,
+        /// `max_value_size`.
+        limit: usize,
+    },
     /// A value could not be turned into hash fields.
     #[error("cannot encode field `{field}` for the cache: {message}")]
     Encode {

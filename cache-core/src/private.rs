@@ -488,6 +488,14 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
         // Failures are logged and counted inside; the caller gets its value regardless.
         if let Some(value) = (self.output.to_fill)(&result) {
             match (self.schema.encode)(value) {
+                Ok(fields) if self.cache.check_size(&fields).is_err() => {
+                    if self.spec.learned.first_warning() {
+                        tracing::warn!(
+                            key = self.key,
+                            "value over max_value_size is not cached (said once for this function)"
+                        );
+                    }
+                }
                 Ok(fields) => {
                     self.learn_from(&fields);
                     let ttl = self.cache.ttl_or_default(ttl);
@@ -610,6 +618,10 @@ pub async fn write_through<S, R>(
         return invalidate(cache, key, tags).await;
     };
     let fields = match (output.to_fill)(result).map(schema.encode) {
+        // Too large to cache: the entry is dropped instead.
+        Some(Ok(fields)) if cache.check_size(&fields).is_err() => {
+            return invalidate(Some(cache), Some(key), tags).await
+        }
         Some(Ok(fields)) => fields,
         Some(Err(error)) => {
             if spec.learned.first_warning() {

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use cache_core::Cache;
+use cache_core::{Cache, Error};
 use cache_integration_tests::fixtures::{Row, UserRead, UserRepo};
 use cache_integration_tests::{CuttableProxy, RedisServer};
 
@@ -218,6 +218,15 @@ mod gated {
         #[cached_get(prefix = "short", key = "id", schema = Balance, ttl = 1, tags = ["short:all"], cache = self.cache)]
         pub(crate) async fn short_lived(&self, id: i64) -> Balance {
             Balance { id, cents: id }
+        }
+
+        #[cached_get(prefix = "big", key = "id", schema = Holder, cache = self.cache)]
+        pub(crate) async fn huge(&self, id: i64) -> Holder {
+            self.table.after_reading().await;
+            Holder {
+                id,
+                name: "x".repeat(8 << 20),
+            }
         }
 
         #[cached_get(prefix = "acct", key = "id", schema = Holder, cache = self.cache)]
@@ -640,4 +649,34 @@ async fn a_tags_member_set_stays_near_its_live_entries() {
         members <= live * 2 + 50,
         "{members} members for {live} live entries ({filled} filled)"
     );
+}
+
+#[tokio::test]
+async fn one_oversized_value_does_not_take_the_handle_down() {
+    let server = RedisServer::start();
+    let table = Table::with_user(1, "x");
+    let repo = repo(&server, &table);
+    for round in 0..5 {
+        assert_eq!(repo.huge(1).await.name.len(), 8 << 20);
+        assert_eq!(repo.by_id(1).await.unwrap().password, "x", "round {round}");
+    }
+    assert!(
+        !exists(&server, "big:1"),
+        "8 MiB is over max_value_size: not cached"
+    );
+    let stats = repo.cache.stats();
+    assert_eq!(stats.errors, 0, "{stats:?}");
+    assert_eq!(
+        stats.hits, 4,
+        "the small entry is a hit every round after the first"
+    );
+    // The direct API says why.
+    let huge = gated::Holder {
+        id: 2,
+        name: "x".repeat(2 << 20),
+    };
+    assert!(matches!(
+        repo.cache.put("big", &2, &huge).await,
+        Err(Error::TooLarge { .. })
+    ));
 }
