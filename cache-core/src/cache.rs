@@ -46,7 +46,7 @@ const DELIVERY_INTERVAL: Duration = Duration::from_millis(50);
 const DELIVERY_BACKOFF_LIMIT: Duration = Duration::from_secs(5);
 /// The most entries or tags one invalidation script handles: a few hundred microseconds of
 /// Redis' time at most.
-const INVALIDATION_BATCH: usize = 256;
+const INVALIDATION_BATCH: usize = 64;
 
 /// A handle on one cache: a Redis server (or the in-process store), a namespace and the
 /// failure-handling state. Cheap to clone; clones share everything.

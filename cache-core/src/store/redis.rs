@@ -141,7 +141,7 @@ end
 }
 
 /// `tombstone(entry, stamp, lease)` replaces an entry by `{__meta: inv:<stamp>}` for the lease
-/// time; `drain(members, stamp, lease)` tombstones up to 256 entries registered in a tag's
+/// time; `drain(members, stamp, lease)` tombstones up to 64 entries registered in a tag's
 /// member set and answers how many are left; `invalidate_tags(first, stamp, lease)` stamps the
 /// tags given as pairs (members, stamp) from `KEYS[first]` on, keeping each stamp at least as
 /// long as it lived (it must outlive every entry carrying the tag), drains one batch of each
@@ -157,7 +157,7 @@ local function tombstone(entry, stamp, lease)
   redis.call('PEXPIRE', entry, lease)
 end
 local function drain(members, stamp, lease)
-  for _, entry in ipairs(redis.call('SPOP', members, 256)) do tombstone(entry, stamp, lease) end
+  for _, entry in ipairs(redis.call('SPOP', members, 64)) do tombstone(entry, stamp, lease) end
   return redis.call('SCARD', members)
 end
 local function invalidate_tags(first, stamp, lease)
