@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::cache::{schema_field_names, Lease, Lookup};
-use crate::codec::{self, DecodeFn, EncodedField, FieldValue, Stored};
+use crate::codec::{self, DecodeFn, EncodedField, FieldValue};
 use crate::flight::{wait_for_leader, Flight};
 use crate::store::FillBody;
 use crate::{Cache, Error};
@@ -566,11 +566,7 @@ impl<S, R, T> Call<'_, S, R, T> {
                     .map(|(_, value)| value.clone())
             })
             .collect();
-        let mut stored = values.iter_mut().map(|value| match value {
-            FieldValue::Text(bytes) => Stored::Text(bytes),
-            FieldValue::Null => Stored::Null,
-            FieldValue::Skipped => Stored::Skipped,
-        });
+        let mut stored = values.iter_mut().map(FieldValue::as_stored);
         if let Err(error) = (self.schema.decode)(fields, &mut stored) {
             learned.uncacheable.store(true, Ordering::Relaxed);
             if learned.first_warning() {

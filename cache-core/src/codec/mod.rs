@@ -48,6 +48,15 @@ pub(crate) enum FieldValue {
 }
 
 impl FieldValue {
+    /// The decoder's view of this value.
+    pub(crate) fn as_stored(&mut self) -> Stored<'_> {
+        match self {
+            FieldValue::Text(bytes) => Stored::Text(bytes),
+            FieldValue::Null => Stored::Null,
+            FieldValue::Skipped => Stored::Skipped,
+        }
+    }
+
     /// The value as a whole number, if it is one (a write-through's version field).
     pub(crate) fn whole_number(&self) -> Option<u64> {
         match self {

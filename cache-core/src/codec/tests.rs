@@ -24,17 +24,8 @@ fn round_trip<T: Serialize + serde::de::DeserializeOwned>(value: &T) -> Result<T
         fields,
         &mut values
             .iter_mut()
-            .map(|value| value.as_mut().map_or(Stored::Null, stored)),
+            .map(|value| value.as_mut().map_or(Stored::Null, FieldValue::as_stored)),
     )
-}
-
-/// The decoder's view of a field held as a [`FieldValue`].
-fn stored(value: &mut FieldValue) -> Stored<'_> {
-    match value {
-        FieldValue::Text(bytes) => Stored::Text(bytes),
-        FieldValue::Null => Stored::Null,
-        FieldValue::Skipped => Stored::Skipped,
-    }
 }
 
 fn text_of<T: Serialize + serde::de::DeserializeOwned>(value: &T, field: &str) -> FieldValue {
@@ -196,7 +187,7 @@ proptest! {
     fn garbage_never_panics(values in prop::collection::vec(prop::option::of(prop::collection::vec(any::<u8>(), 0..24)), 19)) {
         let SchemaFields::Named(fields) = schema_fields::<Everything>() else { unreachable!() };
         let mut values: Vec<FieldValue> = values.into_iter().map(|v| v.map_or(FieldValue::Null, FieldValue::Text)).collect();
-        let _ = decode::<Everything>(fields, &mut values.iter_mut().map(stored));
+        let _ = decode::<Everything>(fields, &mut values.iter_mut().map(FieldValue::as_stored));
     }
 }
 
@@ -254,7 +245,11 @@ fn a_null_field_is_a_decoding_error_for_a_non_option_type() {
     let SchemaFields::Named(fields) = schema_fields::<S>() else {
         unreachable!()
     };
-    assert!(decode::<S>(fields, &mut [FieldValue::Null].iter_mut().map(stored)).is_err());
+    assert!(decode::<S>(
+        fields,
+        &mut [FieldValue::Null].iter_mut().map(FieldValue::as_stored)
+    )
+    .is_err());
 }
 
 #[test]
@@ -430,7 +425,7 @@ mod self_describing {
         }
         let mut garbage = FieldValue::Text(b"not json".to_vec());
         let decoded: Result<Holder, _> =
-            decode(&["value"], &mut std::iter::once(stored(&mut garbage)));
+            decode(&["value"], &mut std::iter::once(garbage.as_stored()));
         assert!(decoded.is_err());
     }
 
