@@ -680,3 +680,98 @@ async fn one_oversized_value_does_not_take_the_handle_down() {
         Err(Error::TooLarge { .. })
     ));
 }
+
+/// Counts the warnings logged on this thread.
+#[derive(Default)]
+struct WarningCounter(std::sync::atomic::AtomicUsize);
+
+impl tracing::Subscriber for WarningCounter {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        if *event.metadata().level() == tracing::Level::WARN {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+mod misconfigured {
+    use cache_core::{cached_get, cached_update, Cache};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub(crate) struct Lossy {
+        pub(crate) id: i64,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        pub(crate) tags: Vec<String>,
+    }
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub(crate) struct Samples {
+        pub(crate) id: i64,
+        pub(crate) values: Vec<f64>,
+    }
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub(crate) struct Versioned {
+        pub(crate) id: i64,
+        #[serde(rename = "rev")]
+        pub(crate) version: u64,
+    }
+
+    pub(crate) struct Repo {
+        pub(crate) cache: Cache,
+    }
+
+    impl Repo {
+        #[cached_get(prefix = "lossy", key = "id", schema = Lossy, cache = self.cache)]
+        pub(crate) async fn lossy(&self, id: i64) -> Lossy {
+            Lossy {
+                id,
+                tags: Vec::new(),
+            }
+        }
+
+        #[cached_get(prefix = "samples", key = "id", schema = Samples, cache = self.cache)]
+        pub(crate) async fn samples(&self, id: i64) -> Samples {
+            Samples {
+                id,
+                values: vec![f64::NAN],
+            }
+        }
+
+        #[cached_update(prefix = "versioned", key = "id", schema = Versioned, version = "version", cache = self.cache)]
+        pub(crate) async fn update(&self, id: i64) -> Versioned {
+            Versioned { id, version: 2 }
+        }
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn misconfiguration_is_said_once_per_function_not_once_per_call() {
+    let counter = std::sync::Arc::new(WarningCounter::default());
+    let _guard = tracing::subscriber::set_default(counter.clone());
+    let repo = misconfigured::Repo {
+        cache: Cache::builder().url("mem://").build().unwrap(),
+    };
+    for id in 0..2_000 {
+        repo.lossy(id % 10).await;
+        repo.samples(id % 10).await;
+        repo.update(id % 10).await;
+    }
+    let warnings = counter.0.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(warnings, 3, "one per function for 6 000 calls");
+    assert!(
+        repo.cache.stats().bypassed >= 1_999,
+        "the schema that cannot decode back skips the cache: {:?}",
+        repo.cache.stats()
+    );
+}
