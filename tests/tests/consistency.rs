@@ -380,6 +380,10 @@ async fn after_an_invalidation_other_processes_wait_for_the_lease_holder(backend
         "B got A's fill: one database query for both"
     );
     assert_eq!(b_stats.coalesced, 1, "{b_stats:?}");
+    assert_eq!(
+        b_stats.misses, 1,
+        "one call, one miss, however often it looked for the fill: {b_stats:?}"
+    );
 }
 
 async fn a_lease_holder_that_dies_delays_others_only_by_the_lease_wait(backend: Backend) {

@@ -775,3 +775,51 @@ async fn misconfiguration_is_said_once_per_function_not_once_per_call() {
         repo.cache.stats()
     );
 }
+
+#[tokio::test]
+async fn a_large_tag_is_stamped_at_once_and_its_entries_tombstoned_in_batches() {
+    let server = RedisServer::start();
+    let cache = Cache::builder().url(server.url()).build().unwrap();
+    let mut connection = server.connection();
+    let mut plant = redis::pipe();
+    for id in 0..1_000 {
+        let key = format!("item:{id}");
+        plant
+            .cmd("HSET")
+            .arg(&key)
+            .arg(&["name", "x", "__meta", "by: tags:1:bulk"])
+            .ignore();
+        plant
+            .cmd("SADD")
+            .arg("__cache::tag:bulk")
+            .arg(&key)
+            .ignore();
+    }
+    plant.query::<()>(&mut connection).unwrap();
+    cache
+        .invalidate_tag("bulk")
+        .await
+        .expect("the call answers the truth: the tag is stamped");
+    assert!(
+        redis::cmd("GET")
+            .arg("__cache::stamp:bulk")
+            .query::<Option<String>>(&mut connection)
+            .unwrap()
+            .is_some(),
+        "stamped before the call returned: every entry carrying it is a miss from now on"
+    );
+    assert!(
+        eventually(|| {
+            redis::cmd("SCARD")
+                .arg("__cache::tag:bulk")
+                .query::<usize>(&mut server.connection())
+                .unwrap()
+                == 0
+        })
+        .await,
+        "the registered entries are drained in the background"
+    );
+    for id in [0, 499, 999] {
+        assert_eq!(field(&server, &format!("item:{id}"), "name"), None);
+    }
+}

@@ -700,6 +700,23 @@ fn entry_read(reply: Value, fields: &[&str], owner: &str) -> EntryRead {
     }
 }
 
+/// Whether a lease `<token>@<deadline µs, Redis' clock>` is still live. Redis' clock is
+/// read through this machine's: a skew between them only makes a reader wait for a dead
+/// holder (bounded by `lease_wait`) or load beside a live one (a duplicate load), never
+/// return anything wrong.
+fn lease_is_live(lease: &[u8]) -> bool {
+    let deadline = lease
+        .iter()
+        .rposition(|&byte| byte == b'@')
+        .map_or(0, |at| parse_stamp(&lease[at + 1..]));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
+        });
+    deadline > now
+}
+
 /// The parts of `__meta` a read needs (see `lua_meta!`); the lists as ranges of the text.
 #[derive(Debug, Default)]
 struct Meta {
@@ -726,7 +743,7 @@ impl Meta {
                         b"inv" => meta.stamp = parse_stamp(&text[value]),
                         b"null" => meta.null = value,
                         b"skip" => meta.skip = value,
-                        b"lease" => meta.leased = true,
+                        b"lease" => meta.leased = lease_is_live(&text[value]),
                         b"by" => meta.owner = Some(value),
                         b"tags" => meta.tags = Some(value),
                         _ => {}
