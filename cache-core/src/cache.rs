@@ -112,6 +112,16 @@ pub struct CacheBuilder {
     lease_time: Duration,
     lease_wait: Duration,
     negative_ttl: Duration,
+    tls: TlsOptions,
+}
+
+/// What `rediss://` connections trust and present, beyond the system's root certificates.
+#[derive(Clone, Default)]
+struct TlsOptions {
+    /// PEM certificate(s) of a CA to trust instead of the system's roots.
+    ca_pem: Option<Vec<u8>>,
+    /// PEM certificate and key this client presents (mutual TLS).
+    identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl std::fmt::Debug for CacheBuilder {
@@ -128,6 +138,9 @@ impl std::fmt::Debug for CacheBuilder {
             .field("lease_time", &self.lease_time)
             .field("lease_wait", &self.lease_wait)
             .field("negative_ttl", &self.negative_ttl)
+            // Whether they are set, never their bytes (the key is a secret).
+            .field("tls_ca", &self.tls.ca_pem.is_some())
+            .field("tls_client_identity", &self.tls.identity.is_some())
             .finish()
     }
 }
@@ -146,6 +159,7 @@ impl Default for CacheBuilder {
             lease_time: DEFAULT_LEASE_TIME,
             lease_wait: DEFAULT_LEASE_WAIT,
             negative_ttl: DEFAULT_NEGATIVE_TTL,
+            tls: TlsOptions::default(),
         }
     }
 }
@@ -224,6 +238,26 @@ impl CacheBuilder {
         self
     }
 
+    /// Trusts this CA (PEM) for `rediss://` connections instead of the system's root
+    /// certificates: a private CA, as managed Redis offerings and self-hosted TLS use.
+    #[cfg(feature = "tls")]
+    pub fn tls_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls.ca_pem = Some(pem.into());
+        self
+    }
+
+    /// Presents this certificate and key (PEM) on `rediss://` connections, for servers that
+    /// authenticate clients by certificate (mutual TLS).
+    #[cfg(feature = "tls")]
+    pub fn tls_client_identity(
+        mut self,
+        certificate_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.tls.identity = Some((certificate_pem.into(), key_pem.into()));
+        self
+    }
+
     /// TTL of cached absences (`cache_none = true`) whose macro gives no `ttl`. Default: 30 s.
     pub fn negative_ttl(mut self, ttl: Duration) -> Self {
         self.negative_ttl = ttl;
@@ -273,7 +307,11 @@ impl CacheBuilder {
         let store = match self.url.strip_prefix(MEMORY_SCHEME) {
             Some("") => Store::Memory(Arc::default()),
             Some(name) => Store::Memory(store::shared_memory(name)),
-            None => Store::Redis(Box::new(redis_store(&self.url, self.operation_timeout)?)),
+            None => Store::Redis(Box::new(redis_store(
+                &self.url,
+                self.operation_timeout,
+                &self.tls,
+            )?)),
         };
         Ok(self.assemble(store, true))
     }
@@ -307,26 +345,22 @@ impl CacheBuilder {
     }
 }
 
-fn redis_store(url: &str, operation_timeout: Duration) -> Result<RedisStore, Error> {
+fn redis_store(
+    url: &str,
+    operation_timeout: Duration,
+    tls: &TlsOptions,
+) -> Result<RedisStore, Error> {
     let scheme = url.split_once("://").map(|(scheme, _)| scheme);
     match scheme {
-        Some("redis" | "redis+unix" | "unix") => {}
-        Some("rediss") => {
-            return Err(Error::Config(
-                "TLS (`rediss://`) is not supported by this build".into(),
-            ))
-        }
+        Some("redis" | "rediss" | "redis+unix" | "unix") => {}
         _ => {
             return Err(Error::Config(format!(
-                "unsupported cache URL `{}`: expected redis://, redis+unix:// or mem://",
+                "unsupported cache URL `{}`: expected redis://, rediss://, redis+unix:// or mem://",
                 redact_url(url)
             )))
         }
     }
-    // redis-rs' parse errors do not repeat the URL; ours shows it without its password.
-    let client = redis::Client::open(url).map_err(|error| {
-        Error::Config(format!("invalid Redis URL `{}`: {error}", redact_url(url)))
-    })?;
+    let client = open_client(url, scheme == Some("rediss"), tls)?;
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(Error::Config(
             "a Redis cache must be built inside a Tokio runtime".into(),
@@ -334,6 +368,45 @@ fn redis_store(url: &str, operation_timeout: Duration) -> Result<RedisStore, Err
     }
     RedisStore::new(client, operation_timeout)
         .map_err(|error| Error::Config(format!("cannot set up the Redis connection: {error}")))
+}
+
+/// The redis-rs client of a checked URL. redis-rs' parse errors do not repeat the URL; ours
+/// show it without its password.
+#[cfg(feature = "tls")]
+fn open_client(url: &str, is_tls: bool, tls: &TlsOptions) -> Result<redis::Client, Error> {
+    let invalid = |error: redis::RedisError| {
+        Error::Config(format!("invalid Redis URL `{}`: {error}", redact_url(url)))
+    };
+    if !is_tls {
+        return redis::Client::open(url).map_err(invalid);
+    }
+    // rustls needs one process-wide crypto provider; another crate may have installed one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    if tls.ca_pem.is_none() && tls.identity.is_none() {
+        return redis::Client::open(url).map_err(invalid);
+    }
+    let certificates = redis::TlsCertificates {
+        client_tls: tls
+            .identity
+            .clone()
+            .map(|(client_cert, client_key)| redis::ClientTlsConfig {
+                client_cert,
+                client_key,
+            }),
+        root_cert: tls.ca_pem.clone(),
+    };
+    redis::Client::build_with_tls(url, certificates).map_err(invalid)
+}
+
+#[cfg(not(feature = "tls"))]
+fn open_client(url: &str, is_tls: bool, _: &TlsOptions) -> Result<redis::Client, Error> {
+    if is_tls {
+        return Err(Error::Config(
+            "`rediss://` (TLS) needs cache-core's `tls` feature".into(),
+        ));
+    }
+    redis::Client::open(url)
+        .map_err(|error| Error::Config(format!("invalid Redis URL `{}`: {error}", redact_url(url))))
 }
 
 fn duration_ms(duration: Duration) -> u64 {

@@ -18,6 +18,8 @@ pub struct RedisServer {
     dir: PathBuf,
     /// The URL of the restricted user made by [`RedisServer::add_cache_user`].
     cache_url: Option<String>,
+    /// Speaks only TLS, with a certificate of its own CA (see [`RedisServer::start_tls`]).
+    tls: bool,
 }
 
 /// The commands the library needs, exactly as the README's ACL rule lists them: what it
@@ -38,14 +40,59 @@ impl RedisServer {
             child: None,
             dir,
             cache_url: None,
+            tls: false,
         };
         server.spawn();
         server
     }
 
+    /// Starts a redis-server that speaks only TLS on a free loopback port, with a server
+    /// certificate for `127.0.0.1` signed by a CA made for it (`openssl`); clients need
+    /// [`ca_pem`](Self::ca_pem) to trust it. Plain connections are refused.
+    pub fn start_tls() -> RedisServer {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!(
+            "cache-test-redis-tls-{}-{port}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("create redis dir");
+        make_certificates(&dir);
+        let mut server = RedisServer {
+            port,
+            child: None,
+            dir,
+            cache_url: None,
+            tls: true,
+        };
+        server.spawn();
+        server
+    }
+
+    /// `rediss://127.0.0.1:<port>` of a server made by [`start_tls`](Self::start_tls).
+    pub fn tls_url(&self) -> String {
+        format!("rediss://127.0.0.1:{}", self.port)
+    }
+
+    /// The PEM certificate of the CA that signed a TLS server's certificate.
+    pub fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(self.dir.join("ca.crt")).expect("the CA made by start_tls")
+    }
+
     fn spawn(&mut self) {
-        let child = Command::new(redis_server_binary())
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        let mut command = Command::new(redis_server_binary());
+        if self.tls {
+            let file = |name: &str| self.dir.join(name).display().to_string();
+            command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .args(["--tls-cert-file", &file("server.crt")])
+                .args(["--tls-key-file", &file("server.key")])
+                .args(["--tls-ca-cert-file", &file("ca.crt")])
+                .args(["--tls-auth-clients", "no"]);
+        } else {
+            command.args(["--port", &self.port.to_string()]);
+        }
+        let child = command
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
             .arg(&self.dir)
@@ -56,7 +103,16 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Ok(client) = redis::Client::open(self.url().as_str()) {
+            if self.tls {
+                let ping = Command::new("redis-cli")
+                    .args(["--tls", "--cacert"])
+                    .arg(self.dir.join("ca.crt"))
+                    .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "PING"])
+                    .output();
+                if ping.is_ok_and(|output| output.stdout.starts_with(b"PONG")) {
+                    return;
+                }
+            } else if let Ok(client) = redis::Client::open(self.url().as_str()) {
                 if let Ok(mut connection) = client.get_connection() {
                     if redis::cmd("PING").query::<String>(&mut connection).is_ok() {
                         return;
@@ -154,6 +210,67 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A CA and a server certificate for `127.0.0.1` signed by it, in `dir` (`openssl`).
+fn make_certificates(dir: &std::path::Path) {
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("write san.ext");
+    let steps: [&[&str]; 3] = [
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=cache-test-ca",
+        ],
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ],
+    ];
+    for step in steps {
+        let status = Command::new("openssl")
+            .args(step)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl must be installed (the test command installs it)");
+        assert!(status.success(), "openssl {step:?}");
     }
 }
 

@@ -1,0 +1,57 @@
+//! `rediss://`: a redis-server that speaks only TLS, with a certificate of a private CA.
+
+use std::time::Duration;
+
+use cache_core::Cache;
+use cache_integration_tests::fixtures::{Row, UserRepo};
+use cache_integration_tests::RedisServer;
+
+#[tokio::test]
+async fn over_tls_with_a_private_ca_reads_fill_and_invalidate() {
+    let server = RedisServer::start_tls();
+    let cache = Cache::builder()
+        .url(server.tls_url())
+        .tls_ca_pem(server.ca_pem())
+        .build()
+        .unwrap();
+    let repo = UserRepo::new(cache);
+    repo.insert(Row::sample(1));
+    assert_eq!(repo.get_user(1).await.unwrap().unwrap().name, "user1");
+    assert_eq!(repo.get_user(1).await.unwrap().unwrap().name, "user1");
+    assert_eq!(repo.loads(), 1, "the second read was a hit, over TLS");
+    repo.rename(1, "renamed").await.unwrap();
+    assert_eq!(repo.get_user(1).await.unwrap().unwrap().name, "renamed");
+    let stats = repo.cache.stats();
+    assert_eq!(
+        (stats.errors, stats.pending_invalidations),
+        (0, 0),
+        "{stats:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_certificate_nobody_trusts_is_an_outage_not_a_failure() {
+    let server = RedisServer::start_tls();
+    // The system's roots do not know the test CA: the handshake fails, the calls answer.
+    let cache = Cache::builder()
+        .url(server.tls_url())
+        .operation_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let repo = UserRepo::new(cache);
+    repo.insert(Row::sample(1));
+    for _ in 0..3 {
+        assert_eq!(repo.get_user(1).await.unwrap().unwrap().name, "user1");
+    }
+    assert_eq!(repo.loads(), 3);
+    assert!(repo.cache.stats().errors > 0);
+    // Plain text to a TLS port is no better, and no worse.
+    let plain = Cache::builder()
+        .url(format!("redis://127.0.0.1:{}", server.port()))
+        .operation_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let repo = UserRepo::new(plain);
+    repo.insert(Row::sample(1));
+    assert_eq!(repo.get_user(1).await.unwrap().unwrap().name, "user1");
+}
