@@ -20,6 +20,8 @@ pub struct RedisServer {
     cache_url: Option<String>,
     /// Speaks only TLS, with a certificate of its own CA (see [`RedisServer::start_tls`]).
     tls: bool,
+    /// Asks TLS clients for a certificate of that CA (see [`RedisServer::start_mutual_tls`]).
+    client_certificates: bool,
 }
 
 /// The commands the library needs, exactly as the README's ACL rule lists them: what it
@@ -41,6 +43,7 @@ impl RedisServer {
             dir,
             cache_url: None,
             tls: false,
+            client_certificates: false,
         };
         server.spawn();
         server
@@ -50,6 +53,22 @@ impl RedisServer {
     /// certificate for `127.0.0.1` signed by a CA made for it (`openssl`); clients need
     /// [`ca_pem`](Self::ca_pem) to trust it. Plain connections are refused.
     pub fn start_tls() -> RedisServer {
+        RedisServer::start_with_tls(false)
+    }
+
+    /// As [`start_tls`](Self::start_tls), and clients must present a certificate signed by
+    /// the same CA ([`client_identity`](Self::client_identity)).
+    pub fn start_mutual_tls() -> RedisServer {
+        RedisServer::start_with_tls(true)
+    }
+
+    /// A client certificate and key (PEM) the mutual-TLS server accepts.
+    pub fn client_identity(&self) -> (Vec<u8>, Vec<u8>) {
+        let read = |name: &str| std::fs::read(self.dir.join(name)).expect("made by start_tls");
+        (read("client.crt"), read("client.key"))
+    }
+
+    fn start_with_tls(client_certificates: bool) -> RedisServer {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!(
             "cache-test-redis-tls-{}-{port}",
@@ -63,6 +82,7 @@ impl RedisServer {
             dir,
             cache_url: None,
             tls: true,
+            client_certificates,
         };
         server.spawn();
         server
@@ -87,7 +107,14 @@ impl RedisServer {
                 .args(["--tls-cert-file", &file("server.crt")])
                 .args(["--tls-key-file", &file("server.key")])
                 .args(["--tls-ca-cert-file", &file("ca.crt")])
-                .args(["--tls-auth-clients", "no"]);
+                .args([
+                    "--tls-auth-clients",
+                    if self.client_certificates {
+                        "yes"
+                    } else {
+                        "no"
+                    },
+                ]);
         } else {
             command.args(["--port", &self.port.to_string()]);
         }
@@ -107,6 +134,10 @@ impl RedisServer {
                 let ping = Command::new("redis-cli")
                     .args(["--tls", "--cacert"])
                     .arg(self.dir.join("ca.crt"))
+                    .arg("--cert")
+                    .arg(self.dir.join("client.crt"))
+                    .arg("--key")
+                    .arg(self.dir.join("client.key"))
                     .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "PING"])
                     .output();
                 if ping.is_ok_and(|output| output.stdout.starts_with(b"PONG")) {
@@ -216,55 +247,19 @@ impl Drop for RedisServer {
 /// A CA and a server certificate for `127.0.0.1` signed by it, in `dir` (`openssl`).
 fn make_certificates(dir: &std::path::Path) {
     std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("write san.ext");
-    let steps: [&[&str]; 3] = [
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=cache-test-ca",
-        ],
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-        ],
+    // Extensions make both certificates X.509 v3, the only version webpki accepts.
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n")
+        .expect("write client.ext");
+    let steps = [
+        "req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=cache-test-ca",
+        "req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1",
+        "x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile san.ext",
+        "req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=cache-test-client",
+        "x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out client.crt -days 2 -extfile client.ext",
     ];
     for step in steps {
         let status = Command::new("openssl")
-            .args(step)
+            .args(step.split_whitespace())
             .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())

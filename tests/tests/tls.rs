@@ -55,3 +55,35 @@ async fn a_certificate_nobody_trusts_is_an_outage_not_a_failure() {
     repo.insert(Row::sample(1));
     assert_eq!(repo.get_user(1).await.unwrap().unwrap().name, "user1");
 }
+
+#[tokio::test]
+async fn a_server_that_asks_for_client_certificates_gets_ours() {
+    let server = RedisServer::start_mutual_tls();
+    let (certificate, key) = server.client_identity();
+    let cache = Cache::builder()
+        .url(server.tls_url())
+        .tls_ca_pem(server.ca_pem())
+        .tls_client_identity(certificate, key)
+        .build()
+        .unwrap();
+    let repo = UserRepo::new(cache);
+    repo.insert(Row::sample(1));
+    repo.get_user(1).await.unwrap();
+    repo.get_user(1).await.unwrap();
+    assert_eq!(repo.loads(), 1, "a hit: the server took our certificate");
+
+    // Without a certificate, the server refuses the handshake: an outage, calls answer.
+    let anonymous = Cache::builder()
+        .url(server.tls_url())
+        .tls_ca_pem(server.ca_pem())
+        .operation_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let repo = UserRepo::new(anonymous);
+    repo.insert(Row::sample(1));
+    for _ in 0..2 {
+        assert_eq!(repo.get_user(1).await.unwrap().unwrap().name, "user1");
+    }
+    assert_eq!(repo.loads(), 2);
+    assert!(repo.cache.stats().errors > 0);
+}
