@@ -16,7 +16,7 @@ pub(crate) enum SchemaFields {
 
 /// Asks `T`'s `Deserialize` impl for its field names. Costs one failed call, no allocation.
 pub(crate) fn schema_fields<'de, T: Deserialize<'de>>() -> SchemaFields {
-    match T::deserialize(Probe) {
+    match T::deserialize(Probe { field: None }) {
         Err(Probed::Fields(fields)) => {
             if fields.is_empty() {
                 SchemaFields::Unsupported("it has no fields")
@@ -64,7 +64,12 @@ impl de::Error for Probed {
     }
 }
 
-struct Probe;
+/// Asks a `Deserialize` impl what it is. Without `field`: a struct answers its field names.
+/// With one: the struct is shown a map holding only that field, whose value is a
+/// [`KindProbe`], which records what the field's type asks for.
+struct Probe {
+    field: Option<&'static str>,
+}
 
 impl<'de> de::Deserializer<'de> for Probe {
     type Error = Probed;
@@ -77,9 +82,12 @@ impl<'de> de::Deserializer<'de> for Probe {
         self,
         _: &'static str,
         fields: &'static [&'static str],
-        _: V,
+        visitor: V,
     ) -> Result<V::Value, Probed> {
-        Err(Probed::Fields(fields))
+        match self.field {
+            None => Err(Probed::Fields(fields)),
+            Some(field) => visitor.visit_map(OneField { field: Some(field) }),
+        }
     }
 
     fn deserialize_map<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Probed> {
@@ -104,38 +112,13 @@ pub(crate) fn self_describing_fields<'de, T: Deserialize<'de>>(
     fields
         .iter()
         .copied()
-        .filter(|&field| matches!(T::deserialize(FieldProbe { field }), Err(Probed::Any)))
-        .collect()
-}
-
-/// Presents the struct as a map holding only `field`, whose value is a [`KindProbe`].
-struct FieldProbe {
-    field: &'static str,
-}
-
-impl<'de> de::Deserializer<'de> for FieldProbe {
-    type Error = Probed;
-
-    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Probed> {
-        Err(Probed::Other)
-    }
-
-    fn deserialize_struct<V: Visitor<'de>>(
-        self,
-        _: &'static str,
-        _: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, Probed> {
-        visitor.visit_map(OneField {
-            field: Some(self.field),
+        .filter(|&field| {
+            matches!(
+                T::deserialize(Probe { field: Some(field) }),
+                Err(Probed::Any)
+            )
         })
-    }
-
-    serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
-        bytes byte_buf option unit unit_struct newtype_struct seq tuple
-        tuple_struct map enum identifier ignored_any
-    }
+        .collect()
 }
 
 struct OneField {
