@@ -680,9 +680,15 @@ impl Cache {
         self.inner.pending.has_tags()
     }
 
-    /// The tag invalidations waiting for Redis now, if any.
-    pub(crate) fn pending_tags(&self) -> Option<Vec<String>> {
-        self.inner.pending.tags()
+    /// Taken before a read: `None` when no tag invalidation waits for Redis, else a mark
+    /// that [`delivered_since`](Self::delivered_since) compares after the read.
+    pub(crate) fn tag_delivery_mark(&self) -> Option<u64> {
+        self.inner.pending.tag_delivery_mark()
+    }
+
+    /// Whether a delivery of pending invalidations completed since `mark` was taken.
+    pub(crate) fn delivered_since(&self, mark: u64) -> bool {
+        self.inner.pending.deliveries() != mark
     }
 
     /// Whether reads of the entry at `key`, carrying `tags`, must skip Redis because an

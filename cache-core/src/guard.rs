@@ -293,6 +293,8 @@ pub(crate) struct PendingInvalidations {
     capacity: usize,
     /// Held while a delivery is in flight, so a recovering Redis gets one call, not a storm.
     delivering: tokio::sync::Mutex<()>,
+    /// Deliveries completed so far.
+    deliveries: AtomicU64,
 }
 
 /// What is waiting to be delivered.
@@ -318,6 +320,7 @@ impl PendingInvalidations {
             state: Mutex::new(PendingState::default()),
             capacity,
             delivering: tokio::sync::Mutex::new(()),
+            deliveries: AtomicU64::new(0),
         }
     }
 
@@ -380,14 +383,17 @@ impl PendingInvalidations {
         !self.is_empty() && !self.state().tags.is_empty()
     }
 
-    /// The tags waiting now, if any: a read takes this before it goes to Redis, because the
-    /// delivery may finish while the read is in flight, and what it read may predate it.
-    pub(crate) fn tags(&self) -> Option<Vec<String>> {
-        if self.is_empty() {
-            return None;
-        }
-        let state = self.state();
-        (!state.tags.is_empty()).then(|| state.tags.iter().cloned().collect())
+    /// `None` when no tag invalidation waits; else how many deliveries have completed. A
+    /// read takes this before it goes to Redis: if a delivery completes while the read is in
+    /// flight, what the read got may predate it, and the count has moved.
+    pub(crate) fn tag_delivery_mark(&self) -> Option<u64> {
+        self.has_tags()
+            .then(|| self.deliveries.load(Ordering::Acquire))
+    }
+
+    /// How many deliveries have completed (see [`tag_delivery_mark`](Self::tag_delivery_mark)).
+    pub(crate) fn deliveries(&self) -> u64 {
+        self.deliveries.load(Ordering::Acquire)
     }
 
     /// Delivers what is pending with `deliver`; what is added meanwhile stays pending.
@@ -418,6 +424,7 @@ impl PendingInvalidations {
         for tag in &delivered.tags {
             state.tags.remove(tag);
         }
+        self.deliveries.fetch_add(1, Ordering::AcqRel);
         if state
             .bypass_all_until
             .is_some_and(|end| Instant::now() >= end)

@@ -343,7 +343,7 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
         if self.cache.reads_blocked(self.key, &[]).await {
             return Step::Bypass;
         }
-        let pending_tags = self.cache.pending_tags();
+        let tag_mark = self.cache.tag_delivery_mark();
         let read_at = Instant::now();
         match self
             .cache
@@ -351,19 +351,17 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
             .await
         {
             Ok(Lookup::Hit(value)) => {
-                // An undelivered tag invalidation may concern this entry: check its tags,
-                // against those pending when the read began too (their delivery may have
-                // finished while the read was in flight, after it read the old entry).
-                if pending_tags.is_some() || self.cache.tag_invalidations_pending() {
+                // An undelivered tag invalidation may concern this entry: check its tags. A
+                // delivery that completed after the read began (in the background, or the one
+                // `reads_blocked` itself may run) may have been one of them, and the entry was
+                // read before it: then the read is not trusted either.
+                if tag_mark.is_some() || self.cache.tag_invalidations_pending() {
                     let tags = self.tags.of(&value);
-                    let pending_at_start = pending_tags
-                        .as_ref()
-                        .is_some_and(|pending| tags.iter().any(|tag| pending.contains(tag)));
-                    if pending_at_start {
-                        self.cache.count_bypass();
+                    if self.cache.reads_blocked(self.key, &tags).await {
                         return Step::Bypass;
                     }
-                    if self.cache.reads_blocked(self.key, &tags).await {
+                    if tag_mark.is_some_and(|mark| self.cache.delivered_since(mark)) {
+                        self.cache.count_bypass();
                         return Step::Bypass;
                     }
                 }
