@@ -922,16 +922,23 @@ impl Cache {
         if !self.is_enabled() {
             return Ok(());
         }
-        self.detached(keys.clone(), tags.clone(), move |cache| async move {
-            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-            match cache.store_invalidation(&keys, &tags).await {
+        let owed = Owed::new(self, keys, tags);
+        self.detached(async move {
+            let cache = &owed.cache;
+            let keys = owed.keys();
+            let outcome = match cache.store_invalidation(&keys, &owed.tags).await {
                 Ok(()) => Ok(()),
                 Err(error) => {
-                    cache.remember_undelivered(&keys, &tags);
-                    cache.drop_what_redis_allows(&error, &keys, &tags).await;
+                    cache.remember_undelivered(&keys, &owed.tags);
+                    cache
+                        .drop_what_redis_allows(&error, &keys, &owed.tags)
+                        .await;
                     Err(error)
                 }
-            }
+            };
+            drop(keys);
+            owed.settle();
+            outcome
         })
         .await
     }
@@ -948,13 +955,15 @@ impl Cache {
         version: u64,
         tags: Vec<String>,
     ) -> Result<bool, Error> {
-        self.detached(vec![key.clone()], tags.clone(), move |cache| async move {
+        let owed = Owed::new(self, vec![key], tags);
+        self.detached(async move {
+            let (cache, key, tags) = (&owed.cache, owed.keys[0].as_str(), &owed.tags);
             let namespace = cache.inner.namespace.as_deref();
             let tag_keys: Vec<TagKeys> = tags.iter().map(|tag| tag_keys(namespace, tag)).collect();
-            let bucket = bucket_field(&key);
+            let bucket = bucket_field(key);
             let write = WriteThrough {
                 clock: &cache.inner.clock_key,
-                key: &key,
+                key,
                 bucket: &bucket,
                 owner: &cache.inner.owner,
                 fields: &fields,
@@ -963,7 +972,7 @@ impl Cache {
                 tags: &tag_keys,
                 lease_time: cache.inner.lease_time,
             };
-            match cache
+            let outcome = match cache
                 .guarded("write through", cache.inner.store.write_through(write))
                 .await
             {
@@ -980,13 +989,13 @@ impl Cache {
                     Ok(written)
                 }
                 Err(error) => {
-                    cache.remember_undelivered(&[key.as_str()], &tags);
-                    cache
-                        .drop_what_redis_allows(&error, &[key.as_str()], &tags)
-                        .await;
+                    cache.remember_undelivered(&[key], tags);
+                    cache.drop_what_redis_allows(&error, &[key], tags).await;
                     Err(error)
                 }
-            }
+            };
+            owed.settle();
+            outcome
         })
         .await
     }
@@ -995,32 +1004,21 @@ impl Cache {
     /// future is dropped at an `.await` (a client that disconnected from axum, a `timeout`,
     /// a `select!`): the database write has committed by then, and an invalidation dropped
     /// halfway would leave the old row cached for a whole TTL, in every process. The caller
-    /// still waits for the outcome when it stays. If the task cannot finish (it panicked, or
-    /// the runtime is shutting down), `keys` and `tags` are kept as pending invalidations.
-    async fn detached<T, F>(
+    /// still waits for the outcome when it stays. The task holds an [`Owed`]: if it cannot
+    /// finish (it panicked, or the runtime is shutting down), what it owed stays pending.
+    async fn detached<T: Send + 'static>(
         &self,
-        keys: Vec<String>,
-        tags: Vec<String>,
-        work: impl FnOnce(Cache) -> F,
-    ) -> Result<T, Error>
-    where
-        F: Future<Output = Result<T, Error>> + Send + 'static,
-        T: Send + 'static,
-    {
-        let task = work(self.clone());
+        task: impl Future<Output = Result<T, Error>> + Send + 'static,
+    ) -> Result<T, Error> {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             // Not on a Tokio runtime (the Redis store needs one; `mem://` does not): run
             // here, with nothing to await that could be cancelled halfway for Redis.
             return task.await;
         };
-        match runtime.spawn(task).await {
-            Ok(outcome) => outcome,
-            Err(error) => {
-                let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-                self.remember_undelivered(&keys, &tags);
-                Err(Error::Interrupted(error.to_string()))
-            }
-        }
+        runtime
+            .spawn(task)
+            .await
+            .unwrap_or_else(|error| Err(Error::Interrupted(error.to_string())))
     }
 
     /// After Redis refused an invalidation (out of memory under `noeviction`, an ACL user
@@ -1179,6 +1177,43 @@ impl Cache {
             tracing::warn!(operation, %error, suppressed, "cache operation failed; calling the function instead");
         }
         Err(error)
+    }
+}
+
+/// An invalidation a write owes Redis until [`settle`](Owed::settle)d (delivered, or
+/// remembered as pending by the code that saw it fail): dropped unsettled (its task panicked,
+/// or was dropped with the runtime), it is remembered as pending instead of lost.
+struct Owed {
+    cache: Cache,
+    keys: Vec<String>,
+    tags: Vec<String>,
+    settled: bool,
+}
+
+impl Owed {
+    fn new(cache: &Cache, keys: Vec<String>, tags: Vec<String>) -> Owed {
+        Owed {
+            cache: cache.clone(),
+            keys,
+            tags,
+            settled: false,
+        }
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.keys.iter().map(String::as_str).collect()
+    }
+
+    fn settle(mut self) {
+        self.settled = true;
+    }
+}
+
+impl Drop for Owed {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.cache.remember_undelivered(&self.keys(), &self.tags);
+        }
     }
 }
 
