@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: everything the tests need, then every check, on a fresh Debian machine.
 # Each test starts its own redis-server on a free loopback port and stops it by PID, so no
-# service has to be running; this script only makes sure redis-server is installed.
+# service has to be running; this script makes sure redis-server is installed, and starts
+# the PostgreSQL and the Redis Cluster that tests share.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/free-port.sh
@@ -13,6 +14,12 @@ redis-server --version
 # A throwaway PostgreSQL cluster for the example server's tests (scripts/postgres.sh).
 . scripts/postgres.sh
 start_postgres
+
+# One Redis Cluster shared by the cluster tests, each in a namespace of its own
+# (scripts/cluster.sh); tests that kill nodes start their own.
+. scripts/cluster.sh
+start_cluster
+trap 'stop_cluster; if type stop_postgres >/dev/null 2>&1; then stop_postgres; fi' EXIT
 
 echo "== formatting"
 cargo fmt --all -- --check

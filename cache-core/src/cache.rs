@@ -14,12 +14,12 @@ use crate::flight::Flights;
 use crate::guard::{
     Admission, Backoff, CircuitBreaker, PendingInvalidations, RateLimiter, Transition,
 };
-use crate::key::{bucket_field, check_segment, clock_key, encode_tag, entry_key, tag_keys};
+use crate::key::{check_segment, clock_key, encode_tag, entry_key, tag_keys};
 use crate::redact::redact_url;
 use crate::stats::{Counters, Stats};
 use crate::store::{
-    self, EntryTags, Fill, FillBody, Invalidation, RedisStore, Store, StoreResult, TagKeys,
-    WriteThrough,
+    self, ClockRead, EntryTags, Fill, FillBody, Invalidation, RedisStore, Store, StoreResult,
+    TagKeys, WriteThrough,
 };
 use crate::Error;
 
@@ -102,6 +102,7 @@ struct Inner {
 #[must_use]
 pub struct CacheBuilder {
     url: String,
+    cluster_nodes: Option<Vec<String>>,
     namespace: Option<String>,
     default_ttl: Duration,
     operation_timeout: Duration,
@@ -128,6 +129,15 @@ impl std::fmt::Debug for CacheBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CacheBuilder")
             .field("url", &redact_url(&self.url))
+            .field(
+                "cluster_nodes",
+                &self.cluster_nodes.as_ref().map(|nodes| {
+                    nodes
+                        .iter()
+                        .map(|node| redact_url(node))
+                        .collect::<Vec<_>>()
+                }),
+            )
             .field("namespace", &self.namespace)
             .field("default_ttl", &self.default_ttl)
             .field("operation_timeout", &self.operation_timeout)
@@ -149,6 +159,7 @@ impl Default for CacheBuilder {
     fn default() -> Self {
         CacheBuilder {
             url: DEFAULT_URL.to_owned(),
+            cluster_nodes: None,
             namespace: None,
             default_ttl: DEFAULT_TTL,
             operation_timeout: DEFAULT_OPERATION_TIMEOUT,
@@ -174,7 +185,21 @@ impl CacheBuilder {
         self
     }
 
-    /// Puts every key of this handle under `{namespace}:`. No `:` allowed. Default: none.
+    /// A Redis Cluster instead of [`url`](Self::url): the URLs of some of its nodes
+    /// (`redis://` or `rediss://`, with `user:password@` where the cluster asks for one); one
+    /// reachable node is enough, the others are discovered. Entries keep their keys
+    /// (`{namespace}:{prefix}:{key}`); the library places its own keys in the slots it needs.
+    pub fn cluster_nodes<I, S>(mut self, nodes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.cluster_nodes = Some(nodes.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Puts every key of this handle under `{namespace}:`. No `:`, whitespace or braces
+    /// allowed. Default: none.
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = Some(namespace.into());
         self
@@ -304,6 +329,10 @@ impl CacheBuilder {
                 "lease_time and negative_ttl must be positive".into(),
             ));
         }
+        if let Some(nodes) = &self.cluster_nodes {
+            let store = cluster_store(nodes, self.operation_timeout, &self.tls)?;
+            return Ok(self.assemble(Store::Redis(Box::new(store)), true));
+        }
         let store = match self.url.strip_prefix(MEMORY_SCHEME) {
             Some("") => Store::Memory(Arc::default()),
             Some(name) => Store::Memory(store::shared_memory(name)),
@@ -366,8 +395,80 @@ fn redis_store(
             "a Redis cache must be built inside a Tokio runtime".into(),
         ));
     }
-    RedisStore::new(client, operation_timeout)
-        .map_err(|error| Error::Config(format!("cannot set up the Redis connection: {error}")))
+    Ok(RedisStore::new(client, operation_timeout))
+}
+
+/// The store of a Redis Cluster given by some of its nodes.
+fn cluster_store(
+    nodes: &[String],
+    operation_timeout: Duration,
+    tls: &TlsOptions,
+) -> Result<RedisStore, Error> {
+    if nodes.is_empty() {
+        return Err(Error::Config(
+            "cluster_nodes needs at least one node URL".into(),
+        ));
+    }
+    let mut is_tls = false;
+    for node in nodes {
+        match node.split_once("://").map(|(scheme, _)| scheme) {
+            Some("redis") => {}
+            Some("rediss") => is_tls = true,
+            _ => {
+                return Err(Error::Config(format!(
+                    "unsupported cluster node URL `{}`: expected redis:// or rediss://",
+                    redact_url(node)
+                )))
+            }
+        }
+        // Each node's URL is checked on its own, so that the error names the bad one.
+        open_client(node, node.starts_with("rediss://"), tls)?;
+    }
+    let builder = redis::cluster::ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+        // The caller's timeout bounds every operation; these bound each attempt inside it, so
+        // that a failed-over node is given up in time for a retry on its successor.
+        .connection_timeout(operation_timeout)
+        .response_timeout(operation_timeout);
+    let builder = cluster_tls(builder, is_tls, tls);
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(Error::Config(
+            "a Redis cache must be built inside a Tokio runtime".into(),
+        ));
+    }
+    let client = builder
+        .build()
+        .map_err(|error| Error::Config(format!("invalid cluster nodes: {error}")))?;
+    Ok(RedisStore::cluster(client))
+}
+
+#[cfg(feature = "tls")]
+fn cluster_tls(
+    builder: redis::cluster::ClusterClientBuilder,
+    is_tls: bool,
+    tls: &TlsOptions,
+) -> redis::cluster::ClusterClientBuilder {
+    if !is_tls || (tls.ca_pem.is_none() && tls.identity.is_none()) {
+        return builder;
+    }
+    builder.certs(redis::TlsCertificates {
+        client_tls: tls
+            .identity
+            .clone()
+            .map(|(client_cert, client_key)| redis::ClientTlsConfig {
+                client_cert,
+                client_key,
+            }),
+        root_cert: tls.ca_pem.clone(),
+    })
+}
+
+#[cfg(not(feature = "tls"))]
+fn cluster_tls(
+    builder: redis::cluster::ClusterClientBuilder,
+    _: bool,
+    _: &TlsOptions,
+) -> redis::cluster::ClusterClientBuilder {
+    builder
 }
 
 /// The redis-rs client of a checked URL. redis-rs' parse errors do not repeat the URL; ours
@@ -456,6 +557,7 @@ impl Cache {
     /// | variable | meaning | default |
     /// |---|---|---|
     /// | `REDIS_URL` | as [`CacheBuilder::url`] | `redis://127.0.0.1:6379` |
+    /// | `REDIS_CLUSTER_NODES` | comma-separated node URLs, as [`CacheBuilder::cluster_nodes`] (instead of `REDIS_URL`) | none |
     /// | `CACHE_NAMESPACE` | as [`CacheBuilder::namespace`] | none |
     /// | `CACHE_DEFAULT_TTL_SECS` | as [`CacheBuilder::default_ttl`] | 3600 |
     /// | `CACHE_TIMEOUT_MS` | as [`CacheBuilder::operation_timeout`] | 250 |
@@ -467,6 +569,13 @@ impl Cache {
         let mut builder = Cache::builder();
         if let Ok(url) = std::env::var("REDIS_URL") {
             builder = builder.url(url);
+        }
+        if let Ok(nodes) = std::env::var("REDIS_CLUSTER_NODES") {
+            let nodes = nodes
+                .split(',')
+                .map(str::trim)
+                .filter(|node| !node.is_empty());
+            builder = builder.cluster_nodes(nodes.map(str::to_owned).collect::<Vec<_>>());
         }
         if let Ok(namespace) = std::env::var("CACHE_NAMESPACE") {
             builder = builder.namespace(namespace);
@@ -540,11 +649,9 @@ impl Cache {
         if self.reads_blocked(&key, &[]).await {
             return Err(Error::InvalidationPending);
         }
-        let bucket = bucket_field(&key);
         let fill = Fill {
             key: &key,
             clock: &self.inner.clock_key,
-            bucket: &bucket,
             owner: &self.inner.owner,
             body: FillBody::Fields(&fields),
             ttl: self.inner.default_ttl,
@@ -629,9 +736,11 @@ impl Cache {
         self.inner.lease_wait
     }
 
-    /// The namespace's last invalidation stamp (`None` when its clock key is gone).
-    pub(crate) async fn clock(&self) -> Result<Option<u64>, Error> {
-        let clock = self.inner.store.clock(&self.inner.clock_key);
+    /// What a miss of the entry at `key` reads before loading: the stamps its fill will be
+    /// checked against (see [`ClockRead`]). `tagged`: the function registers entries under
+    /// tags.
+    pub(crate) async fn clock(&self, key: &str, tagged: bool) -> Result<ClockRead, Error> {
+        let clock = self.inner.store.clock(&self.inner.clock_key, key, tagged);
         self.guarded("clock", clock).await
     }
 
@@ -857,7 +966,7 @@ impl Cache {
         key: &str,
         body: FillBody<'_>,
         ttl: Duration,
-        seen: u64,
+        seen: ClockRead,
         read_at: Instant,
         tags: &[String],
         replace: bool,
@@ -880,11 +989,9 @@ impl Cache {
         }
         let tags: Vec<TagKeys> = tags.iter().map(|tag| tag_keys(namespace, tag)).collect();
         let lease_time = self.inner.lease_time;
-        let bucket = bucket_field(key);
         self.write_fill(Fill {
             key,
             clock: &self.inner.clock_key,
-            bucket: &bucket,
             owner: &self.inner.owner,
             body,
             ttl,
@@ -960,11 +1067,9 @@ impl Cache {
             let (cache, key, tags) = (&owed.cache, owed.keys[0].as_str(), &owed.tags);
             let namespace = cache.inner.namespace.as_deref();
             let tag_keys: Vec<TagKeys> = tags.iter().map(|tag| tag_keys(namespace, tag)).collect();
-            let bucket = bucket_field(key);
             let write = WriteThrough {
                 clock: &cache.inner.clock_key,
                 key,
-                bucket: &bucket,
                 owner: &cache.inner.owner,
                 fields: &fields,
                 version_field,
@@ -1037,7 +1142,7 @@ impl Cache {
             return;
         }
         let namespace = self.inner.namespace.as_deref();
-        let mut doomed: Vec<String> = vec![self.inner.clock_key.clone()];
+        let mut doomed = self.inner.store.clocks_of(&self.inner.clock_key, keys);
         doomed.extend(keys.iter().map(|key| (*key).to_owned()));
         doomed.extend(tags.iter().map(|tag| tag_keys(namespace, tag).stamp));
         let mut unlinked = true;
@@ -1081,11 +1186,9 @@ impl Cache {
                 .iter()
                 .map(|tag| tag_keys(namespace, tag))
                 .collect();
-            let buckets: Vec<String> = batch_keys.iter().map(|key| bucket_field(key)).collect();
             let invalidation = Invalidation {
                 clock: &self.inner.clock_key,
                 entries: batch_keys,
-                buckets: &buckets,
                 tags: &tag_keys,
                 lease_time: self.inner.lease_time,
             };
@@ -1115,11 +1218,12 @@ impl Cache {
         runtime.spawn(async move {
             for members in &drain.sets {
                 loop {
-                    let batch =
-                        cache
-                            .inner
-                            .store
-                            .drain(members, &drain.stamp, cache.inner.lease_time);
+                    let batch = cache.inner.store.drain(
+                        &cache.inner.clock_key,
+                        members,
+                        &drain.stamp,
+                        cache.inner.lease_time,
+                    );
                     match cache.guarded("drain tag", batch).await {
                         Ok(left) if left > 0 => continue,
                         _ => break,

@@ -39,8 +39,14 @@ pub(crate) fn entry_key(
 
 /// Checks a prefix or namespace: non-empty, no `:`, not starting with `__` (the library's
 /// own keys start with `__cache:`), and no whitespace (a namespace is written into `__meta`,
-/// whose tokens are separated by spaces).
+/// whose tokens are separated by spaces). A namespace may not hold `{` or `}` either: the
+/// library's keys carry a Redis Cluster hash tag after it, which a brace before would move.
 pub(crate) fn check_segment(what: &'static str, segment: &str) -> Result<(), Error> {
+    if what == "namespace" && segment.contains(['{', '}']) {
+        return Err(Error::Config(format!(
+            "{what} `{segment}` must not contain `{{` or `}}`"
+        )));
+    }
     if segment.is_empty() {
         return Err(Error::Config(format!("{what} must not be empty")));
     }
@@ -68,12 +74,74 @@ pub(crate) fn clock_key(namespace: Option<&str>) -> String {
     library_key(namespace, "clock", "")
 }
 
-/// The keys of one tag: its member set and its stamp.
+/// The keys of one tag: its member set and its stamp, `…:tag{:<tag>}` and `…:stamp{:<tag>}`.
+/// The braces are a Redis Cluster hash tag: both keys hash the text from the `:` to the
+/// tag's first `}` (never empty), so they share a slot and one script can update both.
 pub(crate) fn tag_keys(namespace: Option<&str>, tag: &str) -> TagKeys {
     TagKeys {
-        members: library_key(namespace, "tag:", tag),
-        stamp: library_key(namespace, "stamp:", tag),
+        members: library_key(namespace, "tag{:", tag) + "}",
+        stamp: library_key(namespace, "stamp{:", tag) + "}",
     }
+}
+
+/// The slot Redis Cluster gives `key`: CRC16 (XMODEM) of its hash tag (the text between the
+/// first `{` and the next `}`, if not empty) or of the whole key, modulo 16384.
+pub(crate) fn slot_of(key: &[u8]) -> u16 {
+    let hashed = key
+        .iter()
+        .position(|&byte| byte == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            let close = rest.iter().position(|&byte| byte == b'}')?;
+            (close > 0).then(|| &rest[..close])
+        })
+        .unwrap_or(key);
+    crc16_xmodem(hashed) % SLOTS
+}
+
+/// Redis Cluster's number of hash slots.
+pub(crate) const SLOTS: u16 = 16384;
+
+fn crc16_xmodem(bytes: &[u8]) -> u16 {
+    bytes.iter().fold(0u16, |crc, &byte| {
+        let mut crc = crc ^ (u16::from(byte) << 8);
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+        crc
+    })
+}
+
+/// A short text whose slot is `slot`: a hash tag that places a key in the slot of another.
+/// The table (16384 texts of 1 to 4 characters) is made once, on the first use.
+pub(crate) fn slot_tag(slot: u16) -> &'static str {
+    static TAGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let tags = TAGS.get_or_init(|| {
+        let mut tags = vec![String::new(); usize::from(SLOTS)];
+        let mut missing = tags.len();
+        let mut candidate = 0u32;
+        while missing > 0 {
+            let text = format!("{candidate:x}");
+            let at = usize::from(slot_of(text.as_bytes()));
+            if tags[at].is_empty() {
+                tags[at] = text;
+                missing -= 1;
+            }
+            candidate += 1;
+        }
+        tags
+    });
+    &tags[usize::from(slot % SLOTS)]
+}
+
+/// The clock of the entries in `slot` on a Redis Cluster, `<namespace clock>{<slot tag>}`:
+/// a fill or an invalidation of an entry updates it in the same script as the entry.
+pub(crate) fn slot_clock_key(namespace_clock: &str, slot: u16) -> String {
+    format!("{namespace_clock}{{{}}}", slot_tag(slot))
 }
 
 fn library_key(namespace: Option<&str>, kind: &str, name: &str) -> String {
@@ -84,12 +152,16 @@ fn library_key(namespace: Option<&str>, kind: &str, name: &str) -> String {
 /// there when the entry's own tombstone is evicted, shared with the other keys of its bucket.
 pub(crate) const CLOCK_BUCKETS: u32 = 1024;
 
-/// The clock hash field of the bucket holding `key` (`b0` … `b1023`). A stable function of
-/// the key's bytes, so every process agrees.
-pub(crate) fn bucket_field(key: &str) -> String {
-    let bucket = key.bytes().fold(0u32, |hash, byte| {
-        (hash * 31 + u32::from(byte)) % CLOCK_BUCKETS
-    });
+/// How many buckets each slot's clock keeps on a Redis Cluster: 16384 clocks of 64 (a million
+/// in all, fewer collisions than one clock of 1024) stay small hashes (listpacks).
+pub(crate) const SLOT_CLOCK_BUCKETS: u32 = 64;
+
+/// The clock hash field of the bucket holding `key` among `buckets` (`b0` … ). A stable
+/// function of the key's bytes, so every process agrees.
+pub(crate) fn bucket_field(key: &str, buckets: u32) -> String {
+    let bucket = key
+        .bytes()
+        .fold(0u32, |hash, byte| (hash * 31 + u32::from(byte)) % buckets);
     format!("b{bucket}")
 }
 
@@ -159,7 +231,7 @@ mod tests {
         assert_eq!(clock_key(Some("shop")), "__cache:shop:clock");
         assert_eq!(
             tag_keys(Some("shop"), "user:1").stamp,
-            "__cache:shop:stamp:user:1"
+            "__cache:shop:stamp{:user:1}"
         );
         // The key text of an entry of prefix `shop` cannot reach the namespace's clock.
         assert_ne!(entry_key(None, "shop", "__clock"), clock_key(Some("shop")));
@@ -173,7 +245,48 @@ mod tests {
             assert!(!encoded.contains([' ', ',']), "{encoded}");
             assert_eq!(decode_tag(encoded.as_bytes()).as_deref(), Some(tag));
         }
-        assert_eq!(bucket_field("user:1"), bucket_field("user:1"));
-        assert!(bucket_field("x").starts_with('b'));
+        assert_eq!(bucket_field("user:1", 1024), bucket_field("user:1", 1024));
+        assert!(bucket_field("x", 64).starts_with('b'));
+    }
+
+    #[test]
+    fn slots_are_redis_cluster_slots() {
+        // The value Redis' cluster specification gives, and its hash tag rules.
+        assert_eq!(crc16_xmodem(b"123456789"), 0x31C3);
+        for key in [
+            "user:1",
+            "shop:user:{42}",
+            "a{}b",
+            "{}",
+            "x{y}z{w}",
+            "",
+            "é{ü}",
+        ] {
+            assert_eq!(
+                Some(redis::cluster_routing::Slot::for_key(key)),
+                redis::cluster_routing::Slot::new(slot_of(key.as_bytes())),
+                "{key}"
+            );
+        }
+        assert_eq!(slot_of(b"shop:user:{42}"), slot_of(b"42"));
+    }
+
+    #[test]
+    fn library_keys_share_the_slots_they_must() {
+        for tag in ["user:1", "", "}", "a}b", "{x}"] {
+            let keys = tag_keys(Some("shop"), tag);
+            assert_eq!(
+                slot_of(keys.members.as_bytes()),
+                slot_of(keys.stamp.as_bytes()),
+                "{tag:?}"
+            );
+        }
+        for slot in [0, 1, 5_000, SLOTS - 1] {
+            assert_eq!(
+                slot_of(slot_clock_key("__cache:shop:clock", slot).as_bytes()),
+                slot
+            );
+        }
+        assert!(check_segment("namespace", "a{b").is_err());
     }
 }

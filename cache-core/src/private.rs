@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::cache::{schema_field_names, Lease, Lookup};
 use crate::codec::{self, DecodeFn, EncodedField, FieldValue};
 use crate::flight::{wait_for_leader, Flight};
-use crate::store::FillBody;
+use crate::store::{ClockRead, FillBody};
 use crate::{Cache, Error};
 
 /// The constant part of one annotated function.
@@ -215,6 +215,8 @@ pub fn output_caching_absence<S, R: AbsentOutput<S>>() -> Output<S, R> {
 /// call, and a function rendering those that name fields of the value.
 #[derive(Debug)]
 pub struct Tags<T> {
+    /// The function has a `tags` argument: its misses read the clock that stamps tags.
+    pub declared: bool,
     /// Tags made of parameters only.
     pub from_parameters: Vec<String>,
     /// Tags that name fields of the returned value.
@@ -468,7 +470,7 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
 
     async fn load_and_fill(&self, body: impl Future<Output = R>, miss: Miss) -> R {
         let Miss {
-            mut seen,
+            seen,
             read_at,
             stale,
             mut lease,
@@ -478,9 +480,14 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
         // bucket's in the clock (which outlives an evicted tombstone) and its tags'. Those
         // given before this load began are at most the clock's `now`, read here, before
         // loading; so only invalidations that came after the read refuse the fill.
-        if let Ok(Some(now)) = self.cache.clock().await {
-            seen = seen.max(now);
-        }
+        let Ok(clock) = self.cache.clock(self.key, self.tags.declared).await else {
+            // Without the clock a fill could not be checked: load, and leave the cache be.
+            return body.await;
+        };
+        let seen = ClockRead {
+            entry: clock.entry.max(seen),
+            tags: clock.tags,
+        };
         let result = body.await;
         let ttl = self.spec.ttl_secs.map(Duration::from_secs);
         // Failures are logged and counted inside; the caller gets its value regardless.

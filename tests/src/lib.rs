@@ -1,6 +1,7 @@
 //! Test harness: real redis-servers on free loopback ports, and real faults (a listener that
 //! never answers). Every server is a child process stopped by its PID when dropped.
 
+pub mod cluster;
 pub mod fixtures;
 pub mod measure;
 

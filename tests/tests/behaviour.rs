@@ -1,8 +1,10 @@
-//! The behavioural suite of API.md §4, run twice: on a real redis-server and on `mem://`.
+//! The behavioural suite of API.md §4, run on a real redis-server (as the default user and as
+//! a user with exactly the README's ACL rule), on the shared Redis Cluster, and on `mem://`.
 
 use std::time::Duration;
 
 use cache_core::Cache;
+use cache_integration_tests::cluster::RedisCluster;
 use cache_integration_tests::fixtures::{Row, UserLogin, UserRead, UserRepo};
 use cache_integration_tests::RedisServer;
 use serde::{Deserialize, Serialize};
@@ -10,6 +12,9 @@ use serde::{Deserialize, Serialize};
 /// Where the suite runs. The Redis server lives as long as the backend.
 enum Backend {
     Redis(RedisServer),
+    /// The shared cluster, with a namespace of this test's own (a test that sets another
+    /// namespace replaces it). Checks of raw keys run on `Redis` only.
+    Cluster(RedisCluster, String),
     Memory,
 }
 
@@ -18,11 +23,14 @@ impl Backend {
         &self,
         configure: impl FnOnce(cache_core::CacheBuilder) -> cache_core::CacheBuilder,
     ) -> Cache {
-        let url = match self {
-            Backend::Redis(server) => server.cache_url(),
-            Backend::Memory => "mem://".to_owned(),
+        let builder = match self {
+            Backend::Redis(server) => Cache::builder().url(server.cache_url()),
+            Backend::Cluster(cluster, namespace) => Cache::builder()
+                .cluster_nodes(cluster.nodes())
+                .namespace(namespace),
+            Backend::Memory => Cache::builder().url("mem://"),
         };
-        configure(Cache::builder().url(url))
+        configure(builder)
             .build()
             .expect("valid test configuration")
     }
@@ -65,6 +73,14 @@ macro_rules! on_both_backends {
                 let mut server = cache_integration_tests::RedisServer::start();
                 server.add_cache_user(super::SUITE_KEYS);
                 super::$test(super::Backend::Redis(server)).await;
+            })*
+        }
+        mod on_cluster {
+            $(#[tokio::test]
+            async fn $test() {
+                let namespace = cache_integration_tests::unique_namespace(stringify!($test));
+                let cluster = cache_integration_tests::cluster::RedisCluster::shared();
+                super::$test(super::Backend::Cluster(cluster, namespace)).await;
             })*
         }
         mod on_memory {

@@ -1,6 +1,6 @@
 //! Correct under concurrency (API.md §4): tags, no stale set across handles, single flight,
-//! negative caching, write-through. Every test runs on Redis and on `mem://`; the randomized
-//! checker is in `checker.rs`.
+//! negative caching, write-through. Every test runs on Redis, on the shared Redis Cluster (in
+//! a namespace of its own) and on `mem://`; the randomized checker is in `checker.rs`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cache_core::{cached_delete, cached_get, cached_update, Cache};
+use cache_integration_tests::cluster::RedisCluster;
 use cache_integration_tests::fixtures::Account;
 use cache_integration_tests::{unique_namespace, RedisServer};
 use tokio::sync::Semaphore;
@@ -15,19 +16,21 @@ use tokio::sync::Semaphore;
 /// Where a test runs; two handles on one backend play two processes.
 enum Backend {
     Redis(RedisServer),
+    /// The shared cluster, and the test's namespace there.
+    Cluster(RedisCluster, String),
     Memory(String),
 }
 
 impl Backend {
     fn handle(&self) -> Cache {
-        let url = match self {
-            Backend::Redis(server) => server.url(),
-            Backend::Memory(name) => format!("mem://{name}"),
+        let builder = match self {
+            Backend::Redis(server) => Cache::builder().url(server.url()),
+            Backend::Cluster(cluster, namespace) => Cache::builder()
+                .cluster_nodes(cluster.nodes())
+                .namespace(namespace),
+            Backend::Memory(name) => Cache::builder().url(format!("mem://{name}")),
         };
-        Cache::builder()
-            .url(url)
-            .build()
-            .expect("valid test configuration")
+        builder.build().expect("valid test configuration")
     }
 }
 
@@ -37,6 +40,14 @@ macro_rules! on_both_backends {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $test() {
                 super::$test(super::Backend::Redis(cache_integration_tests::RedisServer::start())).await;
+            })*
+        }
+        mod on_cluster {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $test() {
+                let namespace = cache_integration_tests::unique_namespace(stringify!($test));
+                let cluster = cache_integration_tests::cluster::RedisCluster::shared();
+                super::$test(super::Backend::Cluster(cluster, namespace)).await;
             })*
         }
         mod on_memory {

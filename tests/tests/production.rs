@@ -275,7 +275,7 @@ async fn an_evicted_tag_member_set_does_not_keep_the_old_password() {
         "old"
     );
     // Redis evicted the set of entries registered under `user:7`, not the hot entry.
-    delete(&server, "__cache::tag:user:7");
+    delete(&server, "__cache::tag{:user:7}");
     repo.set_password(7, "new").await.unwrap();
     assert!(
         field(&server, "login:u7@example.com", "password").is_some(),
@@ -299,7 +299,7 @@ async fn an_evicted_tag_stamp_makes_its_entries_misses_and_refuses_racing_fills(
     let table = Table::with_user(7, "old");
     let (reader, writer) = (repo(&server, &table), repo(&server, &table));
     reader.by_email("u7@example.com").await.unwrap();
-    delete(&server, "__cache::stamp:user:7");
+    delete(&server, "__cache::stamp{:user:7}");
     assert_eq!(
         reader.by_email("u7@example.com").await.unwrap().password,
         "old"
@@ -317,7 +317,7 @@ async fn an_evicted_tag_stamp_makes_its_entries_misses_and_refuses_racing_fills(
     let slow = tokio::spawn(async move { reader.by_email("u7@example.com").await });
     loads_reached(&table, 3).await;
     writer.set_password(7, "new").await.unwrap();
-    delete(&server, "__cache::stamp:user:7");
+    delete(&server, "__cache::stamp{:user:7}");
     gate.add_permits(1);
     assert_eq!(slow.await.unwrap().unwrap().password, "old");
     *table.gate.lock().unwrap() = None;
@@ -490,7 +490,7 @@ async fn out_of_memory_under_noeviction_unlinks_the_entries_and_stamps_them_late
         !exists(&server, "user:7"),
         "unlinked, as noeviction still allows"
     );
-    assert!(!exists(&server, "__cache::stamp:user:7"));
+    assert!(!exists(&server, "__cache::stamp{:user:7}"));
     assert_eq!(
         reader.by_id(7).await.unwrap().password,
         "new",
@@ -636,7 +636,7 @@ async fn a_tags_member_set_stays_near_its_live_entries() {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let members: i64 = redis::cmd("SCARD")
-        .arg("__cache::tag:short:all")
+        .arg("__cache::tag{:short:all}")
         .query(&mut server.connection())
         .unwrap();
     let live: i64 = redis::cmd("EVAL")
@@ -791,7 +791,7 @@ async fn a_large_tag_is_stamped_at_once_and_its_entries_tombstoned_in_batches() 
             .ignore();
         plant
             .cmd("SADD")
-            .arg("__cache::tag:bulk")
+            .arg("__cache::tag{:bulk}")
             .arg(&key)
             .ignore();
     }
@@ -802,7 +802,7 @@ async fn a_large_tag_is_stamped_at_once_and_its_entries_tombstoned_in_batches() 
         .expect("the call answers the truth: the tag is stamped");
     assert!(
         redis::cmd("GET")
-            .arg("__cache::stamp:bulk")
+            .arg("__cache::stamp{:bulk}")
             .query::<Option<String>>(&mut connection)
             .unwrap()
             .is_some(),
@@ -811,7 +811,7 @@ async fn a_large_tag_is_stamped_at_once_and_its_entries_tombstoned_in_batches() 
     assert!(
         eventually(|| {
             redis::cmd("SCARD")
-                .arg("__cache::tag:bulk")
+                .arg("__cache::tag{:bulk}")
                 .query::<usize>(&mut server.connection())
                 .unwrap()
                 == 0

@@ -165,7 +165,7 @@ impl MemoryStore {
         let mut state = self.state();
         state.sweep(now);
         let mut ttl = fill.ttl.max(Duration::from_millis(1));
-        if let Some(seen) = fill.seen {
+        if let Some(seen) = fill.seen.map(|seen| seen.entry) {
             let entry_stamp = state
                 .live_entry(fill.key, now)
                 .and_then(|entry| entry.stamp)
@@ -241,7 +241,7 @@ impl MemoryStore {
         entry.lease = None;
         entry.owner = Some(fill.owner.to_owned());
         if !fill.tag_names.is_empty() {
-            let born = fill.seen.unwrap_or(0);
+            let born = fill.seen.map_or(0, |seen| seen.tags);
             let names = fill
                 .tag_names
                 .split(',')

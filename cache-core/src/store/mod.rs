@@ -228,19 +228,28 @@ pub(crate) enum FillBody<'a> {
     Absent,
 }
 
+/// What a miss read from the clocks before loading: the stamps its fill is checked against.
+/// On one server (and `mem://`) both are the namespace clock's `now`. On a Redis Cluster,
+/// `entry` is the `now` of the clock of the entry's slot (entry invalidations), and `tags`
+/// the namespace clock's (tag invalidations; 0 when the function has no tags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClockRead {
+    pub(crate) entry: u64,
+    pub(crate) tags: u64,
+}
+
 /// One fill.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Fill<'a> {
     pub(crate) key: &'a str,
-    /// The namespace's clock hash, and the field of the entry's bucket in it.
+    /// The namespace's clock hash (the store finds the entry's clock and bucket from it).
     pub(crate) clock: &'a str,
-    pub(crate) bucket: &'a str,
     /// The namespace, recorded in the entry as its owner (`by:`).
     pub(crate) owner: &'a str,
     pub(crate) body: FillBody<'a>,
     pub(crate) ttl: Duration,
-    /// The stamp the miss read; `None` writes unconditionally (the direct API's `put`).
-    pub(crate) seen: Option<u64>,
+    /// What the miss read; `None` writes unconditionally (the direct API's `put`).
+    pub(crate) seen: Option<ClockRead>,
     /// Tags to register the entry under (and whose stamps are checked), with their names
     /// as `__meta` lists them.
     pub(crate) tags: &'a [TagKeys],
@@ -257,7 +266,6 @@ pub(crate) struct Fill<'a> {
 pub(crate) struct WriteThrough<'a> {
     pub(crate) clock: &'a str,
     pub(crate) key: &'a str,
-    pub(crate) bucket: &'a str,
     pub(crate) owner: &'a str,
     pub(crate) fields: &'a [EncodedField],
     /// The schema field holding a version that grows with every write.
@@ -296,8 +304,6 @@ impl Drain {
 pub(crate) struct Invalidation<'a> {
     pub(crate) clock: &'a str,
     pub(crate) entries: &'a [&'a str],
-    /// The clock's bucket field of each entry, in the same order.
-    pub(crate) buckets: &'a [String],
     pub(crate) tags: &'a [TagKeys],
     /// How long tombstones and tag stamps live: the longest a loader may take and still fill.
     pub(crate) lease_time: Duration,
@@ -382,15 +388,17 @@ impl Store {
         }
     }
 
-    /// Tombstones one batch of a tag's member set; answers how many are left.
+    /// Tombstones one batch of a tag's member set; answers how many are left (on a
+    /// cluster, 1 while there may be more).
     pub(crate) async fn drain(
         &self,
+        clock: &str,
         members: &str,
         stamp: &str,
         lease_time: Duration,
     ) -> StoreResult<u64> {
         match self {
-            Store::Redis(store) => store.drain(members, stamp, lease_time).await,
+            Store::Redis(store) => store.drain(clock, members, stamp, lease_time).await,
             // The in-process store tombstones every member at once: it blocks no one else.
             Store::Memory(_) => Ok(0),
         }
@@ -408,11 +416,32 @@ impl Store {
         }
     }
 
-    /// The last stamp the clock gave (`None`: the clock is gone): one `HGET`.
-    pub(crate) async fn clock(&self, clock: &str) -> StoreResult<Option<u64>> {
+    /// What a miss of the entry at `key` reads before loading (see [`ClockRead`]): one
+    /// `HGET` (two, in parallel, for a function with tags on a cluster).
+    pub(crate) async fn clock(
+        &self,
+        clock: &str,
+        key: &str,
+        tagged: bool,
+    ) -> StoreResult<ClockRead> {
         match self {
-            Store::Redis(store) => store.clock(clock).await,
-            Store::Memory(store) => Ok(Some(store.clock())),
+            Store::Redis(store) => store.clock(clock, key, tagged).await,
+            Store::Memory(store) => {
+                let now = store.clock();
+                Ok(ClockRead {
+                    entry: now,
+                    tags: now,
+                })
+            }
+        }
+    }
+
+    /// The clocks whose loss refuses every fill racing an invalidation of `keys`: the
+    /// namespace clock, and on a cluster the clocks of the keys' slots.
+    pub(crate) fn clocks_of(&self, clock: &str, keys: &[&str]) -> Vec<String> {
+        match self {
+            Store::Redis(store) => store.clocks_of(clock, keys),
+            Store::Memory(_) => vec![clock.to_owned()],
         }
     }
 

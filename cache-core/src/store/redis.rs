@@ -7,13 +7,16 @@ use std::sync::RwLock;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, Client, Value};
 
 use super::{
-    parse_stamp, ttl_millis, Absences, Drain, EntryRead, EntryTags, Fill, FillBody, Invalidation,
-    StoreResult, WriteThrough,
+    parse_stamp, ttl_millis, Absences, ClockRead, Drain, EntryRead, EntryTags, Fill, FillBody,
+    Invalidation, StoreResult, TagKeys, WriteThrough,
 };
 use crate::codec::{EncodedField, FieldValue, META_FIELD};
+use crate::key;
 
 /// The library's state of an entry lives in one hash field, `__meta`, so that a hit reads
 /// the schema's fields plus one: space-separated tokens `by:<namespace>` (filled by the
@@ -176,7 +179,9 @@ end
 /// `ARGV[1]` TTL in ms, `ARGV[2]` the stamp the miss read (empty: unconditional), `ARGV[3]`
 /// `fields` or `absent`, `ARGV[4]` the lease time in ms, `ARGV[5]` the owner (namespace),
 /// `ARGV[6]` the entry's bucket field in the clock, `ARGV[7]` `1` to replace the entry,
-/// `ARGV[8]` the tags as `__meta` lists them, then the field triples.
+/// `ARGV[8]` the tags as `__meta` lists them, `ARGV[9]` the namespace clock's stamp the miss
+/// read (`born`: on one server, `ARGV[2]`), then the field triples. On a cluster the tag keys
+/// live in other slots: `KEYS` holds none, and `TAG_FILL_SCRIPT` has checked them first.
 ///
 /// A key holding another type (garbage left by someone else) is replaced rather than failing
 /// the fill forever with WRONGTYPE, and so is a hash the library did not fill for this
@@ -232,7 +237,7 @@ end
 if ARGV[3] == 'absent' then
   meta.none = true
 else
-  write_fields(key, meta, 9)
+  write_fields(key, meta, 10)
   meta.none = nil
 end
 meta.lease = nil
@@ -240,7 +245,7 @@ meta.by = ARGV[5]
 if ARGV[8] ~= '' then
   meta.tags = meta.tags or {}
   for tag in string.gmatch(ARGV[8], '[^,]+') do meta.tags[tag] = true end
-  local born = tonumber(ARGV[2]) or 0
+  local born = tonumber(ARGV[9]) or 0
   if meta.born then born = math.min(born, tonumber(meta.born)) end
   meta.born = fmt(born)
 end
@@ -331,6 +336,57 @@ return drain(KEYS[1], ARGV[1], tonumber(ARGV[2]))
 "
 );
 
+/// Redis Cluster only. `KEYS[1]` a tag's member set, `KEYS[2]` its stamp (one slot: see
+/// `key::tag_keys`). `ARGV[1]` the entry, `ARGV[2]` the namespace clock's stamp the miss read
+/// before loading (`born`; empty: no check), `ARGV[3]` the entry's TTL in ms, `ARGV[4]` the
+/// lease time in ms, `ARGV[5]` the stamp to give a missing tag stamp (empty: answer -1 so
+/// that the caller reads the namespace clock's `now` and asks again).
+/// Answers the tag's stamp; when it is not newer than `born` (the tag was not invalidated
+/// since the miss read the clock), the entry is registered under the tag, the tag's keys
+/// live at least as long as the entry, and three members follow the stamp: the caller
+/// prunes those whose entries are gone (they live in other slots, out of a script's reach).
+/// A newer stamp refuses the fill.
+const TAG_FILL_SCRIPT: &str = r"
+local stamp = tonumber(redis.call('GET', KEYS[2]))
+local ttl, lease = tonumber(ARGV[3]), tonumber(ARGV[4])
+if not stamp then
+  -- Never invalidated, or its stamp was lost: any invalidation up to now may concern it.
+  if ARGV[5] == '' then return {-1} end
+  stamp = tonumber(ARGV[5])
+  redis.call('SET', KEYS[2], ARGV[5], 'PX', math.max(ttl, lease))
+end
+if ARGV[2] ~= '' and stamp > tonumber(ARGV[2]) then return {stamp} end
+redis.call('SADD', KEYS[1], ARGV[1])
+for _, key in ipairs(KEYS) do
+  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+end
+local reply = {stamp}
+for _, member in ipairs(redis.call('SRANDMEMBER', KEYS[1], 3)) do
+  if member ~= ARGV[1] then reply[#reply + 1] = member end
+end
+return reply
+";
+
+/// Redis Cluster only. `KEYS[1]` the namespace clock: a new stamp for tag invalidations.
+const NEW_STAMP_SCRIPT: &str = concat!(
+    lua_clock!(),
+    r"
+return fmt(new_stamp(KEYS[1]))
+"
+);
+
+/// Redis Cluster only. `KEYS[1]` a tag's member set, `KEYS[2]` its stamp; `ARGV[1]` the
+/// invalidation's stamp (from the namespace clock), `ARGV[2]` the lease time in ms. Stamps
+/// the tag (never backwards, living at least as long as before) and pops up to 64 members,
+/// which the caller invalidates in their own slots; answers them.
+const STAMP_TAG_SCRIPT: &str = r"
+local old = tonumber(redis.call('GET', KEYS[2])) or 0
+local stamp = ARGV[1]
+if old > tonumber(stamp) then stamp = string.format('%.0f', old) end
+redis.call('SET', KEYS[2], stamp, 'PX', math.max(redis.call('PTTL', KEYS[2]), tonumber(ARGV[2])))
+return redis.call('SPOP', KEYS[1], 64)
+";
+
 /// `KEYS[1]` the namespace clock. Its `now`, after making the clock if it is gone (first use,
 /// or evicted), so that a miss always fills against a clock that existed before it loaded.
 const CLOCK_SCRIPT: &str = concat!(
@@ -376,19 +432,61 @@ return 1
 "
 );
 
-/// One multiplexed connection, made on first use and replaced when it breaks or stops
-/// answering. Cloning it for a command is one reference count; no lock is held across an
-/// await, and no command but the caller's is sent (a pool checkout would add a round trip).
+/// Where commands go: one server through one multiplexed connection, or a Redis Cluster
+/// through redis-rs' cluster connection (which follows `MOVED`/`ASK`, finds promoted
+/// replicas and splits multi-slot `MGET`/`UNLINK` by node).
+#[derive(Clone)]
+enum Link {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Link {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
+        match self {
+            Link::Single(connection) => connection.req_packed_command(cmd),
+            Link::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<Value>> {
+        match self {
+            Link::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Link::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Link::Single(connection) => connection.get_db(),
+            Link::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
+
+/// How to make the [`Link`].
+enum Opener {
+    Single(Client, AsyncConnectionConfig),
+    Cluster(ClusterClient),
+}
+
+/// One connection, made on first use and replaced when it breaks or stops answering.
+/// Cloning it for a command is one reference count; no lock is held across an await, and no
+/// command but the caller's is sent (a pool checkout would add a round trip).
 struct Connection {
-    client: Client,
-    config: AsyncConnectionConfig,
-    current: RwLock<Option<MultiplexedConnection>>,
+    opener: Opener,
+    current: RwLock<Option<Link>>,
     /// Held while connecting, so that a burst of calls makes one connection, not many.
     connecting: tokio::sync::Mutex<()>,
 }
 
 impl Connection {
-    async fn get(&self) -> StoreResult<MultiplexedConnection> {
+    async fn get(&self) -> StoreResult<Link> {
         if let Some(connection) = self.current() {
             return Ok(connection);
         }
@@ -397,15 +495,19 @@ impl Connection {
         Box::pin(self.connect()).await
     }
 
-    async fn connect(&self) -> StoreResult<MultiplexedConnection> {
+    async fn connect(&self) -> StoreResult<Link> {
         let _connecting = self.connecting.lock().await;
         if let Some(connection) = self.current() {
             return Ok(connection);
         }
-        let connection = self
-            .client
-            .get_multiplexed_async_connection_with_config(&self.config)
-            .await?;
+        let connection = match &self.opener {
+            Opener::Single(client, config) => Link::Single(
+                client
+                    .get_multiplexed_async_connection_with_config(config)
+                    .await?,
+            ),
+            Opener::Cluster(client) => Link::Cluster(client.get_async_connection().await?),
+        };
         *self
             .current
             .write()
@@ -413,7 +515,7 @@ impl Connection {
         Ok(connection)
     }
 
-    fn current(&self) -> Option<MultiplexedConnection> {
+    fn current(&self) -> Option<Link> {
         self.current
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -421,8 +523,13 @@ impl Connection {
     }
 
     /// Forgets the connection, so the next call makes a new one: after an I/O error, and
-    /// after a timeout (a connection whose peer vanished may never error by itself).
+    /// after a timeout (a connection whose peer vanished may never error by itself). A
+    /// cluster connection is kept: it reconnects each node by itself and refreshes the slot
+    /// map when a node fails over; making it again would reconnect every node.
     fn discard(&self) {
+        if matches!(self.opener, Opener::Cluster(_)) {
+            return;
+        }
         *self
             .current
             .write()
@@ -432,6 +539,7 @@ impl Connection {
 
 pub(crate) struct RedisStore {
     connection: Connection,
+    cluster: bool,
     fill_script: redis::Script,
     invalidate_script: redis::Script,
     write_through_script: redis::Script,
@@ -439,29 +547,42 @@ pub(crate) struct RedisStore {
     clock_script: redis::Script,
     release_lease_script: redis::Script,
     drain_script: redis::Script,
+    tag_fill_script: redis::Script,
+    new_stamp_script: redis::Script,
+    stamp_tag_script: redis::Script,
 }
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisStore").finish_non_exhaustive()
+        f.debug_struct("RedisStore")
+            .field("cluster", &self.cluster)
+            .finish_non_exhaustive()
     }
 }
 
 impl RedisStore {
-    /// Prepares the connection without connecting: `Cache::build` must not fail or wait
-    /// because Redis is down. Must run inside a Tokio runtime.
-    pub(crate) fn new(client: Client, operation_timeout: Duration) -> StoreResult<Self> {
+    /// Prepares the connection to one server without connecting: `Cache::build` must not
+    /// fail or wait because Redis is down.
+    pub(crate) fn new(client: Client, operation_timeout: Duration) -> Self {
         // The caller's timeout bounds every operation; redis-rs' own response timer would be a
         // second timer per command.
         let config = AsyncConnectionConfig::new().set_connection_timeout(Some(operation_timeout));
-        let connection = Connection {
-            client,
-            config,
-            current: RwLock::new(None),
-            connecting: tokio::sync::Mutex::new(()),
-        };
-        Ok(RedisStore {
-            connection,
+        Self::with(Opener::Single(client, config))
+    }
+
+    /// Prepares the connection to a Redis Cluster, without connecting.
+    pub(crate) fn cluster(client: ClusterClient) -> Self {
+        Self::with(Opener::Cluster(client))
+    }
+
+    fn with(opener: Opener) -> Self {
+        RedisStore {
+            cluster: matches!(opener, Opener::Cluster(_)),
+            connection: Connection {
+                opener,
+                current: RwLock::new(None),
+                connecting: tokio::sync::Mutex::new(()),
+            },
             fill_script: redis::Script::new(FILL_SCRIPT),
             invalidate_script: redis::Script::new(INVALIDATE_SCRIPT),
             write_through_script: redis::Script::new(WRITE_THROUGH_SCRIPT),
@@ -469,12 +590,48 @@ impl RedisStore {
             clock_script: redis::Script::new(CLOCK_SCRIPT),
             release_lease_script: redis::Script::new(RELEASE_LEASE_SCRIPT),
             drain_script: redis::Script::new(DRAIN_SCRIPT),
-        })
+            tag_fill_script: redis::Script::new(TAG_FILL_SCRIPT),
+            new_stamp_script: redis::Script::new(NEW_STAMP_SCRIPT),
+            stamp_tag_script: redis::Script::new(STAMP_TAG_SCRIPT),
+        }
     }
 
     /// Drops the connection after a failure; the next command connects anew.
     pub(crate) fn connection_failed(&self) {
         self.connection.discard();
+    }
+
+    /// The clock an entry's fills and invalidations go through, and the entry's bucket in
+    /// it: the namespace's clock on one server; on a cluster the clock of the entry's slot,
+    /// so that each script touches one slot.
+    fn entry_clock(&self, namespace_clock: &str, key: &str) -> (String, String) {
+        if self.cluster {
+            let slot = key::slot_of(key.as_bytes());
+            (
+                key::slot_clock_key(namespace_clock, slot),
+                key::bucket_field(key, key::SLOT_CLOCK_BUCKETS),
+            )
+        } else {
+            (
+                namespace_clock.to_owned(),
+                key::bucket_field(key, key::CLOCK_BUCKETS),
+            )
+        }
+    }
+
+    /// The clocks whose loss refuses the fills racing an invalidation of `keys` (see
+    /// `Cache::drop_what_redis_allows`).
+    pub(crate) fn clocks_of(&self, namespace_clock: &str, keys: &[&str]) -> Vec<String> {
+        let mut clocks = vec![namespace_clock.to_owned()];
+        if self.cluster {
+            clocks.extend(
+                keys.iter()
+                    .map(|key| self.entry_clock(namespace_clock, key).0),
+            );
+            clocks.sort_unstable();
+            clocks.dedup();
+        }
+        clocks
     }
 
     pub(crate) async fn read(
@@ -491,14 +648,13 @@ impl RedisStore {
             + META_FIELD.len();
         let mut command = redis::Cmd::with_capacity(fields.len() + 3, bytes);
         command.arg("HMGET").arg(key).arg(fields).arg(META_FIELD);
-        let reply = match self
-            .connection
-            .get()
-            .await?
-            .send_packed_command(&command)
-            .await
-            .and_then(Value::extract_error)
-        {
+        let reply = match self.connection.get().await? {
+            Link::Single(mut connection) => connection.send_packed_command(&command).await,
+            Link::Cluster(mut connection) => {
+                redis::aio::ConnectionLike::req_packed_command(&mut connection, &command).await
+            }
+        };
+        let reply = match reply.and_then(Value::extract_error) {
             Ok(reply) => reply,
             // Someone stored another type under our key: that is garbage, hence a miss.
             Err(error) if error.code() == Some("WRONGTYPE") => Value::Nil,
@@ -516,6 +672,7 @@ impl RedisStore {
         Ok(())
     }
 
+    /// One `UNLINK`; on a cluster, redis-rs sends one per node.
     pub(crate) async fn unlink(&self, keys: &[String]) -> StoreResult<()> {
         redis::cmd("UNLINK")
             .arg(keys)
@@ -524,6 +681,7 @@ impl RedisStore {
         Ok(())
     }
 
+    /// One `MGET`; on a cluster, redis-rs sends one per node.
     pub(crate) async fn tag_stamps(&self, stamps: &[String]) -> StoreResult<Vec<Option<u64>>> {
         let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
             .arg(stamps)
@@ -536,14 +694,29 @@ impl RedisStore {
     }
 
     pub(crate) async fn fill(&self, fill: Fill<'_>) -> StoreResult<bool> {
+        let mut connection = self.connection.get().await?;
+        if self.cluster && !fill.tags.is_empty() {
+            // The tags live in other slots: each is checked and registered first, in its own
+            // slot. A tag invalidated after this check is caught by every read of the entry
+            // (its stamp is then newer than the entry's `born`).
+            let born = fill.seen.map(|seen| seen.tags);
+            for tag in fill.tags {
+                if !self.tag_fill(&mut connection, tag, &fill, born).await? {
+                    return Ok(false);
+                }
+            }
+        }
+        let (clock, bucket) = self.entry_clock(fill.clock, fill.key);
         let mut invocation = self.fill_script.key(fill.key);
-        invocation.key(fill.clock);
-        for tag in fill.tags {
-            invocation.key(&tag.members).key(&tag.stamp);
+        invocation.key(&clock);
+        if !self.cluster {
+            for tag in fill.tags {
+                invocation.key(&tag.members).key(&tag.stamp);
+            }
         }
         invocation.arg(ttl_millis(fill.ttl));
         match fill.seen {
-            Some(stamp) => invocation.arg(stamp),
+            Some(seen) => invocation.arg(seen.entry),
             None => invocation.arg(""),
         };
         let kind = match fill.body {
@@ -554,38 +727,91 @@ impl RedisStore {
             .arg(kind)
             .arg(ttl_millis(fill.lease_time))
             .arg(fill.owner)
-            .arg(fill.bucket)
+            .arg(bucket)
             .arg(if fill.replace { "1" } else { "" })
-            .arg(fill.tag_names);
+            .arg(fill.tag_names)
+            .arg(fill.seen.map_or(0, |seen| seen.tags));
         if let FillBody::Fields(fields) = fill.body {
             field_triples(&mut invocation, fields);
         }
-        let written: i64 = invocation
-            .invoke_async(&mut self.connection.get().await?)
-            .await?;
+        let written: i64 = invocation.invoke_async(&mut connection).await?;
         Ok(written == 1)
+    }
+
+    /// Checks one tag of a fill on a cluster and registers the entry under it; `false` when
+    /// the tag was invalidated after the miss read the namespace clock (`born`).
+    async fn tag_fill(
+        &self,
+        connection: &mut Link,
+        tag: &TagKeys,
+        fill: &Fill<'_>,
+        born: Option<u64>,
+    ) -> StoreResult<bool> {
+        let mut create = String::new();
+        loop {
+            let reply: Vec<Value> = self
+                .tag_fill_script
+                .key(&tag.members)
+                .key(&tag.stamp)
+                .arg(fill.key)
+                .arg(born.map(|born| born.to_string()).unwrap_or_default())
+                .arg(ttl_millis(fill.ttl))
+                .arg(ttl_millis(fill.lease_time))
+                .arg(&create)
+                .invoke_async(connection)
+                .await?;
+            let mut reply = reply.into_iter();
+            let stamp = match reply.next() {
+                Some(Value::Int(stamp)) => stamp,
+                _ => -1,
+            };
+            if stamp >= 0 || !create.is_empty() {
+                let sample: Vec<Vec<u8>> = reply
+                    .filter_map(|member| match member {
+                        Value::BulkString(member) => Some(member),
+                        _ => None,
+                    })
+                    .collect();
+                prune_members(connection.clone(), tag.members.clone(), sample);
+                return Ok(born.is_none_or(|born| u64::try_from(stamp).unwrap_or(0) <= born));
+            }
+            // The tag has no stamp (never invalidated, or lost): it gets the namespace clock's
+            // `now`, above any stamp it may have had.
+            create = self.clock_now(connection, fill.clock).await?.to_string();
+        }
     }
 
     pub(crate) async fn write_through(
         &self,
         write: WriteThrough<'_>,
     ) -> StoreResult<(bool, Drain)> {
-        let mut invocation = self.write_through_script.key(write.clock);
+        let mut connection = self.connection.get().await?;
+        let mut drain = Drain::default();
+        if self.cluster && !write.tags.is_empty() {
+            drain = self
+                .stamp_tags(&mut connection, write.clock, write.tags, write.lease_time)
+                .await?;
+        }
+        let (clock, bucket) = self.entry_clock(write.clock, write.key);
+        let mut invocation = self.write_through_script.key(&clock);
         invocation.key(write.key);
-        for tag in write.tags {
-            invocation.key(&tag.members).key(&tag.stamp);
+        if !self.cluster {
+            for tag in write.tags {
+                invocation.key(&tag.members).key(&tag.stamp);
+            }
         }
         invocation
             .arg(ttl_millis(write.lease_time))
             .arg(write.version_field)
             .arg(write.version)
             .arg(write.owner)
-            .arg(write.bucket);
+            .arg(bucket);
         field_triples(&mut invocation, write.fields);
-        let mut reply: Vec<String> = invocation
-            .invoke_async(&mut self.connection.get().await?)
-            .await?;
+        let mut reply: Vec<String> = invocation.invoke_async(&mut connection).await?;
         let written = !reply.is_empty() && reply.remove(0) == "1";
+        if self.cluster {
+            return Ok((written, drain));
+        }
         Ok((written, Drain::from_reply(&mut reply)))
     }
 
@@ -605,40 +831,108 @@ impl RedisStore {
         Ok(acquired == 1)
     }
 
-    pub(crate) async fn clock(&self, clock: &str) -> StoreResult<Option<u64>> {
+    /// What a miss reads before loading: the `now` of the entry's clock and, for a
+    /// function with tags on a cluster, of the namespace clock that stamps tags.
+    pub(crate) async fn clock(
+        &self,
+        namespace_clock: &str,
+        key: &str,
+        tagged: bool,
+    ) -> StoreResult<ClockRead> {
         let mut connection = self.connection.get().await?;
+        if !self.cluster {
+            let now = self.clock_now(&mut connection, namespace_clock).await?;
+            return Ok(ClockRead {
+                entry: now,
+                tags: now,
+            });
+        }
+        let (clock, _) = self.entry_clock(namespace_clock, key);
+        let mut second = connection.clone();
+        let (entry, tags) = tokio::join!(self.clock_now(&mut connection, &clock), async {
+            if tagged {
+                self.clock_now(&mut second, namespace_clock).await
+            } else {
+                Ok(0)
+            }
+        });
+        Ok(ClockRead {
+            entry: entry?,
+            tags: tags?,
+        })
+    }
+
+    /// The `now` of a clock: one `HGET`, or the clock script when the clock is gone.
+    async fn clock_now(&self, connection: &mut Link, clock: &str) -> StoreResult<u64> {
         let value: Option<Vec<u8>> = redis::cmd("HGET")
             .arg(clock)
             .arg("now")
-            .query_async(&mut connection)
+            .query_async(connection)
             .await?;
         if let Some(bytes) = value {
-            return Ok(Some(parse_stamp(&bytes)));
+            return Ok(parse_stamp(&bytes));
         }
         // Rare: the namespace's first miss, or the clock was evicted.
         let made: Vec<u8> = self
             .clock_script
             .key(clock)
-            .invoke_async(&mut connection)
+            .invoke_async(connection)
             .await?;
-        Ok(Some(parse_stamp(&made)))
+        Ok(parse_stamp(&made))
     }
 
     pub(crate) async fn drain(
         &self,
+        namespace_clock: &str,
         members: &str,
         stamp: &str,
         lease_time: Duration,
     ) -> StoreResult<u64> {
-        self.drain_script
-            .key(members)
-            .arg(stamp)
-            .arg(ttl_millis(lease_time))
-            .invoke_async(&mut self.connection.get().await?)
-            .await
+        let mut connection = self.connection.get().await?;
+        if !self.cluster {
+            return self
+                .drain_script
+                .key(members)
+                .arg(stamp)
+                .arg(ttl_millis(lease_time))
+                .invoke_async(&mut connection)
+                .await;
+        }
+        // The members live in other slots: popped here, invalidated in their own.
+        let popped: Vec<String> = redis::cmd("SPOP")
+            .arg(members)
+            .arg(DRAIN_BATCH)
+            .query_async(&mut connection)
+            .await?;
+        let entries: Vec<&str> = popped.iter().map(String::as_str).collect();
+        self.invalidate_entries(&mut connection, namespace_clock, &entries, lease_time)
+            .await?;
+        Ok(u64::from(popped.len() == DRAIN_BATCH))
     }
 
     pub(crate) async fn invalidate(&self, invalidation: Invalidation<'_>) -> StoreResult<Drain> {
+        let mut connection = self.connection.get().await?;
+        if self.cluster {
+            let drain = if invalidation.tags.is_empty() {
+                Drain::default()
+            } else {
+                self.stamp_tags(
+                    &mut connection,
+                    invalidation.clock,
+                    invalidation.tags,
+                    invalidation.lease_time,
+                )
+                .await?
+            };
+            self.invalidate_entries(
+                &mut connection,
+                invalidation.clock,
+                invalidation.entries,
+                invalidation.lease_time,
+            )
+            .await?;
+            return Ok(drain);
+        }
         let mut invocation = self.invalidate_script.key(invalidation.clock);
         for entry in invalidation.entries {
             invocation.key(*entry);
@@ -648,14 +942,113 @@ impl RedisStore {
         }
         invocation
             .arg(ttl_millis(invalidation.lease_time))
-            .arg(invalidation.entries.len())
-            .arg(invalidation.buckets);
-        let mut reply: Vec<String> = invocation
-            .invoke_async(&mut self.connection.get().await?)
-            .await?;
+            .arg(invalidation.entries.len());
+        for entry in invalidation.entries {
+            invocation.arg(key::bucket_field(entry, key::CLOCK_BUCKETS));
+        }
+        let mut reply: Vec<String> = invocation.invoke_async(&mut connection).await?;
         Ok(Drain::from_reply(&mut reply))
     }
+
+    /// Cluster: invalidates entries, one script per slot (the slot's clock and its entries).
+    async fn invalidate_entries(
+        &self,
+        connection: &mut Link,
+        namespace_clock: &str,
+        entries: &[&str],
+        lease_time: Duration,
+    ) -> StoreResult<()> {
+        let mut by_slot: Vec<(u16, &str)> = entries
+            .iter()
+            .map(|entry| (key::slot_of(entry.as_bytes()), *entry))
+            .collect();
+        by_slot.sort_unstable();
+        for group in by_slot.chunk_by(|a, b| a.0 == b.0) {
+            let clock = key::slot_clock_key(namespace_clock, group[0].0);
+            let mut invocation = self.invalidate_script.key(&clock);
+            for (_, entry) in group {
+                invocation.key(*entry);
+            }
+            invocation.arg(ttl_millis(lease_time)).arg(group.len());
+            for (_, entry) in group {
+                invocation.arg(key::bucket_field(entry, key::SLOT_CLOCK_BUCKETS));
+            }
+            invocation.invoke_async::<Vec<String>>(connection).await?;
+        }
+        Ok(())
+    }
+
+    /// Cluster: stamps tags with one new stamp of the namespace clock (tag stamps are
+    /// comparable with the `born` of entries because they all come from that one clock),
+    /// then each tag in its own slot. The members popped with it are invalidated here; the
+    /// sets that may hold more are left to drain.
+    async fn stamp_tags(
+        &self,
+        connection: &mut Link,
+        namespace_clock: &str,
+        tags: &[TagKeys],
+        lease_time: Duration,
+    ) -> StoreResult<Drain> {
+        let stamp: String = self
+            .new_stamp_script
+            .key(namespace_clock)
+            .invoke_async(connection)
+            .await?;
+        let mut drain = Drain {
+            stamp: stamp.clone(),
+            sets: Vec::new(),
+        };
+        for tag in tags {
+            let popped: Vec<String> = self
+                .stamp_tag_script
+                .key(&tag.members)
+                .key(&tag.stamp)
+                .arg(&stamp)
+                .arg(ttl_millis(lease_time))
+                .invoke_async(connection)
+                .await?;
+            let entries: Vec<&str> = popped.iter().map(String::as_str).collect();
+            self.invalidate_entries(connection, namespace_clock, &entries, lease_time)
+                .await?;
+            if popped.len() == DRAIN_BATCH {
+                drain.sets.push(tag.members.clone());
+            }
+        }
+        Ok(drain)
+    }
 }
+
+/// Cluster: removes from a tag's member set those of `sample` whose entries are gone, off the
+/// caller's path (as the fill script does on one server, three looked at per fill keep a set
+/// within about one and a half times its live entries). Not atomic across the two slots: a
+/// member filled again between the check and the removal is unregistered, which costs only
+/// the eager cleanup of that entry (reads check the tag's stamp, not the set).
+fn prune_members(mut connection: Link, members: String, sample: Vec<Vec<u8>>) {
+    if sample.is_empty() {
+        return;
+    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        for member in sample {
+            let exists: StoreResult<i64> = redis::cmd("EXISTS")
+                .arg(&member)
+                .query_async(&mut connection)
+                .await;
+            if exists == Ok(0) {
+                let _: StoreResult<i64> = redis::cmd("SREM")
+                    .arg(&members)
+                    .arg(&member)
+                    .query_async(&mut connection)
+                    .await;
+            }
+        }
+    });
+}
+
+/// How many members one drain step tombstones (as `lua_invalidate!`'s `drain`).
+const DRAIN_BATCH: usize = 64;
 
 /// The script arguments of encoded fields: triples `field, state, value`.
 fn field_triples(invocation: &mut redis::ScriptInvocation<'_>, fields: &[EncodedField]) {

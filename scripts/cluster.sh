@@ -1,0 +1,53 @@
+# Sourced by the test command (after free-port.sh). `start_cluster` starts a Redis Cluster of
+# three primaries with one replica each on free loopback ports (their cluster bus ports,
+# +10000, free too), exports TEST_REDIS_CLUSTER_NODES for the tests that share it, and
+# `stop_cluster` stops its nodes by PID. A TEST_REDIS_CLUSTER_NODES already set is used
+# instead.
+start_cluster() {
+  if [ -n "${TEST_REDIS_CLUSTER_NODES:-}" ]; then
+    return 0
+  fi
+  cluster_dir="$(mktemp -d)"
+  local ports=() port nodes=()
+  while [ "${#ports[@]}" -lt 6 ]; do
+    port="$(free_port)"
+    if [ "$port" -le 55000 ] && ! (exec 3<>"/dev/tcp/127.0.0.1/$((port + 10000))") 2>/dev/null \
+      && [[ " ${ports[*]} " != *" $port "* ]]; then
+      ports+=("$port")
+    fi
+  done
+  for port in "${ports[@]}"; do
+    mkdir -p "$cluster_dir/$port"
+    redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes \
+      --cluster-config-file nodes.conf --cluster-node-timeout 1000 \
+      --save "" --appendonly no --daemonize yes --dir "$cluster_dir/$port" \
+      --pidfile "$cluster_dir/$port/redis.pid" --logfile "$cluster_dir/$port/redis.log"
+    nodes+=("127.0.0.1:$port")
+  done
+  for port in "${ports[@]}"; do
+    for _ in $(seq 1 100); do
+      [ "$(redis-cli -p "$port" PING 2>/dev/null)" = PONG ] && break
+      sleep 0.1
+    done
+  done
+  redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >/dev/null
+  for port in "${ports[@]}"; do
+    for _ in $(seq 1 300); do
+      redis-cli -p "$port" CLUSTER INFO | grep -q cluster_state:ok && break
+      sleep 0.1
+    done
+  done
+  cluster_ports="${ports[*]}"
+  TEST_REDIS_CLUSTER_NODES="$(printf 'redis://%s,' "${nodes[@]}")"
+  export TEST_REDIS_CLUSTER_NODES="${TEST_REDIS_CLUSTER_NODES%,}"
+  echo "Redis Cluster for the tests at $TEST_REDIS_CLUSTER_NODES"
+}
+
+stop_cluster() {
+  local port
+  for port in ${cluster_ports:-}; do
+    kill "$(cat "$cluster_dir/$port/redis.pid" 2>/dev/null)" 2>/dev/null || true
+  done
+  [ -n "${cluster_dir:-}" ] && rm -rf "$cluster_dir"
+  return 0
+}

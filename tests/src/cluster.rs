@@ -1,0 +1,265 @@
+//! Redis Cluster for tests: three primaries with a replica each, on free loopback ports whose
+//! cluster bus ports (+10000) are free too, made with `redis-cli --cluster create`.
+//!
+//! The test command starts one cluster for the whole run and names its nodes in
+//! `TEST_REDIS_CLUSTER_NODES` ([`RedisCluster::shared`]; tests keep apart by namespaces). A
+//! test that breaks a cluster (kills a node) starts its own ([`RedisCluster::start`]).
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A Redis Cluster used by a test: owned (its processes stop on drop) or the shared one.
+#[derive(Debug)]
+pub struct RedisCluster {
+    ports: Vec<u16>,
+    /// The node processes, by index of `ports`; empty for the shared cluster.
+    children: Vec<Option<Child>>,
+    dir: Option<PathBuf>,
+}
+
+/// How long a node may be silent before the cluster fails it over: short, so that a test
+/// that kills a primary sees its replica promoted within seconds.
+const NODE_TIMEOUT_MS: u64 = 1000;
+
+impl RedisCluster {
+    /// The cluster the test command started (`TEST_REDIS_CLUSTER_NODES`), or, when it did
+    /// not (one test run by hand), a private one.
+    pub fn shared() -> RedisCluster {
+        match std::env::var("TEST_REDIS_CLUSTER_NODES") {
+            Ok(nodes) if !nodes.trim().is_empty() => RedisCluster {
+                ports: nodes
+                    .split(',')
+                    .filter_map(|node| node.trim().rsplit(':').next()?.parse().ok())
+                    .collect(),
+                children: Vec::new(),
+                dir: None,
+            },
+            _ => RedisCluster::start(),
+        }
+    }
+
+    /// Starts six nodes and joins them into a cluster of three primaries with one replica
+    /// each; waits until every slot is served.
+    pub fn start() -> RedisCluster {
+        let ports = cluster_ports(6);
+        let dir = std::env::temp_dir().join(format!(
+            "cache-test-cluster-{}-{}",
+            std::process::id(),
+            ports[0]
+        ));
+        std::fs::create_dir_all(&dir).expect("create cluster dir");
+        let mut cluster = RedisCluster {
+            children: ports.iter().map(|_| None).collect(),
+            ports,
+            dir: Some(dir),
+        };
+        for index in 0..cluster.ports.len() {
+            cluster.spawn(index);
+        }
+        let addresses: Vec<String> = cluster
+            .ports
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect();
+        let output = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .expect("redis-cli must be installed (it comes with redis-server)");
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        cluster.wait_until_ok();
+        cluster
+    }
+
+    fn spawn(&mut self, index: usize) {
+        let dir = self
+            .dir
+            .as_ref()
+            .expect("an owned cluster")
+            .join(index.to_string());
+        std::fs::create_dir_all(&dir).expect("create node dir");
+        let port = self.ports[index];
+        let child = Command::new(
+            std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".to_owned()),
+        )
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args([
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+        ])
+        .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
+        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .arg("--dir")
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed (the test command installs it)");
+        self.children[index] = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.node(index).is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("cluster node on port {port} did not start");
+    }
+
+    /// Waits until every live node says `cluster_state:ok` and agrees on the slots.
+    pub fn wait_until_ok(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let all_ok = (0..self.ports.len())
+                .filter(|index| self.is_running(*index))
+                .all(|index| {
+                    self.node(index).is_some_and(|mut connection| {
+                        redis::cmd("CLUSTER")
+                            .arg("INFO")
+                            .query::<String>(&mut connection)
+                            .is_ok_and(|info| info.contains("cluster_state:ok"))
+                    })
+                });
+            if all_ok {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the cluster did not become ok");
+    }
+
+    fn is_running(&self, index: usize) -> bool {
+        self.children.is_empty() || self.children[index].is_some()
+    }
+
+    fn node(&self, index: usize) -> Option<redis::Connection> {
+        let url = format!("redis://127.0.0.1:{}", self.ports[index]);
+        let client = redis::Client::open(url).ok()?;
+        client
+            .get_connection_with_timeout(Duration::from_millis(500))
+            .ok()
+    }
+
+    /// The URLs of the nodes, for `Cache::builder().cluster_nodes(…)`.
+    pub fn nodes(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|port| format!("redis://127.0.0.1:{port}"))
+            .collect()
+    }
+
+    /// `REDIS_CLUSTER_NODES` as the example server reads it.
+    pub fn nodes_variable(&self) -> String {
+        self.nodes().join(",")
+    }
+
+    /// A connection that follows the cluster, for inspecting and planting data.
+    pub fn client(&self) -> redis::cluster::ClusterConnection {
+        redis::cluster::ClusterClient::new(self.nodes())
+            .and_then(|client| client.get_connection())
+            .expect("connect to the test cluster")
+    }
+
+    /// The port of the primary serving `key`'s slot.
+    pub fn primary_of(&self, key: &str) -> u16 {
+        let mut connection = (0..self.ports.len())
+            .filter(|index| self.is_running(*index))
+            .find_map(|index| self.node(index))
+            .expect("a live node");
+        let slot: i64 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut connection)
+            .expect("CLUSTER KEYSLOT");
+        let slots: Vec<redis::Value> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query(&mut connection)
+            .expect("CLUSTER SLOTS");
+        for range in slots {
+            let redis::Value::Array(parts) = range else {
+                continue;
+            };
+            let number = |value: &redis::Value| match value {
+                redis::Value::Int(number) => *number,
+                _ => -1,
+            };
+            if parts.len() >= 3 && number(&parts[0]) <= slot && slot <= number(&parts[1]) {
+                if let redis::Value::Array(primary) = &parts[2] {
+                    return u16::try_from(number(&primary[1])).expect("a port");
+                }
+            }
+        }
+        panic!("no primary serves slot {slot}");
+    }
+
+    /// Kills the primary serving `key`'s slot with SIGKILL (owned clusters only) and answers
+    /// its port; its replica takes over after the node timeout.
+    pub fn kill_primary_of(&mut self, key: &str) -> u16 {
+        let port = self.primary_of(key);
+        let index = self
+            .ports
+            .iter()
+            .position(|candidate| *candidate == port)
+            .expect("a node of this cluster");
+        let mut child = self.children[index]
+            .take()
+            .expect("kill a node of an owned, running cluster");
+        let _ = child.kill();
+        let _ = child.wait();
+        port
+    }
+
+    /// Waits until `key`'s slot is served by a primary other than `old` (a failover).
+    pub fn wait_for_failover(&self, key: &str, old: u16) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.primary_of(key) != old {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("no replica took over from the primary on port {old}");
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for child in self.children.iter_mut().filter_map(Option::take) {
+            let mut child = child;
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// `count` free loopback ports whose cluster bus ports (+10000) are free too.
+fn cluster_ports(count: usize) -> Vec<u16> {
+    let mut ports = Vec::new();
+    let mut held = Vec::new();
+    while ports.len() < count {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        let port = listener.local_addr().expect("local address").port();
+        if port > 55_000 || ports.contains(&port) {
+            continue;
+        }
+        if let Ok(bus) = TcpListener::bind(("127.0.0.1", port + 10_000)) {
+            held.push(bus);
+            held.push(listener);
+            ports.push(port);
+        }
+    }
+    ports
+}
