@@ -9,35 +9,44 @@ start_cluster() {
   fi
   cluster_dir="$(mktemp -d)"
   local ports=() port nodes=()
+  # A port is taken when it, or its bus port, is free and clashes with no chosen port or bus.
+  local taken=" "
   while [ "${#ports[@]}" -lt 6 ]; do
     port="$(free_port)"
     if [ "$port" -le 55000 ] && ! (exec 3<>"/dev/tcp/127.0.0.1/$((port + 10000))") 2>/dev/null \
-      && [[ " ${ports[*]} " != *" $port "* ]]; then
+      && [[ "$taken" != *" $port "* && "$taken" != *" $((port + 10000)) "* ]]; then
       ports+=("$port")
+      taken="$taken$port $((port + 10000)) "
     fi
   done
   for port in "${ports[@]}"; do
     mkdir -p "$cluster_dir/$port"
     redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes \
       --cluster-config-file nodes.conf --cluster-node-timeout 1000 \
+      --repl-diskless-sync-delay 0 --cluster-replica-validity-factor 0 \
       --save "" --appendonly no --daemonize yes --dir "$cluster_dir/$port" \
       --pidfile "$cluster_dir/$port/redis.pid" --logfile "$cluster_dir/$port/redis.log"
     nodes+=("127.0.0.1:$port")
   done
-  for port in "${ports[@]}"; do
-    for _ in $(seq 1 100); do
-      [ "$(redis-cli -p "$port" PING 2>/dev/null)" = PONG ] && break
+  cluster_ports="${ports[*]}"
+  wait_for() {
+    for _ in $(seq 1 300); do
+      if eval "$1"; then return 0; fi
       sleep 0.1
     done
+    echo "Redis Cluster: gave up waiting for: $1" >&2
+    stop_cluster
+    exit 1
+  }
+  for port in "${ports[@]}"; do
+    wait_for "[ \"\$(redis-cli -p $port PING 2>/dev/null)\" = PONG ]"
   done
   redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >/dev/null
   for port in "${ports[@]}"; do
-    for _ in $(seq 1 300); do
-      redis-cli -p "$port" CLUSTER INFO | grep -q cluster_state:ok && break
-      sleep 0.1
-    done
+    wait_for "redis-cli -p $port CLUSTER INFO 2>/dev/null | grep -q cluster_state:ok"
+    # Replicas in sync: a failover needs one.
+    wait_for "redis-cli -p $port INFO replication | grep -q -e role:master -e master_link_status:up"
   done
-  cluster_ports="${ports[*]}"
   TEST_REDIS_CLUSTER_NODES="$(printf 'redis://%s,' "${nodes[@]}")"
   export TEST_REDIS_CLUSTER_NODES="${TEST_REDIS_CLUSTER_NODES%,}"
   echo "Redis Cluster for the tests at $TEST_REDIS_CLUSTER_NODES"

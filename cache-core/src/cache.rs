@@ -103,6 +103,7 @@ struct Inner {
 pub struct CacheBuilder {
     url: String,
     cluster_nodes: Option<Vec<String>>,
+    cluster_replica_acks: u32,
     namespace: Option<String>,
     default_ttl: Duration,
     operation_timeout: Duration,
@@ -129,6 +130,7 @@ impl std::fmt::Debug for CacheBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CacheBuilder")
             .field("url", &redact_url(&self.url))
+            .field("cluster_replica_acks", &self.cluster_replica_acks)
             .field(
                 "cluster_nodes",
                 &self.cluster_nodes.as_ref().map(|nodes| {
@@ -160,6 +162,7 @@ impl Default for CacheBuilder {
         CacheBuilder {
             url: DEFAULT_URL.to_owned(),
             cluster_nodes: None,
+            cluster_replica_acks: 1,
             namespace: None,
             default_ttl: DEFAULT_TTL,
             operation_timeout: DEFAULT_OPERATION_TIMEOUT,
@@ -195,6 +198,15 @@ impl CacheBuilder {
         S: Into<String>,
     {
         self.cluster_nodes = Some(nodes.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// On a Redis Cluster, how many replicas must hold an invalidation before the write that
+    /// made it returns (Redis `WAIT`, for at most a quarter of the operation timeout), so that a
+    /// primary failing over right after it cannot lose it. Default 1; 0 for a cluster
+    /// without replicas (each invalidation would otherwise wait out the timeout).
+    pub fn cluster_replica_acks(mut self, replicas: u32) -> Self {
+        self.cluster_replica_acks = replicas;
         self
     }
 
@@ -330,7 +342,12 @@ impl CacheBuilder {
             ));
         }
         if let Some(nodes) = &self.cluster_nodes {
-            let store = cluster_store(nodes, self.operation_timeout, &self.tls)?;
+            let store = cluster_store(
+                nodes,
+                self.operation_timeout,
+                &self.tls,
+                self.cluster_replica_acks,
+            )?;
             return Ok(self.assemble(Store::Redis(Box::new(store)), true));
         }
         let store = match self.url.strip_prefix(MEMORY_SCHEME) {
@@ -403,6 +420,7 @@ fn cluster_store(
     nodes: &[String],
     operation_timeout: Duration,
     tls: &TlsOptions,
+    replica_acks: u32,
 ) -> Result<RedisStore, Error> {
     if nodes.is_empty() {
         return Err(Error::Config(
@@ -438,7 +456,13 @@ fn cluster_store(
     let client = builder
         .build()
         .map_err(|error| Error::Config(format!("invalid cluster nodes: {error}")))?;
-    Ok(RedisStore::cluster(client))
+    // An invalidation may wait for replicas up to three times (its tags, its entries, the
+    // members it drains): a quarter of the operation timeout each keeps it within.
+    Ok(RedisStore::cluster(
+        client,
+        replica_acks,
+        operation_timeout / 4,
+    ))
 }
 
 #[cfg(feature = "tls")]

@@ -98,6 +98,10 @@ impl RedisCluster {
             "nodes.conf",
         ])
         .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
+        // Replicas sync at once, and may take over however long ago they last heard from
+        // their primary: a test kills primaries seconds after the cluster is made.
+        .args(["--repl-diskless-sync-delay", "0"])
+        .args(["--cluster-replica-validity-factor", "0"])
         .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
         .arg("--dir")
         .arg(&dir)
@@ -124,10 +128,19 @@ impl RedisCluster {
                 .filter(|index| self.is_running(*index))
                 .all(|index| {
                     self.node(index).is_some_and(|mut connection| {
-                        redis::cmd("CLUSTER")
+                        let cluster_ok = redis::cmd("CLUSTER")
                             .arg("INFO")
                             .query::<String>(&mut connection)
-                            .is_ok_and(|info| info.contains("cluster_state:ok"))
+                            .is_ok_and(|info| info.contains("cluster_state:ok"));
+                        // A replica must be in sync before its primary may be killed.
+                        let synced = redis::cmd("INFO")
+                            .arg("replication")
+                            .query::<String>(&mut connection)
+                            .is_ok_and(|info| {
+                                info.contains("role:master")
+                                    || info.contains("master_link_status:up")
+                            });
+                        cluster_ok && synced
                     })
                 });
             if all_ok {

@@ -3,7 +3,8 @@
 //! check that no read returned a version older than a write that completed before the read
 //! started. Dimensions beyond plain races: callers that drop their futures at random points
 //! (writers and readers), two schemas with different TTLs on one hash, and Redis under
-//! memory pressure with every eviction policy, its library keys and entries lost at random.
+//! memory pressure with every eviction policy, its library keys and entries lost at random,
+//! and a Redis Cluster, once with a primary killed (`SIGKILL`) halfway through.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cache_core::{cached_delete, cached_get, cached_update, Cache};
+use cache_integration_tests::cluster::RedisCluster;
 use cache_integration_tests::fixtures::Account;
 use cache_integration_tests::RedisServer;
 use serde::{Deserialize, Serialize};
@@ -18,6 +20,8 @@ use serde::{Deserialize, Serialize};
 /// Where the checker runs; two handles on one backend play two processes.
 enum Backend {
     Redis(RedisServer),
+    /// A cluster and the run's namespace there.
+    Cluster(Arc<Mutex<RedisCluster>>, String),
     Memory(String),
 }
 
@@ -51,6 +55,45 @@ checker_runs!(
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checker_on_cluster() {
+    let namespace = cache_integration_tests::unique_namespace("checker");
+    let cluster = Arc::new(Mutex::new(RedisCluster::shared()));
+    run_checker(Backend::Cluster(cluster, namespace), None).await;
+}
+
+/// A primary serving the hot rows is killed a second into the run; its replica takes over
+/// after the cluster's node timeout. Calls answer throughout (from the loader while the slot
+/// has no primary), and no read is stale after the failover: invalidations wait for the
+/// replica (`cluster_replica_acks`), so the promoted one has them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checker_on_cluster_with_a_failover() {
+    let namespace = cache_integration_tests::unique_namespace("failover");
+    let cluster = Arc::new(Mutex::new(RedisCluster::start()));
+    let victim_key = format!("{namespace}:account:0");
+    let killer = {
+        let cluster = cluster.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(1));
+            let old = cluster.lock().unwrap().kill_primary_of(&victim_key);
+            let killed = Instant::now();
+            cluster.lock().unwrap().wait_for_failover(&victim_key, old);
+            (killed, Instant::now())
+        })
+    };
+    run_checker(Backend::Cluster(cluster, namespace), None).await;
+    let finished = Instant::now();
+    let (killed, promoted) = killer.join().unwrap();
+    assert!(
+        promoted < finished,
+        "the run went on after the failover, on the promoted replica"
+    );
+    println!(
+        "primary killed; its replica served the slot {:.2?} later",
+        promoted - killed
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn checker_on_memory() {
     let name = cache_integration_tests::unique_namespace("checker");
     run_checker(Backend::Memory(name), None).await;
@@ -60,17 +103,20 @@ impl Backend {
     fn name(&self) -> &'static str {
         match self {
             Backend::Redis(_) => "redis",
+            Backend::Cluster(..) => "cluster",
             Backend::Memory(_) => "mem://",
         }
     }
 
     fn handle(&self) -> Cache {
-        let url = match self {
-            Backend::Redis(server) => server.url(),
-            Backend::Memory(name) => format!("mem://{name}"),
+        let builder = match self {
+            Backend::Redis(server) => Cache::builder().url(server.url()),
+            Backend::Cluster(cluster, namespace) => Cache::builder()
+                .cluster_nodes(cluster.lock().unwrap().nodes())
+                .namespace(namespace),
+            Backend::Memory(name) => Cache::builder().url(format!("mem://{name}")),
         };
-        Cache::builder()
-            .url(url)
+        builder
             // Leave room for a busy machine: a timed-out operation is a bypass, not an error.
             .operation_timeout(Duration::from_secs(1))
             .breaker_cooldown(Duration::from_millis(50))

@@ -9,6 +9,7 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{AsyncConnectionConfig, Client, Value};
 
 use super::{
@@ -540,6 +541,15 @@ impl Connection {
 pub(crate) struct RedisStore {
     connection: Connection,
     cluster: bool,
+    /// On a cluster, how many replicas must have an invalidation before it counts as done
+    /// (`WAIT`), so that a failover cannot lose it; 0: don't wait.
+    replica_acks: u32,
+    /// The longest `WAIT` for them: past it, the invalidation is done all the same.
+    replica_wait: Duration,
+    /// Slots whose primary lately had no replica to acknowledge (a replica promoted by a
+    /// failover has none until one is added): not waited for until the instant given, so
+    /// that every write does not wait out `replica_wait`.
+    unreplicated: std::sync::Mutex<std::collections::HashMap<u16, std::time::Instant>>,
     fill_script: redis::Script,
     invalidate_script: redis::Script,
     write_through_script: redis::Script,
@@ -571,13 +581,24 @@ impl RedisStore {
     }
 
     /// Prepares the connection to a Redis Cluster, without connecting.
-    pub(crate) fn cluster(client: ClusterClient) -> Self {
-        Self::with(Opener::Cluster(client))
+    pub(crate) fn cluster(
+        client: ClusterClient,
+        replica_acks: u32,
+        replica_wait: Duration,
+    ) -> Self {
+        RedisStore {
+            replica_acks,
+            replica_wait,
+            ..Self::with(Opener::Cluster(client))
+        }
     }
 
     fn with(opener: Opener) -> Self {
         RedisStore {
             cluster: matches!(opener, Opener::Cluster(_)),
+            replica_acks: 0,
+            replica_wait: Duration::ZERO,
+            unreplicated: std::sync::Mutex::default(),
             connection: Connection {
                 opener,
                 current: RwLock::new(None),
@@ -810,6 +831,8 @@ impl RedisStore {
         let mut reply: Vec<String> = invocation.invoke_async(&mut connection).await?;
         let written = !reply.is_empty() && reply.remove(0) == "1";
         if self.cluster {
+            self.replicated(&mut connection, key::slot_of(write.key.as_bytes()))
+                .await?;
             return Ok((written, drain));
         }
         Ok((written, Drain::from_reply(&mut reply)))
@@ -974,6 +997,7 @@ impl RedisStore {
                 invocation.arg(key::bucket_field(entry, key::SLOT_CLOCK_BUCKETS));
             }
             invocation.invoke_async::<Vec<String>>(connection).await?;
+            self.replicated(connection, group[0].0).await?;
         }
         Ok(())
     }
@@ -1007,6 +1031,8 @@ impl RedisStore {
                 .arg(ttl_millis(lease_time))
                 .invoke_async(connection)
                 .await?;
+            self.replicated(connection, key::slot_of(tag.stamp.as_bytes()))
+                .await?;
             let entries: Vec<&str> = popped.iter().map(String::as_str).collect();
             self.invalidate_entries(connection, namespace_clock, &entries, lease_time)
                 .await?;
@@ -1015,6 +1041,52 @@ impl RedisStore {
             }
         }
         Ok(drain)
+    }
+}
+
+impl RedisStore {
+    /// Cluster: waits until `replica_acks` replicas of the primary serving `slot` have what
+    /// this connection wrote there (`WAIT`), at most `replica_wait`. Replication is
+    /// asynchronous: without this, a primary killed right after acknowledging an
+    /// invalidation could take it along, and its promoted replica would serve the old entry
+    /// until its TTL. Timing out is not an error: the invalidation stands on the primary.
+    async fn replicated(&self, connection: &mut Link, slot: u16) -> StoreResult<()> {
+        let Link::Cluster(connection) = connection else {
+            return Ok(());
+        };
+        if self.replica_acks == 0 {
+            return Ok(());
+        }
+        let now = std::time::Instant::now();
+        {
+            let mut unreplicated = self
+                .unreplicated
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            match unreplicated.get(&slot) {
+                Some(until) if *until > now => return Ok(()),
+                Some(_) => {
+                    unreplicated.remove(&slot);
+                }
+                None => {}
+            }
+        }
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(self.replica_acks)
+            .arg(ttl_millis(self.replica_wait));
+        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
+            slot,
+            SlotAddr::Master,
+        )));
+        let acks = connection.route_command(wait, route).await?;
+        if acks == Value::Int(0) {
+            tracing::debug!(slot, "no replica acknowledged an invalidation in time");
+            self.unreplicated
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(slot, now + UNREPLICATED_FOR);
+        }
+        Ok(())
     }
 }
 
@@ -1046,6 +1118,9 @@ fn prune_members(mut connection: Link, members: String, sample: Vec<Vec<u8>>) {
         }
     });
 }
+
+/// How long a slot whose primary had no replica to acknowledge is not waited for.
+const UNREPLICATED_FOR: Duration = Duration::from_secs(10);
 
 /// How many members one drain step tombstones (as `lua_invalidate!`'s `drain`).
 const DRAIN_BATCH: usize = 64;
