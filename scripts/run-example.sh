@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the example server with embedded defaults: an SQLite file `users.db` in the current
-# directory and, unless REDIS_URL is set, a private redis-server on a free loopback port
+# directory and, unless REDIS_URL or REDIS_CLUSTER_NODES is set, a private redis-server on a free loopback port
 # (installed with apt when missing and possible), stopped by its PID when the server exits.
 # Without redis-server it falls back to the in-process store (REDIS_URL=mem://) and says so.
 # Any variable of the server (APP_ADDR, DATABASE_URL, CACHE_MODE, BCRYPT_COST, …) passes through.
@@ -9,7 +9,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 
 . "$root/scripts/free-port.sh"
 
-if [ -z "${REDIS_URL:-}" ]; then
+if [ -z "${REDIS_URL:-}" ] && [ -z "${REDIS_CLUSTER_NODES:-}" ]; then
   if ! command -v redis-server >/dev/null 2>&1; then
     echo "run-example: redis-server is not installed; trying apt-get" >&2
     if [ "$(id -u)" -eq 0 ]; then

@@ -11,6 +11,11 @@ pub struct Config {
     pub database_url: String,
     /// `REDIS_URL`, default `redis://127.0.0.1:6379`; `mem://` for the in-process store.
     pub redis_url: String,
+    /// `REDIS_CLUSTER_NODES`: comma-separated node URLs of a Redis Cluster, used instead of
+    /// `REDIS_URL` when set.
+    pub redis_cluster_nodes: Option<Vec<String>>,
+    /// `CACHE_NAMESPACE`: puts every cache key under `{namespace}:`; default none.
+    pub cache_namespace: Option<String>,
     /// `CACHE_MODE`: `on` (default) or `off`.
     pub cache_enabled: bool,
     /// `ACCESS_TOKEN_SECRET`, else derived from `JWT_SECRET` (default: random per start).
@@ -32,6 +37,16 @@ impl std::fmt::Debug for Config {
             .field("addr", &self.addr)
             .field("database_url", &cache_core::redact_url(&self.database_url))
             .field("redis_url", &cache_core::redact_url(&self.redis_url))
+            .field(
+                "redis_cluster_nodes",
+                &self.redis_cluster_nodes.as_ref().map(|nodes| {
+                    nodes
+                        .iter()
+                        .map(|node| cache_core::redact_url(node))
+                        .collect::<Vec<_>>()
+                }),
+            )
+            .field("cache_namespace", &self.cache_namespace)
             .field("cache_enabled", &self.cache_enabled)
             .field("access_minutes", &self.access_minutes)
             .field("refresh_minutes", &self.refresh_minutes)
@@ -49,6 +64,42 @@ pub struct ConfigError {
 }
 
 impl Config {
+    /// The cache these settings ask for: off, a Redis Cluster, or the one server (or
+    /// `mem://`) of `REDIS_URL`.
+    ///
+    /// # Errors
+    ///
+    /// A URL the cache refuses.
+    pub fn cache(&self) -> Result<cache_core::Cache, cache_core::Error> {
+        if !self.cache_enabled {
+            return Ok(cache_core::Cache::disabled());
+        }
+        let mut builder = match &self.redis_cluster_nodes {
+            Some(nodes) => cache_core::Cache::builder().cluster_nodes(nodes.clone()),
+            None => cache_core::Cache::builder().url(&self.redis_url),
+        };
+        if let Some(namespace) = &self.cache_namespace {
+            builder = builder.namespace(namespace);
+        }
+        builder.build()
+    }
+
+    /// Where the cache is, for the log: without passwords.
+    pub fn cache_location(&self) -> String {
+        match (&self.redis_cluster_nodes, self.cache_enabled) {
+            (_, false) => "off".to_owned(),
+            (Some(nodes), true) => format!(
+                "cluster {}",
+                nodes
+                    .iter()
+                    .map(|node| cache_core::redact_url(node))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            (None, true) => cache_core::redact_url(&self.redis_url),
+        }
+    }
+
     /// Reads the environment.
     ///
     /// # Errors
@@ -61,6 +112,15 @@ impl Config {
             database_url: var("DATABASE_URL")
                 .unwrap_or_else(|| "sqlite://users.db?mode=rwc".into()),
             redis_url: var("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
+            cache_namespace: var("CACHE_NAMESPACE"),
+            redis_cluster_nodes: var("REDIS_CLUSTER_NODES").map(|nodes| {
+                nodes
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|node| !node.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            }),
             cache_enabled: match var("CACHE_MODE").as_deref() {
                 None | Some("on") => true,
                 Some("off") => false,

@@ -1,6 +1,6 @@
 //! Run with: `bash scripts/run-example.sh` (starts a private redis-server when `REDIS_URL` is
 //! not set), or `cargo run --release -p example-server` with the environment of
-//! `example_server::config::Config` (`APP_ADDR`, `DATABASE_URL`, `REDIS_URL`, `CACHE_MODE`,
+//! `example_server::config::Config` (`APP_ADDR`, `DATABASE_URL`, `REDIS_URL`, `REDIS_CLUSTER_NODES`, `CACHE_MODE`,
 //! `JWT_SECRET`, `BCRYPT_COST`, …).
 
 use example_server::auth::Auth;
@@ -19,16 +19,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let config = Config::from_env()?;
     let db = Database::connect(&config.database_url).await?;
-    let cache = if config.cache_enabled {
-        cache_core::Cache::builder()
-            .url(&config.redis_url)
-            .build()?
-    } else {
-        cache_core::Cache::disabled()
-    };
+    let cache = config.cache()?;
     tracing::info!(
         database = %cache_core::redact_url(&config.database_url),
-        cache = %if config.cache_enabled { cache_core::redact_url(&config.redis_url) } else { "off".to_owned() },
+        cache = %config.cache_location(),
         "starting"
     );
     let state = AppState {

@@ -22,6 +22,8 @@ pub fn config() -> Config {
         addr: "127.0.0.1:0".parse().unwrap(),
         database_url: String::new(),
         redis_url: String::new(),
+        redis_cluster_nodes: None,
+        cache_namespace: None,
         cache_enabled: true,
         access_secret: "test-access".into(),
         refresh_secret: "test-refresh".into(),
