@@ -13,5 +13,6 @@ cd "$(dirname "$0")/.."
 install_redis_server
 start_postgres
 cargo bench -p cache-integration-tests --bench hit_path
+cargo bench -p cache-integration-tests --bench cluster_hit_path
 cargo bench -p cache-integration-tests --bench stall
 cargo bench -p example-server --bench tutorial

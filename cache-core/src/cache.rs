@@ -179,9 +179,9 @@ impl Default for CacheBuilder {
 }
 
 impl CacheBuilder {
-    /// `redis://[user:password@]host[:port][/db]`, `redis+unix:///path.sock`, or `mem://`
-    /// for a private in-process store (`mem://name`: one shared by every handle of the
-    /// process that names it). `rediss://` (TLS) is not supported.
+    /// `redis://[user:password@]host[:port][/db]`, `rediss://…` (TLS, with the `tls`
+    /// feature), `redis+unix:///path.sock`, or `mem://` for a private in-process store
+    /// (`mem://name`: one shared by every handle of the process that names it).
     /// Default: `redis://127.0.0.1:6379`.
     pub fn url(mut self, url: impl Into<String>) -> Self {
         self.url = url.into();

@@ -163,6 +163,36 @@ impl RedisCluster {
             .ok()
     }
 
+    /// Makes the ACL user `name` on every node (ACL users are per node) with exactly the
+    /// README's rule for a cluster: [`crate::CACHE_ACL_COMMANDS`] and
+    /// [`crate::CLUSTER_ACL_COMMANDS`] on the keys `patterns`. Answers the node URLs that
+    /// connect as that user.
+    pub fn add_cache_user(&self, name: &str, patterns: &[&str]) -> Vec<String> {
+        let commands = format!(
+            "{} {}",
+            crate::CACHE_ACL_COMMANDS,
+            crate::CLUSTER_ACL_COMMANDS
+        );
+        for index in (0..self.ports.len()).filter(|index| self.is_running(*index)) {
+            let mut rule = vec![name, "on", ">cache-secret", "resetkeys", "resetchannels"];
+            rule.extend(commands.split_whitespace());
+            let patterns: Vec<String> = patterns
+                .iter()
+                .map(|pattern| format!("~{pattern}"))
+                .collect();
+            rule.extend(patterns.iter().map(String::as_str));
+            redis::cmd("ACL")
+                .arg("SETUSER")
+                .arg(&rule)
+                .query::<()>(&mut self.node(index).expect("a live node"))
+                .expect("ACL SETUSER");
+        }
+        self.ports
+            .iter()
+            .map(|port| format!("redis://{name}:cache-secret@127.0.0.1:{port}"))
+            .collect()
+    }
+
     /// The URLs of the nodes, for `Cache::builder().cluster_nodes(…)`.
     pub fn nodes(&self) -> Vec<String> {
         self.ports

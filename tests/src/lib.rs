@@ -31,6 +31,10 @@ pub const CACHE_ACL_COMMANDS: &str = "-@all +hmget +hget +mget +unlink +evalsha 
     +hset +hdel +hlen +hexists +del +exists +pexpire +pttl +type +time +get +set +sadd +srem \
     +spop +scard +srandmember";
 
+/// What a Redis Cluster needs beyond [`CACHE_ACL_COMMANDS`], as the README says: the slot
+/// map, and `WAIT` for replicas.
+pub const CLUSTER_ACL_COMMANDS: &str = "+wait +cluster|slots";
+
 impl RedisServer {
     /// Starts a redis-server on a free loopback port and waits until it answers.
     pub fn start() -> RedisServer {

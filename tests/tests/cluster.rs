@@ -211,6 +211,50 @@ async fn a_tag_reaches_entries_on_every_node() {
     assert_eq!(items.cache.stats().errors, 0);
 }
 
+/// A user with exactly the README's ACL rule for a cluster: reads, fills, tags, updates and
+/// write paths work, with no error.
+#[tokio::test]
+async fn a_user_with_the_readme_acl_rule_works_on_the_cluster() {
+    let cluster = RedisCluster::shared();
+    let namespace = unique_namespace("acl");
+    let nodes = cluster.add_cache_user(
+        &namespace,
+        &[&format!("{namespace}:*"), &format!("__cache:{namespace}:*")],
+    );
+    let cache = Cache::builder()
+        .cluster_nodes(nodes)
+        .namespace(&namespace)
+        .build()
+        .unwrap();
+    let items = Items {
+        cache: cache.clone(),
+        loads: AtomicUsize::new(0),
+    };
+    let repo = UserRepo::new(cache.clone());
+    for id in 1..=10 {
+        repo.insert(Row::sample(id));
+        repo.get_user(id).await.unwrap();
+        items.get(id).await.unwrap();
+    }
+    for id in 1..=10 {
+        repo.get_user(id).await.unwrap();
+        items.get(id).await.unwrap();
+    }
+    assert_eq!(repo.loads(), 10);
+    assert_eq!(items.loads.load(Ordering::SeqCst), 10);
+    repo.rename(3, "renamed").await.unwrap();
+    assert_eq!(repo.get_user(3).await.unwrap().unwrap().name, "renamed");
+    cache.invalidate_tag("items").await.unwrap();
+    items.get(1).await.unwrap();
+    assert_eq!(items.loads.load(Ordering::SeqCst), 11);
+    let stats = cache.stats();
+    assert_eq!(
+        (stats.errors, stats.pending_invalidations),
+        (0, 0),
+        "{stats:?}"
+    );
+}
+
 #[tokio::test]
 async fn cluster_configuration_errors_are_typed_and_hide_passwords() {
     let bad = Cache::builder()

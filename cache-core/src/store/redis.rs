@@ -1078,7 +1078,10 @@ impl RedisStore {
             slot,
             SlotAddr::Master,
         )));
-        let acks = connection.route_command(wait, route).await?;
+        let acks = connection
+            .route_command(wait, route)
+            .await
+            .and_then(Value::extract_error)?;
         if acks == Value::Int(0) {
             tracing::debug!(slot, "no replica acknowledged an invalidation in time");
             self.unreplicated

@@ -1,0 +1,179 @@
+//! The hit path on a Redis Cluster beside one redis-server, side by side in one process:
+//!
+//! * raw redis-rs cluster `HGETALL` into a map, then the struct (the limit a hand-written
+//!   hash cache reaches on a cluster: what the ratios are against);
+//! * this library's `#[cached_get]` hit on the cluster (one `HMGET` on the entry's node);
+//! * the same two against one redis-server, for the price of the cluster itself.
+//!
+//! The cluster is three primaries with a replica each, started here on free loopback ports
+//! (`redis-cli --cluster create`); all nodes share the machine's two cores, so this measures
+//! the client side (routing, one connection per node), not a cluster's scale-out. 100 users,
+//! hits only, at concurrency 1 and 64, median of 5 rounds with the contenders interleaved in
+//! every round. Run with `cargo bench -p cache-integration-tests --bench cluster_hit_path`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use cache_core::{cached_get, Cache};
+use cache_integration_tests::cluster::RedisCluster;
+use cache_integration_tests::measure::{self, Row, Run};
+use cache_integration_tests::RedisServer;
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+
+const USERS: usize = 100;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct UserRead {
+    id: i64,
+    name: String,
+    email: String,
+    avatar: Option<String>,
+}
+
+fn user(id: i64) -> UserRead {
+    UserRead {
+        id,
+        name: format!("user{id}"),
+        email: format!("user{id}@example.com"),
+        avatar: Some(format!("https://example.com/{id}.png")),
+    }
+}
+
+/// Counts calls of the function under test: a benchmark of hits must not load.
+static LOADS: AtomicUsize = AtomicUsize::new(0);
+
+struct Repo {
+    cache: Cache,
+}
+
+impl Repo {
+    #[cached_get(prefix = "user", key = "id", schema = UserRead, cache = self.cache)]
+    async fn get(&self, id: i64) -> UserRead {
+        LOADS.fetch_add(1, Ordering::Relaxed);
+        user(id)
+    }
+}
+
+fn from_map(map: &HashMap<String, String>) -> UserRead {
+    UserRead {
+        id: map["id"].parse().expect("id"),
+        name: map["name"].clone(),
+        email: map["email"].clone(),
+        avatar: map.get("avatar").cloned(),
+    }
+}
+
+type Operation = dyn Fn(usize, usize) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+    + Send
+    + Sync;
+
+fn id_for(task: usize, i: usize) -> i64 {
+    ((task * 31 + i) % USERS) as i64
+}
+
+fn cached(repo: Arc<Repo>) -> Arc<Operation> {
+    Arc::new(move |task, i| {
+        let repo = repo.clone();
+        Box::pin(async move {
+            std::hint::black_box(repo.get(id_for(task, i)).await);
+        })
+    })
+}
+
+fn raw_hgetall<C>(connection: C) -> Arc<Operation>
+where
+    C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
+{
+    Arc::new(move |task, i| {
+        let mut connection = connection.clone();
+        Box::pin(async move {
+            let map: HashMap<String, String> = connection
+                .hgetall(format!("user:{}", id_for(task, i)))
+                .await
+                .expect("HGETALL");
+            std::hint::black_box(from_map(&map));
+        })
+    })
+}
+
+#[tokio::main]
+async fn main() {
+    let cluster = RedisCluster::start();
+    let server = RedisServer::start();
+    let on_cluster = Arc::new(Repo {
+        cache: Cache::builder()
+            .cluster_nodes(cluster.nodes())
+            .build()
+            .expect("cache"),
+    });
+    let on_server = Arc::new(Repo {
+        cache: Cache::builder().url(server.url()).build().expect("cache"),
+    });
+    for id in 0..USERS as i64 {
+        on_cluster.get(id).await;
+        on_server.get(id).await;
+    }
+    let loads_after_fill = LOADS.load(Ordering::Relaxed);
+    let cluster_connection = redis::cluster::ClusterClient::new(cluster.nodes())
+        .expect("cluster client")
+        .get_async_connection()
+        .await
+        .expect("connect to the cluster");
+    let server_connection = redis::Client::open(server.url().as_str())
+        .expect("redis URL")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let contenders: [(&str, Arc<Operation>); 4] = [
+        (
+            "cluster: raw HGETALL → map → struct",
+            raw_hgetall(cluster_connection),
+        ),
+        ("cluster: cache-core hit", cached(on_cluster.clone())),
+        (
+            "one server: raw HGETALL → map → struct",
+            raw_hgetall(server_connection),
+        ),
+        ("one server: cache-core hit", cached(on_server.clone())),
+    ];
+    let rounds_wanted: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|rounds| rounds.parse().ok())
+        .unwrap_or(5);
+    let mut markdown = String::new();
+    let mut series: Vec<(String, Vec<Row>)> = Vec::new();
+    for (concurrency, total) in [(1, 20_000), (64, 200_000)] {
+        let mut rounds: Vec<Vec<Run>> = vec![Vec::new(); contenders.len()];
+        for _ in 0..rounds_wanted {
+            for (index, (_, operation)) in contenders.iter().enumerate() {
+                rounds[index].push(measure::run(concurrency, total, operation.clone()).await);
+            }
+        }
+        let rows: Vec<Row> = contenders
+            .iter()
+            .zip(rounds)
+            .map(|((name, _), runs)| Row {
+                name: (*name).to_owned(),
+                run: measure::median(runs),
+            })
+            .collect();
+        let title = format!(
+            "Hits at concurrency {concurrency} ({total} per round, median of {rounds_wanted} rounds)"
+        );
+        markdown.push_str(&measure::table(
+            &title,
+            &rows,
+            &["cluster: raw HGETALL → map → struct"],
+        ));
+        series.push((format!("concurrency {concurrency}"), rows));
+    }
+    assert_eq!(
+        LOADS.load(Ordering::Relaxed),
+        loads_after_fill,
+        "every measured call was a hit"
+    );
+    let title = "Hit throughput (ops/s), 2 cores: Redis Cluster (3 primaries + 3 replicas) and one redis-server";
+    measure::report("cluster_hit_path", title, &markdown, &series);
+}
