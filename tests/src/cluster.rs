@@ -17,6 +17,9 @@ pub struct RedisCluster {
     /// The node processes, by index of `ports`; empty for the shared cluster.
     children: Vec<Option<Child>>,
     dir: Option<PathBuf>,
+    /// Nodes speak only TLS (client, bus and replication), with certificates of a CA made
+    /// for the cluster in `dir` (see [`RedisCluster::start_tls`]).
+    tls: bool,
 }
 
 /// How long a node may be silent before the cluster fails it over: short, so that a test
@@ -35,6 +38,7 @@ impl RedisCluster {
                     .collect(),
                 children: Vec::new(),
                 dir: None,
+                tls: false,
             },
             _ => RedisCluster::start(),
         }
@@ -43,6 +47,17 @@ impl RedisCluster {
     /// Starts six nodes and joins them into a cluster of three primaries with one replica
     /// each; waits until every slot is served.
     pub fn start() -> RedisCluster {
+        RedisCluster::start_with_tls(false)
+    }
+
+    /// As [`start`](Self::start), with nodes that speak only TLS, to clients, to each other
+    /// and to their replicas, with a server certificate for `127.0.0.1` signed by a CA made
+    /// for it; clients need [`ca_pem`](Self::ca_pem) to trust them.
+    pub fn start_tls() -> RedisCluster {
+        RedisCluster::start_with_tls(true)
+    }
+
+    fn start_with_tls(tls: bool) -> RedisCluster {
         let ports = cluster_ports(6);
         let dir = std::env::temp_dir().join(format!(
             "cache-test-cluster-{}-{}",
@@ -50,10 +65,14 @@ impl RedisCluster {
             ports[0]
         ));
         std::fs::create_dir_all(&dir).expect("create cluster dir");
+        if tls {
+            crate::make_certificates(&dir);
+        }
         let mut cluster = RedisCluster {
             children: ports.iter().map(|_| None).collect(),
             ports,
             dir: Some(dir),
+            tls,
         };
         for index in 0..cluster.ports.len() {
             cluster.spawn(index);
@@ -63,7 +82,13 @@ impl RedisCluster {
             .iter()
             .map(|port| format!("127.0.0.1:{port}"))
             .collect();
-        let output = Command::new("redis-cli")
+        let mut create = Command::new("redis-cli");
+        if tls {
+            create
+                .args(["--tls", "--cacert"])
+                .arg(cluster.file("ca.crt"));
+        }
+        let output = create
             .arg("--cluster")
             .arg("create")
             .args(&addresses)
@@ -79,6 +104,10 @@ impl RedisCluster {
         cluster
     }
 
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.as_ref().expect("an owned cluster").join(name)
+    }
+
     fn spawn(&mut self, index: usize) {
         let dir = self
             .dir
@@ -87,28 +116,43 @@ impl RedisCluster {
             .join(index.to_string());
         std::fs::create_dir_all(&dir).expect("create node dir");
         let port = self.ports[index];
-        let child = Command::new(
+        let mut command = Command::new(
             std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".to_owned()),
-        )
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args([
-            "--cluster-enabled",
-            "yes",
-            "--cluster-config-file",
-            "nodes.conf",
-        ])
-        .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
-        // Replicas sync at once, and may take over however long ago they last heard from
-        // their primary: a test kills primaries seconds after the cluster is made.
-        .args(["--repl-diskless-sync-delay", "0"])
-        .args(["--cluster-replica-validity-factor", "0"])
-        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-        .arg("--dir")
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server must be installed (the test command installs it)");
+        );
+        if self.tls {
+            command
+                .args(["--port", "0", "--tls-port", &port.to_string()])
+                .args(["--tls-cluster", "yes", "--tls-replication", "yes"])
+                .arg("--tls-cert-file")
+                .arg(self.file("server.crt"))
+                .arg("--tls-key-file")
+                .arg(self.file("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(self.file("ca.crt"))
+                .args(["--tls-auth-clients", "no"]);
+        } else {
+            command.args(["--port", &port.to_string()]);
+        }
+        let child = command
+            .args(["--bind", "127.0.0.1"])
+            .args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ])
+            .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
+            // Replicas sync at once, and may take over however long ago they last heard from
+            // their primary: a test kills primaries seconds after the cluster is made.
+            .args(["--repl-diskless-sync-delay", "0"])
+            .args(["--cluster-replica-validity-factor", "0"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (the test command installs it)");
         self.children[index] = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -156,8 +200,16 @@ impl RedisCluster {
     }
 
     fn node(&self, index: usize) -> Option<redis::Connection> {
-        let url = format!("redis://127.0.0.1:{}", self.ports[index]);
-        let client = redis::Client::open(url).ok()?;
+        let client = if self.tls {
+            let url = format!("rediss://127.0.0.1:{}", self.ports[index]);
+            let certificates = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(self.ca_pem()),
+            };
+            redis::Client::build_with_tls(url, certificates).ok()?
+        } else {
+            redis::Client::open(format!("redis://127.0.0.1:{}", self.ports[index])).ok()?
+        };
         client
             .get_connection_with_timeout(Duration::from_millis(500))
             .ok()
@@ -195,10 +247,16 @@ impl RedisCluster {
 
     /// The URLs of the nodes, for `Cache::builder().cluster_nodes(…)`.
     pub fn nodes(&self) -> Vec<String> {
+        let scheme = if self.tls { "rediss" } else { "redis" };
         self.ports
             .iter()
-            .map(|port| format!("redis://127.0.0.1:{port}"))
+            .map(|port| format!("{scheme}://127.0.0.1:{port}"))
             .collect()
+    }
+
+    /// The CA certificate (PEM) of a cluster made by [`start_tls`](Self::start_tls).
+    pub fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(self.file("ca.crt")).expect("the cluster's CA certificate")
     }
 
     /// `REDIS_CLUSTER_NODES` as the example server reads it.
@@ -206,7 +264,8 @@ impl RedisCluster {
         self.nodes().join(",")
     }
 
-    /// A connection that follows the cluster, for inspecting and planting data.
+    /// A connection that follows the cluster, for inspecting and planting data (clusters
+    /// without TLS).
     pub fn client(&self) -> redis::cluster::ClusterConnection {
         redis::cluster::ClusterClient::new(self.nodes())
             .and_then(|client| client.get_connection())

@@ -250,7 +250,7 @@ impl Drop for RedisServer {
 }
 
 /// A CA and a server certificate for `127.0.0.1` signed by it, in `dir` (`openssl`).
-fn make_certificates(dir: &std::path::Path) {
+pub(crate) fn make_certificates(dir: &std::path::Path) {
     std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("write san.ext");
     // Extensions make both certificates X.509 v3, the only version webpki accepts.
     std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n")

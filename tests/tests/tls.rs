@@ -1,8 +1,10 @@
-//! `rediss://`: a redis-server that speaks only TLS, with a certificate of a private CA.
+//! `rediss://`: a redis-server, and a Redis Cluster, that speak only TLS, with certificates
+//! of a private CA.
 
 use std::time::Duration;
 
 use cache_core::Cache;
+use cache_integration_tests::cluster::RedisCluster;
 use cache_integration_tests::fixtures::{Row, UserRepo};
 use cache_integration_tests::RedisServer;
 
@@ -85,5 +87,51 @@ async fn a_server_that_asks_for_client_certificates_gets_ours() {
         assert_eq!(repo.get_user(1).await.unwrap().unwrap().name, "user1");
     }
     assert_eq!(repo.loads(), 2);
+    assert!(repo.cache.stats().errors > 0);
+}
+
+/// A cluster whose nodes speak only TLS (to clients, to each other, to their replicas):
+/// `rediss://` node URLs with the private CA; every slot's node is reached over TLS, tags
+/// included. A handle without the CA sees an outage, and its calls answer.
+#[tokio::test]
+async fn a_cluster_over_tls_with_a_private_ca() {
+    let cluster = RedisCluster::start_tls();
+    assert!(cluster.nodes()[0].starts_with("rediss://"));
+    let cache = Cache::builder()
+        .cluster_nodes(cluster.nodes())
+        .tls_ca_pem(cluster.ca_pem())
+        .namespace("tls")
+        .build()
+        .unwrap();
+    let repo = UserRepo::new(cache.clone());
+    for id in 1..=10 {
+        repo.insert(Row::sample(id));
+        repo.get_user(id).await.unwrap();
+    }
+    for id in 1..=10 {
+        assert_eq!(
+            repo.get_user(id).await.unwrap().unwrap().name,
+            format!("user{id}")
+        );
+    }
+    assert_eq!(repo.loads(), 10, "hits on every node, over TLS");
+    repo.rename(4, "renamed").await.unwrap();
+    assert_eq!(repo.get_user(4).await.unwrap().unwrap().name, "renamed");
+    cache.invalidate_tag("anything").await.unwrap();
+    let stats = cache.stats();
+    assert_eq!(
+        (stats.errors, stats.pending_invalidations),
+        (0, 0),
+        "{stats:?}"
+    );
+
+    let untrusting = Cache::builder()
+        .cluster_nodes(cluster.nodes())
+        .operation_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let repo = UserRepo::new(untrusting);
+    repo.insert(Row::sample(1));
+    assert_eq!(repo.get_user(1).await.unwrap().unwrap().name, "user1");
     assert!(repo.cache.stats().errors > 0);
 }
