@@ -39,6 +39,65 @@ fn slot_of(port: u16, key: &str) -> i64 {
         .expect("CLUSTER KEYSLOT")
 }
 
+/// The commands every primary ran, from `INFO commandstats` (`cmdstat_<name>:calls=N`).
+fn command_counts(ports: &[u16]) -> std::collections::BTreeMap<String, u64> {
+    let mut counts = std::collections::BTreeMap::new();
+    for port in ports {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut node(*port))
+            .unwrap();
+        for line in info.lines() {
+            let Some((name, rest)) = line
+                .strip_prefix("cmdstat_")
+                .and_then(|line| line.split_once(':'))
+            else {
+                continue;
+            };
+            let calls = rest
+                .split(',')
+                .find_map(|part| part.strip_prefix("calls="))
+                .and_then(|calls| calls.parse::<u64>().ok())
+                .unwrap_or(0);
+            *counts.entry(name.to_owned()).or_default() += calls;
+        }
+    }
+    counts
+}
+
+/// A hit is one command on the entry's node, as on one server: 60 hits spread over the
+/// three primaries run 60 `HMGET`s and nothing else anywhere in the cluster.
+#[tokio::test]
+async fn a_hit_is_one_hmget_on_the_entrys_node() {
+    let cluster = RedisCluster::start();
+    let repo = UserRepo::new(cluster_cache(&cluster, "wire"));
+    for id in 0..60 {
+        repo.insert(Row::sample(id));
+        repo.get_user(id).await.unwrap();
+    }
+    let ports: Vec<u16> = cluster
+        .nodes()
+        .iter()
+        .map(|url| url.rsplit(':').next().unwrap().parse().unwrap())
+        .collect();
+    for port in &ports {
+        redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query::<()>(&mut node(*port))
+            .unwrap();
+    }
+    for id in 0..60 {
+        repo.get_user(id).await.unwrap();
+    }
+    assert_eq!(repo.loads(), 60, "all hits");
+    let mut counts = command_counts(&ports);
+    // The inspection's own commands.
+    counts.remove("info");
+    counts.remove("config|resetstat");
+    let expected: std::collections::BTreeMap<String, u64> = [("hmget".to_owned(), 60)].into();
+    assert_eq!(counts, expected);
+}
+
 /// Moves one slot, key by key, from one primary to another while the cache is used: in the
 /// middle (slot `MIGRATING` on the source, `IMPORTING` on the target) keys already moved are
 /// answered with `ASK`; once done, the old owner answers `MOVED`. The cache follows both:

@@ -581,6 +581,101 @@ async fn an_acl_user_that_may_not_run_scripts_keeps_invalidations_pending_with_b
     assert_eq!(reader.by_id(7).await.unwrap().password, "new");
 }
 
+/// Log lines written through `tracing` while it is held (on this thread: the tests using it
+/// run on a current-thread runtime, so the library's tasks log here too).
+#[derive(Clone, Default)]
+struct CapturedLog(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CapturedLog {
+    fn lines(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// A wrong password and a missing permission: the functions answer from the loader, and
+/// the log says why in a line that names Redis' reason, once per interval however many calls
+/// fail (with the count held back), never with the password.
+#[tokio::test(flavor = "current_thread")]
+async fn a_wrong_password_or_a_missing_permission_is_one_clear_log_line() {
+    let log = CapturedLog::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let mut server = RedisServer::start();
+    server.add_cache_user(&["user:*", "login:*", "__cache::*"]);
+    let table = Table::with_user(7, "old");
+    let wrong = Repo {
+        cache: Cache::builder()
+            .url(format!(
+                "redis://cache:not-the-password@127.0.0.1:{}",
+                server.port()
+            ))
+            .breaker_threshold(1_000)
+            .build()
+            .unwrap(),
+        table: table.clone(),
+    };
+    for _ in 0..50 {
+        assert_eq!(wrong.by_id(7).await.unwrap().password, "old");
+    }
+    let lines = log.lines();
+    assert_eq!(lines.len(), 1, "rate-limited: {lines:#?}");
+    assert!(
+        lines[0].contains("cache operation failed")
+            && lines[0].contains("Password authentication failed"),
+        "{}",
+        lines[0]
+    );
+    assert!(!lines[0].contains("not-the-password"), "{}", lines[0]);
+
+    // A user that may not read the hash: NOPERM, said once, the calls answer.
+    redis::cmd("ACL")
+        .arg(&["SETUSER", "cache", "-hmget"])
+        .query::<()>(&mut server.connection())
+        .unwrap();
+    let log = CapturedLog::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    let denied = Repo {
+        cache: Cache::builder().url(server.cache_url()).build().unwrap(),
+        table,
+    };
+    for _ in 0..50 {
+        assert_eq!(denied.by_id(7).await.unwrap().password, "old");
+    }
+    let lines = log.lines();
+    assert_eq!(lines.len(), 1, "rate-limited: {lines:#?}");
+    assert!(
+        lines[0].contains("no permissions to run the 'hmget' command"),
+        "{}",
+        lines[0]
+    );
+    assert!(!lines[0].contains("cache-secret"), "{}", lines[0]);
+}
+
 fn leased(server: &RedisServer, key: &str) -> bool {
     field(server, key, "__meta").is_some_and(|meta| meta.contains("lease:"))
 }
