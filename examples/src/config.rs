@@ -106,9 +106,20 @@ impl Config {
     ///
     /// A variable that is set but does not parse.
     pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the variables from `lookup` instead of the environment (what `from_env` reads
+    /// them from): a test can give the server exactly the variables an operator would.
+    ///
+    /// # Errors
+    ///
+    /// A variable that is set but does not parse.
+    pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let var = |name: &str| lookup(name).filter(|value| !value.is_empty());
         let jwt_secret = var("JWT_SECRET").unwrap_or_else(random_secret);
         Ok(Config {
-            addr: parsed("APP_ADDR", "127.0.0.1:8000")?,
+            addr: parsed("APP_ADDR", var("APP_ADDR"), "127.0.0.1:8000")?,
             database_url: var("DATABASE_URL")
                 .unwrap_or_else(|| "sqlite://users.db?mode=rwc".into()),
             redis_url: var("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
@@ -135,22 +146,30 @@ impl Config {
                 .unwrap_or_else(|| format!("{jwt_secret}:access")),
             refresh_secret: var("REFRESH_TOKEN_SECRET")
                 .unwrap_or_else(|| format!("{jwt_secret}:refresh")),
-            access_minutes: parsed("ACCESS_TOKEN_EXPIRE_MINUTES", "30")?,
-            refresh_minutes: parsed("REFRESH_TOKEN_EXPIRE_MINUTES", "60")?,
-            bcrypt_cost: parsed("BCRYPT_COST", "12")?,
+            access_minutes: parsed(
+                "ACCESS_TOKEN_EXPIRE_MINUTES",
+                var("ACCESS_TOKEN_EXPIRE_MINUTES"),
+                "30",
+            )?,
+            refresh_minutes: parsed(
+                "REFRESH_TOKEN_EXPIRE_MINUTES",
+                var("REFRESH_TOKEN_EXPIRE_MINUTES"),
+                "60",
+            )?,
+            bcrypt_cost: parsed("BCRYPT_COST", var("BCRYPT_COST"), "12")?,
         })
     }
 }
 
-fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|value| !value.is_empty())
-}
-
-fn parsed<T: std::str::FromStr>(name: &'static str, default: &str) -> Result<T, ConfigError>
+fn parsed<T: std::str::FromStr>(
+    name: &'static str,
+    value: Option<String>,
+    default: &str,
+) -> Result<T, ConfigError>
 where
     T::Err: std::fmt::Display,
 {
-    let text = var(name).unwrap_or_else(|| default.to_owned());
+    let text = value.unwrap_or_else(|| default.to_owned());
     text.parse().map_err(|error: T::Err| ConfigError {
         name,
         problem: format!("`{text}`: {error}"),

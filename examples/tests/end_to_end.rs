@@ -145,11 +145,19 @@ macro_rules! on_both_databases {
 #[tokio::test]
 async fn on_a_redis_cluster_the_tutorial_bugs_stay_fixed() {
     let cluster = cache_integration_tests::cluster::RedisCluster::shared();
-    let config = example_server::config::Config {
-        redis_cluster_nodes: Some(cluster.nodes()),
-        cache_namespace: Some(cache_integration_tests::unique_namespace("example")),
-        ..example_server::config::Config::from_env().unwrap()
-    };
+    // The variables an operator sets, read as `main` reads the environment.
+    let namespace = cache_integration_tests::unique_namespace("example");
+    let variables = [
+        ("REDIS_CLUSTER_NODES", cluster.nodes_variable()),
+        ("CACHE_NAMESPACE", namespace),
+    ];
+    let config = example_server::config::Config::from_vars(|name| {
+        variables
+            .iter()
+            .find(|(variable, _)| *variable == name)
+            .map(|(_, value)| value.clone())
+    })
+    .unwrap();
     assert!(config.cache_location().starts_with("cluster "));
     let database_url = common::sqlite_url();
     let server = Running::start(&database_url, config.cache().unwrap()).await;
