@@ -11,6 +11,10 @@
 //! `1`. The entry records the namespace that filled it (`by:` in `__meta`), and an entry of
 //! another namespace is a miss that the fill replaces, so the two never mix or see each
 //! other's data.
+//!
+//! On a Redis Cluster the library's keys carry hash tags (`{…}`) that put each where a
+//! script needs it: a tag's stamp beside its member set, and a clock beside the entries of
+//! each slot (`slot_clock_key`). Entry keys are never changed.
 
 use std::fmt::{Display, Write as _};
 
