@@ -474,16 +474,7 @@ fn cluster_tls(
     if !is_tls || (tls.ca_pem.is_none() && tls.identity.is_none()) {
         return builder;
     }
-    builder.certs(redis::TlsCertificates {
-        client_tls: tls
-            .identity
-            .clone()
-            .map(|(client_cert, client_key)| redis::ClientTlsConfig {
-                client_cert,
-                client_key,
-            }),
-        root_cert: tls.ca_pem.clone(),
-    })
+    builder.certs(tls.certificates())
 }
 
 #[cfg(not(feature = "tls"))]
@@ -510,17 +501,23 @@ fn open_client(url: &str, is_tls: bool, tls: &TlsOptions) -> Result<redis::Clien
     if tls.ca_pem.is_none() && tls.identity.is_none() {
         return redis::Client::open(url).map_err(invalid);
     }
-    let certificates = redis::TlsCertificates {
-        client_tls: tls
-            .identity
-            .clone()
-            .map(|(client_cert, client_key)| redis::ClientTlsConfig {
-                client_cert,
-                client_key,
+    redis::Client::build_with_tls(url, tls.certificates()).map_err(invalid)
+}
+
+#[cfg(feature = "tls")]
+impl TlsOptions {
+    /// The CA and client identity in redis-rs' terms.
+    fn certificates(&self) -> redis::TlsCertificates {
+        redis::TlsCertificates {
+            client_tls: self.identity.clone().map(|(client_cert, client_key)| {
+                redis::ClientTlsConfig {
+                    client_cert,
+                    client_key,
+                }
             }),
-        root_cert: tls.ca_pem.clone(),
-    };
-    redis::Client::build_with_tls(url, certificates).map_err(invalid)
+            root_cert: self.ca_pem.clone(),
+        }
+    }
 }
 
 #[cfg(not(feature = "tls"))]

@@ -11,89 +11,20 @@
 //! hits only, at concurrency 1 and 64, median of 5 rounds with the contenders interleaved in
 //! every round. Run with `cargo bench -p cache-integration-tests --bench cluster_hit_path`.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use cache_core::{cached_get, Cache};
+use cache_core::Cache;
 use cache_integration_tests::cluster::RedisCluster;
-use cache_integration_tests::measure::{self, Row, Run};
+use cache_integration_tests::measure::users::{id_for, raw_hgetall, Operation, Repo, LOADS, USERS};
+use cache_integration_tests::measure::{self, Row};
 use cache_integration_tests::RedisServer;
-use redis::AsyncCommands;
-use serde::{Deserialize, Serialize};
-
-const USERS: usize = 100;
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct UserRead {
-    id: i64,
-    name: String,
-    email: String,
-    avatar: Option<String>,
-}
-
-fn user(id: i64) -> UserRead {
-    UserRead {
-        id,
-        name: format!("user{id}"),
-        email: format!("user{id}@example.com"),
-        avatar: Some(format!("https://example.com/{id}.png")),
-    }
-}
-
-/// Counts calls of the function under test: a benchmark of hits must not load.
-static LOADS: AtomicUsize = AtomicUsize::new(0);
-
-struct Repo {
-    cache: Cache,
-}
-
-impl Repo {
-    #[cached_get(prefix = "user", key = "id", schema = UserRead, cache = self.cache)]
-    async fn get(&self, id: i64) -> UserRead {
-        LOADS.fetch_add(1, Ordering::Relaxed);
-        user(id)
-    }
-}
-
-fn from_map(map: &HashMap<String, String>) -> UserRead {
-    UserRead {
-        id: map["id"].parse().expect("id"),
-        name: map["name"].clone(),
-        email: map["email"].clone(),
-        avatar: map.get("avatar").cloned(),
-    }
-}
-
-type Operation = dyn Fn(usize, usize) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
-    + Send
-    + Sync;
-
-fn id_for(task: usize, i: usize) -> i64 {
-    ((task * 31 + i) % USERS) as i64
-}
 
 fn cached(repo: Arc<Repo>) -> Arc<Operation> {
     Arc::new(move |task, i| {
         let repo = repo.clone();
         Box::pin(async move {
             std::hint::black_box(repo.get(id_for(task, i)).await);
-        })
-    })
-}
-
-fn raw_hgetall<C>(connection: C) -> Arc<Operation>
-where
-    C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
-{
-    Arc::new(move |task, i| {
-        let mut connection = connection.clone();
-        Box::pin(async move {
-            let map: HashMap<String, String> = connection
-                .hgetall(format!("user:{}", id_for(task, i)))
-                .await
-                .expect("HGETALL");
-            std::hint::black_box(from_map(&map));
         })
     })
 }
@@ -138,27 +69,11 @@ async fn main() {
         ),
         ("one server: cache-core hit", cached(on_server.clone())),
     ];
-    let rounds_wanted: usize = std::env::var("BENCH_ROUNDS")
-        .ok()
-        .and_then(|rounds| rounds.parse().ok())
-        .unwrap_or(5);
+    let rounds_wanted = measure::round_count();
     let mut markdown = String::new();
     let mut series: Vec<(String, Vec<Row>)> = Vec::new();
     for (concurrency, total) in [(1, 20_000), (64, 200_000)] {
-        let mut rounds: Vec<Vec<Run>> = vec![Vec::new(); contenders.len()];
-        for _ in 0..rounds_wanted {
-            for (index, (_, operation)) in contenders.iter().enumerate() {
-                rounds[index].push(measure::run(concurrency, total, operation.clone()).await);
-            }
-        }
-        let rows: Vec<Row> = contenders
-            .iter()
-            .zip(rounds)
-            .map(|((name, _), runs)| Row {
-                name: (*name).to_owned(),
-                run: measure::median(runs),
-            })
-            .collect();
+        let rows = measure::interleaved(&contenders, concurrency, total, rounds_wanted).await;
         let title = format!(
             "Hits at concurrency {concurrency} ({total} per round, median of {rounds_wanted} rounds)"
         );

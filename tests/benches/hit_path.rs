@@ -17,17 +17,17 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use cache_core::{cached_get, Cache};
-use cache_integration_tests::measure::{self, Row, Run};
+use cache_core::Cache;
+use cache_integration_tests::measure::users::{
+    id_for, raw_hgetall, user, Operation, Repo, UserRead, LOADS, USERS,
+};
+use cache_integration_tests::measure::{self, round_count, Row};
 use cache_integration_tests::RedisServer;
 use cached::macros::concurrent_cached;
 use redis::AsyncCommands;
-use serde::{Deserialize, Serialize};
-
-const USERS: usize = 100;
 
 /// Counts heap allocations (and reallocations) in all threads while `COUNTING` is set; costs
 /// one relaxed load otherwise, so the timed runs are not disturbed.
@@ -80,30 +80,6 @@ async fn allocations_per_call(operation: &Operation) -> f64 {
     COUNTING.store(false, Ordering::Relaxed);
     ALLOCATIONS.load(Ordering::Relaxed) as f64 / CALLS as f64
 }
-/// `BENCH_ROUNDS` overrides, for quick looks.
-fn round_count() -> usize {
-    std::env::var("BENCH_ROUNDS")
-        .ok()
-        .and_then(|rounds| rounds.parse().ok())
-        .unwrap_or(5)
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct UserRead {
-    id: i64,
-    name: String,
-    email: String,
-    avatar: Option<String>,
-}
-
-fn user(id: i64) -> UserRead {
-    UserRead {
-        id,
-        name: format!("user{id}"),
-        email: format!("user{id}@example.com"),
-        avatar: Some(format!("https://example.com/{id}.png")),
-    }
-}
 
 /// The concurrency levels and the hits per round at each: `BENCH_CONCURRENCY=64` (a
 /// comma-separated list) runs a subset, for a profiler or a quick look.
@@ -120,21 +96,7 @@ fn levels() -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// Counts calls of the functions under test: a benchmark of hits must not load.
-static LOADS: AtomicUsize = AtomicUsize::new(0);
 static CACHED_URL: OnceLock<String> = OnceLock::new();
-
-struct Repo {
-    cache: Cache,
-}
-
-impl Repo {
-    #[cached_get(prefix = "user", key = "id", schema = UserRead, cache = self.cache)]
-    async fn get(&self, id: i64) -> UserRead {
-        LOADS.fetch_add(1, Ordering::Relaxed);
-        user(id)
-    }
-}
 
 #[derive(Debug, Clone)]
 struct PeerError;
@@ -156,23 +118,6 @@ async fn peer_get(id: i64) -> Result<UserRead, PeerError> {
     Ok(user(id))
 }
 
-fn from_map(map: &HashMap<String, String>) -> UserRead {
-    UserRead {
-        id: map["id"].parse().expect("id"),
-        name: map["name"].clone(),
-        email: map["email"].clone(),
-        avatar: map.get("avatar").cloned(),
-    }
-}
-
-type Operation = dyn Fn(usize, usize) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
-    + Send
-    + Sync;
-
-fn id_for(task: usize, i: usize) -> i64 {
-    ((task * 31 + i) % USERS) as i64
-}
-
 #[tokio::main]
 async fn main() {
     let server = RedisServer::start();
@@ -192,19 +137,7 @@ async fn main() {
     }
     let loads_after_fill = LOADS.load(Ordering::Relaxed);
 
-    let raw_hgetall: Arc<Operation> = {
-        let connection = connection.clone();
-        Arc::new(move |task, i| {
-            let mut connection = connection.clone();
-            Box::pin(async move {
-                let map: HashMap<String, String> = connection
-                    .hgetall(format!("user:{}", id_for(task, i)))
-                    .await
-                    .expect("HGETALL");
-                std::hint::black_box(from_map(&map));
-            })
-        })
-    };
+    let raw_hgetall = raw_hgetall(connection.clone());
     let raw_hmget: Arc<Operation> = {
         let connection = connection.clone();
         Arc::new(move |task, i| {
@@ -265,20 +198,7 @@ async fn main() {
     markdown.push('\n');
     let mut series: Vec<(String, Vec<Row>)> = Vec::new();
     for (concurrency, total) in levels() {
-        let mut rounds: Vec<Vec<Run>> = vec![Vec::new(); contenders.len()];
-        for _ in 0..round_count() {
-            for (index, (_, operation)) in contenders.iter().enumerate() {
-                rounds[index].push(measure::run(concurrency, total, operation.clone()).await);
-            }
-        }
-        let rows: Vec<Row> = contenders
-            .iter()
-            .zip(rounds)
-            .map(|((name, _), runs)| Row {
-                name: (*name).to_owned(),
-                run: measure::median(runs),
-            })
-            .collect();
+        let rows = measure::interleaved(&contenders, concurrency, total, round_count()).await;
         if rows.len() < 2 {
             continue;
         }

@@ -225,14 +225,8 @@ impl RedisCluster {
             crate::CACHE_ACL_COMMANDS,
             crate::CLUSTER_ACL_COMMANDS
         );
+        let rule = crate::acl_rule(name, &commands, patterns);
         for index in (0..self.ports.len()).filter(|index| self.is_running(*index)) {
-            let mut rule = vec![name, "on", ">cache-secret", "resetkeys", "resetchannels"];
-            rule.extend(commands.split_whitespace());
-            let patterns: Vec<String> = patterns
-                .iter()
-                .map(|pattern| format!("~{pattern}"))
-                .collect();
-            rule.extend(patterns.iter().map(String::as_str));
             redis::cmd("ACL")
                 .arg("SETUSER")
                 .arg(&rule)

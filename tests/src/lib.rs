@@ -169,17 +169,9 @@ impl RedisServer {
     /// `patterns` (the entries' and the library's), and nothing else. From then on
     /// [`cache_url`](Self::cache_url) connects as that user.
     pub fn add_cache_user(&mut self, patterns: &[&str]) {
-        let mut rule = vec!["cache", "on", ">cache-secret", "resetkeys", "resetchannels"];
-        let commands: Vec<&str> = CACHE_ACL_COMMANDS.split_whitespace().collect();
-        rule.extend(commands);
-        let patterns: Vec<String> = patterns
-            .iter()
-            .map(|pattern| format!("~{pattern}"))
-            .collect();
-        rule.extend(patterns.iter().map(String::as_str));
         redis::cmd("ACL")
             .arg("SETUSER")
-            .arg(&rule)
+            .arg(acl_rule("cache", CACHE_ACL_COMMANDS, patterns))
             .query::<()>(&mut self.connection())
             .expect("ACL SETUSER");
         self.cache_url = Some(format!(
@@ -276,6 +268,18 @@ pub(crate) fn make_certificates(dir: &std::path::Path) {
 
 fn redis_server_binary() -> String {
     std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".to_owned())
+}
+
+/// `ACL SETUSER` arguments for user `name` with password `cache-secret`, exactly `commands`
+/// (space-separated) and the key `patterns`, and nothing else.
+pub(crate) fn acl_rule(name: &str, commands: &str, patterns: &[&str]) -> Vec<String> {
+    let mut rule: Vec<String> = [name, "on", ">cache-secret", "resetkeys", "resetchannels"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    rule.extend(commands.split_whitespace().map(str::to_owned));
+    rule.extend(patterns.iter().map(|pattern| format!("~{pattern}")));
+    rule
 }
 
 /// A port that was free a moment ago on 127.0.0.1.

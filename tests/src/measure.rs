@@ -57,6 +57,39 @@ pub fn median(mut rounds: Vec<Run>) -> Run {
     rounds[rounds.len() / 2]
 }
 
+/// Runs every contender `rounds` times at `concurrency` (`total` calls each time), the
+/// contenders interleaved within each round so that the machine's drift touches them alike;
+/// answers each one's median run.
+pub async fn interleaved(
+    contenders: &[(&str, Arc<users::Operation>)],
+    concurrency: usize,
+    total: usize,
+    rounds: usize,
+) -> Vec<Row> {
+    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); contenders.len()];
+    for _ in 0..rounds {
+        for (index, (_, operation)) in contenders.iter().enumerate() {
+            runs[index].push(run(concurrency, total, operation.clone()).await);
+        }
+    }
+    contenders
+        .iter()
+        .zip(runs)
+        .map(|((name, _), runs)| Row {
+            name: (*name).to_owned(),
+            run: median(runs),
+        })
+        .collect()
+}
+
+/// `BENCH_ROUNDS`, default 5.
+pub fn round_count() -> usize {
+    std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|rounds| rounds.parse().ok())
+        .unwrap_or(5)
+}
+
 /// A table row: a name and its median run.
 #[derive(Debug, Clone)]
 pub struct Row {
@@ -170,4 +203,89 @@ fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+/// The users the hit-path benchmarks read: what they cache, and how a hand-written cache
+/// decodes the same hash.
+pub mod users {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use cache_core::{cached_get, Cache};
+    use redis::AsyncCommands as _;
+    use serde::{Deserialize, Serialize};
+
+    /// Calls of [`Repo::get`]'s body, in every repository: a benchmark of hits must not load.
+    pub static LOADS: AtomicUsize = AtomicUsize::new(0);
+
+    /// The users, cached by this library.
+    #[derive(Debug)]
+    pub struct Repo {
+        pub cache: Cache,
+    }
+
+    impl Repo {
+        #[cached_get(prefix = "user", key = "id", schema = UserRead, cache = self.cache)]
+        pub async fn get(&self, id: i64) -> UserRead {
+            LOADS.fetch_add(1, Ordering::Relaxed);
+            user(id)
+        }
+    }
+
+    /// How many distinct users the benchmarks read.
+    pub const USERS: usize = 100;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct UserRead {
+        pub id: i64,
+        pub name: String,
+        pub email: String,
+        pub avatar: Option<String>,
+    }
+
+    pub fn user(id: i64) -> UserRead {
+        UserRead {
+            id,
+            name: format!("user{id}"),
+            email: format!("user{id}@example.com"),
+            avatar: Some(format!("https://example.com/{id}.png")),
+        }
+    }
+
+    /// A hand-written cache's decoding of `HGETALL`.
+    pub fn from_map(map: &HashMap<String, String>) -> UserRead {
+        UserRead {
+            id: map["id"].parse().expect("id"),
+            name: map["name"].clone(),
+            email: map["email"].clone(),
+            avatar: map.get("avatar").cloned(),
+        }
+    }
+
+    /// One call of a contender: the task number and the call's number within the task.
+    pub type Operation = dyn Fn(usize, usize) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+        + Send
+        + Sync;
+
+    /// The user a task's call reads: every task walks all users, from its own start.
+    pub fn id_for(task: usize, i: usize) -> i64 {
+        ((task * 31 + i) % USERS) as i64
+    }
+
+    /// A hand-written cache's hit: `HGETALL` into a map, then the struct.
+    pub fn raw_hgetall<C>(connection: C) -> std::sync::Arc<Operation>
+    where
+        C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
+    {
+        std::sync::Arc::new(move |task, i| {
+            let mut connection = connection.clone();
+            Box::pin(async move {
+                let map: HashMap<String, String> = connection
+                    .hgetall(format!("user:{}", id_for(task, i)))
+                    .await
+                    .expect("HGETALL");
+                std::hint::black_box(from_map(&map));
+            })
+        })
+    }
 }

@@ -597,6 +597,18 @@ impl std::io::Write for CapturedLog {
 }
 
 impl CapturedLog {
+    /// Captures warnings and errors logged on this thread while the guard lives.
+    fn start() -> (CapturedLog, tracing::subscriber::DefaultGuard) {
+        let log = CapturedLog::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::WARN)
+            .finish();
+        (log, tracing::subscriber::set_default(subscriber))
+    }
+
     fn lines(&self) -> Vec<String> {
         String::from_utf8_lossy(&self.0.lock().unwrap())
             .lines()
@@ -610,14 +622,7 @@ impl CapturedLog {
 /// fail (with the count held back), never with the password.
 #[tokio::test(flavor = "current_thread")]
 async fn a_wrong_password_or_a_missing_permission_is_one_clear_log_line() {
-    let log = CapturedLog::default();
-    let writer = log.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::WARN)
-        .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
+    let (log, _capturing) = CapturedLog::start();
 
     let mut server = RedisServer::start();
     server.add_cache_user(&["user:*", "login:*", "__cache::*"]);
@@ -651,14 +656,7 @@ async fn a_wrong_password_or_a_missing_permission_is_one_clear_log_line() {
         .arg(&["SETUSER", "cache", "-hmget"])
         .query::<()>(&mut server.connection())
         .unwrap();
-    let log = CapturedLog::default();
-    let writer = log.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::WARN)
-        .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
+    let (log, _capturing) = CapturedLog::start();
     let denied = Repo {
         cache: Cache::builder().url(server.cache_url()).build().unwrap(),
         table,
