@@ -44,6 +44,11 @@ const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
 /// [`DELIVERY_BACKOFF_LIMIT`].
 const DELIVERY_INTERVAL: Duration = Duration::from_millis(50);
 const DELIVERY_BACKOFF_LIMIT: Duration = Duration::from_secs(5);
+/// The backoff's limit while Redis is unreachable rather than refusing: other processes may
+/// read what the pending invalidations concern from the moment Redis is back (a replica
+/// promoted after a failover, say), so the writer must try again soon. An attempt costs at
+/// most a timeout, and the breaker keeps them from other calls' paths.
+const OUTAGE_BACKOFF_LIMIT: Duration = Duration::from_millis(250);
 /// The most entries or tags one invalidation script handles: a few hundred microseconds of
 /// Redis' time at most.
 const INVALIDATION_BATCH: usize = 64;
@@ -859,6 +864,9 @@ impl Cache {
                     );
                 }
             }
+            Err(error) if is_unreachable(&error) => {
+                self.inner.delivery.failed_up_to(OUTAGE_BACKOFF_LIMIT);
+            }
             Err(_) => self.inner.delivery.failed(),
         }
     }
@@ -1375,6 +1383,16 @@ impl Drop for Lease {
             let release = cache.inner.store.release_lease(&key, &token);
             let _ = cache.guarded("release lease", release).await;
         });
+    }
+}
+
+/// Whether a failed operation found Redis unreachable or unwell (down, silent, failing over,
+/// skipped by the open breaker), as opposed to refusing the request.
+fn is_unreachable(error: &Error) -> bool {
+    match error {
+        Error::Redis(error) => is_outage(error),
+        Error::Timeout(_) | Error::CircuitOpen => true,
+        _ => false,
     }
 }
 

@@ -259,10 +259,17 @@ impl Backoff {
         Duration::from_millis(next.saturating_sub(self.clock.now_ms()).max(1))
     }
 
+    /// After a failed attempt: waits twice as long, up to the limit given at construction.
     pub(crate) fn failed(&self) {
-        let wait = self.wait_ms.load(Ordering::Acquire);
+        self.failed_up_to(Duration::from_millis(self.max_ms));
+    }
+
+    /// After a failed attempt: waits twice as long, up to `ceiling` (at most the limit).
+    pub(crate) fn failed_up_to(&self, ceiling: Duration) {
+        let ceiling = duration_ms(ceiling).clamp(self.base_ms, self.max_ms);
+        let wait = self.wait_ms.load(Ordering::Acquire).min(ceiling);
         self.wait_ms
-            .store((wait * 2).min(self.max_ms), Ordering::Release);
+            .store((wait * 2).min(ceiling), Ordering::Release);
         // Half to all of the wait: cheap jitter from the clock's sub-millisecond noise.
         let noise = self.clock.start.elapsed().subsec_nanos() as u64;
         let jittered = wait / 2 + noise % (wait / 2 + 1);
@@ -515,6 +522,16 @@ mod tests {
         assert_eq!(backoff.wait_ms.load(Ordering::Relaxed), 10);
         std::thread::sleep(Duration::from_millis(15));
         assert!(backoff.permit());
+        // An outage keeps the wait short: a failover's promoted replica must get the
+        // invalidations soon; the wait grows past the ceiling only after refusals.
+        for _ in 0..5 {
+            backoff.failed_up_to(Duration::from_millis(20));
+        }
+        assert_eq!(backoff.wait_ms.load(Ordering::Relaxed), 20, "outage ceiling");
+        backoff.failed();
+        assert_eq!(backoff.wait_ms.load(Ordering::Relaxed), 40);
+        backoff.failed_up_to(Duration::from_millis(20));
+        assert_eq!(backoff.wait_ms.load(Ordering::Relaxed), 20, "back under the ceiling");
     }
 
     #[tokio::test]
