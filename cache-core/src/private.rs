@@ -215,8 +215,6 @@ pub fn output_caching_absence<S, R: AbsentOutput<S>>() -> Output<S, R> {
 /// call, and a function rendering those that name fields of the value.
 #[derive(Debug)]
 pub struct Tags<T> {
-    /// The function has a `tags` argument: its misses read the clock that stamps tags.
-    pub declared: bool,
     /// Tags made of parameters only.
     pub from_parameters: Vec<String>,
     /// Tags that name fields of the returned value.
@@ -480,7 +478,7 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
         // bucket's in the clock (which outlives an evicted tombstone) and its tags'. Those
         // given before this load began are at most the clock's `now`, read here, before
         // loading; so only invalidations that came after the read refuse the fill.
-        let Ok(clock) = self.cache.clock(self.key, self.tags.declared).await else {
+        let Ok(clock) = self.cache.clock(self.key, self.spec.tagged).await else {
             // Without the clock a fill could not be checked: load, and leave the cache be.
             return body.await;
         };

@@ -211,7 +211,6 @@ fn render_tag(tag: &Tag) -> TokenStream {
 /// naming fields of the value are rendered from it, with their parameters rendered before
 /// the call too (the body may take ownership of them).
 fn get_tags(tags: &[Tag], schema: &syn::Type) -> TokenStream {
-    let declared = !tags.is_empty();
     let (from_value, from_parameters): (Vec<&Tag>, Vec<&Tag>) = tags.iter().partition(|tag| {
         tag.parts
             .iter()
@@ -231,7 +230,6 @@ fn get_tags(tags: &[Tag], schema: &syn::Type) -> TokenStream {
     let from_value = from_value.into_iter().map(render_tag);
     quote! {
         ::cache_core::__private::Tags {
-            declared: #declared,
             from_parameters: ::std::vec![#(#from_parameters),*],
             from_value: {
                 #(#captured)*
