@@ -15,6 +15,7 @@ use crate::guard::{
     Admission, Backoff, CircuitBreaker, PendingInvalidations, RateLimiter, Transition,
 };
 use crate::key::{check_segment, clock_key, encode_tag, entry_key, tag_keys};
+use crate::near::{self, Near};
 use crate::redact::redact_url;
 use crate::stats::{Counters, Stats};
 use crate::store::{
@@ -35,6 +36,7 @@ const DEFAULT_MAX_VALUE_SIZE: usize = 1 << 20;
 const DEFAULT_LEASE_TIME: Duration = Duration::from_secs(10);
 const DEFAULT_LEASE_WAIT: Duration = Duration::from_millis(300);
 const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(30);
+const DEFAULT_NEAR_MAX_AGE: Duration = Duration::from_secs(60);
 const LOG_INTERVAL: Duration = Duration::from_secs(5);
 /// The longest duration any option takes (as the macros' `ttl`): ten years. Longer ones are
 /// mistakes, and `Duration::MAX` would overflow every deadline computed from it.
@@ -98,6 +100,8 @@ struct Inner {
     clock_key: String,
     flights: Flights,
     counters: Counters,
+    /// The near cache, when `near_cache` asked for one and tracking can keep it right.
+    near: Option<Arc<Near>>,
 }
 
 /// Builds a [`Cache`]. Only configuration is checked: connecting is lazy, so `build` neither
@@ -109,6 +113,8 @@ pub struct CacheBuilder {
     url: String,
     cluster_nodes: Option<Vec<String>>,
     cluster_replica_acks: u32,
+    near_entries: usize,
+    near_max_age: Duration,
     namespace: Option<String>,
     default_ttl: Duration,
     operation_timeout: Duration,
@@ -136,6 +142,8 @@ impl std::fmt::Debug for CacheBuilder {
         f.debug_struct("CacheBuilder")
             .field("url", &redact_url(&self.url))
             .field("cluster_replica_acks", &self.cluster_replica_acks)
+            .field("near_entries", &self.near_entries)
+            .field("near_max_age", &self.near_max_age)
             .field(
                 "cluster_nodes",
                 &self.cluster_nodes.as_ref().map(|nodes| {
@@ -168,6 +176,8 @@ impl Default for CacheBuilder {
             url: DEFAULT_URL.to_owned(),
             cluster_nodes: None,
             cluster_replica_acks: 1,
+            near_entries: 0,
+            near_max_age: DEFAULT_NEAR_MAX_AGE,
             namespace: None,
             default_ttl: DEFAULT_TTL,
             operation_timeout: DEFAULT_OPERATION_TIMEOUT,
@@ -203,6 +213,25 @@ impl CacheBuilder {
         S: Into<String>,
     {
         self.cluster_nodes = Some(nodes.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Keeps up to `entries` decoded values in process memory: a hit there costs no round
+    /// trip. Kept coherent by Redis' invalidation pushes (RESP3 `CLIENT TRACKING`, on a
+    /// connection of its own): a read never returns data older than a write completed
+    /// through this handle before it started, nor than one completed through another handle
+    /// more than the push's delay (well under 5 ms on a LAN) before it; a handle that cannot
+    /// hear invalidations serves nothing from memory. 0 (the default) turns it off. On one
+    /// Redis server for now: on a cluster and on `mem://` it stays off, said in one log line.
+    pub fn near_cache(mut self, entries: usize) -> Self {
+        self.near_entries = entries;
+        self
+    }
+
+    /// The longest a value stays in the near cache without being read from Redis again.
+    /// Default: one minute.
+    pub fn near_max_age(mut self, max_age: Duration) -> Self {
+        self.near_max_age = max_age;
         self
     }
 
@@ -325,6 +354,7 @@ impl CacheBuilder {
             ("lease_time", self.lease_time),
             ("lease_wait", self.lease_wait),
             ("negative_ttl", self.negative_ttl),
+            ("near_max_age", self.near_max_age),
         ] {
             if duration > MAX_DURATION {
                 return Err(Error::Config(format!(
@@ -353,22 +383,49 @@ impl CacheBuilder {
                 &self.tls,
                 self.cluster_replica_acks,
             )?;
-            return Ok(self.assemble(Store::Redis(Box::new(store)), true));
+            if self.near_entries > 0 {
+                tracing::warn!(
+                    "near_cache is not available on a Redis Cluster yet; running without it"
+                );
+            }
+            return Ok(self.assemble(Store::Redis(Box::new(store)), true, None));
         }
-        let store = match self.url.strip_prefix(MEMORY_SCHEME) {
-            Some("") => Store::Memory(Arc::default()),
-            Some(name) => Store::Memory(store::shared_memory(name)),
-            None => Store::Redis(Box::new(redis_store(
-                &self.url,
-                self.operation_timeout,
-                &self.tls,
-            )?)),
+        let (store, near) = match self.url.strip_prefix(MEMORY_SCHEME) {
+            Some(name) => {
+                if self.near_entries > 0 {
+                    tracing::warn!("near_cache is not available on mem:// (already in process memory); running without it");
+                }
+                let store = if name.is_empty() {
+                    Store::Memory(Arc::default())
+                } else {
+                    Store::Memory(store::shared_memory(name))
+                };
+                (store, None)
+            }
+            None => {
+                let (store, client) = redis_store(&self.url, self.operation_timeout, &self.tls)?;
+                let near = (self.near_entries > 0).then(|| {
+                    let near = Arc::new(Near::new(
+                        self.near_entries,
+                        self.near_max_age,
+                        self.namespace.as_deref(),
+                    ));
+                    near::listen(
+                        &near,
+                        &client,
+                        self.namespace.as_deref(),
+                        self.operation_timeout,
+                    );
+                    near
+                });
+                (Store::Redis(Box::new(store)), near)
+            }
         };
-        Ok(self.assemble(store, true))
+        Ok(self.assemble(store, true, near))
     }
 
     /// The handle from checked settings.
-    fn assemble(self, store: Store, enabled: bool) -> Cache {
+    fn assemble(self, store: Store, enabled: bool, near: Option<Arc<Near>>) -> Cache {
         let clock_key = clock_key(self.namespace.as_deref());
         Cache {
             inner: Arc::new(Inner {
@@ -391,16 +448,18 @@ impl CacheBuilder {
                 clock_key,
                 flights: Flights::default(),
                 counters: Counters::default(),
+                near,
             }),
         }
     }
 }
 
+/// The store of one Redis server, and its client (for the near cache's own connection).
 fn redis_store(
     url: &str,
     operation_timeout: Duration,
     tls: &TlsOptions,
-) -> Result<RedisStore, Error> {
+) -> Result<(RedisStore, redis::Client), Error> {
     let scheme = url.split_once("://").map(|(scheme, _)| scheme);
     match scheme {
         Some("redis" | "rediss" | "redis+unix" | "unix") => {}
@@ -417,7 +476,7 @@ fn redis_store(
             "a Redis cache must be built inside a Tokio runtime".into(),
         ));
     }
-    Ok(RedisStore::new(client, operation_timeout))
+    Ok((RedisStore::new(client.clone(), operation_timeout), client))
 }
 
 /// The store of a Redis Cluster given by some of its nodes.
@@ -544,7 +603,8 @@ fn duration_ms(duration: Duration) -> u64 {
 #[derive(Debug)]
 pub(crate) enum Lookup<S> {
     /// Every schema field was there and decoded.
-    Hit(S),
+    /// With the entry's TTL left in ms, when the read asked for it (0: unknown).
+    Hit(S, u64),
     /// A cached absence (negative caching); `seen` as for a miss.
     Absent { seen: u64 },
     /// Absent, incomplete or garbage: the caller may fill, passing `seen` back.
@@ -570,7 +630,7 @@ impl Cache {
     /// nothing and writes nothing. A switch to run the same code without the cache (to
     /// measure it, or to rule it out).
     pub fn disabled() -> Cache {
-        CacheBuilder::default().assemble(Store::Memory(Arc::default()), false)
+        CacheBuilder::default().assemble(Store::Memory(Arc::default()), false, None)
     }
 
     /// `false` for a handle made by [`Cache::disabled`].
@@ -587,6 +647,7 @@ impl Cache {
     /// | `CACHE_NAMESPACE` | as [`CacheBuilder::namespace`] | none |
     /// | `CACHE_DEFAULT_TTL_SECS` | as [`CacheBuilder::default_ttl`] | 3600 |
     /// | `CACHE_TIMEOUT_MS` | as [`CacheBuilder::operation_timeout`] | 250 |
+    /// | `CACHE_NEAR_ENTRIES` | as [`CacheBuilder::near_cache`] (0: off) | 0 |
     ///
     /// # Errors
     ///
@@ -611,6 +672,9 @@ impl Cache {
         }
         if let Some(millis) = env_number("CACHE_TIMEOUT_MS")? {
             builder = builder.operation_timeout(Duration::from_millis(millis));
+        }
+        if let Some(entries) = env_number("CACHE_NEAR_ENTRIES")? {
+            builder = builder.near_cache(usize::try_from(entries).unwrap_or(usize::MAX));
         }
         builder.build()
     }
@@ -642,7 +706,7 @@ impl Cache {
             .read_entry(&key, fields, codec::decode::<T>, true)
             .await?
         {
-            Lookup::Hit(value) => Ok(Some(value)),
+            Lookup::Hit(value, _) => Ok(Some(value)),
             Lookup::Absent { .. } | Lookup::Miss { .. } => Ok(None),
         }
     }
@@ -719,7 +783,12 @@ impl Cache {
 
     /// The handle's counters.
     pub fn stats(&self) -> Stats {
-        self.inner.counters.snapshot(self.inner.pending.len())
+        let near_invalidations = self.inner.near.as_ref().map_or(0, |near| {
+            near.invalidations_received.load(Ordering::Relaxed)
+        });
+        self.inner
+            .counters
+            .snapshot(self.inner.pending.len(), near_invalidations)
     }
 
     pub(crate) fn key(&self, prefix: &str, key: &(impl Display + ?Sized)) -> String {
@@ -792,6 +861,32 @@ impl Cache {
             token,
             filled: false,
         }))
+    }
+
+    /// The near cache, if on and usable: not while invalidations wait for Redis (a value in
+    /// memory may be one of theirs; one atomic load when none do).
+    pub(crate) fn near(&self) -> Option<&Near> {
+        self.inner
+            .near
+            .as_deref()
+            .filter(|_| self.inner.pending.is_empty())
+    }
+
+    pub(crate) fn count_near_hit(&self) {
+        Counters::bump(&self.inner.counters.near_hits);
+    }
+
+    pub(crate) fn count_near_miss(&self) {
+        Counters::bump(&self.inner.counters.near_misses);
+    }
+
+    /// Evicts what a write of this handle invalidated from its near cache, once Redis has it
+    /// (or has it pending): a read after the write returns cannot find the old value in
+    /// memory, and a read that fetched it from Redis before the invalidation cannot insert it.
+    fn evict_near(&self, keys: &[&str], tags: &[String]) {
+        if let Some(near) = &self.inner.near {
+            near.evict(keys, tags);
+        }
     }
 
     pub(crate) fn count_hit(&self) {
@@ -929,7 +1024,9 @@ impl Cache {
         let mut read = self
             .guarded(
                 "read",
-                self.inner.store.read(key, fields, &self.inner.owner),
+                self.inner
+                    .store
+                    .read(key, fields, &self.inner.owner, self.inner.near.is_some()),
             )
             .await?;
         let counters = &self.inner.counters;
@@ -948,7 +1045,7 @@ impl Cache {
             match decoded {
                 Ok(value) => {
                     Counters::bump(&counters.hits);
-                    return Ok(Lookup::Hit(value));
+                    return Ok(Lookup::Hit(value, read.ttl_ms));
                 }
                 // Garbage is a miss; the fill that follows overwrites it.
                 Err(error) => {
@@ -1062,6 +1159,7 @@ impl Cache {
         self.detached(async move {
             let cache = &owed.cache;
             let keys = owed.keys();
+            cache.evict_near(&keys, &owed.tags);
             let outcome = match cache.store_invalidation(&keys, &owed.tags).await {
                 Ok(()) => Ok(()),
                 Err(error) => {
@@ -1072,6 +1170,7 @@ impl Cache {
                     Err(error)
                 }
             };
+            cache.evict_near(&keys, &owed.tags);
             drop(keys);
             owed.settle();
             outcome
@@ -1094,6 +1193,7 @@ impl Cache {
         let owed = Owed::new(self, vec![key], tags);
         self.detached(async move {
             let (cache, key, tags) = (&owed.cache, owed.keys[0].as_str(), &owed.tags);
+            cache.evict_near(&[key], tags);
             let namespace = cache.inner.namespace.as_deref();
             let tag_keys: Vec<TagKeys> = tags.iter().map(|tag| tag_keys(namespace, tag)).collect();
             let write = WriteThrough {
@@ -1128,6 +1228,7 @@ impl Cache {
                     Err(error)
                 }
             };
+            cache.evict_near(&[key], tags);
             owed.settle();
             outcome
         })

@@ -527,11 +527,19 @@ mod tests {
         for _ in 0..5 {
             backoff.failed_up_to(Duration::from_millis(20));
         }
-        assert_eq!(backoff.wait_ms.load(Ordering::Relaxed), 20, "outage ceiling");
+        assert_eq!(
+            backoff.wait_ms.load(Ordering::Relaxed),
+            20,
+            "outage ceiling"
+        );
         backoff.failed();
         assert_eq!(backoff.wait_ms.load(Ordering::Relaxed), 40);
         backoff.failed_up_to(Duration::from_millis(20));
-        assert_eq!(backoff.wait_ms.load(Ordering::Relaxed), 20, "back under the ceiling");
+        assert_eq!(
+            backoff.wait_ms.load(Ordering::Relaxed),
+            20,
+            "back under the ceiling"
+        );
     }
 
     #[tokio::test]

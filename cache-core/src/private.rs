@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::cache::{schema_field_names, Lease, Lookup};
 use crate::codec::{self, DecodeFn, EncodedField, FieldValue};
 use crate::flight::{wait_for_leader, Flight};
+use crate::near::{Near, Ticket};
 use crate::store::{ClockRead, FillBody};
 use crate::{Cache, Error};
 
@@ -163,6 +164,9 @@ pub struct Schema<S> {
     fields: fn() -> Result<&'static [&'static str], Error>,
     decode: DecodeFn<S>,
     encode: fn(&S) -> Result<Vec<EncodedField>, Error>,
+    /// How to keep values of `S` in the near cache; `None` when `S` cannot be (not `Clone`,
+    /// `Send`, `Sync` and `'static`): its calls then always ask Redis.
+    near: Option<NearOps<S>>,
 }
 
 /// The codec of schema `S`.
@@ -171,6 +175,64 @@ pub fn schema<S: Serialize + DeserializeOwned>() -> Schema<S> {
         fields: schema_field_names::<S>,
         decode: codec::decode::<S>,
         encode: codec::encode::<S>,
+        near: None,
+    }
+}
+
+impl<S> Schema<S> {
+    /// The near cache's operations for `S`, as [`NearProbe`] found them.
+    #[must_use]
+    pub fn with_near(mut self, near: Option<NearOps<S>>) -> Self {
+        self.near = near;
+        self
+    }
+}
+
+/// The near cache's operations on values of one schema type, monomorphized where the type
+/// is known to be `Clone + Send + Sync + 'static`.
+#[derive(Debug)]
+pub struct NearOps<S> {
+    get: fn(&Near, &str) -> Option<S>,
+    insert: fn(&Near, Ticket, &str, &S, Duration, Vec<String>),
+}
+
+/// Finds, at the macro's call site where the schema type is concrete, whether its values can
+/// live in the near cache: `(&&NearProbe::<S>::NEW).near_ops()` picks [`NearCapable`] when
+/// `S: Clone + Send + Sync + 'static`, else [`NearIncapable`] (autoref specialization).
+#[derive(Debug)]
+pub struct NearProbe<S>(std::marker::PhantomData<S>);
+
+impl<S> NearProbe<S> {
+    /// The probe.
+    pub const NEW: Self = NearProbe(std::marker::PhantomData);
+}
+
+/// [`NearProbe`]'s case for types the near cache can hold.
+pub trait NearCapable<S> {
+    /// The operations.
+    fn near_ops(&self) -> Option<NearOps<S>>;
+}
+
+impl<S: Clone + Send + Sync + 'static> NearCapable<S> for &NearProbe<S> {
+    fn near_ops(&self) -> Option<NearOps<S>> {
+        Some(NearOps {
+            get: |near, key| near.get::<S>(key, S::clone),
+            insert: |near, ticket, key, value, ttl, tags| {
+                near.insert(ticket, key, value.clone(), ttl, tags);
+            },
+        })
+    }
+}
+
+/// [`NearProbe`]'s fallback: the near cache cannot hold this type.
+pub trait NearIncapable<S> {
+    /// `None`.
+    fn near_ops(&self) -> Option<NearOps<S>>;
+}
+
+impl<S> NearIncapable<S> for NearProbe<S> {
+    fn near_ops(&self) -> Option<NearOps<S>> {
+        None
     }
 }
 
@@ -270,6 +332,13 @@ where
             }
         },
     };
+    if let (Some(near), Some(ops)) = (cache.near(), schema.near.as_ref()) {
+        if let Some(value) = (ops.get)(near, &key) {
+            cache.count_near_hit();
+            return (output.from_hit)(value);
+        }
+        cache.count_near_miss();
+    }
     let call = Call {
         cache: &cache,
         spec,
@@ -344,13 +413,16 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
             return Step::Bypass;
         }
         let tag_mark = self.cache.tag_delivery_mark();
+        // Taken before the read is sent: an invalidation arriving meanwhile keeps the reply
+        // out of the near cache.
+        let ticket = self.near_ticket();
         let read_at = Instant::now();
         match self
             .cache
             .read_entry(self.key, self.fields, self.schema.decode, count_misses)
             .await
         {
-            Ok(Lookup::Hit(value)) => {
+            Ok(Lookup::Hit(value, ttl_ms)) => {
                 // An undelivered tag invalidation may concern this entry: check its tags. A
                 // delivery that completed after the read began (in the background, or the one
                 // `reads_blocked` itself may run) may have been one of them, and the entry was
@@ -364,6 +436,9 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
                         self.cache.count_bypass();
                         return Step::Bypass;
                     }
+                }
+                if let (Some(ticket), 1..) = (ticket, ttl_ms) {
+                    self.keep_near(ticket, &value, Duration::from_millis(ttl_ms));
                 }
                 Step::Done((self.output.from_hit)(value))
             }
@@ -408,6 +483,20 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
             }
             // Redis did not answer: filling would most likely fail too.
             Err(_) => Step::Bypass,
+        }
+    }
+
+    /// The near cache's ticket for this call's read, if the near cache may hold its schema.
+    fn near_ticket(&self) -> Option<Ticket> {
+        self.schema.near.as_ref()?;
+        self.cache.near()?.ticket(self.key)
+    }
+
+    /// Keeps a value read from Redis (with `ttl` left) in the near cache, if `ticket` says no
+    /// invalidation crossed the read.
+    fn keep_near(&self, ticket: Ticket, value: &S, ttl: Duration) {
+        if let (Some(near), Some(ops)) = (self.cache.near(), self.schema.near.as_ref()) {
+            (ops.insert)(near, ticket, self.key, value, ttl, self.tags.of(value));
         }
     }
 

@@ -29,6 +29,13 @@ pub struct Stats {
     pub bypassed: u64,
     /// Invalidations that could not be delivered yet and wait for Redis to come back.
     pub pending_invalidations: u64,
+    /// Reads answered from process memory (`near_cache`), without Redis. Not in `hits`.
+    pub near_hits: u64,
+    /// Reads the near cache could not answer (absent, expired, or not listening), which then
+    /// asked Redis.
+    pub near_misses: u64,
+    /// Keys named by the invalidations Redis pushed to the near cache.
+    pub near_invalidations: u64,
 }
 
 #[derive(Debug, Default)]
@@ -42,6 +49,8 @@ pub(crate) struct Counters {
     pub(crate) invalidations: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) bypassed: AtomicU64,
+    pub(crate) near_hits: AtomicU64,
+    pub(crate) near_misses: AtomicU64,
 }
 
 impl Counters {
@@ -49,7 +58,7 @@ impl Counters {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn snapshot(&self, pending_invalidations: usize) -> Stats {
+    pub(crate) fn snapshot(&self, pending_invalidations: usize, near_invalidations: u64) -> Stats {
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         Stats {
             hits: read(&self.hits),
@@ -62,6 +71,9 @@ impl Counters {
             errors: read(&self.errors),
             bypassed: read(&self.bypassed),
             pending_invalidations: pending_invalidations as u64,
+            near_hits: read(&self.near_hits),
+            near_misses: read(&self.near_misses),
+            near_invalidations,
         }
     }
 }

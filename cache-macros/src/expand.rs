@@ -164,7 +164,12 @@ fn adapters(
     cache_none: bool,
 ) -> (TokenStream, TokenStream) {
     let schema_codec = quote_spanned! {schema.span()=>
-        ::cache_core::__private::schema::<#schema>()
+        ::cache_core::__private::schema::<#schema>().with_near({
+            // Autoref specialization: `Some` when the schema can live in the near cache.
+            #[allow(unused_imports)]
+            use ::cache_core::__private::{NearCapable as _, NearIncapable as _};
+            (&&::cache_core::__private::NearProbe::<#schema>::NEW).near_ops()
+        })
     };
     let output_adapter = if cache_none {
         quote_spanned! {output.span()=>

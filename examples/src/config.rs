@@ -16,6 +16,9 @@ pub struct Config {
     pub redis_cluster_nodes: Option<Vec<String>>,
     /// `CACHE_NAMESPACE`: puts every cache key under `{namespace}:`; default none.
     pub cache_namespace: Option<String>,
+    /// `CACHE_NEAR_ENTRIES`: near cache size (values kept in process memory); 0 (default)
+    /// turns it off.
+    pub near_entries: usize,
     /// `CACHE_MODE`: `on` (default) or `off`.
     pub cache_enabled: bool,
     /// `ACCESS_TOKEN_SECRET`, else derived from `JWT_SECRET` (default: random per start).
@@ -47,6 +50,7 @@ impl std::fmt::Debug for Config {
                 }),
             )
             .field("cache_namespace", &self.cache_namespace)
+            .field("near_entries", &self.near_entries)
             .field("cache_enabled", &self.cache_enabled)
             .field("access_minutes", &self.access_minutes)
             .field("refresh_minutes", &self.refresh_minutes)
@@ -81,7 +85,7 @@ impl Config {
         if let Some(namespace) = &self.cache_namespace {
             builder = builder.namespace(namespace);
         }
-        builder.build()
+        builder.near_cache(self.near_entries).build()
     }
 
     /// Where the cache is, for the log: without passwords.
@@ -124,6 +128,7 @@ impl Config {
                 .unwrap_or_else(|| "sqlite://users.db?mode=rwc".into()),
             redis_url: var("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
             cache_namespace: var("CACHE_NAMESPACE"),
+            near_entries: parsed("CACHE_NEAR_ENTRIES", var("CACHE_NEAR_ENTRIES"), "0")?,
             redis_cluster_nodes: var("REDIS_CLUSTER_NODES").map(|nodes| {
                 nodes
                     .split(',')

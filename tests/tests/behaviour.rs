@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 /// Where the suite runs. The Redis server lives as long as the backend.
 enum Backend {
     Redis(RedisServer),
+    /// A redis-server, with a near cache on every handle.
+    RedisNear(RedisServer),
     /// The shared cluster, with a namespace of this test's own (a test that sets another
     /// namespace replaces it). Checks of raw keys run on `Redis` only.
     Cluster(RedisCluster, String),
@@ -25,6 +27,7 @@ impl Backend {
     ) -> Cache {
         let builder = match self {
             Backend::Redis(server) => Cache::builder().url(server.cache_url()),
+            Backend::RedisNear(server) => Cache::builder().url(server.url()).near_cache(1_000),
             Backend::Cluster(cluster, namespace) => Cache::builder()
                 .cluster_nodes(cluster.nodes())
                 .namespace(namespace),
@@ -73,6 +76,13 @@ macro_rules! on_both_backends {
                 let mut server = cache_integration_tests::RedisServer::start();
                 server.add_cache_user(super::SUITE_KEYS);
                 super::$test(super::Backend::Redis(server)).await;
+            })*
+        }
+        /// With a near cache on every handle: the same behaviour.
+        mod on_redis_with_near_cache {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test(super::Backend::RedisNear(cache_integration_tests::RedisServer::start())).await;
             })*
         }
         mod on_cluster {
@@ -159,7 +169,7 @@ async fn two_schemas_share_one_hash(backend: Backend) {
     assert_eq!(repo.get_user(3).await.unwrap().unwrap(), read);
     assert_eq!(repo.get_login(3).await.unwrap().unwrap(), login);
     assert_eq!(repo.loads(), 2, "both schemas hit the shared hash");
-    if let Backend::Redis(server) = &backend {
+    if let Backend::Redis(server) | Backend::RedisNear(server) = &backend {
         let fields: Vec<String> = redis::cmd("HKEYS")
             .arg("user:3")
             .query(&mut server.connection())
@@ -232,7 +242,7 @@ async fn garbage_in_a_field_is_a_miss_and_is_overwritten(backend: Backend) {
     assert_eq!(repo.loads(), 1, "garbage is a miss");
     assert_eq!(repo.get_user(9).await.unwrap().unwrap().id, 9);
     assert_eq!(repo.loads(), 1, "the fill overwrote the garbage");
-    if let Backend::Redis(server) = &backend {
+    if let Backend::Redis(server) | Backend::RedisNear(server) = &backend {
         // Also a key of the wrong Redis type, left by someone else.
         redis::cmd("SET")
             .arg("user:10")
@@ -386,7 +396,7 @@ async fn entries_expire_after_their_ttl(backend: Backend) {
     let repo = UserRepo::new(cache.clone());
     repo.insert(Row::sample(1));
     repo.get_user(1).await.unwrap();
-    if let Backend::Redis(server) = &backend {
+    if let Backend::Redis(server) | Backend::RedisNear(server) = &backend {
         let ttl: i64 = redis::cmd("PTTL")
             .arg("user:1")
             .query(&mut server.connection())
@@ -420,7 +430,7 @@ async fn entries_expire_after_their_ttl(backend: Backend) {
     repo.get_user(1).await.unwrap();
     assert_eq!(
         repo.loads(),
-        if matches!(backend, Backend::Redis(_)) {
+        if matches!(backend, Backend::Redis(_) | Backend::RedisNear(_)) {
             4
         } else {
             2
@@ -447,7 +457,7 @@ async fn null_and_empty_string_stay_distinct(backend: Backend) {
         cache.get::<Profile>("profile", &1).await.unwrap(),
         Some(profile.clone())
     );
-    if let Backend::Redis(server) = &backend {
+    if let Backend::Redis(server) | Backend::RedisNear(server) = &backend {
         let raw: std::collections::BTreeMap<String, String> = redis::cmd("HGETALL")
             .arg("profile:1")
             .query(&mut server.connection())

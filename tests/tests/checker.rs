@@ -20,6 +20,8 @@ use serde::{Deserialize, Serialize};
 /// Where the checker runs; two handles on one backend play two processes.
 enum Backend {
     Redis(RedisServer),
+    /// A redis-server, both handles with a near cache.
+    RedisNear(RedisServer),
     /// A cluster, the run's namespace there, and whether a node fails during the run.
     Cluster(Arc<Mutex<RedisCluster>>, String, Outage),
     Memory(String),
@@ -65,6 +67,14 @@ checker_runs!(
     checker_on_redis_evicting_volatile_random: Some(Pressure { policy: "volatile-random" }),
     checker_on_redis_full_under_noeviction: Some(Pressure { policy: "noeviction" }),
 );
+
+/// Both handles keep near caches: a read may be answered from memory, and must still not be
+/// older than a write completed through the same handle before it started, nor than one
+/// completed through the other handle more than 5 ms before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checker_on_redis_with_near_caches() {
+    run_checker(Backend::RedisNear(RedisServer::start()), None).await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn checker_on_cluster() {
@@ -116,6 +126,7 @@ impl Backend {
     fn name(&self) -> &'static str {
         match self {
             Backend::Redis(_) => "redis",
+            Backend::RedisNear(_) => "redis with near caches",
             Backend::Cluster(..) => "cluster",
             Backend::Memory(_) => "mem://",
         }
@@ -124,6 +135,7 @@ impl Backend {
     fn handle(&self) -> Cache {
         let builder = match self {
             Backend::Redis(server) => Cache::builder().url(server.url()),
+            Backend::RedisNear(server) => Cache::builder().url(server.url()).near_cache(1_000),
             Backend::Cluster(cluster, namespace, _) => Cache::builder()
                 .cluster_nodes(cluster.lock().unwrap().nodes())
                 .namespace(namespace),
@@ -161,6 +173,8 @@ impl Random {
 /// committed all the same; it counts as completed a grace period after the caller gave up,
 /// the time its invalidation gets to arrive without the caller.
 struct WriteDone {
+    /// Which of the two handles wrote it.
+    handle: usize,
     id: i64,
     version: u64,
     done: Instant,
@@ -169,11 +183,16 @@ struct WriteDone {
 /// How long a write whose caller gave up may take to invalidate on its own.
 const ABANDONED_WRITE_GRACE: Duration = Duration::from_millis(500);
 
+/// How late a write through one handle may reach the other's near cache (API.md §2).
+const NEAR_PUSH_WINDOW: Duration = Duration::from_millis(5);
+
 /// A read: when it started and the version it returned.
 struct ReadSeen {
     id: i64,
     version: u64,
     started: Instant,
+    /// Which of the two handles read it.
+    handle: usize,
 }
 
 /// A database that sleeps a random while between reading a row and returning it, so reads
@@ -391,6 +410,7 @@ async fn run_checker(backend: Backend, pressure: Option<Pressure>) {
     let abandoned = Arc::new(AtomicU64::new(0));
     let abandoned_reads = Arc::new(AtomicU64::new(0));
     let delivered_later = Arc::new(AtomicU64::new(0));
+    let near = matches!(backend, Backend::RedisNear(_));
     let outage = match &backend {
         Backend::Cluster(_, _, outage) => *outage,
         _ => Outage::None,
@@ -441,7 +461,12 @@ async fn run_checker(backend: Backend, pressure: Option<Pressure>) {
                                 delivered_later.fetch_add(1, Ordering::Relaxed);
                                 done = done.max(delivered(&repo.cache).await);
                             }
-                            writes.lock().unwrap().push(WriteDone { id, version, done });
+                            writes.lock().unwrap().push(WriteDone {
+                                handle: (task % 2) as usize,
+                                id,
+                                version,
+                                done,
+                            });
                         }
                         continue;
                     }
@@ -458,6 +483,7 @@ async fn run_checker(backend: Backend, pressure: Option<Pressure>) {
                     };
                     match tokio::time::timeout(patience, read).await {
                         Ok(Some(version)) => reads.lock().unwrap().push(ReadSeen {
+                            handle: (task % 2) as usize,
                             id,
                             version,
                             started: read_started,
@@ -483,12 +509,26 @@ async fn run_checker(backend: Backend, pressure: Option<Pressure>) {
 
     let writes = writes.lock().unwrap();
     let reads = reads.lock().unwrap();
+    // With near caches, a write through the other handle reaches this one's memory by
+    // Redis' push: the contract gives it 5 ms (API.md §2).
+    let other_handle_grace = if near {
+        NEAR_PUSH_WINDOW
+    } else {
+        Duration::ZERO
+    };
     let stale = reads
         .iter()
         .filter(|read| {
             let newest_completed = writes
                 .iter()
-                .filter(|write| write.id == read.id && write.done < read.started)
+                .filter(|write| {
+                    let grace = if write.handle == read.handle {
+                        Duration::ZERO
+                    } else {
+                        other_handle_grace
+                    };
+                    write.id == read.id && write.done + grace < read.started
+                })
                 .map(|write| write.version)
                 .max()
                 .unwrap_or(1);

@@ -130,7 +130,9 @@ async fn the_hash_reads_as_plain_text_in_redis_cli() {
 /// (connecting, single flight, leases, fills, delivering pending invalidations), which are
 /// boxed. It was 6 384 bytes before they were; a regression shows here, not as noise in a
 /// benchmark. About 2 KB of the rest is redis-rs' own send future, inline on purpose: boxing
-/// it costs an allocation per hit, which measured slower than moving the bytes.
+/// it costs an allocation per hit, which measured slower than moving the bytes. Measured:
+/// 4 040 bytes with the cluster's connection enum, 4 136 with the near cache's ticket and
+/// TTL (its pipelined read is boxed); the bound leaves room for that and no more.
 #[test]
 fn a_cached_call_future_stays_small() {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -143,7 +145,7 @@ fn a_cached_call_future_stays_small() {
     let size = std::mem::size_of_val(&future);
     println!("future of a cached call: {size} bytes");
     assert!(
-        size <= 4096,
+        size <= 4_200,
         "the future of a cached call grew to {size} bytes"
     );
 }

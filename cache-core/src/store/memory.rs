@@ -93,7 +93,7 @@ impl MemoryStore {
         let now = Instant::now();
         let state = self.state();
         match state.entries.get(key).filter(|entry| entry.1 > now) {
-            Some((entry, _)) => {
+            Some((entry, expires_at)) => {
                 let owned = entry.owner.as_deref() == Some(owner);
                 EntryRead {
                     values: fields
@@ -118,6 +118,7 @@ impl MemoryStore {
                         born: *born,
                         names: names.iter().cloned().collect(),
                     }),
+                    ttl_ms: crate::store::ttl_millis(expires_at.saturating_duration_since(now)),
                 }
             }
             None => EntryRead::missing(fields.len()),

@@ -69,6 +69,9 @@ pub(crate) struct EntryRead {
     pub(crate) owned: bool,
     /// The tags the entry is registered under, if any.
     pub(crate) tags: Option<EntryTags>,
+    /// How long the entry has left in ms, when the read asked (for the near cache); 0 when
+    /// not asked or unknown.
+    pub(crate) ttl_ms: u64,
 }
 
 /// The tags of an entry and the stamp its oldest fill read: if any tag's stamp is newer (or
@@ -104,6 +107,7 @@ impl EntryRead {
             leased: false,
             owned: false,
             tags: None,
+            ttl_ms: 0,
         }
     }
 
@@ -335,9 +339,10 @@ impl Store {
         key: &str,
         fields: &[&str],
         owner: &str,
+        with_ttl: bool,
     ) -> StoreResult<EntryRead> {
         match self {
-            Store::Redis(store) => store.read(key, fields, owner).await,
+            Store::Redis(store) => store.read(key, fields, owner, with_ttl).await,
             Store::Memory(store) => Ok(store.read(key, fields, owner)),
         }
     }

@@ -655,11 +655,14 @@ impl RedisStore {
         clocks
     }
 
+    /// One `HMGET` of `fields` and `__meta`; with `with_ttl`, pipelined with a `PTTL` (one
+    /// round trip still), for the near cache, whose copy must not outlive the entry.
     pub(crate) async fn read(
         &self,
         key: &str,
         fields: &[&str],
         owner: &str,
+        with_ttl: bool,
     ) -> StoreResult<EntryRead> {
         // Sized up front and sent without `query_async`'s boxed future: this is the hit path,
         // where every allocation shows in the throughput (see BENCHMARKS.md).
@@ -669,7 +672,12 @@ impl RedisStore {
             + META_FIELD.len();
         let mut command = redis::Cmd::with_capacity(fields.len() + 3, bytes);
         command.arg("HMGET").arg(key).arg(fields).arg(META_FIELD);
+        let mut ttl_ms = 0;
         let reply = match self.connection.get().await? {
+            // Boxed: the near cache's reads pay for its size, not every read's future.
+            Link::Single(connection) if with_ttl => {
+                Box::pin(read_with_ttl(connection, command, key, &mut ttl_ms)).await
+            }
             Link::Single(mut connection) => connection.send_packed_command(&command).await,
             Link::Cluster(mut connection) => {
                 redis::aio::ConnectionLike::req_packed_command(&mut connection, &command).await
@@ -681,7 +689,9 @@ impl RedisStore {
             Err(error) if error.code() == Some("WRONGTYPE") => Value::Nil,
             Err(error) => return Err(error),
         };
-        Ok(entry_read(reply, fields, owner))
+        let mut read = entry_read(reply, fields, owner);
+        read.ttl_ms = ttl_ms;
+        Ok(read)
     }
 
     pub(crate) async fn release_lease(&self, key: &str, token: &str) -> StoreResult<()> {
@@ -1093,6 +1103,27 @@ impl RedisStore {
     }
 }
 
+/// `command` (an `HMGET`) pipelined with a `PTTL` of `key`: one round trip; the TTL left
+/// goes to `ttl_ms` (0 for a key without one, or gone).
+async fn read_with_ttl(
+    mut connection: MultiplexedConnection,
+    command: redis::Cmd,
+    key: &str,
+    ttl_ms: &mut u64,
+) -> StoreResult<Value> {
+    let mut pipeline = redis::pipe();
+    pipeline.add_command(command).cmd("PTTL").arg(key);
+    let mut replies = connection
+        .send_packed_commands(&pipeline, 0, 2)
+        .await?
+        .into_iter();
+    let reply = replies.next().unwrap_or(Value::Nil);
+    if let Some(Value::Int(millis)) = replies.next() {
+        *ttl_ms = u64::try_from(millis).unwrap_or(0);
+    }
+    Ok(reply)
+}
+
 /// Cluster: removes from a tag's member set those of `sample` whose entries are gone, off the
 /// caller's path (as the fill script does on one server, three looked at per fill keep a set
 /// within about one and a half times its live entries). Not atomic across the two slots: a
@@ -1168,6 +1199,7 @@ fn entry_read(reply: Value, fields: &[&str], owner: &str) -> EntryRead {
         leased: meta.leased,
         owned,
         tags,
+        ttl_ms: 0,
     }
 }
 

@@ -24,6 +24,7 @@ pub fn config() -> Config {
         redis_url: String::new(),
         redis_cluster_nodes: None,
         cache_namespace: None,
+        near_entries: 0,
         cache_enabled: true,
         access_secret: "test-access".into(),
         refresh_secret: "test-refresh".into(),

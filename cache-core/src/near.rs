@@ -1,0 +1,525 @@
+//! The near cache: decoded values in process memory, kept coherent with Redis.
+//!
+//! Coherence comes from Redis' server-assisted client-side caching: a [`Listener`] holds a
+//! RESP3 connection of its own with `CLIENT TRACKING ON BCAST` over the handle's keys, and
+//! Redis pushes the name of every key that changes, whoever changed it. Three rules make
+//! that a guarantee rather than a hope:
+//!
+//! * **The in-flight race.** A reply read from Redis is inserted only if no invalidation of
+//!   its shard arrived since just before the read was sent: the reader takes a [`Ticket`]
+//!   (the shard's generation) before sending, and inserts only while it is unchanged and
+//!   the listener hears, checking again after inserting (an invalidation bumps the
+//!   generation *then* removes, so one that lands between the check and the insert removes
+//!   what was inserted).
+//! * **Own writes** evict locally before they return ([`Near::evict`]), without waiting for
+//!   the push.
+//! * **Deafness.** A listener that cannot hear (connection closed or reset; a `PING` not
+//!   answered within the operation timeout, checked every [`HEALTH_CHECK`]) clears the near
+//!   cache and serves nothing from memory until tracking is on again; bumping every
+//!   generation turns away inserts that were in flight across the gap.
+//!
+//! Library keys change all the time (clocks, stamps) and say nothing about entries, except a
+//! tag's stamp: its push evicts the near entries carrying that tag.
+
+use std::any::{Any, TypeId};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, ProtocolVersion, PushInfo, PushKind, Value};
+
+/// How many generation counters reads and invalidations share, by key hash.
+const SHARDS: usize = 256;
+
+/// How often the listener checks that its connection still answers.
+pub(crate) const HEALTH_CHECK: Duration = Duration::from_millis(500);
+
+/// One entry key's values in memory, one per schema type read through it, and the tags its
+/// fills registered it under.
+struct NearEntry {
+    values: Vec<(TypeId, Arc<dyn Any + Send + Sync>)>,
+    tags: Vec<String>,
+    /// The entry's expiry in Redis, or the near cache's max age, whichever comes first.
+    expires_at: Instant,
+}
+
+/// What a reader holds from before it sent its read until it inserts the reply.
+/// The shard (low 8 bits) and its generation (the rest), plus one: a reader's future holds
+/// it across the read, so it is one word, and `Option<Ticket>` too.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ticket(std::num::NonZeroU64);
+
+impl Ticket {
+    fn new(shard: u16, generation: u64) -> Ticket {
+        let packed = (generation << 8 | u64::from(shard)).wrapping_add(1);
+        Ticket(std::num::NonZeroU64::new(packed).unwrap_or(std::num::NonZeroU64::MIN))
+    }
+
+    fn shard(self) -> u16 {
+        ((self.0.get() - 1) & 0xff) as u16
+    }
+
+    fn generation(self) -> u64 {
+        (self.0.get() - 1) >> 8
+    }
+}
+
+/// The values in memory and the state that keeps them right.
+pub(crate) struct Near {
+    entries: quick_cache::sync::Cache<String, Arc<NearEntry>>,
+    generations: Box<[AtomicU64]>,
+    /// Whether the listener hears invalidations now; nothing is served or inserted while not.
+    /// Every shard's generation is bumped whenever hearing starts or stops.
+    listening: AtomicBool,
+    max_age: Duration,
+    /// `{namespace}:` (empty without one): the entries' key prefix.
+    entry_prefix: String,
+    /// `__cache:{namespace}:stamp{:`: the prefix of tag stamp keys.
+    stamp_prefix: String,
+    /// Keys named by the invalidations Redis pushed.
+    pub(crate) invalidations_received: AtomicU64,
+}
+
+impl std::fmt::Debug for Near {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Near")
+            .field("entries", &self.entries.len())
+            .field("listening", &self.listening.load(Ordering::Relaxed))
+            .field("max_age", &self.max_age)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Near {
+    pub(crate) fn new(capacity: usize, max_age: Duration, namespace: Option<&str>) -> Near {
+        Near {
+            entries: quick_cache::sync::Cache::new(capacity.max(1)),
+            generations: (0..SHARDS).map(|_| AtomicU64::new(0)).collect(),
+            listening: AtomicBool::new(false),
+            max_age,
+            entry_prefix: namespace.map(|ns| format!("{ns}:")).unwrap_or_default(),
+            stamp_prefix: format!("__cache:{}:stamp{{:", namespace.unwrap_or_default()),
+            invalidations_received: AtomicU64::new(0),
+        }
+    }
+
+    fn shard(key: &str) -> u16 {
+        let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+        (hash % SHARDS as u64) as u16
+    }
+
+    fn generation(&self, shard: u16) -> &AtomicU64 {
+        &self.generations[usize::from(shard)]
+    }
+
+    /// The value of schema `S` of the entry at `key`, if memory holds one and may serve it.
+    pub(crate) fn get<S: 'static>(&self, key: &str, clone: fn(&S) -> S) -> Option<S> {
+        if !self.listening.load(Ordering::Acquire) {
+            return None;
+        }
+        let entry = self.entries.get(key)?;
+        if Instant::now() >= entry.expires_at {
+            self.entries.remove(key);
+            return None;
+        }
+        let type_id = TypeId::of::<S>();
+        let value = entry
+            .values
+            .iter()
+            .find(|(id, _)| *id == type_id)?
+            .1
+            .downcast_ref::<S>()?;
+        Some(clone(value))
+    }
+
+    /// Taken before a read is sent; see [`Near::insert`].
+    pub(crate) fn ticket(&self, key: &str) -> Option<Ticket> {
+        if !self.listening.load(Ordering::Acquire) {
+            return None;
+        }
+        let shard = Near::shard(key);
+        Some(Ticket::new(
+            shard,
+            self.generation(shard).load(Ordering::Acquire),
+        ))
+    }
+
+    fn still_valid(&self, ticket: Ticket) -> bool {
+        self.listening.load(Ordering::Acquire)
+            && self.generation(ticket.shard()).load(Ordering::Acquire) & ((1 << 56) - 1)
+                == ticket.generation()
+    }
+
+    /// Keeps `value` (schema `S`) of the entry at `key`, read from Redis after `ticket` was
+    /// taken with `ttl` left, unless an invalidation of its shard (or deafness) came in
+    /// between. Redis may expire a key some time after its TTL (and only then push its
+    /// invalidation): the copy expires by the TTL it read.
+    pub(crate) fn insert<S: Send + Sync + 'static>(
+        &self,
+        ticket: Ticket,
+        key: &str,
+        value: S,
+        ttl: Duration,
+        tags: Vec<String>,
+    ) {
+        if !self.still_valid(ticket) {
+            return;
+        }
+        let type_id = TypeId::of::<S>();
+        let mut values: Vec<(TypeId, Arc<dyn Any + Send + Sync>)> = Vec::with_capacity(1);
+        let mut all_tags = tags;
+        if let Some(current) = self.entries.get(key) {
+            values.extend(
+                current
+                    .values
+                    .iter()
+                    .filter(|(id, _)| *id != type_id)
+                    .cloned(),
+            );
+            for tag in &current.tags {
+                if !all_tags.contains(tag) {
+                    all_tags.push(tag.clone());
+                }
+            }
+        }
+        values.push((type_id, Arc::new(value)));
+        let mut expires_at = Instant::now() + ttl.min(self.max_age);
+        if let Some(current) = self.entries.get(key) {
+            expires_at = expires_at.min(current.expires_at);
+        }
+        let entry = Arc::new(NearEntry {
+            values,
+            tags: all_tags,
+            expires_at,
+        });
+        self.entries.insert(key.to_owned(), entry);
+        // An invalidation may have bumped the generation between the check and the insert,
+        // and removed the key before the insert: then the insert is taken back.
+        if !self.still_valid(ticket) {
+            self.entries.remove(key);
+        }
+    }
+
+    /// Evicts entries and every entry carrying one of `tags`: for this handle's own writes,
+    /// before they return, and for invalidations pushed by Redis.
+    pub(crate) fn evict(&self, keys: &[&str], tags: &[String]) {
+        for key in keys {
+            self.generation(Near::shard(key))
+                .fetch_add(1, Ordering::AcqRel);
+            self.entries.remove(*key);
+        }
+        if !tags.is_empty() {
+            // Every shard: an entry carrying the tag may live in any of them.
+            for generation in self.generations.iter() {
+                generation.fetch_add(1, Ordering::AcqRel);
+            }
+            self.entries
+                .retain(|_, entry| !entry.tags.iter().any(|tag| tags.contains(tag)));
+        }
+    }
+
+    /// Forgets everything and turns away reads in flight: hearing started or stopped.
+    fn reset(&self, listening: bool) {
+        self.listening.store(false, Ordering::Release);
+        for generation in self.generations.iter() {
+            generation.fetch_add(1, Ordering::AcqRel);
+        }
+        self.entries.clear();
+        if listening {
+            self.listening.store(true, Ordering::Release);
+        }
+    }
+
+    /// Whether values are served from memory now.
+    pub(crate) fn is_listening(&self) -> bool {
+        self.listening.load(Ordering::Acquire)
+    }
+
+    /// Applies one invalidation pushed by Redis; answers how many keys it named.
+    fn invalidated(&self, keys: Option<Vec<Vec<u8>>>) -> u64 {
+        let Some(keys) = keys else {
+            // `FLUSHALL` / `FLUSHDB`: everything.
+            self.reset(self.is_listening());
+            return 1;
+        };
+        let mut tags = Vec::new();
+        let mut entries = Vec::new();
+        for key in &keys {
+            let Ok(key) = std::str::from_utf8(key) else {
+                continue;
+            };
+            if let Some(rest) = key.strip_prefix(self.stamp_prefix.as_str()) {
+                if let Some(tag) = rest.strip_suffix('}') {
+                    tags.push(tag.to_owned());
+                }
+            } else if !key.starts_with("__cache:") && key.starts_with(self.entry_prefix.as_str()) {
+                entries.push(key);
+            }
+        }
+        self.evict(&entries, &tags);
+        keys.len() as u64
+    }
+}
+
+/// Listens for Redis' invalidations on a connection of its own, for as long as the handle
+/// lives; reconnects and turns tracking on again after every failure.
+pub(crate) fn listen(
+    near: &Arc<Near>,
+    client: &Client,
+    namespace: Option<&str>,
+    operation_timeout: Duration,
+) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let info = client.get_connection_info().clone();
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(ProtocolVersion::RESP3);
+    let Ok(client) = Client::open(info.set_redis_settings(settings)) else {
+        return;
+    };
+    let prefixes = match namespace {
+        Some(namespace) => vec![
+            format!("{namespace}:"),
+            format!("__cache:{namespace}:stamp{{:"),
+        ],
+        // Entries of a handle without namespace can have any prefix: every key.
+        None => Vec::new(),
+    };
+    let weak = Arc::downgrade(near);
+    runtime.spawn(async move {
+        let mut wait = Duration::from_millis(50);
+        loop {
+            let Some(near) = weak.upgrade() else { return };
+            let heard = hear(&near, &client, &prefixes, operation_timeout).await;
+            near.reset(false);
+            drop(near);
+            if heard {
+                wait = Duration::from_millis(50);
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(2));
+        }
+    });
+}
+
+/// One connection's life: connect, turn tracking on, apply invalidations and check health
+/// until it fails. Answers whether tracking was on at all.
+async fn hear(
+    near: &Near,
+    client: &Client,
+    prefixes: &[String],
+    operation_timeout: Duration,
+) -> bool {
+    let (sender, mut pushes) = tokio::sync::mpsc::unbounded_channel::<PushInfo>();
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(operation_timeout))
+        .set_response_timeout(Some(operation_timeout))
+        .set_push_sender(sender);
+    let connect = client.get_multiplexed_async_connection_with_config(&config);
+    let Ok(Ok(mut connection)) = tokio::time::timeout(operation_timeout, connect).await else {
+        return false;
+    };
+    let mut tracking = redis::cmd("CLIENT");
+    tracking.arg("TRACKING").arg("ON").arg("BCAST");
+    for prefix in prefixes {
+        tracking.arg("PREFIX").arg(prefix);
+    }
+    let enabled = tracking.query_async::<()>(&mut connection);
+    match tokio::time::timeout(operation_timeout, enabled).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "redis refused CLIENT TRACKING; the near cache stays off until it accepts");
+            return false;
+        }
+        Err(_) => return false,
+    }
+    near.reset(true);
+    let mut health = tokio::time::interval(HEALTH_CHECK);
+    loop {
+        tokio::select! {
+            push = pushes.recv() => {
+                let Some(push) = push else { return true };
+                match push.kind {
+                    PushKind::Invalidate => {
+                        let keys = invalidated_keys(push.data);
+                        let count = near.invalidated(keys);
+                        near.invalidations_received.fetch_add(count, Ordering::Relaxed);
+                    }
+                    PushKind::Disconnection => return true,
+                    _ => {}
+                }
+            }
+            _ = health.tick() => {
+                if !answers(&mut connection, operation_timeout).await {
+                    return true;
+                }
+            }
+        }
+    }
+}
+
+/// Whether the connection answers a `PING` within the timeout.
+async fn answers(connection: &mut MultiplexedConnection, timeout: Duration) -> bool {
+    let ping = redis::cmd("PING");
+    let reply = tokio::time::timeout(timeout, ping.query_async::<Value>(connection)).await;
+    matches!(reply, Ok(Ok(_)))
+}
+
+/// The keys of an `invalidate` push: an array of keys, or nil for "everything".
+fn invalidated_keys(data: Vec<Value>) -> Option<Vec<Vec<u8>>> {
+    match data.into_iter().next() {
+        Some(Value::Array(keys)) => Some(
+            keys.into_iter()
+                .filter_map(|key| match key {
+                    Value::BulkString(key) => Some(key),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listening() -> Near {
+        let near = Near::new(100, Duration::from_secs(60), Some("shop"));
+        near.reset(true);
+        near
+    }
+
+    #[test]
+    fn a_reply_that_crossed_an_invalidation_is_not_inserted() {
+        let near = listening();
+        let ticket = near.ticket("shop:user:1").unwrap();
+        // The invalidation arrives while the read's reply is in flight.
+        near.invalidated(Some(vec![b"shop:user:1".to_vec()]));
+        near.insert(
+            ticket,
+            "shop:user:1",
+            1_u32,
+            Duration::from_secs(60),
+            Vec::new(),
+        );
+        assert_eq!(near.get::<u32>("shop:user:1", u32::clone), None);
+        // A read sent after it inserts.
+        let ticket = near.ticket("shop:user:1").unwrap();
+        near.insert(
+            ticket,
+            "shop:user:1",
+            2_u32,
+            Duration::from_secs(60),
+            Vec::new(),
+        );
+        assert_eq!(near.get::<u32>("shop:user:1", u32::clone), Some(2));
+    }
+
+    #[test]
+    fn deafness_clears_memory_and_turns_away_reads_in_flight() {
+        let near = listening();
+        let ticket = near.ticket("shop:user:1").unwrap();
+        near.insert(
+            ticket,
+            "shop:user:1",
+            1_u32,
+            Duration::from_secs(60),
+            Vec::new(),
+        );
+        let in_flight = near.ticket("shop:user:2").unwrap();
+        near.reset(false);
+        assert_eq!(near.get::<u32>("shop:user:1", u32::clone), None);
+        assert!(
+            near.ticket("shop:user:1").is_none(),
+            "no reads for memory while deaf"
+        );
+        near.reset(true);
+        near.insert(
+            in_flight,
+            "shop:user:2",
+            2_u32,
+            Duration::from_secs(60),
+            Vec::new(),
+        );
+        assert_eq!(
+            near.get::<u32>("shop:user:2", u32::clone),
+            None,
+            "a read sent before the gap is not trusted after it"
+        );
+    }
+
+    #[test]
+    fn tag_stamps_evict_what_carries_the_tag_and_other_library_keys_nothing() {
+        let near = listening();
+        for (key, tags) in [
+            ("shop:login:a", vec!["user:1".to_owned()]),
+            ("shop:user:2", vec![]),
+        ] {
+            let ticket = near.ticket(key).unwrap();
+            near.insert(ticket, key, 7_u32, Duration::from_secs(60), tags);
+        }
+        near.invalidated(Some(vec![
+            b"__cache:shop:clock".to_vec(),
+            b"__cache:shop:tag{:user:1}".to_vec(),
+        ]));
+        assert_eq!(
+            near.get::<u32>("shop:login:a", u32::clone),
+            Some(7),
+            "bookkeeping flushes nothing"
+        );
+        near.invalidated(Some(vec![b"__cache:shop:stamp{:user:1}".to_vec()]));
+        assert_eq!(near.get::<u32>("shop:login:a", u32::clone), None);
+        assert_eq!(near.get::<u32>("shop:user:2", u32::clone), Some(7));
+    }
+
+    #[test]
+    fn a_copy_expires_with_the_entry_it_was_read_from() {
+        let near = listening();
+        let ticket = near.ticket("shop:user:1").unwrap();
+        near.insert(
+            ticket,
+            "shop:user:1",
+            1_u32,
+            Duration::from_millis(20),
+            Vec::new(),
+        );
+        assert_eq!(near.get::<u32>("shop:user:1", u32::clone), Some(1));
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(near.get::<u32>("shop:user:1", u32::clone), None);
+    }
+
+    #[test]
+    fn schemas_of_one_entry_live_side_by_side() {
+        let near = listening();
+        let ticket = near.ticket("shop:user:1").unwrap();
+        near.insert(
+            ticket,
+            "shop:user:1",
+            1_u32,
+            Duration::from_secs(60),
+            Vec::new(),
+        );
+        let ticket = near.ticket("shop:user:1").unwrap();
+        near.insert(
+            ticket,
+            "shop:user:1",
+            "one".to_owned(),
+            Duration::from_secs(60),
+            Vec::new(),
+        );
+        assert_eq!(near.get::<u32>("shop:user:1", u32::clone), Some(1));
+        assert_eq!(
+            near.get::<String>("shop:user:1", String::clone).as_deref(),
+            Some("one")
+        );
+        near.evict(&["shop:user:1"], &[]);
+        assert_eq!(near.get::<u32>("shop:user:1", u32::clone), None);
+    }
+}

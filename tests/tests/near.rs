@@ -1,0 +1,181 @@
+//! The near cache (`near_cache`): hits from process memory, kept coherent by Redis'
+//! invalidation pushes, and nothing served from memory by a handle that cannot hear them.
+
+use std::time::{Duration, Instant};
+
+use cache_core::Cache;
+use cache_integration_tests::fixtures::{Row, UserRepo};
+use cache_integration_tests::{CuttableProxy, RedisServer};
+
+fn near_cache(url: &str) -> Cache {
+    Cache::builder()
+        .url(url)
+        .near_cache(1_000)
+        .operation_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap()
+}
+
+/// Reads `id` until one is answered from memory (the listener has turned tracking on and
+/// the entry was read from Redis once since), lets the pushes of the fill arrive (they
+/// evict the copy), and reads until memory answers again: then the copy is there to stay
+/// until something changes. At most 3 s each.
+async fn until_near_hit(repo: &UserRepo, id: i64) {
+    until_one_near_hit(repo, id).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    until_one_near_hit(repo, id).await;
+}
+
+async fn until_one_near_hit(repo: &UserRepo, id: i64) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let before = repo.cache.stats().near_hits;
+    while repo.cache.stats().near_hits == before {
+        assert!(
+            Instant::now() < deadline,
+            "no near hit: {:?}",
+            repo.cache.stats()
+        );
+        repo.get_user(id).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn near_hits_send_nothing_to_redis() {
+    let server = RedisServer::start();
+    let repo = UserRepo::new(near_cache(&server.url()));
+    repo.insert(Row::sample(1));
+    until_near_hit(&repo, 1).await;
+    let log = server.monitor();
+    let before = repo.cache.stats();
+    for _ in 0..100 {
+        assert_eq!(repo.get_user(1).await.unwrap().unwrap().name, "user1");
+    }
+    let after = repo.cache.stats();
+    assert_eq!(after.near_hits - before.near_hits, 100);
+    assert_eq!(after.hits, before.hits, "no Redis hit");
+    let commands = log.take_client_commands();
+    assert!(
+        !commands.iter().any(|command| command.contains("HMGET")),
+        "{commands:?}"
+    );
+    assert_eq!(repo.loads(), 1);
+}
+
+#[tokio::test]
+async fn a_write_through_the_same_handle_is_seen_at_once() {
+    let server = RedisServer::start();
+    let repo = UserRepo::new(near_cache(&server.url()));
+    repo.insert(Row::sample(1));
+    until_near_hit(&repo, 1).await;
+    for round in 0..20 {
+        let name = format!("name{round}");
+        repo.rename(1, &name).await.unwrap();
+        assert_eq!(repo.get_user(1).await.unwrap().unwrap().name, name);
+    }
+}
+
+/// Another handle (another process) writes: its invalidation reaches this handle's memory
+/// by Redis' push. The delay from the write's return to the eviction is measured (printed;
+/// the benchmark reports it too), and the read a comfortable 50 ms later must be fresh.
+#[tokio::test]
+async fn a_write_through_another_handle_evicts_by_push() {
+    let server = RedisServer::start();
+    let reader = UserRepo::new(near_cache(&server.url()));
+    let writer = UserRepo::new(Cache::builder().url(server.url()).build().unwrap());
+    let mut delays = Vec::new();
+    for round in 0..50 {
+        let row = Row {
+            name: format!("name{round}"),
+            ..Row::sample(1)
+        };
+        reader.insert(row.clone());
+        writer.insert(row);
+        until_near_hit(&reader, 1).await;
+        let renamed = format!("renamed{round}");
+        // Settle the pushes of the reader's own fill before measuring.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let received = reader.cache.stats().near_invalidations;
+        let writing = Instant::now();
+        writer.rename(1, &renamed).await.unwrap();
+        let written = writing.elapsed();
+        while reader.cache.stats().near_invalidations == received
+            && writing.elapsed() < Duration::from_secs(1)
+        {
+            tokio::task::yield_now().await;
+        }
+        delays.push((writing.elapsed(), written));
+        reader.insert(Row {
+            name: renamed.clone(),
+            ..Row::sample(1)
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(reader.get_user(1).await.unwrap().unwrap().name, renamed);
+    }
+    delays.sort();
+    let (p50, p99) = (delays[delays.len() / 2], delays[delays.len() * 99 / 100]);
+    println!(
+        "from another handle's write call to the eviction in memory: p50 {:?} (the write \
+         itself took {:?}), p99 {:?} ({:?})",
+        p50.0, p50.1, p99.0, p99.1
+    );
+}
+
+/// The listener's connection is cut: memory serves nothing from then on, so a write by
+/// another process that this handle cannot hear about is not hidden by an old copy.
+#[tokio::test]
+async fn a_cut_connection_stops_serving_from_memory() {
+    let server = RedisServer::start();
+    let proxy = CuttableProxy::start(server.port()).await;
+    let reader = UserRepo::new(near_cache(&proxy.url()));
+    let writer = UserRepo::new(Cache::builder().url(server.url()).build().unwrap());
+    reader.insert(Row::sample(1));
+    writer.insert(Row::sample(1));
+    until_near_hit(&reader, 1).await;
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    writer.rename(1, "renamed").await.unwrap();
+    reader.insert(Row {
+        name: "renamed".into(),
+        ..Row::sample(1)
+    });
+    let near_hits = reader.cache.stats().near_hits;
+    assert_eq!(reader.get_user(1).await.unwrap().unwrap().name, "renamed");
+    assert_eq!(
+        reader.cache.stats().near_hits,
+        near_hits,
+        "nothing from memory"
+    );
+    // Back: tracking on again, memory serves again.
+    proxy.restore();
+    until_near_hit(&reader, 1).await;
+    assert_eq!(reader.get_user(1).await.unwrap().unwrap().name, "renamed");
+}
+
+/// The listener's connection goes silent (the peer stops answering, nothing is closed):
+/// within the operation timeout plus the health check, memory serves nothing.
+#[tokio::test]
+async fn a_silent_connection_stops_serving_from_memory() {
+    let server = RedisServer::start();
+    let proxy = CuttableProxy::start(server.port()).await;
+    let reader = UserRepo::new(near_cache(&proxy.url()));
+    let writer = UserRepo::new(Cache::builder().url(server.url()).build().unwrap());
+    reader.insert(Row::sample(1));
+    writer.insert(Row::sample(1));
+    until_near_hit(&reader, 1).await;
+    proxy.set_delay(Duration::from_secs(3600));
+    // Operation timeout (200 ms) + health check (500 ms), with room for a busy machine.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    writer.rename(1, "renamed").await.unwrap();
+    reader.insert(Row {
+        name: "renamed".into(),
+        ..Row::sample(1)
+    });
+    let near_hits = reader.cache.stats().near_hits;
+    assert_eq!(reader.get_user(1).await.unwrap().unwrap().name, "renamed");
+    assert_eq!(
+        reader.cache.stats().near_hits,
+        near_hits,
+        "nothing from memory"
+    );
+}
