@@ -130,12 +130,38 @@ async fn main() {
     let repo = Arc::new(Repo {
         cache: Cache::builder().url(server.url()).build().expect("cache"),
     });
+    let near_repo = Arc::new(Repo {
+        cache: Cache::builder()
+            .url(server.url())
+            .near_cache(10_000)
+            .build()
+            .expect("cache"),
+    });
 
     for id in 0..USERS as i64 {
         repo.get(id).await;
         peer_get(id).await.expect("peer fill");
     }
+    // Until every user is answered from memory: tracking on, the fills' pushes arrived.
+    let warm = std::time::Instant::now();
+    loop {
+        let before = near_repo.cache.stats().near_hits;
+        for id in 0..USERS as i64 {
+            near_repo.get(id).await;
+        }
+        if near_repo.cache.stats().near_hits - before == USERS as u64 {
+            break;
+        }
+        assert!(warm.elapsed().as_secs() < 10, "the near cache did not warm");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let loads_after_fill = LOADS.load(Ordering::Relaxed);
+    // The bare in-process cache the near cache is built on, holding the same values: the
+    // floor of a near hit (a key built with `format!`, a get, a clone).
+    let bare = Arc::new(quick_cache::sync::Cache::<String, UserRead>::new(10_000));
+    for id in 0..USERS as i64 {
+        bare.insert(format!("user:{id}"), user(id));
+    }
 
     let raw_hgetall = raw_hgetall(connection.clone());
     let raw_hmget: Arc<Operation> = {
@@ -174,11 +200,28 @@ async fn main() {
             std::hint::black_box(peer_get(id_for(task, i)).await.expect("peer hit"));
         })
     });
-    let contenders: [(&str, Arc<Operation>); 4] = [
+    let near: Arc<Operation> = {
+        let repo = near_repo.clone();
+        Arc::new(move |task, i| {
+            let repo = repo.clone();
+            Box::pin(async move {
+                std::hint::black_box(repo.get(id_for(task, i)).await);
+            })
+        })
+    };
+    let bare_get: Arc<Operation> = Arc::new(move |task, i| {
+        let bare = bare.clone();
+        Box::pin(async move {
+            std::hint::black_box(bare.get(&format!("user:{}", id_for(task, i))));
+        })
+    });
+    let contenders: [(&str, Arc<Operation>); 6] = [
         ("raw HGETALL → map → struct", raw_hgetall),
         ("raw HMGET, positional", raw_hmget),
         ("cache-core hit", ours),
         ("cached 4.1 hit (GET, blob)", peer),
+        ("cache-core near hit", near),
+        ("quick_cache get + clone (no Redis)", bare_get),
     ];
 
     // BENCH_ONLY=<part of a name>[,<part of another>…] runs only the matching contenders
@@ -209,7 +252,11 @@ async fn main() {
         markdown.push_str(&measure::table(
             &title,
             &rows,
-            &["raw HGETALL → map → struct", "cached 4.1 hit (GET, blob)"],
+            &[
+                "raw HGETALL → map → struct",
+                "cached 4.1 hit (GET, blob)",
+                "quick_cache get + clone (no Redis)",
+            ],
         ));
         series.push((format!("concurrency {concurrency}"), rows));
     }
