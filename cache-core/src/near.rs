@@ -79,6 +79,8 @@ pub(crate) struct Near {
     stamp_prefix: String,
     /// Keys named by the invalidations Redis pushed.
     pub(crate) invalidations_received: AtomicU64,
+    /// Whether it was said that Redis refuses what the near cache needs.
+    said_unavailable: AtomicBool,
 }
 
 impl std::fmt::Debug for Near {
@@ -101,6 +103,7 @@ impl Near {
             entry_prefix: namespace.map(|ns| format!("{ns}:")).unwrap_or_default(),
             stamp_prefix: format!("__cache:{}:stamp{{:", namespace.unwrap_or_default()),
             invalidations_received: AtomicU64::new(0),
+            said_unavailable: AtomicBool::new(false),
         }
     }
 
@@ -233,6 +236,15 @@ impl Near {
         }
     }
 
+    /// Redis refused RESP3 or `CLIENT TRACKING` (too old, a proxy, an ACL user without
+    /// `client|tracking`): said once; the handle runs without the near cache meanwhile and
+    /// the listener keeps trying, in case it was passing.
+    fn unavailable(&self, error: &redis::RedisError) {
+        if !self.said_unavailable.swap(true, Ordering::Relaxed) {
+            tracing::warn!(%error, "redis refused what the near cache needs (RESP3, CLIENT TRACKING); running without it");
+        }
+    }
+
     /// Whether values are served from memory now.
     pub(crate) fn is_listening(&self) -> bool {
         self.listening.load(Ordering::Acquire)
@@ -322,8 +334,14 @@ async fn hear(
         .set_response_timeout(Some(operation_timeout))
         .set_push_sender(sender);
     let connect = client.get_multiplexed_async_connection_with_config(&config);
-    let Ok(Ok(mut connection)) = tokio::time::timeout(operation_timeout, connect).await else {
-        return false;
+    let mut connection = match tokio::time::timeout(operation_timeout, connect).await {
+        Ok(Ok(connection)) => connection,
+        // A server that does not speak RESP3 (before Redis 6) refuses `HELLO 3` here.
+        Ok(Err(error)) if error.kind() != redis::ErrorKind::Io => {
+            near.unavailable(&error);
+            return false;
+        }
+        _ => return false,
     };
     let mut tracking = redis::cmd("CLIENT");
     tracking.arg("TRACKING").arg("ON").arg("BCAST");
@@ -334,7 +352,7 @@ async fn hear(
     match tokio::time::timeout(operation_timeout, enabled).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => {
-            tracing::warn!(%error, "redis refused CLIENT TRACKING; the near cache stays off until it accepts");
+            near.unavailable(&error);
             return false;
         }
         Err(_) => return false,

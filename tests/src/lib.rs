@@ -35,6 +35,9 @@ pub const CACHE_ACL_COMMANDS: &str = "-@all +hmget +hget +mget +unlink +evalsha 
 /// map, and `WAIT` for replicas.
 pub const CLUSTER_ACL_COMMANDS: &str = "+wait +cluster|slots";
 
+/// What the near cache's listener needs beyond [`CACHE_ACL_COMMANDS`], as the README says.
+pub const NEAR_ACL_COMMANDS: &str = "+hello +client|tracking +ping";
+
 impl RedisServer {
     /// Starts a redis-server on a free loopback port and waits until it answers.
     pub fn start() -> RedisServer {
@@ -169,9 +172,18 @@ impl RedisServer {
     /// `patterns` (the entries' and the library's), and nothing else. From then on
     /// [`cache_url`](Self::cache_url) connects as that user.
     pub fn add_cache_user(&mut self, patterns: &[&str]) {
+        self.add_cache_user_with(patterns, "");
+    }
+
+    /// As [`add_cache_user`](Self::add_cache_user), with `more` commands beyond the rule.
+    pub fn add_cache_user_with(&mut self, patterns: &[&str], more: &str) {
         redis::cmd("ACL")
             .arg("SETUSER")
-            .arg(acl_rule("cache", CACHE_ACL_COMMANDS, patterns))
+            .arg(acl_rule(
+                "cache",
+                &format!("{CACHE_ACL_COMMANDS} {more}"),
+                patterns,
+            ))
             .query::<()>(&mut self.connection())
             .expect("ACL SETUSER");
         self.cache_url = Some(format!(

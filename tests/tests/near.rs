@@ -179,3 +179,24 @@ async fn a_silent_connection_stops_serving_from_memory() {
         "nothing from memory"
     );
 }
+
+/// An ACL user with the README's rule plus what the near cache needs (`+hello
+/// +client|tracking +ping`) gets near hits.
+#[tokio::test]
+async fn a_user_with_the_readme_acl_rule_gets_near_hits() {
+    let mut server = RedisServer::start();
+    server.add_cache_user_with(
+        &["user:*", "__cache::*"],
+        cache_integration_tests::NEAR_ACL_COMMANDS,
+    );
+    let repo = UserRepo::new(near_cache(&server.cache_url()));
+    repo.insert(Row::sample(1));
+    until_near_hit(&repo, 1).await;
+    repo.rename(1, "renamed").await.unwrap();
+    repo.insert(Row {
+        name: "renamed".into(),
+        ..Row::sample(1)
+    });
+    assert_eq!(repo.get_user(1).await.unwrap().unwrap().name, "renamed");
+    assert_eq!(repo.cache.stats().errors, 0);
+}
