@@ -408,6 +408,12 @@ fn invalidated_keys(data: Vec<Value>) -> Option<Vec<Vec<u8>>> {
 mod tests {
     use super::*;
 
+    /// A read of `key` that found `value` (60 s left) and keeps it.
+    fn read_into<S: Send + Sync + 'static>(near: &Near, key: &str, value: S) {
+        let ticket = near.ticket(key).unwrap();
+        near.insert(ticket, key, value, Duration::from_secs(60), Vec::new());
+    }
+
     fn listening() -> Near {
         let near = Near::new(100, Duration::from_secs(60), Some("shop"));
         near.reset(true);
@@ -429,28 +435,14 @@ mod tests {
         );
         assert_eq!(near.get::<u32>("shop:user:1", u32::clone), None);
         // A read sent after it inserts.
-        let ticket = near.ticket("shop:user:1").unwrap();
-        near.insert(
-            ticket,
-            "shop:user:1",
-            2_u32,
-            Duration::from_secs(60),
-            Vec::new(),
-        );
+        read_into(&near, "shop:user:1", 2_u32);
         assert_eq!(near.get::<u32>("shop:user:1", u32::clone), Some(2));
     }
 
     #[test]
     fn deafness_clears_memory_and_turns_away_reads_in_flight() {
         let near = listening();
-        let ticket = near.ticket("shop:user:1").unwrap();
-        near.insert(
-            ticket,
-            "shop:user:1",
-            1_u32,
-            Duration::from_secs(60),
-            Vec::new(),
-        );
+        read_into(&near, "shop:user:1", 1_u32);
         let in_flight = near.ticket("shop:user:2").unwrap();
         near.reset(false);
         assert_eq!(near.get::<u32>("shop:user:1", u32::clone), None);
@@ -516,22 +508,8 @@ mod tests {
     #[test]
     fn schemas_of_one_entry_live_side_by_side() {
         let near = listening();
-        let ticket = near.ticket("shop:user:1").unwrap();
-        near.insert(
-            ticket,
-            "shop:user:1",
-            1_u32,
-            Duration::from_secs(60),
-            Vec::new(),
-        );
-        let ticket = near.ticket("shop:user:1").unwrap();
-        near.insert(
-            ticket,
-            "shop:user:1",
-            "one".to_owned(),
-            Duration::from_secs(60),
-            Vec::new(),
-        );
+        read_into(&near, "shop:user:1", 1_u32);
+        read_into(&near, "shop:user:1", "one".to_owned());
         assert_eq!(near.get::<u32>("shop:user:1", u32::clone), Some(1));
         assert_eq!(
             near.get::<String>("shop:user:1", String::clone).as_deref(),

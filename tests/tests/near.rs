@@ -121,63 +121,80 @@ async fn a_write_through_another_handle_evicts_by_push() {
     );
 }
 
+/// A reader with a near cache behind a proxy that the test breaks, and a writer beside it
+/// (another process) straight on the server; both over rows of their own, kept alike.
+struct Deafness {
+    _server: RedisServer,
+    proxy: CuttableProxy,
+    reader: UserRepo,
+    writer: UserRepo,
+}
+
+impl Deafness {
+    /// User 1 is in the reader's memory.
+    async fn start() -> Deafness {
+        let server = RedisServer::start();
+        let proxy = CuttableProxy::start(server.port()).await;
+        let reader = UserRepo::new(near_cache(&proxy.url()));
+        let writer = UserRepo::new(Cache::builder().url(server.url()).build().unwrap());
+        reader.insert(Row::sample(1));
+        writer.insert(Row::sample(1));
+        until_near_hit(&reader, 1).await;
+        Deafness {
+            _server: server,
+            proxy,
+            reader,
+            writer,
+        }
+    }
+
+    /// The writer renames user 1, which the reader cannot hear: its next read must not
+    /// come from memory.
+    async fn a_write_unheard_is_not_hidden(&self) {
+        self.writer.rename(1, "renamed").await.unwrap();
+        self.reader.insert(Row {
+            name: "renamed".into(),
+            ..Row::sample(1)
+        });
+        let near_hits = self.reader.cache.stats().near_hits;
+        assert_eq!(
+            self.reader.get_user(1).await.unwrap().unwrap().name,
+            "renamed"
+        );
+        assert_eq!(
+            self.reader.cache.stats().near_hits,
+            near_hits,
+            "nothing from memory"
+        );
+    }
+}
+
 /// The listener's connection is cut: memory serves nothing from then on, so a write by
 /// another process that this handle cannot hear about is not hidden by an old copy.
 #[tokio::test]
 async fn a_cut_connection_stops_serving_from_memory() {
-    let server = RedisServer::start();
-    let proxy = CuttableProxy::start(server.port()).await;
-    let reader = UserRepo::new(near_cache(&proxy.url()));
-    let writer = UserRepo::new(Cache::builder().url(server.url()).build().unwrap());
-    reader.insert(Row::sample(1));
-    writer.insert(Row::sample(1));
-    until_near_hit(&reader, 1).await;
-    proxy.cut();
+    let test = Deafness::start().await;
+    test.proxy.cut();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    writer.rename(1, "renamed").await.unwrap();
-    reader.insert(Row {
-        name: "renamed".into(),
-        ..Row::sample(1)
-    });
-    let near_hits = reader.cache.stats().near_hits;
-    assert_eq!(reader.get_user(1).await.unwrap().unwrap().name, "renamed");
-    assert_eq!(
-        reader.cache.stats().near_hits,
-        near_hits,
-        "nothing from memory"
-    );
+    test.a_write_unheard_is_not_hidden().await;
     // Back: tracking on again, memory serves again.
-    proxy.restore();
-    until_near_hit(&reader, 1).await;
-    assert_eq!(reader.get_user(1).await.unwrap().unwrap().name, "renamed");
+    test.proxy.restore();
+    until_near_hit(&test.reader, 1).await;
+    assert_eq!(
+        test.reader.get_user(1).await.unwrap().unwrap().name,
+        "renamed"
+    );
 }
 
 /// The listener's connection goes silent (the peer stops answering, nothing is closed):
 /// within the operation timeout plus the health check, memory serves nothing.
 #[tokio::test]
 async fn a_silent_connection_stops_serving_from_memory() {
-    let server = RedisServer::start();
-    let proxy = CuttableProxy::start(server.port()).await;
-    let reader = UserRepo::new(near_cache(&proxy.url()));
-    let writer = UserRepo::new(Cache::builder().url(server.url()).build().unwrap());
-    reader.insert(Row::sample(1));
-    writer.insert(Row::sample(1));
-    until_near_hit(&reader, 1).await;
-    proxy.set_delay(Duration::from_secs(3600));
+    let test = Deafness::start().await;
+    test.proxy.set_delay(Duration::from_secs(3600));
     // Operation timeout (200 ms) + health check (500 ms), with room for a busy machine.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    writer.rename(1, "renamed").await.unwrap();
-    reader.insert(Row {
-        name: "renamed".into(),
-        ..Row::sample(1)
-    });
-    let near_hits = reader.cache.stats().near_hits;
-    assert_eq!(reader.get_user(1).await.unwrap().unwrap().name, "renamed");
-    assert_eq!(
-        reader.cache.stats().near_hits,
-        near_hits,
-        "nothing from memory"
-    );
+    test.a_write_unheard_is_not_hidden().await;
 }
 
 /// An ACL user with the README's rule plus what the near cache needs (`+hello
