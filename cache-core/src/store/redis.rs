@@ -1059,7 +1059,9 @@ impl RedisStore {
     /// this connection wrote there (`WAIT`), at most `replica_wait`. Replication is
     /// asynchronous: without this, a primary killed right after acknowledging an
     /// invalidation could take it along, and its promoted replica would serve the old entry
-    /// until its TTL. Timing out is not an error: the invalidation stands on the primary.
+    /// until its TTL. Replicas that do not acknowledge in time fail the step (the
+    /// invalidation stays pending and is delivered again); a primary without replicas is
+    /// not waited for.
     async fn replicated(&self, connection: &mut Link, slot: u16) -> StoreResult<()> {
         let Link::Cluster(connection) = connection else {
             return Ok(());
@@ -1089,17 +1091,40 @@ impl RedisStore {
             SlotAddr::Master,
         )));
         let acks = connection
-            .route_command(wait, route)
+            .route_command(wait, route.clone())
             .await
             .and_then(Value::extract_error)?;
-        if acks == Value::Int(0) {
-            tracing::debug!(slot, "no replica acknowledged an invalidation in time");
+        if matches!(acks, Value::Int(acks) if acks >= i64::from(self.replica_acks)) {
+            return Ok(());
+        }
+        // Too few acknowledgements: a primary without replicas (a replica just promoted by a
+        // failover has none) has nothing to wait for, and is not asked again for a while.
+        // One whose replicas lag could lose the invalidation if it died now: the step
+        // fails, so the invalidation stays pending and is delivered again (to the promoted
+        // replica, if it comes to that).
+        let role = connection
+            .route_command(redis::cmd("ROLE"), route)
+            .await
+            .and_then(Value::extract_error)?;
+        let replicas = match role {
+            Value::Array(parts) => match parts.get(2) {
+                Some(Value::Array(replicas)) => replicas.len(),
+                _ => 0,
+            },
+            _ => 0,
+        };
+        if replicas == 0 {
+            tracing::debug!(slot, "the primary has no replica to wait for");
             self.unreplicated
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .insert(slot, now + UNREPLICATED_FOR);
+            return Ok(());
         }
-        Ok(())
+        Err(redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "no replica acknowledged the invalidation in time",
+        )))
     }
 }
 
