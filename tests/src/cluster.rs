@@ -341,20 +341,29 @@ impl Drop for RedisCluster {
     }
 }
 
-/// `count` free loopback ports whose cluster bus ports (+10000) are free too.
+/// `count` free loopback ports whose cluster bus ports (+10000) are free too, all below the
+/// kernel's ephemeral range (32768 and up): a port that some outgoing connection happens to
+/// hold when the node starts cannot be listened on.
 fn cluster_ports(count: usize) -> Vec<u16> {
     let mut ports = Vec::new();
-    let mut held = Vec::new();
+    // Spread the starting point over processes, so that concurrent tests rarely collide.
+    let mut candidate = 20_000 + (std::process::id() % 2_700) as u16;
+    let mut tried = 0;
     while ports.len() < count {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-        let port = listener.local_addr().expect("local address").port();
-        if port > 55_000 || ports.contains(&port) {
+        tried += 1;
+        assert!(tried < 10_000, "no free ports for a cluster");
+        candidate = 20_000 + (candidate - 20_000 + 7) % 2_700;
+        let taken = |port: u16| {
+            ports.iter().any(|chosen: &u16| {
+                *chosen == port || *chosen + 10_000 == port || *chosen == port + 10_000
+            })
+        };
+        if taken(candidate) {
             continue;
         }
-        if let Ok(bus) = TcpListener::bind(("127.0.0.1", port + 10_000)) {
-            held.push(bus);
-            held.push(listener);
-            ports.push(port);
+        let free = |port: u16| TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if free(candidate) && free(candidate + 10_000) {
+            ports.push(candidate);
         }
     }
     ports
