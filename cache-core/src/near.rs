@@ -23,7 +23,7 @@
 
 use std::any::{Any, TypeId};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
@@ -174,7 +174,9 @@ impl Near {
         let type_id = TypeId::of::<S>();
         let mut values: Vec<(TypeId, Arc<dyn Any + Send + Sync>)> = Vec::with_capacity(1);
         let mut all_tags = tags;
+        let mut expires_at = Instant::now() + ttl.min(self.max_age);
         if let Some(current) = self.entries.get(key) {
+            expires_at = expires_at.min(current.expires_at);
             values.extend(
                 current
                     .values
@@ -189,10 +191,6 @@ impl Near {
             }
         }
         values.push((type_id, Arc::new(value)));
-        let mut expires_at = Instant::now() + ttl.min(self.max_age);
-        if let Some(current) = self.entries.get(key) {
-            expires_at = expires_at.min(current.expires_at);
-        }
         let entry = Arc::new(NearEntry {
             values,
             tags: all_tags,
@@ -303,12 +301,14 @@ pub(crate) fn listen(
         // Entries of a handle without namespace can have any prefix: every key.
         None => Vec::new(),
     };
+    // Holds the near cache weakly: when the handle is dropped, the listener and its
+    // connection go too, at the next push or health check.
     let weak = Arc::downgrade(near);
     runtime.spawn(async move {
         let mut wait = Duration::from_millis(50);
         loop {
+            let heard = hear(&weak, &client, &prefixes, operation_timeout).await;
             let Some(near) = weak.upgrade() else { return };
-            let heard = hear(&near, &client, &prefixes, operation_timeout).await;
             near.reset(false);
             drop(near);
             if heard {
@@ -321,9 +321,9 @@ pub(crate) fn listen(
 }
 
 /// One connection's life: connect, turn tracking on, apply invalidations and check health
-/// until it fails. Answers whether tracking was on at all.
+/// until it fails or the near cache is dropped. Answers whether tracking was on at all.
 async fn hear(
-    near: &Near,
+    near: &Weak<Near>,
     client: &Client,
     prefixes: &[String],
     operation_timeout: Duration,
@@ -338,7 +338,9 @@ async fn hear(
         Ok(Ok(connection)) => connection,
         // A server that does not speak RESP3 (before Redis 6) refuses `HELLO 3` here.
         Ok(Err(error)) if error.kind() != redis::ErrorKind::Io => {
-            near.unavailable(&error);
+            if let Some(near) = near.upgrade() {
+                near.unavailable(&error);
+            }
             return false;
         }
         _ => return false,
@@ -352,12 +354,17 @@ async fn hear(
     match tokio::time::timeout(operation_timeout, enabled).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => {
-            near.unavailable(&error);
+            if let Some(near) = near.upgrade() {
+                near.unavailable(&error);
+            }
             return false;
         }
         Err(_) => return false,
     }
-    near.reset(true);
+    match near.upgrade() {
+        Some(alive) => alive.reset(true),
+        None => return false,
+    }
     let mut health = tokio::time::interval(HEALTH_CHECK);
     loop {
         tokio::select! {
@@ -366,6 +373,7 @@ async fn hear(
                 match push.kind {
                     PushKind::Invalidate => {
                         let keys = invalidated_keys(push.data);
+                        let Some(near) = near.upgrade() else { return true };
                         let count = near.invalidated(keys);
                         near.invalidations_received.fetch_add(count, Ordering::Relaxed);
                     }
@@ -374,7 +382,7 @@ async fn hear(
                 }
             }
             _ = health.tick() => {
-                if !answers(&mut connection, operation_timeout).await {
+                if near.strong_count() == 0 || !answers(&mut connection, operation_timeout).await {
                     return true;
                 }
             }

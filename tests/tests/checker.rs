@@ -465,7 +465,6 @@ async fn run_checker(backend: Backend, pressure: Option<Pressure>) {
                                 abandoned.fetch_add(1, Ordering::Relaxed);
                                 let (cache, writes) = (repo.cache.clone(), writes.clone());
                                 let delivered_later = delivered_later.clone();
-                                let late_writes = late_writes.clone();
                                 late_writes.lock().unwrap().push(tokio::spawn(async move {
                                     tokio::time::sleep(OUTAGE_ABANDONED_WRITE_GRACE).await;
                                     if cache.stats().pending_invalidations > 0 {

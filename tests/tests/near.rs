@@ -217,3 +217,39 @@ async fn a_user_with_the_readme_acl_rule_gets_near_hits() {
     assert_eq!(repo.get_user(1).await.unwrap().unwrap().name, "renamed");
     assert_eq!(repo.cache.stats().errors, 0);
 }
+
+/// A dropped handle's listener goes with it: its tracking connection is closed (at the next
+/// health check at the latest), not kept open for the life of the process.
+#[tokio::test]
+async fn a_dropped_handle_closes_its_listener() {
+    let server = RedisServer::start();
+    let tracking_clients = || {
+        let clients: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query(&mut server.connection())
+            .unwrap();
+        clients
+            .lines()
+            // `t` in a client's flags: it has tracking on.
+            .filter(|client| {
+                client
+                    .split(' ')
+                    .find_map(|field| field.strip_prefix("flags="))
+                    .is_some_and(|flags| flags.contains('t'))
+            })
+            .count()
+    };
+    let repo = UserRepo::new(near_cache(&server.url()));
+    repo.insert(Row::sample(1));
+    until_near_hit(&repo, 1).await;
+    assert_eq!(tracking_clients(), 1);
+    drop(repo);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while tracking_clients() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the listener outlived its handle"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
