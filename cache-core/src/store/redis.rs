@@ -938,8 +938,14 @@ impl RedisStore {
             .query_async(&mut connection)
             .await?;
         let entries: Vec<&str> = popped.iter().map(String::as_str).collect();
-        self.invalidate_entries(&mut connection, namespace_clock, &entries, lease_time)
-            .await?;
+        self.invalidate_entries(
+            &mut connection,
+            namespace_clock,
+            &entries,
+            lease_time,
+            false,
+        )
+        .await?;
         Ok(u64::from(popped.len() == DRAIN_BATCH))
     }
 
@@ -962,6 +968,7 @@ impl RedisStore {
                 invalidation.clock,
                 invalidation.entries,
                 invalidation.lease_time,
+                true,
             )
             .await?;
             return Ok(drain);
@@ -984,12 +991,15 @@ impl RedisStore {
     }
 
     /// Cluster: invalidates entries, one script per slot (the slot's clock and its entries).
+    /// `replicate`: wait for replicas (see [`RedisStore::replicated`]); not for the
+    /// tombstones of a tag's members, which only clean up (the tag's stamp keeps reads right).
     async fn invalidate_entries(
         &self,
         connection: &mut Link,
         namespace_clock: &str,
         entries: &[&str],
         lease_time: Duration,
+        replicate: bool,
     ) -> StoreResult<()> {
         let mut by_slot: Vec<(u16, &str)> = entries
             .iter()
@@ -1007,7 +1017,9 @@ impl RedisStore {
                 invocation.arg(key::bucket_field(entry, key::SLOT_CLOCK_BUCKETS));
             }
             invocation.invoke_async::<Vec<String>>(connection).await?;
-            self.replicated(connection, group[0].0).await?;
+            if replicate {
+                self.replicated(connection, group[0].0).await?;
+            }
         }
         Ok(())
     }
@@ -1043,9 +1055,14 @@ impl RedisStore {
                 .await?;
             self.replicated(connection, key::slot_of(tag.stamp.as_bytes()))
                 .await?;
+            // The tag is stamped (and replicated): reads are right from here on. Tombstoning
+            // the popped members only cleans up, and does not fail the invalidation.
             let entries: Vec<&str> = popped.iter().map(String::as_str).collect();
-            self.invalidate_entries(connection, namespace_clock, &entries, lease_time)
-                .await?;
+            let cleanup =
+                self.invalidate_entries(connection, namespace_clock, &entries, lease_time, false);
+            if let Err(error) = cleanup.await {
+                tracing::debug!(%error, "could not tombstone a tag's members; they expire with their TTL");
+            }
             if popped.len() == DRAIN_BATCH {
                 drain.sets.push(tag.members.clone());
             }
