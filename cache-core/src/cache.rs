@@ -17,7 +17,7 @@ use crate::guard::{
 use crate::key::{check_segment, clock_key, encode_tag, entry_key, tag_keys};
 use crate::near::{self, Near};
 use crate::redact::redact_url;
-use crate::stats::{Counters, Stats};
+use crate::stats::{Counter, Counters, Stats};
 use crate::store::{
     self, ClockRead, EntryTags, Fill, FillBody, Invalidation, RedisStore, Store, StoreResult,
     TagKeys, WriteThrough,
@@ -873,11 +873,11 @@ impl Cache {
     }
 
     pub(crate) fn count_near_hit(&self) {
-        Counters::bump(&self.inner.counters.near_hits);
+        self.inner.counters.bump(Counter::NearHits);
     }
 
     pub(crate) fn count_near_miss(&self) {
-        Counters::bump(&self.inner.counters.near_misses);
+        self.inner.counters.bump(Counter::NearMisses);
     }
 
     /// Evicts what a write of this handle invalidated from its near cache, once Redis has it
@@ -890,19 +890,19 @@ impl Cache {
     }
 
     pub(crate) fn count_hit(&self) {
-        Counters::bump(&self.inner.counters.hits);
+        self.inner.counters.bump(Counter::Hits);
     }
 
     pub(crate) fn count_miss(&self) {
-        Counters::bump(&self.inner.counters.misses);
+        self.inner.counters.bump(Counter::Misses);
     }
 
     pub(crate) fn count_coalesced(&self) {
-        Counters::bump(&self.inner.counters.coalesced);
+        self.inner.counters.bump(Counter::Coalesced);
     }
 
     pub(crate) fn count_bypass(&self) {
-        Counters::bump(&self.inner.counters.bypassed);
+        self.inner.counters.bump(Counter::Bypassed);
     }
 
     /// Whether any tag invalidation waits for Redis (then every hit's tags must be checked).
@@ -1044,7 +1044,7 @@ impl Cache {
             let decoded = decode(fields, &mut read.stored(fields));
             match decoded {
                 Ok(value) => {
-                    Counters::bump(&counters.hits);
+                    counters.bump(Counter::Hits);
                     return Ok(Lookup::Hit(value, read.ttl_ms));
                 }
                 // Garbage is a miss; the fill that follows overwrites it.
@@ -1054,7 +1054,7 @@ impl Cache {
             }
         }
         if count_misses {
-            Counters::bump(&counters.misses);
+            counters.bump(Counter::Misses);
         }
         Ok(Lookup::Miss {
             seen: read.stamp,
@@ -1102,7 +1102,7 @@ impl Cache {
                 key,
                 "load took longer than the lease time; not caching its value"
             );
-            Counters::bump(&self.inner.counters.refused_fills);
+            self.inner.counters.bump(Counter::RefusedFills);
             return Ok(false);
         }
         let namespace = self.inner.namespace.as_deref();
@@ -1136,11 +1136,11 @@ impl Cache {
             .fetch_max(duration_ms(fill.ttl), Ordering::Relaxed);
         let written = self.guarded("fill", self.inner.store.fill(fill)).await?;
         let counter = if written {
-            &self.inner.counters.fills
+            Counter::Fills
         } else {
-            &self.inner.counters.refused_fills
+            Counter::RefusedFills
         };
-        Counters::bump(counter);
+        self.inner.counters.bump(counter);
         Ok(written)
     }
 
@@ -1214,11 +1214,9 @@ impl Cache {
                     cache.drain_in_background(drain);
                     let counters = &cache.inner.counters;
                     let invalidated = tags.len() + usize::from(!written);
-                    counters
-                        .invalidations
-                        .fetch_add(invalidated as u64, Ordering::Relaxed);
+                    counters.add(Counter::Invalidations, invalidated as u64);
                     if written {
-                        Counters::bump(&counters.written_through);
+                        counters.bump(Counter::WrittenThrough);
                     }
                     Ok(written)
                 }
@@ -1327,10 +1325,7 @@ impl Cache {
                 .await?;
             self.drain_in_background(drain);
             let targets = (batch_keys.len() + batch_tags.len()) as u64;
-            self.inner
-                .counters
-                .invalidations
-                .fetch_add(targets, Ordering::Relaxed);
+            self.inner.counters.add(Counter::Invalidations, targets);
         }
     }
 
@@ -1397,7 +1392,7 @@ impl Cache {
             }
             Err(_elapsed) => (Error::Timeout(inner.operation_timeout), false),
         };
-        Counters::bump(&inner.counters.errors);
+        inner.counters.bump(Counter::Errors);
         let transition = if reachable {
             inner.breaker.record_success(admission)
         } else {

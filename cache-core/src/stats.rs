@@ -1,6 +1,6 @@
 //! Counters behind [`Cache::stats`](crate::Cache::stats).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// A snapshot of a cache handle's counters since it was built.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -38,42 +38,116 @@ pub struct Stats {
     pub near_invalidations: u64,
 }
 
+/// What a handle counts, one slot each in every [`Stripe`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Counter {
+    Hits,
+    Misses,
+    Fills,
+    RefusedFills,
+    Coalesced,
+    WrittenThrough,
+    Invalidations,
+    Errors,
+    Bypassed,
+    NearHits,
+    NearMisses,
+}
+
+const COUNTERS: usize = Counter::NearMisses as usize + 1;
+
+/// How many copies of the counters a handle keeps. Threads are spread over them, so that
+/// hits on different cores do not write the same cache line: one shared counter costs a
+/// near hit about a fifth of its time at 64 tasks on two cores (measured with `perf`).
+const STRIPES: usize = 16;
+
+/// One copy of every counter, alone on its cache lines (128 bytes: adjacent-line
+/// prefetching pairs 64-byte lines on x86).
 #[derive(Debug, Default)]
+#[repr(align(128))]
+struct Stripe([AtomicU64; COUNTERS]);
+
+/// A handle's counters, striped by thread; [`Counters::snapshot`] sums the stripes.
+#[derive(Debug)]
 pub(crate) struct Counters {
-    pub(crate) hits: AtomicU64,
-    pub(crate) misses: AtomicU64,
-    pub(crate) fills: AtomicU64,
-    pub(crate) refused_fills: AtomicU64,
-    pub(crate) coalesced: AtomicU64,
-    pub(crate) written_through: AtomicU64,
-    pub(crate) invalidations: AtomicU64,
-    pub(crate) errors: AtomicU64,
-    pub(crate) bypassed: AtomicU64,
-    pub(crate) near_hits: AtomicU64,
-    pub(crate) near_misses: AtomicU64,
+    stripes: Box<[Stripe]>,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
+        }
+    }
+}
+
+thread_local! {
+    /// This thread's stripe, given out round-robin as threads first count.
+    static STRIPE: usize = {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES
+    };
 }
 
 impl Counters {
-    pub(crate) fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn bump(&self, counter: Counter) {
+        self.add(counter, 1);
+    }
+
+    pub(crate) fn add(&self, counter: Counter, amount: u64) {
+        // A thread being torn down has no stripe of its own any more: the first one.
+        let stripe = STRIPE.try_with(|stripe| *stripe).unwrap_or(0);
+        self.stripes[stripe].0[counter as usize].fetch_add(amount, Ordering::Relaxed);
+    }
+
+    fn read(&self, counter: Counter) -> u64 {
+        self.stripes
+            .iter()
+            .map(|stripe| stripe.0[counter as usize].load(Ordering::Relaxed))
+            .fold(0, u64::wrapping_add)
     }
 
     pub(crate) fn snapshot(&self, pending_invalidations: usize, near_invalidations: u64) -> Stats {
-        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         Stats {
-            hits: read(&self.hits),
-            misses: read(&self.misses),
-            fills: read(&self.fills),
-            refused_fills: read(&self.refused_fills),
-            coalesced: read(&self.coalesced),
-            written_through: read(&self.written_through),
-            invalidations: read(&self.invalidations),
-            errors: read(&self.errors),
-            bypassed: read(&self.bypassed),
+            hits: self.read(Counter::Hits),
+            misses: self.read(Counter::Misses),
+            fills: self.read(Counter::Fills),
+            refused_fills: self.read(Counter::RefusedFills),
+            coalesced: self.read(Counter::Coalesced),
+            written_through: self.read(Counter::WrittenThrough),
+            invalidations: self.read(Counter::Invalidations),
+            errors: self.read(Counter::Errors),
+            bypassed: self.read(Counter::Bypassed),
             pending_invalidations: pending_invalidations as u64,
-            near_hits: read(&self.near_hits),
-            near_misses: read(&self.near_misses),
+            near_hits: self.read(Counter::NearHits),
+            near_misses: self.read(Counter::NearMisses),
             near_invalidations,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_from_many_threads_add_up_across_stripes() {
+        let counters = Counters::default();
+        std::thread::scope(|scope| {
+            for _ in 0..(STRIPES + 3) {
+                scope.spawn(|| {
+                    for _ in 0..1_000 {
+                        counters.bump(Counter::Hits);
+                    }
+                    counters.add(Counter::Invalidations, 2);
+                });
+            }
+        });
+        let stats = counters.snapshot(4, 5);
+        assert_eq!(stats.hits, 1_000 * (STRIPES as u64 + 3));
+        assert_eq!(stats.invalidations, 2 * (STRIPES as u64 + 3));
+        assert_eq!(stats.misses, 0);
+        assert_eq!(stats.pending_invalidations, 4);
+        assert_eq!(stats.near_invalidations, 5);
     }
 }
