@@ -294,6 +294,32 @@ impl<T> Tags<T> {
     }
 }
 
+/// `cached_get`'s first step: the value in the near cache, if it holds one. Synchronous and
+/// on a borrowed handle, before the call's future exists: a near hit clones no handle and
+/// builds, moves and drops no future (measured: a shared handle's reference count alone
+/// cost a near hit a fifth of its time at 64 tasks on two cores).
+pub fn near_hit<S, R>(
+    cache: Option<&Cache>,
+    key: Option<&str>,
+    schema: &Schema<S>,
+    output: &Output<S, R>,
+) -> Option<R> {
+    let (Some(cache), Some(key), Some(ops)) = (cache, key, schema.near.as_ref()) else {
+        return None;
+    };
+    let near = cache.near()?;
+    match (ops.get)(near, key) {
+        Some(value) => {
+            cache.count_near_hit();
+            Some((output.from_hit)(value))
+        }
+        None => {
+            cache.count_near_miss();
+            None
+        }
+    }
+}
+
 /// `cached_get`: answer from the cache, or run `body` and fill the cache with its value.
 ///
 /// Never fails because of the cache: every cache problem ends in calling `body`.
@@ -332,13 +358,6 @@ where
             }
         },
     };
-    if let (Some(near), Some(ops)) = (cache.near(), schema.near.as_ref()) {
-        if let Some(value) = (ops.get)(near, &key) {
-            cache.count_near_hit();
-            return (output.from_hit)(value);
-        }
-        cache.count_near_miss();
-    }
     let call = Call {
         cache: &cache,
         spec,

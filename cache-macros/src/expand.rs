@@ -48,29 +48,44 @@ fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn) -> TokenStream 
     let ttl = optional_u64(checked.ttl_secs);
     let none_ttl = optional_u64(checked.none_ttl_secs);
     let tagged = !checked.tags.is_empty();
-    let handle = match &checked.cache {
+    // The handle is borrowed for the key and the near cache (a near hit clones nothing) and
+    // cloned only for the call's future; the borrow ends before the body's future takes
+    // the function's parameters (`&mut self` included).
+    let (handle_ref, handle) = match &checked.cache {
         // The expression may be a `Cache`, a reference, an `Arc` or a `LazyLock`: deref
         // coercion to `&Cache` accepts all of them, and errors point at the expression.
-        Some(cache) => quote_spanned! {cache.span()=>
-            ::core::option::Option::Some(<::cache_core::Cache as ::core::clone::Clone>::clone({
+        Some(cache) => (
+            quote_spanned! {cache.span()=>
                 let __cache_ref: &::cache_core::Cache = &(#cache);
-                __cache_ref
-            }))
-        },
-        None => quote!(::cache_core::__private::installed()),
+                let __cache_handle_ref: ::core::option::Option<&::cache_core::Cache> =
+                    ::core::option::Option::Some(__cache_ref);
+            },
+            quote! {
+                ::core::option::Option::map(__cache_handle_ref, ::core::clone::Clone::clone)
+            },
+        ),
+        None => (
+            quote! {
+                let __cache_installed: ::core::option::Option<::cache_core::Cache> =
+                    ::cache_core::__private::installed();
+                let __cache_handle_ref: ::core::option::Option<&::cache_core::Cache> =
+                    ::core::option::Option::as_ref(&__cache_installed);
+            },
+            quote!(__cache_installed),
+        ),
     };
     let key_ident = &checked.key.ident;
     let key = if checked.key.optional {
         quote! {
             match &#key_ident {
                 ::core::option::Option::Some(__cache_key_value) => ::cache_core::__private::entry_key(
-                    __cache_handle.as_ref(), &__CACHE_SPEC, __cache_key_value,
+                    __cache_handle_ref, &__CACHE_SPEC, __cache_key_value,
                 ),
                 ::core::option::Option::None => ::core::option::Option::None,
             }
         }
     } else {
-        quote!(::cache_core::__private::entry_key(__cache_handle.as_ref(), &__CACHE_SPEC, &#key_ident))
+        quote!(::cache_core::__private::entry_key(__cache_handle_ref, &__CACHE_SPEC, &#key_ident))
     };
     // Pins the block's type to the declared return type before anything else in it is
     // checked, so `?` and type errors in the user's code read as they would without us.
@@ -102,7 +117,7 @@ fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn) -> TokenStream 
                 tagged: #tagged,
                 learned: ::cache_core::__private::Learned::new(),
             };
-        let __cache_handle: ::core::option::Option<::cache_core::Cache> = #handle;
+        #handle_ref
         let __cache_key: ::core::option::Option<::std::string::String> = #key;
     };
     let rewritten = match (kind, &checked.schema) {
@@ -111,11 +126,23 @@ fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn) -> TokenStream 
             let tags = get_tags(&checked.tags, schema);
             quote! {
                 #prologue
+                let __cache_schema = #schema_codec;
+                let __cache_adapter = #output_adapter;
+                if let ::core::option::Option::Some(__cache_hit) = ::cache_core::__private::near_hit(
+                    __cache_handle_ref, ::core::option::Option::as_deref(&__cache_key),
+                    &__cache_schema, &__cache_adapter,
+                ) {
+                    return __cache_hit;
+                }
+                let __cache_handle: ::core::option::Option<::cache_core::Cache> = #handle;
                 let __cache_tags = #tags;
-                ::cache_core::__private::get_or_fill(
-                    __cache_handle, &__CACHE_SPEC, __cache_key, #schema_codec, #output_adapter,
+                // Boxed: the Redis path's future (about 4 KB, most of it redis-rs' send
+                // future) would otherwise be part of this function's future, created and
+                // moved by every call, near hits included.
+                ::std::boxed::Box::pin(::cache_core::__private::get_or_fill(
+                    __cache_handle, &__CACHE_SPEC, __cache_key, __cache_schema, __cache_adapter,
                     __cache_tags, #body,
-                ).await
+                )).await
             }
         }
         _ => {
@@ -136,6 +163,7 @@ fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn) -> TokenStream 
             };
             quote! {
                 #prologue
+                let __cache_handle: ::core::option::Option<::cache_core::Cache> = #handle;
                 let __cache_tags: ::std::vec::Vec<::std::string::String> = ::std::vec![#(#tags),*];
                 let __cache_output: #output = #body.await;
                 #[allow(unused_imports)]
