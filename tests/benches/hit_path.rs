@@ -167,6 +167,13 @@ async fn main() {
         bare.insert(format!("user:{id}"), user(id));
     }
 
+    // The other candidate store, the same way.
+    let moka: &'static moka::sync::Cache<String, UserRead> =
+        Box::leak(Box::new(moka::sync::Cache::new(10_000)));
+    for id in 0..USERS as i64 {
+        moka.insert(format!("user:{id}"), user(id));
+    }
+
     let raw_hgetall = raw_hgetall(connection.clone());
     let raw_hmget: Arc<Operation> = {
         let connection = connection.clone();
@@ -210,13 +217,19 @@ async fn main() {
             std::hint::black_box(bare.get(&format!("user:{}", id_for(task, i))));
         })
     });
-    let contenders: [(&str, Arc<Operation>); 6] = [
+    let moka_get: Arc<Operation> = Arc::new(move |task, i| {
+        Box::pin(async move {
+            std::hint::black_box(moka.get(&format!("user:{}", id_for(task, i))));
+        })
+    });
+    let contenders: [(&str, Arc<Operation>); 7] = [
         ("raw HGETALL → map → struct", raw_hgetall),
         ("raw HMGET, positional", raw_hmget),
         ("cache-core hit", ours),
         ("cached 4.1 hit (GET, blob)", peer),
         ("cache-core near hit", near),
         ("quick_cache get + clone (no Redis)", bare_get),
+        ("moka sync get + clone (no Redis)", moka_get),
     ];
 
     // BENCH_ONLY=<part of a name>[,<part of another>…] runs only the matching contenders
