@@ -19,8 +19,8 @@ use crate::near::{self, Near};
 use crate::redact::redact_url;
 use crate::stats::{Counter, Counters, Stats};
 use crate::store::{
-    self, ClockRead, EntryTags, Fill, FillBody, Invalidation, RedisStore, Store, StoreResult,
-    TagKeys, WriteThrough,
+    self, ClockRead, EntryTags, Fill, FillBody, Invalidation, MemoryStore, RedisStore, Store,
+    StoreResult, TagKeys, WriteThrough,
 };
 use crate::Error;
 
@@ -392,15 +392,23 @@ impl CacheBuilder {
         }
         let (store, near) = match self.url.strip_prefix(MEMORY_SCHEME) {
             Some(name) => {
-                if self.near_entries > 0 {
-                    tracing::warn!("near_cache is not available on mem:// (already in process memory); running without it");
-                }
-                let store = if name.is_empty() {
-                    Store::Memory(Arc::default())
+                let store: Arc<MemoryStore> = if name.is_empty() {
+                    Arc::default()
                 } else {
-                    Store::Memory(store::shared_memory(name))
+                    store::shared_memory(name)
                 };
-                (store, None)
+                // Decoded values without decoding, as on Redis; the store tells the near
+                // cache of every change itself.
+                let near = (self.near_entries > 0).then(|| {
+                    let near = Arc::new(Near::new(
+                        self.near_entries,
+                        self.near_max_age,
+                        self.namespace.as_deref(),
+                    ));
+                    store.track(&near);
+                    near
+                });
+                (Store::Memory(store), near)
             }
             None => {
                 let (store, client) = redis_store(&self.url, self.operation_timeout, &self.tls)?;

@@ -78,7 +78,7 @@ pub(crate) struct Near {
     entry_prefix: String,
     /// `__cache:{namespace}:stamp{:`: the prefix of tag stamp keys.
     stamp_prefix: String,
-    /// Keys named by the invalidations Redis pushed.
+    /// Keys named by the invalidations Redis pushed (or the in-process store told).
     pub(crate) invalidations_received: AtomicU64,
     /// Whether it was said that Redis refuses what the near cache needs.
     said_unavailable: AtomicBool,
@@ -249,19 +249,26 @@ impl Near {
         self.listening.load(Ordering::Acquire)
     }
 
-    /// Applies one invalidation pushed by Redis; answers how many keys it named.
-    fn invalidated(&self, keys: Option<Vec<Vec<u8>>>) -> u64 {
+    /// Applies one invalidation pushed by Redis.
+    fn invalidated(&self, keys: Option<Vec<Vec<u8>>>) {
         let Some(keys) = keys else {
             // `FLUSHALL` / `FLUSHDB`: everything.
+            self.invalidations_received.fetch_add(1, Ordering::Relaxed);
             self.reset(self.is_listening());
-            return 1;
+            return;
         };
+        self.changed(keys.iter().filter_map(|key| std::str::from_utf8(key).ok()));
+    }
+
+    /// Evicts what changes of these keys (any namespace's, entries and library keys alike)
+    /// concern: entries of this namespace by name, and for a tag's stamp every entry
+    /// carrying the tag.
+    pub(crate) fn changed<'a>(&self, keys: impl Iterator<Item = &'a str>) {
         let mut tags = Vec::new();
         let mut entries = Vec::new();
-        for key in &keys {
-            let Ok(key) = std::str::from_utf8(key) else {
-                continue;
-            };
+        let mut named = 0;
+        for key in keys {
+            named += 1;
             if let Some(rest) = key.strip_prefix(self.stamp_prefix.as_str()) {
                 if let Some(tag) = rest.strip_suffix('}') {
                     tags.push(tag.to_owned());
@@ -270,8 +277,15 @@ impl Near {
                 entries.push(key);
             }
         }
+        self.invalidations_received
+            .fetch_add(named, Ordering::Relaxed);
         self.evict(&entries, &tags);
-        keys.len() as u64
+    }
+
+    /// For a store in this process, which tells the near cache of every change itself
+    /// (`mem://`): it always hears.
+    pub(crate) fn hear_in_process(&self) {
+        self.reset(true);
     }
 }
 
@@ -375,8 +389,7 @@ async fn hear(
                     PushKind::Invalidate => {
                         let keys = invalidated_keys(push.data);
                         let Some(near) = near.upgrade() else { return true };
-                        let count = near.invalidated(keys);
-                        near.invalidations_received.fetch_add(count, Ordering::Relaxed);
+                        near.invalidated(keys);
                     }
                     PushKind::Disconnection => return true,
                     _ => {}

@@ -34,7 +34,8 @@ pub struct Stats {
     /// Reads the near cache could not answer (absent, expired, or not listening), which then
     /// asked Redis.
     pub near_misses: u64,
-    /// Keys named by the invalidations Redis pushed to the near cache.
+    /// Keys named by the invalidations the near cache received: pushed by Redis, or told by
+    /// the `mem://` store.
     pub near_invalidations: u64,
 }
 

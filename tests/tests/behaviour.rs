@@ -18,6 +18,8 @@ enum Backend {
     /// namespace replaces it). Checks of raw keys run on `Redis` only.
     Cluster(RedisCluster, String),
     Memory,
+    /// `mem://`, with a near cache on every handle.
+    MemoryNear,
 }
 
 impl Backend {
@@ -32,6 +34,7 @@ impl Backend {
                 .cluster_nodes(cluster.nodes())
                 .namespace(namespace),
             Backend::Memory => Cache::builder().url("mem://"),
+            Backend::MemoryNear => Cache::builder().url("mem://").near_cache(1_000),
         };
         configure(builder)
             .build()
@@ -97,6 +100,12 @@ macro_rules! on_both_backends {
             $(#[tokio::test]
             async fn $test() {
                 super::$test(super::Backend::Memory).await;
+            })*
+        }
+        mod on_memory_with_near_cache {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test(super::Backend::MemoryNear).await;
             })*
         }
     };

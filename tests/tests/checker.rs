@@ -25,6 +25,9 @@ enum Backend {
     /// A cluster, the run's namespace there, and whether a node fails during the run.
     Cluster(Arc<Mutex<RedisCluster>>, String, Outage),
     Memory(String),
+    /// A shared `mem://` store, both handles with a near cache: the store tells them of
+    /// every change before it returns, so no window is allowed at all.
+    MemoryNear(String),
 }
 
 /// Whether part of the backend is unreachable during the run (a primary killed before its
@@ -123,6 +126,14 @@ async fn checker_on_memory() {
     run_checker(Backend::Memory(name), None).await;
 }
 
+/// Near caches over one in-process store: a read from memory is never older than any write
+/// completed before it started, whichever handle made it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checker_on_memory_with_near_caches() {
+    let name = cache_integration_tests::unique_namespace("checker");
+    run_checker(Backend::MemoryNear(name), None).await;
+}
+
 impl Backend {
     fn name(&self) -> &'static str {
         match self {
@@ -130,6 +141,7 @@ impl Backend {
             Backend::RedisNear(_) => "redis with near caches",
             Backend::Cluster(..) => "cluster",
             Backend::Memory(_) => "mem://",
+            Backend::MemoryNear(_) => "mem:// with near caches",
         }
     }
 
@@ -141,6 +153,9 @@ impl Backend {
                 .cluster_nodes(cluster.lock().unwrap().nodes())
                 .namespace(namespace),
             Backend::Memory(name) => Cache::builder().url(format!("mem://{name}")),
+            Backend::MemoryNear(name) => Cache::builder()
+                .url(format!("mem://{name}"))
+                .near_cache(1_000),
         };
         builder
             // Leave room for a busy machine: a timed-out operation is a bypass, not an error.

@@ -1,6 +1,7 @@
 //! Correct under concurrency (API.md §4): tags, no stale set across handles, single flight,
 //! negative caching, write-through. Every test runs on Redis, on the shared Redis Cluster (in
-//! a namespace of its own) and on `mem://`; the randomized checker is in `checker.rs`.
+//! a namespace of its own), on `mem://`, and on Redis and `mem://` with near caches on both
+//! handles; the randomized checker is in `checker.rs`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,6 +20,9 @@ enum Backend {
     /// The shared cluster, and the test's namespace there.
     Cluster(RedisCluster, String),
     Memory(String),
+    /// Both handles with a near cache, on a redis-server and on a shared `mem://` store.
+    RedisNear(RedisServer),
+    MemoryNear(String),
 }
 
 impl Backend {
@@ -29,6 +33,10 @@ impl Backend {
                 .cluster_nodes(cluster.nodes())
                 .namespace(namespace),
             Backend::Memory(name) => Cache::builder().url(format!("mem://{name}")),
+            Backend::RedisNear(server) => Cache::builder().url(server.url()).near_cache(1_000),
+            Backend::MemoryNear(name) => Cache::builder()
+                .url(format!("mem://{name}"))
+                .near_cache(1_000),
         };
         builder.build().expect("valid test configuration")
     }
@@ -55,6 +63,19 @@ macro_rules! on_both_backends {
             async fn $test() {
                 let name = cache_integration_tests::unique_namespace(stringify!($test));
                 super::$test(super::Backend::Memory(name)).await;
+            })*
+        }
+        mod on_redis_with_near_caches {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $test() {
+                super::$test(super::Backend::RedisNear(cache_integration_tests::RedisServer::start())).await;
+            })*
+        }
+        mod on_memory_with_near_caches {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $test() {
+                let name = cache_integration_tests::unique_namespace(stringify!($test));
+                super::$test(super::Backend::MemoryNear(name)).await;
             })*
         }
     };

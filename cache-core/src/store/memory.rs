@@ -11,6 +11,7 @@ use redis::Value;
 
 use super::{Absences, EntryRead, EntryTags, Fill, FillBody, Invalidation, TagKeys, WriteThrough};
 use crate::codec::FieldValue;
+use crate::near::Near;
 
 /// Expired entries are swept at most this often on writes; reads ignore them at once.
 const SWEEP_EVERY_WRITES: u32 = 1024;
@@ -18,6 +19,10 @@ const SWEEP_EVERY_WRITES: u32 = 1024;
 #[derive(Debug, Default)]
 pub(crate) struct MemoryStore {
     state: Mutex<State>,
+    /// The near caches of the handles on this store, told of every change before the
+    /// operation that made it returns: what Redis' tracking does, without a connection that
+    /// could go deaf.
+    near_caches: Mutex<Vec<Weak<Near>>>,
 }
 
 #[derive(Debug, Default)]
@@ -27,6 +32,8 @@ struct State {
     tag_stamps: HashMap<String, Expiring<u64>>,
     clock: u64,
     writes_since_sweep: u32,
+    /// The keys the operation under way changed (entries, tag stamps), for the near caches.
+    changed: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -89,6 +96,37 @@ impl MemoryStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Tells `near` of every change from now on, for as long as it lives.
+    pub(crate) fn track(&self, near: &Arc<Near>) {
+        let mut near_caches = self
+            .near_caches
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        near_caches.retain(|near| near.strong_count() > 0);
+        near_caches.push(Arc::downgrade(near));
+        near.hear_in_process();
+    }
+
+    /// Ends an operation: releases the lock, then tells the near caches what it changed
+    /// (before the operation returns, so a write is in every near cache when it completes).
+    fn finish(&self, mut state: std::sync::MutexGuard<'_, State>) {
+        if state.changed.is_empty() {
+            return;
+        }
+        let changed = std::mem::take(&mut state.changed);
+        drop(state);
+        let near_caches: Vec<Arc<Near>> = self
+            .near_caches
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for near in near_caches {
+            near.changed(changed.iter().map(String::as_str));
+        }
+    }
+
     pub(crate) fn read(&self, key: &str, fields: &[&str], owner: &str) -> EntryRead {
         let now = Instant::now();
         let state = self.state();
@@ -143,7 +181,9 @@ impl MemoryStore {
         for key in keys {
             state.entries.remove(key);
             state.tag_stamps.remove(key);
+            state.changed.push(key.clone());
         }
+        self.finish(state);
     }
 
     pub(crate) fn tag_stamps(&self, stamps: &[String]) -> Vec<Option<u64>> {
@@ -196,13 +236,8 @@ impl MemoryStore {
             }
             if newest > seen {
                 if newest > entry_stamp {
-                    let tombstone = Entry {
-                        stamp: Some(newest),
-                        ..Entry::default()
-                    };
-                    state
-                        .entries
-                        .insert(fill.key.to_owned(), (tombstone, now + fill.lease_time));
+                    state.tombstone(fill.key, newest, now + fill.lease_time);
+                    self.finish(state);
                 }
                 return false;
             }
@@ -271,6 +306,8 @@ impl MemoryStore {
                 stamp.expires_at = stamp.expires_at.max(expires_at);
             }
         }
+        state.changed.push(fill.key.to_owned());
+        self.finish(state);
         true
     }
 
@@ -285,19 +322,28 @@ impl MemoryStore {
         for entry in invalidation.entries {
             state.tombstone(entry, stamp, now + invalidation.lease_time);
         }
+        self.finish(state);
     }
 
     pub(crate) fn write_through(&self, write: WriteThrough<'_>) -> bool {
         let now = Instant::now();
         let mut state = self.state();
-        let stamp = state.invalidate_tags(write.tags, write.lease_time, now);
+        let written = state.write_through(&write, now);
+        self.finish(state);
+        written
+    }
+}
+
+impl State {
+    fn write_through(&mut self, write: &WriteThrough<'_>, now: Instant) -> bool {
+        let stamp = self.invalidate_tags(write.tags, write.lease_time, now);
         let current_version = |entry: &Entry| {
             entry
                 .fields
                 .get(write.version_field)
                 .and_then(FieldValue::whole_number)
         };
-        match state.entries.get_mut(write.key) {
+        match self.entries.get_mut(write.key) {
             Some((entry, expires_at))
                 if *expires_at > now
                     && entry.tags.is_none()
@@ -309,7 +355,7 @@ impl MemoryStore {
                     Some(current) if current >= write.version => return false,
                     Some(_) => {}
                     None => {
-                        state.tombstone(write.key, stamp, now + write.lease_time);
+                        self.tombstone(write.key, stamp, now + write.lease_time);
                         return false;
                     }
                 }
@@ -323,10 +369,11 @@ impl MemoryStore {
                     owner: Some(write.owner.to_owned()),
                     ..Entry::default()
                 };
+                self.changed.push(write.key.to_owned());
                 true
             }
             _ => {
-                state.tombstone(write.key, stamp, now + write.lease_time);
+                self.tombstone(write.key, stamp, now + write.lease_time);
                 false
             }
         }
@@ -377,6 +424,7 @@ impl State {
                 expires_at: lives_until,
             };
             self.tag_stamps.insert(tag.stamp.clone(), stamped);
+            self.changed.push(tag.stamp.clone());
             if let Some(members) = self.tag_members.remove(&tag.members) {
                 if members.expires_at > now {
                     for entry in members.value {
@@ -394,6 +442,7 @@ impl State {
             ..Entry::default()
         };
         self.entries.insert(key.to_owned(), (tombstone, expires_at));
+        self.changed.push(key.to_owned());
     }
 
     fn live_entry(&self, key: &str, now: Instant) -> Option<&Entry> {
