@@ -377,18 +377,14 @@ impl CacheBuilder {
             ));
         }
         if let Some(nodes) = &self.cluster_nodes {
-            let store = cluster_store(
+            let (store, seeds) = cluster_store(
                 nodes,
                 self.operation_timeout,
                 &self.tls,
                 self.cluster_replica_acks,
             )?;
-            if self.near_entries > 0 {
-                tracing::warn!(
-                    "near_cache is not available on a Redis Cluster yet; running without it"
-                );
-            }
-            return Ok(self.assemble(Store::Redis(Box::new(store)), true, None));
+            let near = self.near(near::Sources::Cluster(seeds));
+            return Ok(self.assemble(Store::Redis(Box::new(store)), true, near));
         }
         let (store, near) = match self.url.strip_prefix(MEMORY_SCHEME) {
             Some(name) => {
@@ -412,24 +408,30 @@ impl CacheBuilder {
             }
             None => {
                 let (store, client) = redis_store(&self.url, self.operation_timeout, &self.tls)?;
-                let near = (self.near_entries > 0).then(|| {
-                    let near = Arc::new(Near::new(
-                        self.near_entries,
-                        self.near_max_age,
-                        self.namespace.as_deref(),
-                    ));
-                    near::listen(
-                        &near,
-                        &client,
-                        self.namespace.as_deref(),
-                        self.operation_timeout,
-                    );
-                    near
-                });
+                let near = self.near(near::Sources::Server(Box::new(client)));
                 (Store::Redis(Box::new(store)), near)
             }
         };
         Ok(self.assemble(store, true, near))
+    }
+
+    /// The near cache over Redis, if asked for, with its listener started.
+    fn near(&self, sources: near::Sources) -> Option<Arc<Near>> {
+        if self.near_entries == 0 {
+            return None;
+        }
+        let near = Arc::new(Near::new(
+            self.near_entries,
+            self.near_max_age,
+            self.namespace.as_deref(),
+        ));
+        near::listen(
+            &near,
+            sources,
+            self.namespace.as_deref(),
+            self.operation_timeout,
+        );
+        Some(near)
     }
 
     /// The handle from checked settings.
@@ -493,13 +495,14 @@ fn cluster_store(
     operation_timeout: Duration,
     tls: &TlsOptions,
     replica_acks: u32,
-) -> Result<RedisStore, Error> {
+) -> Result<(RedisStore, Vec<redis::Client>), Error> {
     if nodes.is_empty() {
         return Err(Error::Config(
             "cluster_nodes needs at least one node URL".into(),
         ));
     }
     let mut is_tls = false;
+    let mut seeds = Vec::with_capacity(nodes.len());
     for node in nodes {
         match node.split_once("://").map(|(scheme, _)| scheme) {
             Some("redis") => {}
@@ -511,8 +514,9 @@ fn cluster_store(
                 )))
             }
         }
-        // Each node's URL is checked on its own, so that the error names the bad one.
-        open_client(node, node.starts_with("rediss://"), tls)?;
+        // Each node's URL is checked on its own, so that the error names the bad one; the
+        // near cache's listener starts from these clients.
+        seeds.push(open_client(node, node.starts_with("rediss://"), tls)?);
     }
     let builder = redis::cluster::ClusterClientBuilder::new(nodes.iter().map(String::as_str))
         // The caller's timeout bounds every operation; these bound each attempt inside it, so
@@ -530,11 +534,8 @@ fn cluster_store(
         .map_err(|error| Error::Config(format!("invalid cluster nodes: {error}")))?;
     // An invalidation may wait for replicas up to three times (its tags, its entries, the
     // members it drains): a quarter of the operation timeout each keeps it within.
-    Ok(RedisStore::cluster(
-        client,
-        replica_acks,
-        operation_timeout / 4,
-    ))
+    let store = RedisStore::cluster(client, replica_acks, operation_timeout / 4);
+    Ok((store, seeds))
 }
 
 #[cfg(feature = "tls")]

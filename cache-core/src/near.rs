@@ -1,8 +1,10 @@
 //! The near cache: decoded values in process memory, kept coherent with Redis.
 //!
-//! Coherence comes from Redis' server-assisted client-side caching: a [`Listener`] holds a
-//! RESP3 connection of its own with `CLIENT TRACKING ON BCAST` over the handle's keys, and
-//! Redis pushes the name of every key that changes, whoever changed it. Three rules make
+//! Coherence comes from Redis' server-assisted client-side caching: the listener ([`listen`])
+//! holds RESP3 connections of its own (one to a server, one to every primary of a cluster)
+//! with `CLIENT TRACKING ON BCAST` over the handle's keys, and Redis pushes the name of
+//! every key that changes, whoever changed it. (On `mem://` the store itself tells the near
+//! caches of its changes, [`Near::changed`], before each operation returns.) Three rules make
 //! that a guarantee rather than a hope:
 //!
 //! * **The in-flight race.** A reply read from Redis is inserted only if no invalidation of
@@ -13,10 +15,11 @@
 //!   what was inserted).
 //! * **Own writes** evict locally before they return ([`Near::evict`]), without waiting for
 //!   the push.
-//! * **Deafness.** A listener that cannot hear (connection closed or reset; a `PING` not
-//!   answered within the operation timeout, checked every [`HEALTH_CHECK`]) clears the near
-//!   cache and serves nothing from memory until tracking is on again; bumping every
-//!   generation turns away inserts that were in flight across the gap.
+//! * **Deafness.** A listener that cannot hear (any of its connections closed or reset; a
+//!   `PING` not answered within the operation timeout, checked every [`HEALTH_CHECK`]; a
+//!   cluster whose primaries changed) clears the near cache and serves nothing from memory
+//!   until tracking is on again everywhere; bumping every generation turns away inserts
+//!   that were in flight across the gap.
 //!
 //! Library keys change all the time (clocks, stamps) and say nothing about entries, except a
 //! tag's stamp: its push evicts the near entries carrying that tag.
@@ -27,7 +30,9 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, ProtocolVersion, PushInfo, PushKind, Value};
+use redis::{
+    AsyncConnectionConfig, Client, ConnectionAddr, ProtocolVersion, PushInfo, PushKind, Value,
+};
 
 /// How many generation counters reads and invalidations share, by key hash.
 const SHARDS: usize = 256;
@@ -289,24 +294,35 @@ impl Near {
     }
 }
 
-/// Listens for Redis' invalidations on a connection of its own, for as long as the handle
-/// lives; reconnects and turns tracking on again after every failure.
+/// Where the listener's connections go.
+#[derive(Debug)]
+pub(crate) enum Sources {
+    /// One server: one connection.
+    Server(Box<Client>),
+    /// A Redis Cluster, given by the clients of its seed nodes: one connection per primary,
+    /// found with `CLUSTER SLOTS` (every write, ours or another client's, lands on a primary,
+    /// and a primary's tracking names every key it changes).
+    Cluster(Vec<Client>),
+}
+
+/// Listens for Redis' invalidations on connections of its own, for as long as the handle
+/// lives; reconnects and turns tracking on again after every failure (and, on a cluster,
+/// after every change of its primaries).
 pub(crate) fn listen(
     near: &Arc<Near>,
-    client: &Client,
+    sources: Sources,
     namespace: Option<&str>,
     operation_timeout: Duration,
 ) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
-    let info = client.get_connection_info().clone();
-    let settings = info
-        .redis_settings()
-        .clone()
-        .set_protocol(ProtocolVersion::RESP3);
-    let Ok(client) = Client::open(info.set_redis_settings(settings)) else {
-        return;
+    let sources = match sources {
+        Sources::Server(client) => match resp3(&client, None) {
+            Some(client) => Sources::Server(Box::new(client)),
+            None => return,
+        },
+        Sources::Cluster(seeds) => Sources::Cluster(seeds),
     };
     let prefixes = match namespace {
         Some(namespace) => vec![
@@ -317,12 +333,12 @@ pub(crate) fn listen(
         None => Vec::new(),
     };
     // Holds the near cache weakly: when the handle is dropped, the listener and its
-    // connection go too, at the next push or health check.
+    // connections go too, at the next push or health check.
     let weak = Arc::downgrade(near);
     runtime.spawn(async move {
         let mut wait = Duration::from_millis(50);
         loop {
-            let heard = hear(&weak, &client, &prefixes, operation_timeout).await;
+            let heard = hear(&weak, &sources, &prefixes, operation_timeout).await;
             let Some(near) = weak.upgrade() else { return };
             near.reset(false);
             drop(near);
@@ -335,47 +351,148 @@ pub(crate) fn listen(
     });
 }
 
-/// One connection's life: connect, turn tracking on, apply invalidations and check health
-/// until it fails or the near cache is dropped. Answers whether tracking was on at all.
+/// `client` speaking RESP3 (push messages), at `address` instead of its own if given.
+fn resp3(client: &Client, address: Option<(&str, u16)>) -> Option<Client> {
+    let info = client.get_connection_info().clone();
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(ProtocolVersion::RESP3);
+    let info = info.set_redis_settings(settings);
+    let info = match address {
+        None => info,
+        Some((host, port)) => {
+            let addr = match info.addr().clone() {
+                ConnectionAddr::Tcp(..) => ConnectionAddr::Tcp(host.to_owned(), port),
+                ConnectionAddr::TcpTls {
+                    insecure,
+                    tls_params,
+                    ..
+                } => ConnectionAddr::TcpTls {
+                    host: host.to_owned(),
+                    port,
+                    insecure,
+                    tls_params,
+                },
+                // A Unix socket (or anything newer) is not a cluster node's address.
+                _ => return None,
+            };
+            info.set_addr(addr)
+        }
+    };
+    Client::open(info).ok()
+}
+
+/// The host `client` connects to, if it is a TCP address.
+fn host_of(client: &Client) -> Option<String> {
+    match client.get_connection_info().addr() {
+        ConnectionAddr::Tcp(host, _) | ConnectionAddr::TcpTls { host, .. } => Some(host.clone()),
+        _ => None,
+    }
+}
+
+/// The primaries of a cluster, as the first seed that answers tells (`CLUSTER SLOTS`), with
+/// the seed's credentials and TLS settings; sorted, so that two answers compare.
+async fn primaries(seeds: &[Client], operation_timeout: Duration) -> Option<Vec<(String, u16)>> {
+    for seed in seeds {
+        let Some(client) = resp3(seed, None) else {
+            continue;
+        };
+        let connect = client.get_multiplexed_async_connection();
+        let Ok(Ok(mut connection)) = tokio::time::timeout(operation_timeout, connect).await else {
+            continue;
+        };
+        let Some(seed_host) = host_of(&client) else {
+            continue;
+        };
+        if let Some(found) = cluster_primaries(&mut connection, &seed_host, operation_timeout).await
+        {
+            return Some(found);
+        }
+    }
+    None
+}
+
+/// The primaries `CLUSTER SLOTS` names, on a connection to a node at `node_host`.
+async fn cluster_primaries(
+    connection: &mut MultiplexedConnection,
+    node_host: &str,
+    operation_timeout: Duration,
+) -> Option<Vec<(String, u16)>> {
+    let mut command = redis::cmd("CLUSTER");
+    command.arg("SLOTS");
+    let slots = command.query_async::<Value>(connection);
+    let Ok(Ok(Value::Array(ranges))) = tokio::time::timeout(operation_timeout, slots).await else {
+        return None;
+    };
+    let mut found: Vec<(String, u16)> = ranges
+        .iter()
+        .filter_map(|range| {
+            // [start, end, [host, port, id, …] of the primary, replicas…]
+            let Value::Array(range) = range else {
+                return None;
+            };
+            let Some(Value::Array(primary)) = range.get(2) else {
+                return None;
+            };
+            let host = match primary.first()? {
+                Value::BulkString(host) => String::from_utf8(host.clone()).ok()?,
+                Value::SimpleString(host) => host.clone(),
+                _ => return None,
+            };
+            let Value::Int(port) = primary.get(1)? else {
+                return None;
+            };
+            // An empty or unknown endpoint means "the node you asked".
+            let host = if host.is_empty() || host == "?" {
+                node_host.to_owned()
+            } else {
+                host
+            };
+            Some((host, u16::try_from(*port).ok()?))
+        })
+        .collect();
+    found.sort();
+    found.dedup();
+    (!found.is_empty()).then_some(found)
+}
+
+/// One life of the listener's connections: connect to every server, turn tracking on,
+/// apply invalidations and check health until one fails, the cluster's primaries change or
+/// the near cache is dropped. Answers whether tracking was on at all. The near cache serves
+/// only while every connection hears: a write can land on any primary.
 async fn hear(
     near: &Weak<Near>,
-    client: &Client,
+    sources: &Sources,
     prefixes: &[String],
     operation_timeout: Duration,
 ) -> bool {
-    let (sender, mut pushes) = tokio::sync::mpsc::unbounded_channel::<PushInfo>();
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(operation_timeout))
-        .set_response_timeout(Some(operation_timeout))
-        .set_push_sender(sender);
-    let connect = client.get_multiplexed_async_connection_with_config(&config);
-    let mut connection = match tokio::time::timeout(operation_timeout, connect).await {
-        Ok(Ok(connection)) => connection,
-        // A server that does not speak RESP3 (before Redis 6) refuses `HELLO 3` here.
-        Ok(Err(error)) if error.kind() != redis::ErrorKind::Io => {
-            if let Some(near) = near.upgrade() {
-                near.unavailable(&error);
-            }
-            return false;
+    let (clients, cluster) = match sources {
+        Sources::Server(client) => (vec![Client::clone(client)], None),
+        Sources::Cluster(seeds) => {
+            let Some(found) = primaries(seeds, operation_timeout).await else {
+                return false;
+            };
+            let Some(seed) = seeds.first() else {
+                return false;
+            };
+            let clients: Option<Vec<Client>> = found
+                .iter()
+                .map(|(host, port)| resp3(seed, Some((host, *port))))
+                .collect();
+            let Some(clients) = clients else { return false };
+            (clients, Some(found))
         }
-        _ => return false,
     };
-    let mut tracking = redis::cmd("CLIENT");
-    tracking.arg("TRACKING").arg("ON").arg("BCAST");
-    for prefix in prefixes {
-        tracking.arg("PREFIX").arg(prefix);
-    }
-    let enabled = tracking.query_async::<()>(&mut connection);
-    match tokio::time::timeout(operation_timeout, enabled).await {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => {
-            if let Some(near) = near.upgrade() {
-                near.unavailable(&error);
-            }
-            return false;
+    let (sender, mut pushes) = tokio::sync::mpsc::unbounded_channel::<PushInfo>();
+    let mut connections = Vec::with_capacity(clients.len());
+    for client in &clients {
+        match track(near, client, prefixes, sender.clone(), operation_timeout).await {
+            Some(connection) => connections.push(connection),
+            None => return false,
         }
-        Err(_) => return false,
     }
+    drop(sender);
     match near.upgrade() {
         Some(alive) => alive.reset(true),
         None => return false,
@@ -396,11 +513,69 @@ async fn hear(
                 }
             }
             _ = health.tick() => {
-                if near.strong_count() == 0 || !answers(&mut connection, operation_timeout).await {
+                if near.strong_count() == 0 {
                     return true;
+                }
+                for connection in &mut connections {
+                    if !answers(connection, operation_timeout).await {
+                        return true;
+                    }
+                }
+                // A failover or a new primary: connect to the primaries as they are now.
+                // (Until then a demoted primary, as a replica, still names the keys its
+                // new primary changes: tracking covers replicated writes.)
+                if let (Some(known), Some(first)) = (&cluster, connections.first_mut()) {
+                    let node_host = host_of(&clients[0]).unwrap_or_default();
+                    match cluster_primaries(first, &node_host, operation_timeout).await {
+                        Some(now) if now == *known => {}
+                        _ => return true,
+                    }
                 }
             }
         }
+    }
+}
+
+/// A connection to `client`'s server with tracking on, its pushes sent to `sender`; `None`
+/// when it cannot be had (said once if Redis refuses RESP3 or tracking).
+async fn track(
+    near: &Weak<Near>,
+    client: &Client,
+    prefixes: &[String],
+    sender: tokio::sync::mpsc::UnboundedSender<PushInfo>,
+    operation_timeout: Duration,
+) -> Option<MultiplexedConnection> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(operation_timeout))
+        .set_response_timeout(Some(operation_timeout))
+        .set_push_sender(sender);
+    let connect = client.get_multiplexed_async_connection_with_config(&config);
+    let mut connection = match tokio::time::timeout(operation_timeout, connect).await {
+        Ok(Ok(connection)) => connection,
+        // A server that does not speak RESP3 (before Redis 6) refuses `HELLO 3` here.
+        Ok(Err(error)) if error.kind() != redis::ErrorKind::Io => {
+            if let Some(near) = near.upgrade() {
+                near.unavailable(&error);
+            }
+            return None;
+        }
+        _ => return None,
+    };
+    let mut tracking = redis::cmd("CLIENT");
+    tracking.arg("TRACKING").arg("ON").arg("BCAST");
+    for prefix in prefixes {
+        tracking.arg("PREFIX").arg(prefix);
+    }
+    let enabled = tracking.query_async::<()>(&mut connection);
+    match tokio::time::timeout(operation_timeout, enabled).await {
+        Ok(Ok(())) => Some(connection),
+        Ok(Err(error)) => {
+            if let Some(near) = near.upgrade() {
+                near.unavailable(&error);
+            }
+            None
+        }
+        Err(_) => None,
     }
 }
 

@@ -220,8 +220,13 @@ impl RedisCluster {
     /// [`crate::CLUSTER_ACL_COMMANDS`] on the keys `patterns`. Answers the node URLs that
     /// connect as that user.
     pub fn add_cache_user(&self, name: &str, patterns: &[&str]) -> Vec<String> {
+        self.add_cache_user_with(name, patterns, "")
+    }
+
+    /// [`RedisCluster::add_cache_user`] with `extra` commands (the near cache's, say).
+    pub fn add_cache_user_with(&self, name: &str, patterns: &[&str], extra: &str) -> Vec<String> {
         let commands = format!(
-            "{} {}",
+            "{} {} {extra}",
             crate::CACHE_ACL_COMMANDS,
             crate::CLUSTER_ACL_COMMANDS
         );

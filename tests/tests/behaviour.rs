@@ -17,6 +17,8 @@ enum Backend {
     /// The shared cluster, with a namespace of this test's own (a test that sets another
     /// namespace replaces it). Checks of raw keys run on `Redis` only.
     Cluster(RedisCluster, String),
+    /// The shared cluster, with a near cache on every handle.
+    ClusterNear(RedisCluster, String),
     Memory,
     /// `mem://`, with a near cache on every handle.
     MemoryNear,
@@ -33,6 +35,10 @@ impl Backend {
             Backend::Cluster(cluster, namespace) => Cache::builder()
                 .cluster_nodes(cluster.nodes())
                 .namespace(namespace),
+            Backend::ClusterNear(cluster, namespace) => Cache::builder()
+                .cluster_nodes(cluster.nodes())
+                .namespace(namespace)
+                .near_cache(1_000),
             Backend::Memory => Cache::builder().url("mem://"),
             Backend::MemoryNear => Cache::builder().url("mem://").near_cache(1_000),
         };
@@ -94,6 +100,14 @@ macro_rules! on_both_backends {
                 let namespace = cache_integration_tests::unique_namespace(stringify!($test));
                 let cluster = cache_integration_tests::cluster::RedisCluster::shared();
                 super::$test(super::Backend::Cluster(cluster, namespace)).await;
+            })*
+        }
+        mod on_cluster_with_near_cache {
+            $(#[tokio::test]
+            async fn $test() {
+                let namespace = cache_integration_tests::unique_namespace(stringify!($test));
+                let cluster = cache_integration_tests::cluster::RedisCluster::shared();
+                super::$test(super::Backend::ClusterNear(cluster, namespace)).await;
             })*
         }
         mod on_memory {

@@ -22,8 +22,9 @@ enum Backend {
     Redis(RedisServer),
     /// A redis-server, both handles with a near cache.
     RedisNear(RedisServer),
-    /// A cluster, the run's namespace there, and whether a node fails during the run.
-    Cluster(Arc<Mutex<RedisCluster>>, String, Outage),
+    /// A cluster, the run's namespace there, whether a node fails during the run, and
+    /// whether both handles keep near caches.
+    Cluster(Arc<Mutex<RedisCluster>>, String, Outage, NearCaches),
     Memory(String),
     /// A shared `mem://` store, both handles with a near cache: the store tells them of
     /// every change before it returns, so no window is allowed at all.
@@ -41,6 +42,14 @@ enum Backend {
 enum Outage {
     None,
     Failover,
+}
+
+/// Whether the handles keep near caches (then a write through the other handle may reach
+/// a handle's memory up to 5 ms late: API.md §2).
+#[derive(Clone, Copy, PartialEq)]
+enum NearCaches {
+    Without,
+    With,
 }
 
 /// Memory pressure on the Redis backend.
@@ -84,7 +93,23 @@ async fn checker_on_redis_with_near_caches() {
 async fn checker_on_cluster() {
     let namespace = cache_integration_tests::unique_namespace("checker");
     let cluster = Arc::new(Mutex::new(RedisCluster::shared()));
-    run_checker(Backend::Cluster(cluster, namespace, Outage::None), None).await;
+    run_checker(
+        Backend::Cluster(cluster, namespace, Outage::None, NearCaches::Without),
+        None,
+    )
+    .await;
+}
+
+/// Near caches on the cluster: tracking on every primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checker_on_cluster_with_near_caches() {
+    let namespace = cache_integration_tests::unique_namespace("checker");
+    let cluster = Arc::new(Mutex::new(RedisCluster::shared()));
+    run_checker(
+        Backend::Cluster(cluster, namespace, Outage::None, NearCaches::With),
+        None,
+    )
+    .await;
 }
 
 /// A primary serving the hot rows is killed a second into the run; its replica takes over
@@ -107,7 +132,11 @@ async fn checker_on_cluster_with_a_failover() {
             (killed, Instant::now())
         })
     };
-    run_checker(Backend::Cluster(cluster, namespace, Outage::Failover), None).await;
+    run_checker(
+        Backend::Cluster(cluster, namespace, Outage::Failover, NearCaches::Without),
+        None,
+    )
+    .await;
     let finished = Instant::now();
     let (killed, promoted) = killer.join().unwrap();
     assert!(
@@ -139,7 +168,8 @@ impl Backend {
         match self {
             Backend::Redis(_) => "redis",
             Backend::RedisNear(_) => "redis with near caches",
-            Backend::Cluster(..) => "cluster",
+            Backend::Cluster(.., NearCaches::Without) => "cluster",
+            Backend::Cluster(.., NearCaches::With) => "cluster with near caches",
             Backend::Memory(_) => "mem://",
             Backend::MemoryNear(_) => "mem:// with near caches",
         }
@@ -149,9 +179,15 @@ impl Backend {
         let builder = match self {
             Backend::Redis(server) => Cache::builder().url(server.url()),
             Backend::RedisNear(server) => Cache::builder().url(server.url()).near_cache(1_000),
-            Backend::Cluster(cluster, namespace, _) => Cache::builder()
-                .cluster_nodes(cluster.lock().unwrap().nodes())
-                .namespace(namespace),
+            Backend::Cluster(cluster, namespace, _, near) => {
+                let builder = Cache::builder()
+                    .cluster_nodes(cluster.lock().unwrap().nodes())
+                    .namespace(namespace);
+                match near {
+                    NearCaches::With => builder.near_cache(1_000),
+                    NearCaches::Without => builder,
+                }
+            }
             Backend::Memory(name) => Cache::builder().url(format!("mem://{name}")),
             Backend::MemoryNear(name) => Cache::builder()
                 .url(format!("mem://{name}"))
@@ -431,9 +467,12 @@ async fn run_checker(backend: Backend, pressure: Option<Pressure>) {
     let abandoned_reads = Arc::new(AtomicU64::new(0));
     let delivered_later = Arc::new(AtomicU64::new(0));
     let late_writes = Arc::new(Mutex::new(Vec::<tokio::task::JoinHandle<()>>::new()));
-    let near = matches!(backend, Backend::RedisNear(_));
+    let near = matches!(
+        backend,
+        Backend::RedisNear(_) | Backend::Cluster(.., NearCaches::With)
+    );
     let outage = match &backend {
-        Backend::Cluster(_, _, outage) => *outage,
+        Backend::Cluster(_, _, outage, _) => *outage,
         _ => Outage::None,
     };
     let started = Instant::now();

@@ -1,6 +1,6 @@
 //! Correct under concurrency (API.md §4): tags, no stale set across handles, single flight,
 //! negative caching, write-through. Every test runs on Redis, on the shared Redis Cluster (in
-//! a namespace of its own), on `mem://`, and on Redis and `mem://` with near caches on both
+//! a namespace of its own), on `mem://`, and on Redis, the cluster and `mem://` with near caches on both
 //! handles; the randomized checker is in `checker.rs`.
 
 use std::collections::HashMap;
@@ -22,6 +22,7 @@ enum Backend {
     Memory(String),
     /// Both handles with a near cache, on a redis-server and on a shared `mem://` store.
     RedisNear(RedisServer),
+    ClusterNear(RedisCluster, String),
     MemoryNear(String),
 }
 
@@ -34,11 +35,25 @@ impl Backend {
                 .namespace(namespace),
             Backend::Memory(name) => Cache::builder().url(format!("mem://{name}")),
             Backend::RedisNear(server) => Cache::builder().url(server.url()).near_cache(1_000),
+            Backend::ClusterNear(cluster, namespace) => Cache::builder()
+                .cluster_nodes(cluster.nodes())
+                .namespace(namespace)
+                .near_cache(1_000),
             Backend::MemoryNear(name) => Cache::builder()
                 .url(format!("mem://{name}"))
                 .near_cache(1_000),
         };
         builder.build().expect("valid test configuration")
+    }
+}
+
+impl Backend {
+    /// Waits until a write through the other handle has reached this one's near cache: Redis
+    /// pushes it within 5 ms (API.md §2); the in-process store before the write returns.
+    async fn settle(&self) {
+        if matches!(self, Backend::RedisNear(_) | Backend::ClusterNear(..)) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }
 
@@ -69,6 +84,14 @@ macro_rules! on_both_backends {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $test() {
                 super::$test(super::Backend::RedisNear(cache_integration_tests::RedisServer::start())).await;
+            })*
+        }
+        mod on_cluster_with_near_caches {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $test() {
+                let namespace = cache_integration_tests::unique_namespace(stringify!($test));
+                let cluster = cache_integration_tests::cluster::RedisCluster::shared();
+                super::$test(super::Backend::ClusterNear(cluster, namespace)).await;
             })*
         }
         mod on_memory_with_near_caches {
@@ -266,6 +289,7 @@ async fn a_slow_read_racing_an_update_does_not_fill_old_data(backend: Backend) {
     loads_reached(&db, 1).await;
     // B writes and invalidates while A's stale value is in flight.
     b.set_password(1, "new").await.unwrap();
+    backend.settle().await;
     open_gate(&db, &gate, 1);
     let stale = slow_read.await.unwrap().unwrap();
     assert_eq!(stale.password, "old", "A's own call returns what it loaded");
@@ -294,6 +318,7 @@ async fn a_slow_read_racing_a_tag_invalidation_does_not_fill_old_data(backend: B
     loads_reached(&db, 1).await;
     // B changes the password by id: it knows the tag, not the email.
     b.set_password(7, "new").await.unwrap();
+    backend.settle().await;
     open_gate(&db, &gate, 1);
     assert_eq!(slow_login.await.unwrap().unwrap().password, "old");
 
@@ -315,6 +340,7 @@ async fn a_tag_invalidation_drops_entries_keyed_by_something_else(backend: Backe
     assert_eq!(db.loads(), 1, "cached by email");
 
     b.set_password(3, "new").await.unwrap();
+    backend.settle().await;
     assert_eq!(
         a.by_email(email).await.unwrap().password,
         "new",
@@ -325,6 +351,7 @@ async fn a_tag_invalidation_drops_entries_keyed_by_something_else(backend: Backe
     // The direct API does the same.
     assert_eq!(a.by_email(email).await.unwrap().password, "new");
     b.cache.invalidate_tag("account:3").await.unwrap();
+    backend.settle().await;
     a.by_email(email).await.unwrap();
     assert_eq!(db.loads(), 3);
 }
@@ -366,6 +393,7 @@ async fn absences_are_cached_only_when_asked_and_invalidated_by_writes(backend: 
 
     // A create invalidates the key: the absence is gone at once.
     b.create(5).await.unwrap();
+    backend.settle().await;
     assert_eq!(a.maybe(5).await.unwrap().unwrap().id, 5);
     assert_eq!(a.maybe(5).await.unwrap().unwrap().id, 5);
     assert_eq!(db.loads(), 4);
@@ -387,6 +415,7 @@ async fn a_holds_the_lease(
     db.insert(1);
     a.get(1).await.unwrap();
     b.set_password(1, "new").await.unwrap();
+    backend.settle().await;
     let loads = db.loads();
     let gate = close_gate(&db);
     let holder = tokio::spawn(async move { a.get(1).await });
@@ -442,6 +471,7 @@ async fn an_update_writes_a_newer_version_through(backend: Backend) {
     a.by_email(email).await.unwrap();
     assert_eq!(db.loads(), 2);
     b.set_password_through(1, "new").await.unwrap();
+    backend.settle().await;
     assert_eq!(a.get(1).await.unwrap().password, "new");
     assert_eq!(db.loads(), 2, "served the written-through row, no load");
     assert_eq!(b.cache.stats().written_through, 1);
@@ -467,6 +497,7 @@ async fn a_write_through_never_overwrites_a_newer_version(backend: Backend) {
     // Two updates committed v2 then v3; their write-throughs arrive in the other order.
     db.rows.lock().unwrap().insert(1, v3.clone());
     b.deliver_row(1, v3.clone()).await.unwrap();
+    backend.settle().await;
     a.deliver_row(1, v2).await.unwrap();
     assert_eq!(
         a.get(1).await.unwrap(),
@@ -486,6 +517,7 @@ async fn a_write_through_onto_a_tagged_or_invalidated_entry_only_invalidates(bac
     // Registered under a tag: the new value might belong to other tags; not written.
     a.get_tagged(1).await.unwrap();
     b.set_password_through(1, "new").await.unwrap();
+    backend.settle().await;
     assert_eq!(b.cache.stats().written_through, 0);
     assert_eq!(a.get(1).await.unwrap().password, "new");
     assert_eq!(db.loads(), 2, "loaded afresh");
@@ -494,6 +526,7 @@ async fn a_write_through_onto_a_tagged_or_invalidated_entry_only_invalidates(bac
     // row must not revive it.
     let current = a.get(1).await.unwrap();
     b.set_password(1, "newer").await.unwrap();
+    backend.settle().await;
     a.deliver_row(1, current).await.unwrap();
     assert_eq!(a.get(1).await.unwrap().password, "newer");
     assert_eq!(a.cache.stats().written_through, 0);
@@ -504,6 +537,7 @@ async fn a_slow_read_racing_a_write_through_does_not_fill_old_data(backend: Back
     db.insert(1);
     a.get(1).await.unwrap();
     b.cache.invalidate("account", &1).await.unwrap();
+    backend.settle().await;
     let a = Arc::new(a);
     let gate = close_gate(&db);
     let slow_read = tokio::spawn({
@@ -514,6 +548,7 @@ async fn a_slow_read_racing_a_write_through_does_not_fill_old_data(backend: Back
     // The entry is a tombstone, so the update invalidates; either way the slow read's fill
     // of the old row must be refused.
     b.set_password_through(1, "new").await.unwrap();
+    backend.settle().await;
     open_gate(&db, &gate, 1);
     assert_eq!(slow_read.await.unwrap().unwrap().password, "old");
     assert_eq!(a.get(1).await.unwrap().password, "new");

@@ -1,11 +1,13 @@
 //! The near cache (`near_cache`): hits from process memory, kept coherent by Redis'
 //! invalidation pushes, and nothing served from memory by a handle that cannot hear them.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use cache_core::Cache;
+use cache_integration_tests::cluster::RedisCluster;
 use cache_integration_tests::fixtures::{Row, UserRepo};
-use cache_integration_tests::{CuttableProxy, RedisServer};
+use cache_integration_tests::{unique_namespace, CuttableProxy, RedisServer};
 
 fn near_cache(url: &str) -> Cache {
     Cache::builder()
@@ -252,4 +254,157 @@ async fn a_dropped_handle_closes_its_listener() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+fn cluster_handle(cluster: &RedisCluster, namespace: &str, near: bool) -> Cache {
+    let builder = Cache::builder()
+        .cluster_nodes(cluster.nodes())
+        .namespace(namespace)
+        .operation_timeout(Duration::from_millis(200));
+    let builder = if near {
+        builder.near_cache(1_000)
+    } else {
+        builder
+    };
+    builder.build().unwrap()
+}
+
+/// One user id per primary of `cluster`: their entries live on every primary.
+fn one_user_per_primary(cluster: &RedisCluster, namespace: &str) -> Vec<i64> {
+    let mut by_primary = BTreeMap::new();
+    for id in 0..1_000 {
+        let port = cluster.primary_of(&format!("{namespace}:user:{id}"));
+        by_primary.entry(port).or_insert(id);
+    }
+    by_primary.into_values().collect()
+}
+
+/// Waits (at most a second) for the next invalidation the reader's near cache receives.
+async fn next_invalidation(reader: &UserRepo, received: u64) {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while reader.cache.stats().near_invalidations == received {
+        assert!(Instant::now() < deadline, "no invalidation arrived");
+        tokio::task::yield_now().await;
+    }
+}
+
+/// On a cluster the listener tracks every primary: a write by another process to an entry
+/// on any of them evicts the copy.
+#[tokio::test]
+async fn on_a_cluster_every_primary_tells_of_its_changes() {
+    let cluster = RedisCluster::shared();
+    let namespace = unique_namespace("near");
+    let reader = UserRepo::new(cluster_handle(&cluster, &namespace, true));
+    let writer = UserRepo::new(cluster_handle(&cluster, &namespace, false));
+    let ids = one_user_per_primary(&cluster, &namespace);
+    assert_eq!(ids.len(), 3, "the test cluster has three primaries");
+    for id in &ids {
+        reader.insert(Row::sample(*id));
+        writer.insert(Row::sample(*id));
+        until_near_hit(&reader, *id).await;
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    for id in &ids {
+        let received = reader.cache.stats().near_invalidations;
+        writer.rename(*id, "renamed").await.unwrap();
+        reader.insert(Row {
+            name: "renamed".into(),
+            ..Row::sample(*id)
+        });
+        next_invalidation(&reader, received).await;
+        assert_eq!(
+            reader.get_user(*id).await.unwrap().unwrap().name,
+            "renamed",
+            "user {id}"
+        );
+    }
+}
+
+/// A primary is killed: the listener's connection to it breaks, memory serves nothing, and
+/// once the replica is promoted the listener tracks it and memory serves again, never the
+/// value from before a write made on the promoted primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_failover_the_near_cache_tracks_the_promoted_primary() {
+    let mut cluster = RedisCluster::start();
+    let namespace = "failover";
+    let reader = UserRepo::new(cluster_handle(&cluster, namespace, true));
+    let writer = UserRepo::new(cluster_handle(&cluster, namespace, false));
+    reader.insert(Row::sample(1));
+    writer.insert(Row::sample(1));
+    until_near_hit(&reader, 1).await;
+
+    let key = format!("{namespace}:user:1");
+    let old = cluster.kill_primary_of(&key);
+    // The reset of the connection reaches the listener at once; the health check is the
+    // bound (operation timeout + 500 ms).
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let near_hits = reader.cache.stats().near_hits;
+    assert_eq!(reader.get_user(1).await.unwrap().unwrap().name, "user1");
+    assert_eq!(
+        reader.cache.stats().near_hits,
+        near_hits,
+        "nothing from memory while a primary is unheard"
+    );
+
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.wait_for_failover(&key, old);
+        cluster
+    })
+    .await
+    .unwrap();
+    // The writer renames on the promoted primary (its invalidation may wait in the writer
+    // until its client has found the new primary).
+    writer.rename(1, "renamed").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while writer.cache.stats().pending_invalidations > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the invalidation was never delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    reader.insert(Row {
+        name: "renamed".into(),
+        ..Row::sample(1)
+    });
+    // Memory serves again (the promoted primary is tracked), and only the new value.
+    until_near_hit(&reader, 1).await;
+    assert_eq!(reader.get_user(1).await.unwrap().unwrap().name, "renamed");
+    drop(cluster);
+}
+
+/// A user with the README's cluster rule plus the near cache's commands gets near hits on
+/// every primary, and hears every primary's changes.
+#[tokio::test]
+async fn a_user_with_the_readme_acl_rule_gets_near_hits_on_the_cluster() {
+    let cluster = RedisCluster::shared();
+    let namespace = unique_namespace("nearacl");
+    let nodes = cluster.add_cache_user_with(
+        &namespace,
+        &[&format!("{namespace}:*"), &format!("__cache:{namespace}:*")],
+        cache_integration_tests::NEAR_ACL_COMMANDS,
+    );
+    let reader = UserRepo::new(
+        Cache::builder()
+            .cluster_nodes(nodes)
+            .namespace(&namespace)
+            .near_cache(1_000)
+            .build()
+            .unwrap(),
+    );
+    let writer = UserRepo::new(cluster_handle(&cluster, &namespace, false));
+    for id in one_user_per_primary(&cluster, &namespace) {
+        reader.insert(Row::sample(id));
+        writer.insert(Row::sample(id));
+        until_near_hit(&reader, id).await;
+        let received = reader.cache.stats().near_invalidations;
+        writer.rename(id, "renamed").await.unwrap();
+        reader.insert(Row {
+            name: "renamed".into(),
+            ..Row::sample(id)
+        });
+        next_invalidation(&reader, received).await;
+        assert_eq!(reader.get_user(id).await.unwrap().unwrap().name, "renamed");
+    }
+    assert_eq!(reader.cache.stats().errors, 0);
 }

@@ -92,7 +92,8 @@ async fn a_server_that_asks_for_client_certificates_gets_ours() {
 
 /// A cluster whose nodes speak only TLS (to clients, to each other, to their replicas):
 /// `rediss://` node URLs with the private CA; every slot's node is reached over TLS, tags
-/// included. A handle without the CA sees an outage, and its calls answer.
+/// included, and a near cache's listener tracks every primary over TLS. A handle without
+/// the CA sees an outage, and its calls answer.
 #[tokio::test]
 async fn a_cluster_over_tls_with_a_private_ca() {
     let cluster = RedisCluster::start_tls();
@@ -124,6 +125,51 @@ async fn a_cluster_over_tls_with_a_private_ca() {
         (0, 0),
         "{stats:?}"
     );
+
+    // A near cache's listener reaches every primary over TLS as well.
+    let near = UserRepo::new(
+        Cache::builder()
+            .cluster_nodes(cluster.nodes())
+            .tls_ca_pem(cluster.ca_pem())
+            .namespace("tls")
+            .near_cache(100)
+            .build()
+            .unwrap(),
+    );
+    for id in 1..=10 {
+        near.insert(Row::sample(id));
+    }
+    near.insert(Row {
+        name: "renamed".into(),
+        ..Row::sample(4)
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let before = near.cache.stats().near_hits;
+        for id in 1..=10 {
+            near.get_user(id).await.unwrap();
+        }
+        if near.cache.stats().near_hits - before == 10 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            near.cache.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let received = near.cache.stats().near_invalidations;
+    repo.rename(7, "again").await.unwrap();
+    near.insert(Row {
+        name: "again".into(),
+        ..Row::sample(7)
+    });
+    while near.cache.stats().near_invalidations == received {
+        assert!(std::time::Instant::now() < deadline + Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(near.get_user(7).await.unwrap().unwrap().name, "again");
 
     let untrusting = Cache::builder()
         .cluster_nodes(cluster.nodes())

@@ -679,6 +679,9 @@ impl RedisStore {
                 Box::pin(read_with_ttl(connection, command, key, &mut ttl_ms)).await
             }
             Link::Single(mut connection) => connection.send_packed_command(&command).await,
+            Link::Cluster(connection) if with_ttl => {
+                Box::pin(read_with_ttl(connection, command, key, &mut ttl_ms)).await
+            }
             Link::Cluster(mut connection) => {
                 redis::aio::ConnectionLike::req_packed_command(&mut connection, &command).await
             }
@@ -1148,15 +1151,16 @@ impl RedisStore {
 /// `command` (an `HMGET`) pipelined with a `PTTL` of `key`: one round trip; the TTL left
 /// goes to `ttl_ms` (0 for a key without one, or gone).
 async fn read_with_ttl(
-    mut connection: MultiplexedConnection,
+    mut connection: impl redis::aio::ConnectionLike,
     command: redis::Cmd,
     key: &str,
     ttl_ms: &mut u64,
 ) -> StoreResult<Value> {
     let mut pipeline = redis::pipe();
     pipeline.add_command(command).cmd("PTTL").arg(key);
+    // One key, hence one slot: a cluster sends the pipeline to that slot's node.
     let mut replies = connection
-        .send_packed_commands(&pipeline, 0, 2)
+        .req_packed_commands(&pipeline, 0, 2)
         .await?
         .into_iter();
     let reply = replies.next().unwrap_or(Value::Nil);
