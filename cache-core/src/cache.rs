@@ -114,6 +114,7 @@ pub struct CacheBuilder {
     cluster_nodes: Option<Vec<String>>,
     cluster_replica_acks: u32,
     near_entries: usize,
+    near_max_bytes: Option<u64>,
     near_max_age: Duration,
     namespace: Option<String>,
     default_ttl: Duration,
@@ -143,6 +144,7 @@ impl std::fmt::Debug for CacheBuilder {
             .field("url", &redact_url(&self.url))
             .field("cluster_replica_acks", &self.cluster_replica_acks)
             .field("near_entries", &self.near_entries)
+            .field("near_max_bytes", &self.near_max_bytes)
             .field("near_max_age", &self.near_max_age)
             .field(
                 "cluster_nodes",
@@ -177,6 +179,7 @@ impl Default for CacheBuilder {
             cluster_nodes: None,
             cluster_replica_acks: 1,
             near_entries: 0,
+            near_max_bytes: None,
             near_max_age: DEFAULT_NEAR_MAX_AGE,
             namespace: None,
             default_ttl: DEFAULT_TTL,
@@ -217,14 +220,27 @@ impl CacheBuilder {
     }
 
     /// Keeps up to `entries` decoded values in process memory: a hit there costs no round
-    /// trip. Kept coherent by Redis' invalidation pushes (RESP3 `CLIENT TRACKING`, on a
-    /// connection of its own): a read never returns data older than a write completed
-    /// through this handle before it started, nor than one completed through another handle
-    /// more than the push's delay (well under 5 ms on a LAN) before it; a handle that cannot
-    /// hear invalidations serves nothing from memory. 0 (the default) turns it off. On one
-    /// Redis server for now: on a cluster and on `mem://` it stays off, said in one log line.
+    /// trip and decodes nothing. Kept coherent by Redis' invalidation pushes (RESP3 `CLIENT
+    /// TRACKING`, on connections of its own: one to the server, or one to every primary of a
+    /// cluster; on `mem://` the store tells it directly): a read never returns data older
+    /// than a write completed through this handle before it started, nor than one completed
+    /// through another handle more than the push's delay (well under 5 ms on a LAN) before
+    /// it; a handle that cannot hear invalidations serves nothing from memory. Schemas that
+    /// are `Clone + Send + Sync + 'static` are kept; others always ask Redis. 0 (the
+    /// default) turns it off.
     pub fn near_cache(mut self, entries: usize) -> Self {
         self.near_entries = entries;
+        self
+    }
+
+    /// Bounds the near cache by memory as well: about `bytes` of values (each entry weighs
+    /// the bytes its fields were read from, plus its key and tags, and at least
+    /// `bytes / entries`, so the entry count still holds). The budget is split over up to
+    /// four shards per core of at least 32 KiB each; a value heavier than its shard's part
+    /// is not kept (it is still served from Redis). Drops for room are counted in
+    /// [`Stats::near_evictions`]. Off by default: the entry count only.
+    pub fn near_max_bytes(mut self, bytes: u64) -> Self {
+        self.near_max_bytes = Some(bytes);
         self
     }
 
@@ -395,15 +411,7 @@ impl CacheBuilder {
                 };
                 // Decoded values without decoding, as on Redis; the store tells the near
                 // cache of every change itself.
-                let near = (self.near_entries > 0).then(|| {
-                    let near = Arc::new(Near::new(
-                        self.near_entries,
-                        self.near_max_age,
-                        self.namespace.as_deref(),
-                    ));
-                    store.track(&near);
-                    near
-                });
+                let near = self.new_near().inspect(|near| store.track(near));
                 (Store::Memory(store), near)
             }
             None => {
@@ -415,16 +423,21 @@ impl CacheBuilder {
         Ok(self.assemble(store, true, near))
     }
 
+    /// The near cache, if asked for.
+    fn new_near(&self) -> Option<Arc<Near>> {
+        (self.near_entries > 0).then(|| {
+            Arc::new(Near::new(
+                self.near_entries,
+                self.near_max_bytes,
+                self.near_max_age,
+                self.namespace.as_deref(),
+            ))
+        })
+    }
+
     /// The near cache over Redis, if asked for, with its listener started.
     fn near(&self, sources: near::Sources) -> Option<Arc<Near>> {
-        if self.near_entries == 0 {
-            return None;
-        }
-        let near = Arc::new(Near::new(
-            self.near_entries,
-            self.near_max_age,
-            self.namespace.as_deref(),
-        ));
+        let near = self.new_near()?;
         near::listen(
             &near,
             sources,
@@ -608,12 +621,20 @@ fn duration_ms(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// What the near cache needs to know of a value read from Redis to keep a copy.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Copyable {
+    /// The entry's TTL left in ms, when the read asked for it (0: unknown, not kept).
+    pub(crate) ttl_ms: u64,
+    /// The bytes of the value's fields as read: the copy's weight for `near_max_bytes`.
+    pub(crate) bytes: usize,
+}
+
 /// The outcome of reading an entry.
 #[derive(Debug)]
 pub(crate) enum Lookup<S> {
-    /// Every schema field was there and decoded.
-    /// With the entry's TTL left in ms, when the read asked for it (0: unknown).
-    Hit(S, u64),
+    /// Every schema field was there and decoded; with what the near cache needs to keep it.
+    Hit(S, Copyable),
     /// A cached absence (negative caching); `seen` as for a miss.
     Absent { seen: u64 },
     /// Absent, incomplete or garbage: the caller may fill, passing `seen` back.
@@ -657,6 +678,7 @@ impl Cache {
     /// | `CACHE_DEFAULT_TTL_SECS` | as [`CacheBuilder::default_ttl`] | 3600 |
     /// | `CACHE_TIMEOUT_MS` | as [`CacheBuilder::operation_timeout`] | 250 |
     /// | `CACHE_NEAR_ENTRIES` | as [`CacheBuilder::near_cache`] (0: off) | 0 |
+    /// | `CACHE_NEAR_MAX_BYTES` | as [`CacheBuilder::near_max_bytes`] | unbounded |
     ///
     /// # Errors
     ///
@@ -684,6 +706,9 @@ impl Cache {
         }
         if let Some(entries) = env_number("CACHE_NEAR_ENTRIES")? {
             builder = builder.near_cache(usize::try_from(entries).unwrap_or(usize::MAX));
+        }
+        if let Some(bytes) = env_number("CACHE_NEAR_MAX_BYTES")? {
+            builder = builder.near_max_bytes(bytes);
         }
         builder.build()
     }
@@ -792,12 +817,13 @@ impl Cache {
 
     /// The handle's counters.
     pub fn stats(&self) -> Stats {
-        let near_invalidations = self.inner.near.as_ref().map_or(0, |near| {
-            near.invalidations_received.load(Ordering::Relaxed)
+        let near = self.inner.near.as_ref().map_or((0, 0), |near| {
+            (
+                near.invalidations_received.load(Ordering::Relaxed),
+                near.evictions(),
+            )
         });
-        self.inner
-            .counters
-            .snapshot(self.inner.pending.len(), near_invalidations)
+        self.inner.counters.snapshot(self.inner.pending.len(), near)
     }
 
     pub(crate) fn key(&self, prefix: &str, key: &(impl Display + ?Sized)) -> String {
@@ -1050,11 +1076,15 @@ impl Cache {
             return Ok(Lookup::Absent { seen: read.stamp });
         }
         if read.is_complete(fields) && !stale {
+            let copyable = Copyable {
+                ttl_ms: read.ttl_ms,
+                bytes: read.value_bytes(),
+            };
             let decoded = decode(fields, &mut read.stored(fields));
             match decoded {
                 Ok(value) => {
                     counters.bump(Counter::Hits);
-                    return Ok(Lookup::Hit(value, read.ttl_ms));
+                    return Ok(Lookup::Hit(value, copyable));
                 }
                 // Garbage is a miss; the fill that follows overwrites it.
                 Err(error) => {

@@ -45,10 +45,63 @@ pub(crate) const HEALTH_CHECK: Duration = Duration::from_millis(500);
 struct NearEntry {
     values: Vec<(TypeId, Arc<dyn Any + Send + Sync>)>,
     tags: Vec<String>,
+    /// The bytes its values were read from (the largest read, as several schemas' copies
+    /// share fields); with the key and the tags, its weight under `near_max_bytes`.
+    value_bytes: u64,
     /// The entry's expiry in Redis, or the near cache's max age, whichever comes first
     /// ([`clock::now`]).
     expires_at: u64,
 }
+
+/// What a copy of a value read from Redis is kept with.
+#[derive(Debug)]
+pub(crate) struct NearCopy {
+    /// The entry's TTL left in Redis when it was read.
+    pub(crate) ttl: Duration,
+    /// The bytes of the value's fields as read.
+    pub(crate) bytes: usize,
+    /// The tags the value carries (a tag invalidation evicts it).
+    pub(crate) tags: Vec<String>,
+}
+
+/// How much room an entry takes in the near cache: one unit per entry when only the entry
+/// count bounds it; with a byte budget, its bytes, but never less than the budget's share
+/// of one entry (`max_bytes / entries`), so that the count bound holds as well.
+#[derive(Debug, Clone)]
+struct Weigher {
+    per_entry_floor: Option<u64>,
+}
+
+impl quick_cache::Weighter<String, Arc<NearEntry>> for Weigher {
+    fn weight(&self, key: &String, entry: &Arc<NearEntry>) -> u64 {
+        let Some(floor) = self.per_entry_floor else {
+            return 1;
+        };
+        let tags: usize = entry.tags.iter().map(String::len).sum();
+        (entry.value_bytes + (key.len() + tags) as u64).max(floor)
+    }
+}
+
+/// Counts the copies the near cache dropped for room (not those invalidated or expired).
+#[derive(Debug, Clone, Default)]
+struct Evictions(Arc<AtomicU64>);
+
+impl quick_cache::Lifecycle<String, Arc<NearEntry>> for Evictions {
+    type RequestState = ();
+
+    fn on_evict(&self, (): &mut (), _key: String, _entry: Arc<NearEntry>) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The in-process store the copies live in.
+type Entries = quick_cache::sync::Cache<
+    String,
+    Arc<NearEntry>,
+    Weigher,
+    quick_cache::DefaultHashBuilder,
+    Evictions,
+>;
 
 /// What a reader holds from before it sent its read until it inserts the reply.
 /// The shard (low 8 bits) and its generation (the rest), plus one: a reader's future holds
@@ -73,7 +126,9 @@ impl Ticket {
 
 /// The values in memory and the state that keeps them right.
 pub(crate) struct Near {
-    entries: quick_cache::sync::Cache<String, Arc<NearEntry>>,
+    entries: Entries,
+    /// Copies dropped for room.
+    evictions: Evictions,
     generations: Box<[AtomicU64]>,
     /// Whether the listener hears invalidations now; nothing is served or inserted while not.
     /// Every shard's generation is bumped whenever hearing starts or stops.
@@ -100,9 +155,39 @@ impl std::fmt::Debug for Near {
 }
 
 impl Near {
-    pub(crate) fn new(capacity: usize, max_age: Duration, namespace: Option<&str>) -> Near {
+    /// A near cache of at most `capacity` entries and, if given, about `max_bytes` bytes.
+    pub(crate) fn new(
+        capacity: usize,
+        max_bytes: Option<u64>,
+        max_age: Duration,
+        namespace: Option<&str>,
+    ) -> Near {
+        let capacity = capacity.max(1);
+        let (weight_capacity, per_entry_floor) = match max_bytes {
+            None => (capacity as u64, None),
+            Some(max_bytes) => (max_bytes.max(1), Some((max_bytes / capacity as u64).max(1))),
+        };
+        // quick_cache splits the budget over its shards (up to 4 per core) and keeps a shard
+        // at 32 estimated items or more; a copy heavier than its shard's part is not kept.
+        // Estimating one item per KiB of a byte budget keeps each shard's part at 32 KiB or
+        // more, so that values of that size always fit.
+        let estimated_items = match max_bytes {
+            None => capacity,
+            Some(max_bytes) => {
+                capacity.min(usize::try_from(max_bytes / 1024).unwrap_or(usize::MAX))
+            }
+        };
+        let evictions = Evictions::default();
+        let entries = Entries::with(
+            estimated_items.max(1),
+            weight_capacity,
+            Weigher { per_entry_floor },
+            quick_cache::DefaultHashBuilder::default(),
+            evictions.clone(),
+        );
         Near {
-            entries: quick_cache::sync::Cache::new(capacity.max(1)),
+            entries,
+            evictions,
             generations: (0..SHARDS).map(|_| AtomicU64::new(0)).collect(),
             listening: AtomicBool::new(false),
             max_age,
@@ -171,16 +256,16 @@ impl Near {
         ticket: Ticket,
         key: &str,
         value: S,
-        ttl: Duration,
-        tags: Vec<String>,
+        copy: NearCopy,
     ) {
         if !self.still_valid(ticket) {
             return;
         }
         let type_id = TypeId::of::<S>();
         let mut values: Vec<(TypeId, Arc<dyn Any + Send + Sync>)> = Vec::with_capacity(1);
-        let mut all_tags = tags;
-        let mut expires_at = clock::expiry(ttl.min(self.max_age));
+        let mut all_tags = copy.tags;
+        let mut expires_at = clock::expiry(copy.ttl.min(self.max_age));
+        let mut value_bytes = copy.bytes as u64;
         if let Some(current) = self.entries.get(key) {
             expires_at = expires_at.min(current.expires_at);
             values.extend(
@@ -195,11 +280,13 @@ impl Near {
                     all_tags.push(tag.clone());
                 }
             }
+            value_bytes = value_bytes.max(current.value_bytes);
         }
         values.push((type_id, Arc::new(value)));
         let entry = Arc::new(NearEntry {
             values,
             tags: all_tags,
+            value_bytes,
             expires_at,
         });
         self.entries.insert(key.to_owned(), entry);
@@ -247,6 +334,11 @@ impl Near {
         if !self.said_unavailable.swap(true, Ordering::Relaxed) {
             tracing::warn!(%error, "redis refused what the near cache needs (RESP3, CLIENT TRACKING); running without it");
         }
+    }
+
+    /// Copies dropped for room since the handle was built.
+    pub(crate) fn evictions(&self) -> u64 {
+        self.evictions.0.load(Ordering::Relaxed)
     }
 
     /// Whether values are served from memory now.
@@ -677,14 +769,28 @@ mod clock {
 mod tests {
     use super::*;
 
+    /// What a read of a small value with `ttl` left and `tags` keeps.
+    fn copy(ttl: Duration, tags: Vec<String>) -> NearCopy {
+        NearCopy {
+            ttl,
+            bytes: 16,
+            tags,
+        }
+    }
+
     /// A read of `key` that found `value` (60 s left) and keeps it.
     fn read_into<S: Send + Sync + 'static>(near: &Near, key: &str, value: S) {
         let ticket = near.ticket(key).unwrap();
-        near.insert(ticket, key, value, Duration::from_secs(60), Vec::new());
+        near.insert(
+            ticket,
+            key,
+            value,
+            copy(Duration::from_secs(60), Vec::new()),
+        );
     }
 
     fn listening() -> Near {
-        let near = Near::new(100, Duration::from_secs(60), Some("shop"));
+        let near = Near::new(100, None, Duration::from_secs(60), Some("shop"));
         near.reset(true);
         near
     }
@@ -699,8 +805,7 @@ mod tests {
             ticket,
             "shop:user:1",
             1_u32,
-            Duration::from_secs(60),
-            Vec::new(),
+            copy(Duration::from_secs(60), Vec::new()),
         );
         assert_eq!(near.get::<u32>("shop:user:1", u32::clone), None);
         // A read sent after it inserts.
@@ -724,8 +829,7 @@ mod tests {
             in_flight,
             "shop:user:2",
             2_u32,
-            Duration::from_secs(60),
-            Vec::new(),
+            copy(Duration::from_secs(60), Vec::new()),
         );
         assert_eq!(
             near.get::<u32>("shop:user:2", u32::clone),
@@ -742,7 +846,7 @@ mod tests {
             ("shop:user:2", vec![]),
         ] {
             let ticket = near.ticket(key).unwrap();
-            near.insert(ticket, key, 7_u32, Duration::from_secs(60), tags);
+            near.insert(ticket, key, 7_u32, copy(Duration::from_secs(60), tags));
         }
         near.invalidated(Some(vec![
             b"__cache:shop:clock".to_vec(),
@@ -766,8 +870,7 @@ mod tests {
             ticket,
             "shop:user:1",
             1_u32,
-            Duration::from_millis(20),
-            Vec::new(),
+            copy(Duration::from_millis(20), Vec::new()),
         );
         assert_eq!(near.get::<u32>("shop:user:1", u32::clone), Some(1));
         std::thread::sleep(Duration::from_millis(30));
@@ -786,5 +889,52 @@ mod tests {
         );
         near.evict(&["shop:user:1"], &[]);
         assert_eq!(near.get::<u32>("shop:user:1", u32::clone), None);
+    }
+
+    /// With a byte budget, large copies take the room of many small ones, and the entry
+    /// count still bounds small ones.
+    #[test]
+    fn a_byte_budget_bounds_memory_and_the_entry_count_still_holds() {
+        let near = Near::new(100, Some(100_000), Duration::from_secs(60), Some("shop"));
+        near.reset(true);
+        let keep = |key: &str, bytes: usize| {
+            let ticket = near.ticket(key).unwrap();
+            let copy = NearCopy {
+                ttl: Duration::from_secs(60),
+                bytes,
+                tags: Vec::new(),
+            };
+            near.insert(ticket, key, 1_u8, copy);
+        };
+        for id in 0..50 {
+            keep(&format!("shop:big:{id}"), 10_000);
+        }
+        let big = (0..50)
+            .filter(|id| {
+                near.get::<u8>(&format!("shop:big:{id}"), u8::clone)
+                    .is_some()
+            })
+            .count();
+        assert!(big <= 10, "{big} copies of 10 kB in a 100 kB budget");
+        assert!(near.entries.weight() <= 100_000);
+        for id in 0..1_000 {
+            keep(&format!("shop:small:{id}"), 10);
+        }
+        assert!(near.entries.len() <= 100, "{} entries", near.entries.len());
+        assert!(near.evictions() >= 900, "{}", near.evictions());
+        // Without a byte budget, only the count.
+        let counted = Near::new(100, None, Duration::from_secs(60), Some("shop"));
+        counted.reset(true);
+        for id in 0..50 {
+            let key = format!("shop:big:{id}");
+            let ticket = counted.ticket(&key).unwrap();
+            let copy = NearCopy {
+                ttl: Duration::from_secs(60),
+                bytes: 10_000,
+                tags: Vec::new(),
+            };
+            counted.insert(ticket, &key, 1_u8, copy);
+        }
+        assert!(counted.entries.len() > 40, "{}", counted.entries.len());
     }
 }

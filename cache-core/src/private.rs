@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::cache::{schema_field_names, Lease, Lookup};
+use crate::cache::{schema_field_names, Copyable, Lease, Lookup};
 use crate::codec::{self, DecodeFn, EncodedField, FieldValue};
 use crate::flight::{wait_for_leader, Flight};
-use crate::near::{Near, Ticket};
+use crate::near::{Near, NearCopy, Ticket};
 use crate::store::{ClockRead, FillBody};
 use crate::{Cache, Error};
 
@@ -193,7 +193,7 @@ impl<S> Schema<S> {
 #[derive(Debug)]
 pub struct NearOps<S> {
     get: fn(&Near, &str) -> Option<S>,
-    insert: fn(&Near, Ticket, &str, &S, Duration, Vec<String>),
+    insert: fn(&Near, Ticket, &str, &S, NearCopy),
 }
 
 /// Finds, at the macro's call site where the schema type is concrete, whether its values can
@@ -217,8 +217,8 @@ impl<S: Clone + Send + Sync + 'static> NearCapable<S> for &NearProbe<S> {
     fn near_ops(&self) -> Option<NearOps<S>> {
         Some(NearOps {
             get: |near, key| near.get::<S>(key, S::clone),
-            insert: |near, ticket, key, value, ttl, tags| {
-                near.insert(ticket, key, value.clone(), ttl, tags);
+            insert: |near, ticket, key, value, copy| {
+                near.insert(ticket, key, value.clone(), copy);
             },
         })
     }
@@ -441,7 +441,7 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
             .read_entry(self.key, self.fields, self.schema.decode, count_misses)
             .await
         {
-            Ok(Lookup::Hit(value, ttl_ms)) => {
+            Ok(Lookup::Hit(value, copyable)) => {
                 // An undelivered tag invalidation may concern this entry: check its tags. A
                 // delivery that completed after the read began (in the background, or the one
                 // `reads_blocked` itself may run) may have been one of them, and the entry was
@@ -456,8 +456,8 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
                         return Step::Bypass;
                     }
                 }
-                if let (Some(ticket), 1..) = (ticket, ttl_ms) {
-                    self.keep_near(ticket, &value, Duration::from_millis(ttl_ms));
+                if let (Some(ticket), 1..) = (ticket, copyable.ttl_ms) {
+                    self.keep_near(ticket, &value, copyable);
                 }
                 Step::Done((self.output.from_hit)(value))
             }
@@ -511,11 +511,16 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
         self.cache.near()?.ticket(self.key)
     }
 
-    /// Keeps a value read from Redis (with `ttl` left) in the near cache, if `ticket` says no
-    /// invalidation crossed the read.
-    fn keep_near(&self, ticket: Ticket, value: &S, ttl: Duration) {
+    /// Keeps a value read from Redis in the near cache, if `ticket` says no invalidation
+    /// crossed the read.
+    fn keep_near(&self, ticket: Ticket, value: &S, copyable: Copyable) {
         if let (Some(near), Some(ops)) = (self.cache.near(), self.schema.near.as_ref()) {
-            (ops.insert)(near, ticket, self.key, value, ttl, self.tags.of(value));
+            let copy = NearCopy {
+                ttl: Duration::from_millis(copyable.ttl_ms),
+                bytes: copyable.bytes,
+                tags: self.tags.of(value),
+            };
+            (ops.insert)(near, ticket, self.key, value, copy);
         }
     }
 

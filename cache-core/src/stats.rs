@@ -37,6 +37,9 @@ pub struct Stats {
     /// Keys named by the invalidations the near cache received: pushed by Redis, or told by
     /// the `mem://` store.
     pub near_invalidations: u64,
+    /// Values the near cache dropped to stay within `near_cache` entries (and
+    /// `near_max_bytes`); invalidated and expired ones are not counted.
+    pub near_evictions: u64,
 }
 
 /// What a handle counts, one slot each in every [`Stripe`].
@@ -108,7 +111,8 @@ impl Counters {
             .fold(0, u64::wrapping_add)
     }
 
-    pub(crate) fn snapshot(&self, pending_invalidations: usize, near_invalidations: u64) -> Stats {
+    pub(crate) fn snapshot(&self, pending_invalidations: usize, near: (u64, u64)) -> Stats {
+        let (near_invalidations, near_evictions) = near;
         Stats {
             hits: self.read(Counter::Hits),
             misses: self.read(Counter::Misses),
@@ -123,6 +127,7 @@ impl Counters {
             near_hits: self.read(Counter::NearHits),
             near_misses: self.read(Counter::NearMisses),
             near_invalidations,
+            near_evictions,
         }
     }
 }
@@ -144,11 +149,12 @@ mod tests {
                 });
             }
         });
-        let stats = counters.snapshot(4, 5);
+        let stats = counters.snapshot(4, (5, 6));
         assert_eq!(stats.hits, 1_000 * (STRIPES as u64 + 3));
         assert_eq!(stats.invalidations, 2 * (STRIPES as u64 + 3));
         assert_eq!(stats.misses, 0);
         assert_eq!(stats.pending_invalidations, 4);
         assert_eq!(stats.near_invalidations, 5);
+        assert_eq!(stats.near_evictions, 6);
     }
 }

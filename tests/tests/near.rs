@@ -408,3 +408,34 @@ async fn a_user_with_the_readme_acl_rule_gets_near_hits_on_the_cluster() {
     }
     assert_eq!(reader.cache.stats().errors, 0);
 }
+
+/// A byte budget bounds what memory keeps: large values push each other out (counted in
+/// `near_evictions`), and what is kept is still served from memory.
+#[tokio::test]
+async fn a_byte_budget_evicts_and_counts() {
+    let server = RedisServer::start();
+    let repo = UserRepo::new(
+        Cache::builder()
+            .url(server.url())
+            .near_cache(1_000)
+            .near_max_bytes(4_000)
+            .build()
+            .unwrap(),
+    );
+    let long = "x".repeat(1_000);
+    for id in 1..=20 {
+        repo.insert(Row {
+            name: long.clone(),
+            ..Row::sample(id)
+        });
+    }
+    until_near_hit(&repo, 1).await;
+    for _ in 0..3 {
+        for id in 1..=20 {
+            assert_eq!(repo.get_user(id).await.unwrap().unwrap().name, long);
+        }
+    }
+    let stats = repo.cache.stats();
+    assert!(stats.near_evictions > 0, "{stats:?}");
+    until_near_hit(&repo, 20).await;
+}

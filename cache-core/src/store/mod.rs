@@ -97,6 +97,17 @@ impl EntryTags {
 }
 
 impl EntryRead {
+    /// The bytes of the fields' values as read (what a decoded copy roughly holds).
+    pub(crate) fn value_bytes(&self) -> usize {
+        self.values
+            .iter()
+            .map(|value| match value {
+                Value::BulkString(bytes) => bytes.len(),
+                _ => 0,
+            })
+            .sum()
+    }
+
     /// No entry at all.
     pub(crate) fn missing(fields: usize) -> Self {
         EntryRead {
