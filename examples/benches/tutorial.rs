@@ -1,6 +1,7 @@
 //! The tutorial's benchmark, reproduced: 100 users, `GET /api/users/{id}` with random valid
-//! ids, 5 000 and 50 000 requests, one at a time and 64 at once, with the cache on and off,
-//! on SQLite and (when `TEST_POSTGRES_URL` is set, as `scripts/bench.sh` does) PostgreSQL.
+//! ids, 5 000 and 50 000 requests, one at a time and 64 at once, with the cache off, on
+//! (Redis), and on with a near cache (`near_cache`), on SQLite and (when `TEST_POSTGRES_URL`
+//! is set, as `scripts/bench.sh` does) PostgreSQL.
 //! The server runs in this process on its own runtime, the client (reqwest, keep-alive) on
 //! another, against a redis-server started here: all on the same cores, as in the tutorial.
 //! Run with `bash scripts/bench.sh`, or `cargo bench -p example-server --bench tutorial`.
@@ -18,6 +19,12 @@ use example_server::app;
 mod common;
 
 const USERS: u64 = 100;
+
+/// The configurations measured, by name.
+const OFF: &str = "cache off";
+const ON: &str = "cache on";
+const NEAR: &str = "cache on + near cache";
+const MODES: [&str; 3] = [OFF, ON, NEAR];
 
 /// Starts the server on its own two-thread runtime; answers its base URL.
 fn serve(database_url: String, cache: Cache) -> String {
@@ -71,20 +78,19 @@ async fn main() {
     let mut series: Vec<(String, Vec<Row>)> = Vec::new();
     for (database, postgres) in databases {
         let mut rows = Vec::new();
-        for cache_on in [false, true] {
+        for mode in MODES {
             let url = if postgres {
                 common::postgres_url().await
             } else {
                 common::sqlite_url()
             };
-            let cache = if cache_on {
-                Cache::builder()
-                    .url(redis.url())
-                    .namespace(format!("bench{}", rows.len()))
-                    .build()
-                    .expect("cache")
-            } else {
-                Cache::disabled()
+            let builder = Cache::builder()
+                .url(redis.url())
+                .namespace(format!("bench{}", rows.len()));
+            let cache = match mode {
+                OFF => Cache::disabled(),
+                ON => builder.build().expect("cache"),
+                _ => builder.near_cache(10_000).build().expect("cache"),
             };
             let base = serve(url, cache);
             let client = reqwest::Client::new();
@@ -119,9 +125,11 @@ async fn main() {
                     }
                 })
             };
-            // Warm-up: connections, and for the cache every user once.
+            // Warm-up: connections, and for the cache every user once (for the near cache,
+            // once more after the pushes of its own fills have arrived).
             measure::run(4, 2_000, request.clone()).await;
-            let mode = if cache_on { "cache on" } else { "cache off" };
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            measure::run(4, 2_000, request.clone()).await;
             for &total in &total_requests {
                 for concurrency in [1, 64] {
                     let run = measure::run(concurrency, total, request.clone()).await;
@@ -137,11 +145,15 @@ async fn main() {
                 "every request answered 200"
             );
         }
-        let mut table = format!("\n{database}: GET /api/users/{{id}}, 100 users, random ids\n\n| | req/s | p50 | p99 | on ÷ off |\n|---|---:|---:|---:|---:|");
+        let mut table = format!("\n{database}: GET /api/users/{{id}}, 100 users, random ids\n\n| | req/s | p50 | p99 | ÷ cache off |\n|---|---:|---:|---:|---:|");
         for row in &rows {
+            let off_name = MODES
+                .iter()
+                .rev()
+                .fold(row.name.clone(), |name, mode| name.replace(mode, OFF));
             let off = rows
                 .iter()
-                .find(|other| other.name == row.name.replace("cache on", "cache off"))
+                .find(|other| other.name == off_name)
                 .map_or(1.0, |off| row.run.ops_per_sec / off.run.ops_per_sec);
             table.push_str(&format!(
                 "\n| {} | {:.0} | {:.2} ms | {:.2} ms | {:.2} |",
@@ -156,6 +168,6 @@ async fn main() {
         markdown.push_str(&table);
         series.push((database.to_owned(), rows));
     }
-    let title = "GET /api/users/{id}: requests per second, cache off vs on";
+    let title = "GET /api/users/{id}: requests per second, cache off, on, on + near cache";
     measure::report("tutorial", title, &markdown, &series);
 }
