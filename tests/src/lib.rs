@@ -391,6 +391,8 @@ pub struct CuttableProxy {
     cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Milliseconds each chunk waits before it is forwarded, both ways.
     delay_ms: std::sync::Arc<AtomicU64>,
+    /// Milliseconds a chunk from the server that starts with a RESP3 push (`>`) waits.
+    push_delay_ms: std::sync::Arc<AtomicU64>,
     connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -404,8 +406,10 @@ impl CuttableProxy {
         let address = listener.local_addr().expect("proxy address");
         let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let delay_ms = std::sync::Arc::new(AtomicU64::new(0));
+        let push_delay_ms = std::sync::Arc::new(AtomicU64::new(0));
         let connections = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (is_cut, tasks, delay) = (cut.clone(), connections.clone(), delay_ms.clone());
+        let push_delay = push_delay_ms.clone();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 if is_cut.load(Ordering::SeqCst) {
@@ -413,6 +417,7 @@ impl CuttableProxy {
                     continue;
                 }
                 let delay = delay.clone();
+                let push_delay = push_delay.clone();
                 let connection = tokio::spawn(async move {
                     let Ok(upstream) =
                         tokio::net::TcpStream::connect(("127.0.0.1", upstream_port)).await
@@ -421,9 +426,10 @@ impl CuttableProxy {
                     };
                     let (client_read, client_write) = client.into_split();
                     let (upstream_read, upstream_write) = upstream.into_split();
+                    let no_push_delay = std::sync::Arc::new(AtomicU64::new(0));
                     tokio::select! {
-                        _ = forward(client_read, upstream_write, delay.clone()) => {}
-                        _ = forward(upstream_read, client_write, delay) => {}
+                        _ = forward(client_read, upstream_write, delay.clone(), no_push_delay) => {}
+                        _ = forward(upstream_read, client_write, delay, push_delay) => {}
                     }
                 });
                 tasks.lock().expect("proxy tasks").push(connection);
@@ -433,6 +439,7 @@ impl CuttableProxy {
             address,
             cut,
             delay_ms,
+            push_delay_ms,
             connections,
             task,
         }
@@ -442,6 +449,13 @@ impl CuttableProxy {
     /// congested link (or a Redis busy elsewhere).
     pub fn set_delay(&self, delay: Duration) {
         self.delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// From now on what the server sends that starts with a RESP3 push (an invalidation,
+    /// say) waits `delay` before it is forwarded; replies do not: a listener that hears late.
+    pub fn set_push_delay(&self, delay: Duration) {
+        self.push_delay_ms
             .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
@@ -464,11 +478,13 @@ impl CuttableProxy {
     }
 }
 
-/// Copies one direction of a proxied connection, each chunk after the current delay.
+/// Copies one direction of a proxied connection, each chunk after the current delay (and
+/// one that starts with a RESP3 push after the push delay too).
 async fn forward(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     delay_ms: std::sync::Arc<AtomicU64>,
+    push_delay_ms: std::sync::Arc<AtomicU64>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buffer = vec![0u8; 16 * 1024];
@@ -476,7 +492,10 @@ async fn forward(
         if read == 0 {
             break;
         }
-        let delay = delay_ms.load(Ordering::SeqCst);
+        let mut delay = delay_ms.load(Ordering::SeqCst);
+        if buffer[0] == b'>' {
+            delay += push_delay_ms.load(Ordering::SeqCst);
+        }
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }

@@ -64,13 +64,21 @@ async fn near_hits_send_nothing_to_redis() {
     assert_eq!(repo.loads(), 1);
 }
 
+/// The handle's own write is seen by its next read at once, without waiting for Redis'
+/// push: the listener here hears 100 ms late (its pushes are delayed by a proxy, its replies
+/// are not), so only the write's local eviction can keep the old copy from being served.
 #[tokio::test]
 async fn a_write_through_the_same_handle_is_seen_at_once() {
     let server = RedisServer::start();
-    let repo = UserRepo::new(near_cache(&server.url()));
+    let proxy = CuttableProxy::start(server.port()).await;
+    let repo = UserRepo::new(near_cache(&proxy.url()));
     repo.insert(Row::sample(1));
     until_near_hit(&repo, 1).await;
-    for round in 0..20 {
+    proxy.set_push_delay(Duration::from_millis(100));
+    for round in 0..10 {
+        // The copy is in memory (the last round's delayed push has come and gone).
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        until_one_near_hit(&repo, 1).await;
         let name = format!("name{round}");
         repo.rename(1, &name).await.unwrap();
         assert_eq!(repo.get_user(1).await.unwrap().unwrap().name, name);
