@@ -82,10 +82,16 @@ async fn allocations_per_call(operation: &Operation) -> f64 {
 }
 
 /// The concurrency levels and the hits per round at each: `BENCH_CONCURRENCY=64` (a
-/// comma-separated list) runs a subset, for a profiler or a quick look.
+/// comma-separated list) runs a subset, for a profiler or a quick look; `BENCH_SCALE=20`
+/// multiplies the hits per round (in-process contenders finish a default round in a few
+/// milliseconds, too short to measure well on their own).
 fn levels() -> Vec<(usize, usize)> {
     let chosen = std::env::var("BENCH_CONCURRENCY").unwrap_or_default();
-    [(1, 20_000), (64, 200_000)]
+    let scale: usize = std::env::var("BENCH_SCALE")
+        .ok()
+        .and_then(|scale| scale.parse().ok())
+        .unwrap_or(1);
+    [(1, 20_000 * scale), (64, 200_000 * scale)]
         .into_iter()
         .filter(|(concurrency, _)| {
             chosen.is_empty()

@@ -22,16 +22,22 @@ where
     Fut: Future<Output = ()> + Send,
 {
     let per_task = total.div_ceil(concurrency);
+    // Written before the clock starts: a fresh allocation's pages are faulted in on first
+    // touch, which would charge the kernel's page zeroing to whichever contender runs first.
+    let buffers: Vec<Vec<Duration>> = (0..concurrency)
+        .map(|_| vec![Duration::ZERO; per_task])
+        .collect();
     let started = Instant::now();
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|task| {
+    let tasks: Vec<_> = buffers
+        .into_iter()
+        .enumerate()
+        .map(|(task, mut latencies)| {
             let operation = operation.clone();
             tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(per_task);
-                for i in 0..per_task {
+                for (i, latency) in latencies.iter_mut().enumerate() {
                     let begun = Instant::now();
                     operation(task, i).await;
-                    latencies.push(begun.elapsed());
+                    *latency = begun.elapsed();
                 }
                 latencies
             })
@@ -67,9 +73,13 @@ pub async fn interleaved(
     rounds: usize,
 ) -> Vec<Row> {
     let mut runs: Vec<Vec<Run>> = vec![Vec::new(); contenders.len()];
-    for _ in 0..rounds {
-        for (index, (_, operation)) in contenders.iter().enumerate() {
-            runs[index].push(run(concurrency, total, operation.clone()).await);
+    for round in 0..rounds {
+        // Each round starts with the next contender: going first (or after a particular
+        // one) must not favour anybody.
+        for offset in 0..contenders.len() {
+            let index = (round + offset) % contenders.len();
+            let operation = contenders[index].1.clone();
+            runs[index].push(run(concurrency, total, operation).await);
         }
     }
     contenders
