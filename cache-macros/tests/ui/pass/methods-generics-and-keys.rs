@@ -30,6 +30,19 @@ impl Repo {
         Some(User { id: 1, email: email.to_owned() })
     }
 
+    // `&mut self` with the handle in `self`: the macro's borrow of the handle ends before
+    // the body takes `self`; a body that mutates it and a temporary handle expression.
+    #[cached_get(prefix = "user", key = "id", schema = User, cache = self.cache)]
+    async fn by_id_mut(&mut self, id: i64) -> Option<User> {
+        self.cache = Cache::disabled();
+        Some(User { id, email: String::new() })
+    }
+
+    #[cached_get(prefix = "user", key = "id", schema = User, cache = Cache::disabled())]
+    async fn with_a_temporary_handle(&self, id: i64) -> Option<User> {
+        Some(User { id, email: String::new() })
+    }
+
     // An `Option` key: `None` bypasses the cache.
     #[cached_get(prefix = "user", key = "id", schema = User, cache = &CACHE)]
     async fn maybe(&self, id: Option<i64>) -> Option<User> {
