@@ -387,11 +387,11 @@ impl Near {
     }
 
     /// Redis refused RESP3 or `CLIENT TRACKING` (too old, a proxy, an ACL user without
-    /// `client|tracking`): said once; the handle runs without the near cache meanwhile and
-    /// the listener keeps trying, in case it was passing.
-    fn unavailable(&self, error: &redis::RedisError) {
+    /// `client|tracking`), or its pushes do not arrive: said once; the handle runs without
+    /// the near cache meanwhile and the listener keeps trying, in case it was passing.
+    fn unavailable(&self, why: &dyn std::fmt::Display) {
         if !self.said_unavailable.swap(true, Ordering::Relaxed) {
-            tracing::warn!(%error, "redis refused what the near cache needs (RESP3, CLIENT TRACKING); running without it");
+            tracing::warn!(%why, "the near cache cannot hear redis' invalidations (it needs RESP3, CLIENT TRACKING and their pushes); running without it");
         }
     }
 
@@ -465,9 +465,9 @@ pub(crate) fn listen(
     namespace: Option<&str>,
     operation_timeout: Duration,
 ) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+    if tokio::runtime::Handle::try_current().is_err() {
         return;
-    };
+    }
     let sources = match sources {
         Sources::Server(client) => match resp3(&client, None) {
             Some(client) => Sources::Server(Box::new(client)),
@@ -475,21 +475,29 @@ pub(crate) fn listen(
         },
         Sources::Cluster(seeds) => Sources::Cluster(seeds),
     };
-    let prefixes = match namespace {
-        Some(namespace) => vec![
-            format!("{namespace}:"),
-            format!("__cache:{namespace}:stamp{{:"),
-        ],
-        // Entries of a handle without namespace can have any prefix: every key.
-        None => Vec::new(),
+    let tracked = Tracked {
+        prefixes: match namespace {
+            Some(namespace) => vec![
+                format!("{namespace}:"),
+                format!("__cache:{namespace}:stamp{{:"),
+            ],
+            // Entries of a handle without namespace can have any prefix: every key.
+            None => Vec::new(),
+        },
+        // Under the first prefix, where no entry can be (`__` starts no prefix the
+        // library writes for itself there, and a user's prefix would need the same name).
+        probe: match namespace {
+            Some(namespace) => format!("{namespace}:__near-probe"),
+            None => "__cache::near-probe".to_owned(),
+        },
     };
     // Holds the near cache weakly: when the handle is dropped, the listener and its
     // connections go too, at the next push or health check.
     let weak = Arc::downgrade(near);
-    runtime.spawn(async move {
+    let listening = async move {
         let mut wait = Duration::from_millis(50);
         loop {
-            let heard = hear(&weak, &sources, &prefixes, operation_timeout).await;
+            let heard = hear(&weak, &sources, &tracked, operation_timeout).await;
             let Some(near) = weak.upgrade() else { return };
             near.reset(false);
             drop(near);
@@ -499,7 +507,30 @@ pub(crate) fn listen(
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(Duration::from_secs(2));
         }
-    });
+    };
+    // On a thread and runtime of its own (its connections' tasks too): behind the
+    // application's tasks in a busy runtime's queues, a push waited long enough to break
+    // the 5 ms promise (the checker under load on two cores saw 7 ms). It logs through the
+    // subscriber of whoever built the handle.
+    let dispatch = tracing::dispatcher::get_default(Clone::clone);
+    let spawned = std::thread::Builder::new()
+        .name("cache-near-listener".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            match runtime {
+                Ok(runtime) => {
+                    tracing::dispatcher::with_default(&dispatch, || runtime.block_on(listening));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "the near cache's listener could not start its runtime; running without it");
+                }
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "the near cache's listener could not start its thread; running without it");
+    }
 }
 
 /// `client` speaking RESP3 (push messages), at `address` instead of its own if given.
@@ -544,7 +575,7 @@ fn host_of(client: &Client) -> Option<String> {
 
 /// The primaries of a cluster, as the first seed that answers tells (`CLUSTER SLOTS`), with
 /// the seed's credentials and TLS settings; sorted, so that two answers compare.
-async fn primaries(seeds: &[Client], operation_timeout: Duration) -> Option<Vec<(String, u16)>> {
+async fn primaries(seeds: &[Client], operation_timeout: Duration) -> Option<Vec<Primary>> {
     for seed in seeds {
         let Some(client) = resp3(seed, None) else {
             continue;
@@ -569,18 +600,21 @@ async fn cluster_primaries(
     connection: &mut MultiplexedConnection,
     node_host: &str,
     operation_timeout: Duration,
-) -> Option<Vec<(String, u16)>> {
+) -> Option<Vec<Primary>> {
     let mut command = redis::cmd("CLUSTER");
     command.arg("SLOTS");
     let slots = command.query_async::<Value>(connection);
     let Ok(Ok(Value::Array(ranges))) = tokio::time::timeout(operation_timeout, slots).await else {
         return None;
     };
-    let mut found: Vec<(String, u16)> = ranges
+    let mut found: Vec<Primary> = ranges
         .iter()
         .filter_map(|range| {
             // [start, end, [host, port, id, …] of the primary, replicas…]
             let Value::Array(range) = range else {
+                return None;
+            };
+            let Some(Value::Int(start)) = range.first() else {
                 return None;
             };
             let Some(Value::Array(primary)) = range.get(2) else {
@@ -600,12 +634,28 @@ async fn cluster_primaries(
             } else {
                 host
             };
-            Some((host, u16::try_from(*port).ok()?))
+            Some(Primary {
+                address: (host, u16::try_from(*port).ok()?),
+                slot: u16::try_from(*start).ok()?,
+            })
         })
         .collect();
-    found.sort();
-    found.dedup();
+    found.sort_by(|a, b| (&a.address, a.slot).cmp(&(&b.address, b.slot)));
+    found.dedup_by(|later, first| later.address == first.address);
     (!found.is_empty()).then_some(found)
+}
+
+/// A primary of a cluster, and one slot it serves (where its probe key goes).
+#[derive(Debug, Clone)]
+struct Primary {
+    address: (String, u16),
+    slot: u16,
+}
+
+/// Whether two answers of `CLUSTER SLOTS` name the same primaries (slots moving between
+/// them change nothing for tracking: each primary's tracking covers whatever it serves).
+fn same_primaries(a: &[Primary], b: &[Primary]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.address == b.address)
 }
 
 /// One life of the listener's connections: connect to every server, turn tracking on,
@@ -615,9 +665,10 @@ async fn cluster_primaries(
 async fn hear(
     near: &Weak<Near>,
     sources: &Sources,
-    prefixes: &[String],
+    tracked: &Tracked,
     operation_timeout: Duration,
 ) -> bool {
+    let prefixes = &tracked.prefixes;
     let (clients, cluster) = match sources {
         Sources::Server(client) => (vec![Client::clone(client)], None),
         Sources::Cluster(seeds) => {
@@ -629,7 +680,7 @@ async fn hear(
             };
             let clients: Option<Vec<Client>> = found
                 .iter()
-                .map(|(host, port)| resp3(seed, Some((host, *port))))
+                .map(|primary| resp3(seed, Some((&primary.address.0, primary.address.1))))
                 .collect();
             let Some(clients) = clients else { return false };
             (clients, Some(found))
@@ -644,13 +695,51 @@ async fn hear(
         }
     }
     drop(sender);
+    // Redis accepted tracking; whether its pushes reach us (a proxy may drop them) is
+    // another matter: a key of ours written on every connection must come back as a push.
+    let probes: Vec<String> = match &cluster {
+        None => vec![tracked.probe.clone()],
+        Some(found) => found
+            .iter()
+            .map(|primary| {
+                format!(
+                    "{}{{{}}}",
+                    tracked.probe,
+                    crate::key::slot_tag(primary.slot)
+                )
+            })
+            .collect(),
+    };
+    if !heard_probes(
+        near,
+        &mut connections,
+        &probes,
+        &mut pushes,
+        operation_timeout,
+    )
+    .await
+    {
+        return false;
+    }
     match near.upgrade() {
         Some(alive) => alive.reset(true),
         None => return false,
     }
-    let mut health = tokio::time::interval(HEALTH_CHECK);
+    // Health is checked beside the pushes, not between them: a push must never wait for a
+    // round of PINGs (and `CLUSTER SLOTS`), which on a loaded machine took longer than the
+    // 5 ms a push may take.
+    let (sick, mut fell_sick) = tokio::sync::oneshot::channel::<()>();
+    let health = tokio::spawn(check_health(
+        near.clone(),
+        connections,
+        cluster.map(|known| (known, host_of(&clients[0]).unwrap_or_default())),
+        operation_timeout,
+        sick,
+    ));
+    let _health = AbortOnDrop(health);
     loop {
         tokio::select! {
+            biased;
             push = pushes.recv() => {
                 let Some(push) = push else { return true };
                 match push.kind {
@@ -663,28 +752,127 @@ async fn hear(
                     _ => {}
                 }
             }
-            _ = health.tick() => {
-                if near.strong_count() == 0 {
-                    return true;
-                }
-                for connection in &mut connections {
-                    if !answers(connection, operation_timeout).await {
-                        return true;
-                    }
-                }
-                // A failover or a new primary: connect to the primaries as they are now.
-                // (Until then a demoted primary, as a replica, still names the keys its
-                // new primary changes: tracking covers replicated writes.)
-                if let (Some(known), Some(first)) = (&cluster, connections.first_mut()) {
-                    let node_host = host_of(&clients[0]).unwrap_or_default();
-                    match cluster_primaries(first, &node_host, operation_timeout).await {
-                        Some(now) if now == *known => {}
-                        _ => return true,
-                    }
-                }
+            _ = &mut fell_sick => return true,
+        }
+    }
+}
+
+/// Aborts a task when dropped: the health check ends with the connections' life.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Every [`HEALTH_CHECK`], that every connection answers a `PING` within the timeout and (on
+/// a cluster) that the primaries are those it connected to; says `sick` when not, or when
+/// the near cache was dropped.
+async fn check_health(
+    near: Weak<Near>,
+    mut connections: Vec<MultiplexedConnection>,
+    cluster: Option<(Vec<Primary>, String)>,
+    operation_timeout: Duration,
+    sick: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut every = tokio::time::interval(HEALTH_CHECK);
+    loop {
+        every.tick().await;
+        if near.strong_count() == 0 {
+            break;
+        }
+        let mut answering = true;
+        for connection in &mut connections {
+            answering = answering && answers(connection, operation_timeout).await;
+        }
+        if !answering {
+            break;
+        }
+        // A failover or a new primary: connect to the primaries as they are now. (Until
+        // then a demoted primary, as a replica, still names the keys its new primary
+        // changes: tracking covers replicated writes.)
+        if let (Some((known, node_host)), Some(first)) = (&cluster, connections.first_mut()) {
+            match cluster_primaries(first, node_host, operation_timeout).await {
+                Some(now) if same_primaries(&now, known) => {}
+                _ => break,
             }
         }
     }
+    let _ = sick.send(());
+}
+
+/// What the listener tracks: the key prefixes, and the key it writes to check that pushes
+/// arrive.
+#[derive(Debug)]
+struct Tracked {
+    prefixes: Vec<String>,
+    probe: String,
+}
+
+/// Writes `probes[i]` on `connections[i]` and waits (up to the operation timeout) for the
+/// pushes that name them all, applying any other invalidation that arrives meanwhile.
+/// `false`, said once, when a probe cannot be written or its push never comes.
+async fn heard_probes(
+    near: &Weak<Near>,
+    connections: &mut [MultiplexedConnection],
+    probes: &[String],
+    pushes: &mut tokio::sync::mpsc::UnboundedReceiver<PushInfo>,
+    operation_timeout: Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + operation_timeout;
+    for (connection, probe) in connections.iter_mut().zip(probes) {
+        let mut write = redis::cmd("SET");
+        write.arg(probe).arg("1").arg("PX").arg(
+            u64::try_from(operation_timeout.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1)
+                * 4,
+        );
+        let written = write.query_async::<()>(connection);
+        match tokio::time::timeout_at(deadline, written).await {
+            Ok(Ok(())) => {}
+            // Refused (an ACL user without `set` on it, a full Redis under `noeviction`, a
+            // replica): said once. A timeout or a broken connection is just a failed try.
+            Ok(Err(error)) if !error.is_io_error() && !error.is_timeout() => {
+                if let Some(near) = near.upgrade() {
+                    near.unavailable(&format!(
+                        "it could not write the probe key {probe}: {error}"
+                    ));
+                }
+                return false;
+            }
+            Ok(Err(_)) | Err(_) => return false,
+        }
+    }
+    let mut unheard: Vec<&str> = probes.iter().map(String::as_str).collect();
+    while !unheard.is_empty() {
+        let push = match tokio::time::timeout_at(deadline, pushes.recv()).await {
+            Ok(Some(push)) => push,
+            Ok(None) => return false,
+            Err(_) => {
+                if let Some(near) = near.upgrade() {
+                    near.unavailable(&"redis accepted CLIENT TRACKING, but the push naming the probe key did not arrive within the operation timeout (a proxy that drops pushes?)");
+                }
+                return false;
+            }
+        };
+        match push.kind {
+            PushKind::Invalidate => {
+                let keys = invalidated_keys(push.data);
+                if let Some(keys) = &keys {
+                    unheard.retain(|probe| !keys.iter().any(|key| key == probe.as_bytes()));
+                }
+                let Some(near) = near.upgrade() else {
+                    return false;
+                };
+                near.invalidated(keys);
+            }
+            PushKind::Disconnection => return false,
+            _ => {}
+        }
+    }
+    true
 }
 
 /// A connection to `client`'s server with tracking on, its pushes sent to `sender`; `None`

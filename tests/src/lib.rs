@@ -391,7 +391,7 @@ pub struct CuttableProxy {
     cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Milliseconds each chunk waits before it is forwarded, both ways.
     delay_ms: std::sync::Arc<AtomicU64>,
-    /// Milliseconds a chunk from the server that starts with a RESP3 push (`>`) waits.
+    /// Milliseconds an invalidation push from the server waits.
     push_delay_ms: std::sync::Arc<AtomicU64>,
     connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     task: tokio::task::JoinHandle<()>,
@@ -452,8 +452,8 @@ impl CuttableProxy {
             .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
-    /// From now on what the server sends that starts with a RESP3 push (an invalidation,
-    /// say) waits `delay` before it is forwarded; replies do not: a listener that hears late.
+    /// From now on the server's invalidation pushes wait `delay` before they are forwarded;
+    /// replies do not: a listener that hears late.
     pub fn set_push_delay(&self, delay: Duration) {
         self.push_delay_ms
             .store(delay.as_millis() as u64, Ordering::SeqCst);
@@ -478,8 +478,9 @@ impl CuttableProxy {
     }
 }
 
-/// Copies one direction of a proxied connection, each chunk after the current delay (and
-/// one that starts with a RESP3 push after the push delay too).
+/// Copies one direction of a proxied connection, each chunk after the current delay; with a
+/// push delay, the part of a chunk from an invalidation push on waits that much longer (a
+/// push often shares its segment with the reply before it, which is not held back).
 async fn forward(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
@@ -487,20 +488,30 @@ async fn forward(
     push_delay_ms: std::sync::Arc<AtomicU64>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const PUSH: &[u8] = b">2\r\n$10\r\ninvalidate\r\n";
     let mut buffer = vec![0u8; 16 * 1024];
     while let Ok(read) = from.read(&mut buffer).await {
         if read == 0 {
             break;
         }
-        let mut delay = delay_ms.load(Ordering::SeqCst);
-        if buffer[0] == b'>' {
-            delay += push_delay_ms.load(Ordering::SeqCst);
-        }
+        let delay = delay_ms.load(Ordering::SeqCst);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
-        if to.write_all(&buffer[..read]).await.is_err() {
+        let chunk = &buffer[..read];
+        let push_delay = push_delay_ms.load(Ordering::SeqCst);
+        let push_at = (push_delay > 0)
+            .then(|| chunk.windows(PUSH.len()).position(|window| window == PUSH))
+            .flatten();
+        let (now, later) = chunk.split_at(push_at.unwrap_or(read));
+        if to.write_all(now).await.is_err() {
             break;
+        }
+        if !later.is_empty() {
+            tokio::time::sleep(Duration::from_millis(push_delay)).await;
+            if to.write_all(later).await.is_err() {
+                break;
+            }
         }
     }
 }
@@ -571,5 +582,42 @@ impl CommandLog {
             assert!(Instant::now() < deadline, "MONITOR did not see the marker");
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+}
+
+/// Log lines written through `tracing` while it is held (on this thread: the tests using it
+/// run on a current-thread runtime, so the library's tasks log here too).
+#[derive(Debug, Clone, Default)]
+pub struct CapturedLog(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CapturedLog {
+    /// Captures warnings and errors logged on this thread while the guard lives.
+    pub fn start() -> (CapturedLog, tracing::subscriber::DefaultGuard) {
+        let log = CapturedLog::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::WARN)
+            .finish();
+        (log, tracing::subscriber::set_default(subscriber))
+    }
+
+    /// The lines captured so far.
+    pub fn lines(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 }

@@ -624,6 +624,39 @@ async fn run_checker(backend: Backend, pressure: Option<Pressure>) {
             read.version < newest_completed
         })
         .count();
+    // What a stale read missed, for the one reading the failure: the newest write it should
+    // have seen, by which handle, and how long before the read that write had completed.
+    let mut told = 0;
+    for read in reads.iter() {
+        if told == 10 {
+            break;
+        }
+        let missed = writes
+            .iter()
+            .filter(|write| {
+                let grace = if write.handle == read.handle {
+                    Duration::ZERO
+                } else {
+                    other_handle_grace
+                };
+                write.id == read.id
+                    && write.done + grace < read.started
+                    && write.version > read.version
+            })
+            .max_by_key(|write| write.version);
+        if let Some(write) = missed {
+            told += 1;
+            println!(
+                "stale: handle {} read id {} version {} started {:.2?} after handle {}'s write of version {} completed",
+                read.handle,
+                read.id,
+                read.version,
+                read.started - write.done,
+                write.handle,
+                write.version
+            );
+        }
+    }
     let operations = writes.len() + reads.len();
     let stats: Vec<_> = handles.iter().map(Cache::stats).collect();
     let conditions = match (&backend, pressure) {

@@ -447,3 +447,35 @@ async fn a_byte_budget_evicts_and_counts() {
     assert!(stats.near_evictions > 0, "{stats:?}");
     until_near_hit(&repo, 20).await;
 }
+
+/// Redis accepts `CLIENT TRACKING` but its pushes never arrive (a proxy that drops them;
+/// here one that holds them back for an hour while replies pass): the listener's probe key
+/// comes back as no push, so memory never serves, and one log line says why.
+#[tokio::test(flavor = "current_thread")]
+async fn pushes_that_never_arrive_leave_the_near_cache_off_with_one_log_line() {
+    let (log, _capturing) = cache_integration_tests::CapturedLog::start();
+    let server = RedisServer::start();
+    let proxy = CuttableProxy::start(server.port()).await;
+    proxy.set_push_delay(Duration::from_secs(3600));
+    let repo = UserRepo::new(near_cache(&proxy.url()));
+    repo.insert(Row::sample(1));
+    let until = Instant::now() + Duration::from_millis(1_500);
+    while Instant::now() < until {
+        assert_eq!(repo.get_user(1).await.unwrap().unwrap().name, "user1");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stats = repo.cache.stats();
+    assert_eq!(stats.near_hits, 0, "{stats:?}");
+    assert!(stats.hits > 0, "Redis still serves: {stats:?}");
+    let lines: Vec<String> = log
+        .lines()
+        .into_iter()
+        .filter(|line| line.contains("near cache"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("did not arrive"), "{lines:?}");
+
+    // The proxy passes pushes again: the listener's next attempt hears its probe.
+    proxy.set_push_delay(Duration::ZERO);
+    until_near_hit(&repo, 1).await;
+}

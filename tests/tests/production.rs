@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use cache_core::{Cache, Error};
 use cache_integration_tests::fixtures::{Row, UserRead, UserRepo};
-use cache_integration_tests::{CuttableProxy, RedisServer};
+use cache_integration_tests::{CapturedLog, CuttableProxy, RedisServer};
 
 fn field(server: &RedisServer, key: &str, field: &str) -> Option<String> {
     redis::cmd("HGET")
@@ -579,42 +579,6 @@ async fn an_acl_user_that_may_not_run_scripts_keeps_invalidations_pending_with_b
         .unwrap();
     assert!(eventually(|| writer.cache.stats().pending_invalidations == 0).await);
     assert_eq!(reader.by_id(7).await.unwrap().password, "new");
-}
-
-/// Log lines written through `tracing` while it is held (on this thread: the tests using it
-/// run on a current-thread runtime, so the library's tasks log here too).
-#[derive(Clone, Default)]
-struct CapturedLog(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for CapturedLog {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl CapturedLog {
-    /// Captures warnings and errors logged on this thread while the guard lives.
-    fn start() -> (CapturedLog, tracing::subscriber::DefaultGuard) {
-        let log = CapturedLog::default();
-        let writer = log.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .with_max_level(tracing::Level::WARN)
-            .finish();
-        (log, tracing::subscriber::set_default(subscriber))
-    }
-
-    fn lines(&self) -> Vec<String> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
 }
 
 /// A wrong password and a missing permission: the functions answer from the loader, and
