@@ -91,22 +91,21 @@ async fn checker_on_redis_with_near_caches() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn checker_on_cluster() {
-    let namespace = cache_integration_tests::unique_namespace("checker");
-    let cluster = Arc::new(Mutex::new(RedisCluster::shared()));
-    run_checker(
-        Backend::Cluster(cluster, namespace, Outage::None, NearCaches::Without),
-        None,
-    )
-    .await;
+    run_on_shared_cluster(NearCaches::Without).await;
 }
 
 /// Near caches on the cluster: tracking on every primary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn checker_on_cluster_with_near_caches() {
+    run_on_shared_cluster(NearCaches::With).await;
+}
+
+/// The checker on the shared cluster, in a namespace of its own.
+async fn run_on_shared_cluster(near: NearCaches) {
     let namespace = cache_integration_tests::unique_namespace("checker");
     let cluster = Arc::new(Mutex::new(RedisCluster::shared()));
     run_checker(
-        Backend::Cluster(cluster, namespace, Outage::None, NearCaches::With),
+        Backend::Cluster(cluster, namespace, Outage::None, near),
         None,
     )
     .await;
