@@ -15,12 +15,13 @@ use crate::guard::{
     Admission, Backoff, CircuitBreaker, PendingInvalidations, RateLimiter, Transition,
 };
 use crate::key::{check_segment, clock_key, encode_tag, entry_key, tag_keys};
+use crate::locks::RwLockExt as _;
 use crate::near::{self, Near};
 use crate::redact::redact_url;
 use crate::stats::{Counter, Counters, Stats};
 use crate::store::{
-    self, ClockRead, EntryTags, Fill, FillBody, Invalidation, MemoryStore, RedisStore, Store,
-    StoreResult, TagKeys, WriteThrough,
+    self, millis, ClockRead, EntryTags, Fill, FillBody, Invalidation, MemoryStore, RedisStore,
+    Store, StoreResult, TagKeys, WriteThrough,
 };
 use crate::Error;
 
@@ -464,7 +465,7 @@ impl CacheBuilder {
                 delivery_task_running: AtomicBool::new(false),
                 pending: PendingInvalidations::new(self.max_pending_invalidations),
                 max_value_size: self.max_value_size,
-                longest_ttl_ms: AtomicU64::new(duration_ms(self.default_ttl)),
+                longest_ttl_ms: AtomicU64::new(millis(self.default_ttl)),
                 lease_time: self.lease_time,
                 lease_wait: self.lease_wait,
                 negative_ttl: self.negative_ttl,
@@ -615,10 +616,6 @@ fn open_client(url: &str, is_tls: bool, _: &TlsOptions) -> Result<redis::Client,
     }
     redis::Client::open(url)
         .map_err(|error| Error::Config(format!("invalid Redis URL `{}`: {error}", redact_url(url))))
-}
-
-fn duration_ms(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// What the near cache needs to know of a value read from Redis to keep a copy.
@@ -1172,7 +1169,7 @@ impl Cache {
     async fn write_fill(&self, fill: Fill<'_>) -> Result<bool, Error> {
         self.inner
             .longest_ttl_ms
-            .fetch_max(duration_ms(fill.ttl), Ordering::Relaxed);
+            .fetch_max(millis(fill.ttl), Ordering::Relaxed);
         let written = self.guarded("fill", self.inner.store.fill(fill)).await?;
         let counter = if written {
             Counter::Fills
@@ -1577,15 +1574,10 @@ static INSTALLED: RwLock<Option<Cache>> = RwLock::new(None);
 /// argument. Installing again replaces it. Until a handle is installed, those macros call
 /// their function directly (and count nothing).
 pub fn install(cache: Cache) {
-    *INSTALLED
-        .write()
-        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(cache);
+    *INSTALLED.write_recovered() = Some(cache);
 }
 
 /// The installed handle, if any.
 pub fn installed() -> Option<Cache> {
-    INSTALLED
-        .read()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .clone()
+    INSTALLED.read_recovered().clone()
 }

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::locks::MutexExt as _;
+
 #[derive(Debug, Default)]
 pub(crate) struct Flights {
     in_flight: Mutex<HashMap<String, watch::Receiver<()>>>,
@@ -33,10 +35,7 @@ pub(crate) struct LeaderGuard<'a> {
 
 impl Flights {
     pub(crate) fn join(&self, key: String) -> Flight<'_> {
-        let mut in_flight = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut in_flight = self.in_flight.lock_recovered();
         if let Some(done) = in_flight.get(&key) {
             return Flight::Follower(done.clone());
         }
@@ -52,11 +51,7 @@ impl Flights {
 
 impl Drop for LeaderGuard<'_> {
     fn drop(&mut self) {
-        let mut in_flight = self
-            .flights
-            .in_flight
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut in_flight = self.flights.in_flight.lock_recovered();
         in_flight.remove(&self.key);
     }
 }

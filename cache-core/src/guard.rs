@@ -6,6 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::locks::MutexExt as _;
+use crate::store::millis;
+
 /// Milliseconds since the guard was made; fits an atomic, unlike `Instant`.
 #[derive(Debug)]
 struct Clock {
@@ -14,7 +17,7 @@ struct Clock {
 
 impl Clock {
     fn now_ms(&self) -> u64 {
-        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+        millis(self.start.elapsed())
     }
 }
 
@@ -116,7 +119,7 @@ impl CircuitBreaker {
         let reopen_at = self
             .clock
             .now_ms()
-            .saturating_add(duration_ms(self.cooldown))
+            .saturating_add(millis(self.cooldown))
             .max(1);
         if admission == Admission::Probe {
             self.open_until_ms.store(reopen_at, Ordering::Release);
@@ -158,10 +161,6 @@ impl Drop for ProbeGuard<'_> {
     }
 }
 
-fn duration_ms(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
 /// Lets one event through per interval and counts the ones it held back: one warning every
 /// few seconds in a storm of failing calls instead of one per call, and one delivery attempt
 /// of pending invalidations per interval instead of one per read.
@@ -180,7 +179,7 @@ impl RateLimiter {
             clock: Clock {
                 start: Instant::now(),
             },
-            interval_ms: duration_ms(interval),
+            interval_ms: millis(interval),
             last_ms: AtomicU64::new(0),
             suppressed: AtomicU64::new(0),
         }
@@ -225,13 +224,13 @@ pub(crate) struct Backoff {
 
 impl Backoff {
     pub(crate) fn new(base: Duration, max: Duration) -> Self {
-        let base_ms = duration_ms(base).max(1);
+        let base_ms = millis(base).max(1);
         Backoff {
             clock: Clock {
                 start: Instant::now(),
             },
             base_ms,
-            max_ms: duration_ms(max).max(base_ms),
+            max_ms: millis(max).max(base_ms),
             wait_ms: AtomicU64::new(base_ms),
             next_ms: AtomicU64::new(0),
         }
@@ -266,7 +265,7 @@ impl Backoff {
 
     /// After a failed attempt: waits twice as long, up to `ceiling` (at most the limit).
     pub(crate) fn failed_up_to(&self, ceiling: Duration) {
-        let ceiling = duration_ms(ceiling).clamp(self.base_ms, self.max_ms);
+        let ceiling = millis(ceiling).clamp(self.base_ms, self.max_ms);
         let wait = self.wait_ms.load(Ordering::Acquire).min(ceiling);
         self.wait_ms
             .store((wait * 2).min(ceiling), Ordering::Release);
@@ -332,9 +331,7 @@ impl PendingInvalidations {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, PendingState> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock_recovered()
     }
 
     pub(crate) fn is_empty(&self) -> bool {

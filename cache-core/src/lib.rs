@@ -6,6 +6,7 @@ mod error;
 mod flight;
 mod guard;
 mod key;
+mod locks;
 mod near;
 mod private;
 mod redact;

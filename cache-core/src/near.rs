@@ -823,12 +823,11 @@ async fn heard_probes(
     let deadline = tokio::time::Instant::now() + operation_timeout;
     for (connection, probe) in connections.iter_mut().zip(probes) {
         let mut write = redis::cmd("SET");
-        write.arg(probe).arg("1").arg("PX").arg(
-            u64::try_from(operation_timeout.as_millis())
-                .unwrap_or(u64::MAX)
-                .max(1)
-                * 4,
-        );
+        write
+            .arg(probe)
+            .arg("1")
+            .arg("PX")
+            .arg(crate::store::millis(operation_timeout).max(1) * 4);
         let written = write.query_async::<()>(connection);
         match tokio::time::timeout_at(deadline, written).await {
             Ok(Ok(())) => {}

@@ -11,6 +11,7 @@ use redis::Value;
 
 use super::{Absences, EntryRead, EntryTags, Fill, FillBody, Invalidation, TagKeys, WriteThrough};
 use crate::codec::FieldValue;
+use crate::locks::MutexExt as _;
 use crate::near::Near;
 
 /// Expired entries are swept at most this often on writes; reads ignore them at once.
@@ -74,10 +75,7 @@ impl Entry {
 /// The store named `name`, shared while any handle holds it.
 pub(crate) fn shared(name: &str) -> Arc<MemoryStore> {
     static NAMED: OnceLock<Mutex<HashMap<String, Weak<MemoryStore>>>> = OnceLock::new();
-    let mut named = NAMED
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let mut named = NAMED.get_or_init(Default::default).lock_recovered();
     if let Some(store) = named.get(name).and_then(Weak::upgrade) {
         return store;
     }
@@ -91,17 +89,12 @@ impl MemoryStore {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         // Every mutation below is complete before the lock is released, so a panic elsewhere
         // cannot leave a half-written entry behind.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock_recovered()
     }
 
     /// Tells `near` of every change from now on, for as long as it lives.
     pub(crate) fn track(&self, near: &Arc<Near>) {
-        let mut near_caches = self
-            .near_caches
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut near_caches = self.near_caches.lock_recovered();
         near_caches.retain(|near| near.strong_count() > 0);
         near_caches.push(Arc::downgrade(near));
         near.hear_in_process();
@@ -117,8 +110,7 @@ impl MemoryStore {
         drop(state);
         let near_caches: Vec<Arc<Near>> = self
             .near_caches
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .lock_recovered()
             .iter()
             .filter_map(Weak::upgrade)
             .collect();

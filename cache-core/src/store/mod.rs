@@ -480,7 +480,12 @@ impl Store {
 
 /// Milliseconds for `PEXPIRE`, at least 1 (0 would delete the entry at once).
 pub(crate) fn ttl_millis(ttl: Duration) -> u64 {
-    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+    millis(ttl).max(1)
+}
+
+/// A duration in whole milliseconds, as Redis takes them (saturating, never panicking).
+pub(crate) fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Parses a stamp; anything unreadable counts as "never invalidated".

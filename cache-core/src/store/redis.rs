@@ -18,6 +18,7 @@ use super::{
 };
 use crate::codec::{EncodedField, FieldValue, META_FIELD};
 use crate::key;
+use crate::locks::{MutexExt as _, RwLockExt as _};
 
 /// The library's state of an entry lives in one hash field, `__meta`, so that a hit reads
 /// the schema's fields plus one: space-separated tokens `by:<namespace>` (filled by the
@@ -509,18 +510,12 @@ impl Connection {
             ),
             Opener::Cluster(client) => Link::Cluster(client.get_async_connection().await?),
         };
-        *self
-            .current
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(connection.clone());
+        *self.current.write_recovered() = Some(connection.clone());
         Ok(connection)
     }
 
     fn current(&self) -> Option<Link> {
-        self.current
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        self.current.read_recovered().clone()
     }
 
     /// Forgets the connection, so the next call makes a new one: after an I/O error, and
@@ -531,10 +526,7 @@ impl Connection {
         if matches!(self.opener, Opener::Cluster(_)) {
             return;
         }
-        *self
-            .current
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+        *self.current.write_recovered() = None;
     }
 }
 
@@ -1091,10 +1083,7 @@ impl RedisStore {
         }
         let now = std::time::Instant::now();
         {
-            let mut unreplicated = self
-                .unreplicated
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut unreplicated = self.unreplicated.lock_recovered();
             match unreplicated.get(&slot) {
                 Some(until) if *until > now => return Ok(()),
                 Some(_) => {
@@ -1136,8 +1125,7 @@ impl RedisStore {
         if replicas == 0 {
             tracing::debug!(slot, "the primary has no replica to wait for");
             self.unreplicated
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .lock_recovered()
                 .insert(slot, now + UNREPLICATED_FOR);
             return Ok(());
         }
