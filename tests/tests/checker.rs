@@ -604,10 +604,12 @@ async fn run_checker(backend: Backend, pressure: Option<Pressure>) {
     } else {
         Duration::ZERO
     };
-    let stale = reads
+    // A read is stale when a write of a newer version had completed before it started (other
+    // handles' writes with the grace above): the newest such write is what it missed.
+    let missed: Vec<(&ReadSeen, &WriteDone)> = reads
         .iter()
-        .filter(|read| {
-            let newest_completed = writes
+        .filter_map(|read| {
+            writes
                 .iter()
                 .filter(|write| {
                     let grace = if write.handle == read.handle {
@@ -615,46 +617,26 @@ async fn run_checker(backend: Backend, pressure: Option<Pressure>) {
                     } else {
                         other_handle_grace
                     };
-                    write.id == read.id && write.done + grace < read.started
+                    write.id == read.id
+                        && write.done + grace < read.started
+                        && write.version > read.version
                 })
-                .map(|write| write.version)
-                .max()
-                .unwrap_or(1);
-            read.version < newest_completed
+                .max_by_key(|write| write.version)
+                .map(|write| (read, write))
         })
-        .count();
-    // What a stale read missed, for the one reading the failure: the newest write it should
-    // have seen, by which handle, and how long before the read that write had completed.
-    let mut told = 0;
-    for read in reads.iter() {
-        if told == 10 {
-            break;
-        }
-        let missed = writes
-            .iter()
-            .filter(|write| {
-                let grace = if write.handle == read.handle {
-                    Duration::ZERO
-                } else {
-                    other_handle_grace
-                };
-                write.id == read.id
-                    && write.done + grace < read.started
-                    && write.version > read.version
-            })
-            .max_by_key(|write| write.version);
-        if let Some(write) = missed {
-            told += 1;
-            println!(
-                "stale: handle {} read id {} version {} started {:.2?} after handle {}'s write of version {} completed",
-                read.handle,
-                read.id,
-                read.version,
-                read.started - write.done,
-                write.handle,
-                write.version
-            );
-        }
+        .collect();
+    let stale = missed.len();
+    // For the one reading a failure: what the first stale reads missed, and how late they were.
+    for (read, write) in missed.iter().take(10) {
+        println!(
+            "stale: handle {} read id {} version {} started {:.2?} after handle {}'s write of version {} completed",
+            read.handle,
+            read.id,
+            read.version,
+            read.started - write.done,
+            write.handle,
+            write.version
+        );
     }
     let operations = writes.len() + reads.len();
     let stats: Vec<_> = handles.iter().map(Cache::stats).collect();
