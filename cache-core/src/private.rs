@@ -69,6 +69,45 @@ pub fn installed() -> Option<Cache> {
     crate::cache::installed()
 }
 
+/// A value an entry key is made of (a parameter, or a field of one), for the choice
+/// [`OptionalKey`] and [`PlainKey`] make by autoref specialization.
+#[derive(Debug)]
+pub struct KeyPart<'a, T>(pub &'a T);
+
+/// An `Option` in a key: `None` bypasses the cache.
+pub trait OptionalKey<'a> {
+    /// The value to display in the key, `None` for `None`.
+    fn key_part(&self) -> Option<&'a (dyn Display + 'a)>;
+}
+
+impl<'a, T: Display> OptionalKey<'a> for &&KeyPart<'a, Option<T>> {
+    fn key_part(&self) -> Option<&'a (dyn Display + 'a)> {
+        self.0.as_ref().map(|value| value as &dyn Display)
+    }
+}
+
+impl<'a, 'b: 'a, T: Display> OptionalKey<'a> for &&KeyPart<'a, &'b Option<T>> {
+    fn key_part(&self) -> Option<&'a (dyn Display + 'a)> {
+        self.0.as_ref().map(|value| value as &dyn Display)
+    }
+}
+
+/// Any other value in a key: as it displays.
+#[diagnostic::on_unimplemented(
+    message = "a cache key is made of values that implement `Display` (or `Option`s of them)",
+    label = "this key reads a value that does not implement `Display`"
+)]
+pub trait PlainKey<'a> {
+    /// The value to display in the key.
+    fn key_part(&self) -> Option<&'a (dyn Display + 'a)>;
+}
+
+impl<'a, T: Display> PlainKey<'a> for &KeyPart<'a, T> {
+    fn key_part(&self) -> Option<&'a (dyn Display + 'a)> {
+        Some(self.0)
+    }
+}
+
 /// Builds the entry key before the body takes ownership of the parameters.
 pub fn entry_key<K: Display + ?Sized>(
     cache: Option<&Cache>,

@@ -4,7 +4,7 @@
 use proc_macro2::Span;
 use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
-use syn::{bracketed, Expr, LitBool, LitInt, LitStr, Token, Type};
+use syn::{bracketed, Expr, LitBool, LitInt, LitStr, Path, Token, Type};
 
 /// Which of the three macros is being expanded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +56,8 @@ pub(crate) struct CacheArgs {
     pub(crate) cache_none: Option<Arg<LitBool>>,
     pub(crate) none_ttl: Option<Arg<LitInt>>,
     pub(crate) version: Option<Arg<LitStr>>,
+    /// `crate = "path"`.
+    pub(crate) krate: Option<Arg<Path>>,
 }
 
 /// Stores an argument, rejecting a second occurrence at the second name.
@@ -77,6 +79,7 @@ fn set_once<T>(
 
 /// One `lookahead.peek(kw::NAME)` branch per argument: the keyword, `=`, the value, stored
 /// once. An unknown name is an error listing every known one, at the unknown token.
+/// `crate`, a keyword, is the last branch.
 macro_rules! parse_argument {
     ($input:ident, $args:ident, $($name:ident: $value:expr),* $(,)?) => {{
         let lookahead = $input.lookahead1();
@@ -84,10 +87,26 @@ macro_rules! parse_argument {
             let keyword = $input.parse::<kw::$name>()?;
             $input.parse::<Token![=]>()?;
             set_once(&mut $args.$name, stringify!($name), keyword.span, $value)?;
-        } else)* {
+        } else)* if lookahead.peek(Token![crate]) {
+            let keyword = $input.parse::<Token![crate]>()?;
+            $input.parse::<Token![=]>()?;
+            let path = crate_path($input)?;
+            set_once(&mut $args.krate, "crate", keyword.span, path)?;
+        } else {
             return Err(lookahead.error());
         }
     }};
+}
+
+/// `crate = "::renamed"` as serde and tokio take it: a string holding a path.
+fn crate_path(input: ParseStream<'_>) -> syn::Result<Path> {
+    let literal: LitStr = input.parse()?;
+    literal.parse_with(Path::parse_mod_style).map_err(|_| {
+        syn::Error::new_spanned(
+            &literal,
+            "`crate` is the path of cache-core as this crate names it, e.g. `crate = \"::my_cache\"`",
+        )
+    })
 }
 
 fn tag_list(input: ParseStream<'_>) -> syn::Result<Vec<LitStr>> {

@@ -2,12 +2,13 @@
 //! becomes an `async move` block handed to the runtime in `::cache_core::__private`.
 
 use proc_macro2::TokenStream;
-use quote::{quote, quote_spanned};
+use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::ItemFn;
 
 use crate::args::{CacheArgs, MacroKind};
-use crate::valid::{self, Checked, Tag, TagPart};
+use crate::shape::{self, Shape};
+use crate::valid::{self, Checked, Template, TemplatePart};
 
 /// Entry point of all three macros. On any error the function is emitted unchanged next to
 /// the errors, so the user sees the mistakes in the attribute and nothing else.
@@ -22,9 +23,14 @@ pub(crate) fn attribute(kind: MacroKind, args: TokenStream, item: TokenStream) -
             return with_item(error, item);
         }
     };
+    let shape = Shape::of(&function);
     let expanded = syn::parse2::<CacheArgs>(args)
-        .and_then(|args| valid::check(kind, args, &function))
-        .map(|checked| expand(kind, &checked, &function));
+        .and_then(|args| valid::check(kind, args, &function, shape.as_ref()))
+        .map(|checked| {
+            // `check` refuses a function without a shape.
+            let shape = shape.as_ref().expect("checked");
+            expand(kind, &checked, &function, shape)
+        });
     match expanded {
         Ok(tokens) => tokens,
         Err(error) => with_item(error, item),
@@ -36,13 +42,8 @@ fn with_item(error: syn::Error, item: TokenStream) -> TokenStream {
     quote!(#error #item)
 }
 
-fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn) -> TokenStream {
-    let ItemFn {
-        attrs,
-        vis,
-        sig,
-        block,
-    } = function;
+fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn, shape: &Shape<'_>) -> TokenStream {
+    let krate = &checked.krate;
     let output = &checked.output;
     let prefix = &checked.prefix;
     let ttl = optional_u64(checked.ttl_secs);
@@ -56,8 +57,8 @@ fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn) -> TokenStream 
         // coercion to `&Cache` accepts all of them, and errors point at the expression.
         Some(cache) => (
             quote_spanned! {cache.span()=>
-                let __cache_ref: &::cache_core::Cache = &(#cache);
-                let __cache_handle_ref: ::core::option::Option<&::cache_core::Cache> =
+                let __cache_ref: &#krate::Cache = &(#cache);
+                let __cache_handle_ref: ::core::option::Option<&#krate::Cache> =
                     ::core::option::Option::Some(__cache_ref);
             },
             quote! {
@@ -66,34 +67,24 @@ fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn) -> TokenStream 
         ),
         None => (
             quote! {
-                let __cache_installed: ::core::option::Option<::cache_core::Cache> =
-                    ::cache_core::__private::installed();
-                let __cache_handle_ref: ::core::option::Option<&::cache_core::Cache> =
+                let __cache_installed: ::core::option::Option<#krate::Cache> =
+                    #krate::__private::installed();
+                let __cache_handle_ref: ::core::option::Option<&#krate::Cache> =
                     ::core::option::Option::as_ref(&__cache_installed);
             },
             quote!(__cache_installed),
         ),
     };
-    let key_ident = &checked.key.ident;
-    let key = if checked.key.optional {
-        quote! {
-            match &#key_ident {
-                ::core::option::Option::Some(__cache_key_value) => ::cache_core::__private::entry_key(
-                    __cache_handle_ref, &__CACHE_SPEC, __cache_key_value,
-                ),
-                ::core::option::Option::None => ::core::option::Option::None,
-            }
-        }
-    } else {
-        quote!(::cache_core::__private::entry_key(__cache_handle_ref, &__CACHE_SPEC, &#key_ident))
-    };
+    let key = key(&checked.key, krate);
     // Pins the block's type to the declared return type before anything else in it is
-    // checked, so `?` and type errors in the user's code read as they would without us.
+    // checked, so `?` and type errors in the user's code read as they would without us (not
+    // possible when the type is `impl Trait`, which cannot be named here).
     // The body's statements are spliced in, not its block: a block as the last expression
     // would trip `unused_braces` on a one-line body (`{ Some(x) }`), pointing at user code.
-    let statements = &block.stmts;
-    let body = quote_spanned! {output.span()=>
-        async move {
+    let body = shape.body(function);
+    let statements = body.statements;
+    let pin_type = (!checked.output_opaque).then(|| {
+        quote_spanned! {output.span()=>
             #[allow(
                 unreachable_code,
                 clippy::diverging_sub_expression,
@@ -105,80 +96,143 @@ fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn) -> TokenStream 
                 let __cache_fake_return: #output = loop {};
                 return __cache_fake_return;
             }
+        }
+    });
+    let body = quote_spanned! {output.span()=>
+        async move {
+            #pin_type
             #(#statements)*
         }
     };
     let prologue = quote! {
-        static __CACHE_SPEC: ::cache_core::__private::Spec =
-            ::cache_core::__private::Spec {
+        static __CACHE_SPEC: #krate::__private::Spec =
+            #krate::__private::Spec {
                 prefix: #prefix,
                 ttl_secs: #ttl,
                 none_ttl_secs: #none_ttl,
                 tagged: #tagged,
-                learned: ::cache_core::__private::Learned::new(),
+                learned: #krate::__private::Learned::new(),
             };
         #handle_ref
         let __cache_key: ::core::option::Option<::std::string::String> = #key;
     };
     let rewritten = match (kind, &checked.schema) {
         (MacroKind::Get, Some(schema)) => {
-            let (schema_codec, output_adapter) = adapters(schema, output, checked.cache_none);
-            let tags = get_tags(&checked.tags, schema);
+            let (schema_codec, output_adapter) =
+                adapters(krate, schema, output, checked.cache_none);
+            let tags = get_tags(krate, &checked.tags, schema);
             quote! {
                 #prologue
                 let __cache_schema = #schema_codec;
                 let __cache_adapter = #output_adapter;
-                if let ::core::option::Option::Some(__cache_hit) = ::cache_core::__private::near_hit(
+                if let ::core::option::Option::Some(__cache_hit) = #krate::__private::near_hit(
                     __cache_handle_ref, ::core::option::Option::as_deref(&__cache_key),
                     &__cache_schema, &__cache_adapter,
                 ) {
                     return __cache_hit;
                 }
-                let __cache_handle: ::core::option::Option<::cache_core::Cache> = #handle;
+                let __cache_handle: ::core::option::Option<#krate::Cache> = #handle;
                 let __cache_tags = #tags;
                 // Boxed: the Redis path's future (about 4 KB, most of it redis-rs' send
                 // future) would otherwise be part of this function's future, created and
                 // moved by every call, near hits included.
-                ::std::boxed::Box::pin(::cache_core::__private::get_or_fill(
+                ::std::boxed::Box::pin(#krate::__private::get_or_fill(
                     __cache_handle, &__CACHE_SPEC, __cache_key, __cache_schema, __cache_adapter,
                     __cache_tags, #body,
                 )).await
             }
         }
         _ => {
-            let tags = checked.tags.iter().map(render_tag);
+            let tags = checked
+                .tags
+                .iter()
+                .map(|tag| render_tag(tag, |expr| expr.clone()));
             let after_success = match (&checked.schema, &checked.version) {
                 (Some(schema), Some(version)) => {
-                    let (schema_codec, output_adapter) = adapters(schema, output, false);
+                    let (schema_codec, output_adapter) = adapters(krate, schema, output, false);
                     quote! {
-                        ::cache_core::__private::write_through(
+                        #krate::__private::write_through(
                             __cache_handle, &__CACHE_SPEC, __cache_key, __cache_tags,
                             #schema_codec, #output_adapter, #version, &__cache_output,
                         ).await;
                     }
                 }
                 _ => quote! {
-                    ::cache_core::__private::invalidate(__cache_handle, __cache_key, __cache_tags).await;
+                    #krate::__private::invalidate(__cache_handle, __cache_key, __cache_tags).await;
                 },
             };
+            let output_type = (!checked.output_opaque).then(|| quote!(: #output));
             quote! {
                 #prologue
-                let __cache_handle: ::core::option::Option<::cache_core::Cache> = #handle;
+                let __cache_handle: ::core::option::Option<#krate::Cache> = #handle;
                 let __cache_tags: ::std::vec::Vec<::std::string::String> = ::std::vec![#(#tags),*];
-                let __cache_output: #output = #body.await;
+                let __cache_output #output_type = #body.await;
                 #[allow(unused_imports)]
-                use ::cache_core::__private::{AnyOutcome as _, ResultOutcome as _};
-                if !(&::cache_core::__private::Outcome(&__cache_output)).is_failure() {
+                use #krate::__private::{AnyOutcome as _, ResultOutcome as _};
+                if !(&#krate::__private::Outcome(&__cache_output)).is_failure() {
                     #after_success
                 }
                 __cache_output
             }
         }
     };
+    let attrs = shape::outer_attrs(function);
+    let inner_attrs = body_inner_attrs(function, shape);
+    let vis = &function.vis;
+    let sig = &function.sig;
+    let block = shape.wrap(rewritten);
     quote! {
         #(#attrs)*
         #vis #sig {
-            #rewritten
+            #(#inner_attrs)*
+            #block
+        }
+    }
+}
+
+fn body_inner_attrs<'a>(function: &'a ItemFn, shape: &Shape<'a>) -> Vec<&'a syn::Attribute> {
+    shape.body(function).inner_attrs
+}
+
+/// The entry key: `None` (bypass) when a place holding an `Option` is `None`.
+fn key(key: &Template, krate: &TokenStream) -> TokenStream {
+    let span = key.literal.span();
+    let mut template = String::new();
+    let mut values = Vec::new();
+    for part in &key.parts {
+        match part {
+            TemplatePart::Text(text) => template.push_str(text),
+            TemplatePart::Param(place) => {
+                template.push_str("{}");
+                // Autoref specialization: `Option`s give `None` for `None`, other values
+                // are taken as they display.
+                values.push(quote_spanned! {span=>
+                    (&&#krate::__private::KeyPart(&#place)).key_part()
+                });
+            }
+            // `valid` reads no value fields into keys.
+            TemplatePart::Field(_) => {}
+        }
+    }
+    let names: Vec<_> = (0..values.len())
+        .map(|index| format_ident!("__cache_key_part{}", index))
+        .collect();
+    let key_value = if template == "{}" {
+        quote!(#(#names)*)
+    } else {
+        quote!(&::core::format_args!(#template #(, #names)*))
+    };
+    quote! {
+        {
+            #[allow(unused_imports)]
+            use #krate::__private::{OptionalKey as _, PlainKey as _};
+            match (#(#values,)*) {
+                (#(::core::option::Option::Some(#names),)*) => #krate::__private::entry_key(
+                    __cache_handle_ref, &__CACHE_SPEC, #key_value,
+                ),
+                #[allow(unreachable_patterns)]
+                _ => ::core::option::Option::None,
+            }
         }
     }
 }
@@ -187,25 +241,26 @@ fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn) -> TokenStream 
 /// checks: a schema without serde is reported at the schema, a return type that does not
 /// carry it at the return type, once each.
 fn adapters(
+    krate: &TokenStream,
     schema: &syn::Type,
     output: &syn::Type,
     cache_none: bool,
 ) -> (TokenStream, TokenStream) {
     let schema_codec = quote_spanned! {schema.span()=>
-        ::cache_core::__private::schema::<#schema>().with_near({
+        #krate::__private::schema::<#schema>().with_near({
             // Autoref specialization: `Some` when the schema can live in the near cache.
             #[allow(unused_imports)]
-            use ::cache_core::__private::{NearCapable as _, NearIncapable as _};
-            (&&::cache_core::__private::NearProbe::<#schema>::NEW).near_ops()
+            use #krate::__private::{NearCapable as _, NearIncapable as _};
+            (&&#krate::__private::NearProbe::<#schema>::NEW).near_ops()
         })
     };
     let output_adapter = if cache_none {
         quote_spanned! {output.span()=>
-            ::cache_core::__private::output_caching_absence::<#schema, #output>()
+            #krate::__private::output_caching_absence::<#schema, #output>()
         }
     } else {
         quote_spanned! {output.span()=>
-            ::cache_core::__private::output::<#schema, #output>()
+            #krate::__private::output::<#schema, #output>()
         }
     };
     (schema_codec, output_adapter)
@@ -218,22 +273,23 @@ fn optional_u64(value: Option<u64>) -> TokenStream {
     }
 }
 
-/// A `format!` of one tag template. Parameters are borrowed where they are (before the body
-/// takes them); fields are read from `__cache_value`, with the tag literal's span so that a
-/// field that does not exist is reported on the tag.
-fn render_tag(tag: &Tag) -> TokenStream {
+/// A `format!` of one tag template. Parameters are read where they are (`param` says how:
+/// before the body takes them, or from a copy made then); fields are read from
+/// `__cache_value`, with the tag literal's span so that a field that does not exist is
+/// reported on the tag.
+fn render_tag(tag: &Template, mut param: impl FnMut(&TokenStream) -> TokenStream) -> TokenStream {
     let mut template = String::new();
     let mut values = Vec::new();
     for part in &tag.parts {
         match part {
-            TagPart::Text(text) => template.push_str(text),
-            TagPart::Param(param) => {
+            TemplatePart::Text(text) => template.push_str(text),
+            TemplatePart::Param(place) => {
                 template.push_str("{}");
-                values.push(quote!(#param));
+                values.push(param(place));
             }
-            TagPart::Field(field) => {
+            TemplatePart::Field(members) => {
                 template.push_str("{}");
-                values.push(quote_spanned!(tag.literal.span()=> __cache_value.#field));
+                values.push(quote_spanned!(tag.literal.span()=> __cache_value #members));
             }
         }
     }
@@ -243,26 +299,27 @@ fn render_tag(tag: &Tag) -> TokenStream {
 /// `cached_get`'s tags: those made of parameters only are rendered before the call; those
 /// naming fields of the value are rendered from it, with their parameters rendered before
 /// the call too (the body may take ownership of them).
-fn get_tags(tags: &[Tag], schema: &syn::Type) -> TokenStream {
-    let (from_value, from_parameters): (Vec<&Tag>, Vec<&Tag>) = tags.iter().partition(|tag| {
-        tag.parts
-            .iter()
-            .any(|part| matches!(part, TagPart::Field(_)))
-    });
-    let from_parameters = from_parameters.into_iter().map(render_tag);
-    let captured: Vec<TokenStream> = from_value
-        .iter()
-        .flat_map(|tag| &tag.parts)
-        .filter_map(|part| match part {
-            TagPart::Param(param) => Some(quote! {
-                let #param = ::std::string::ToString::to_string(&#param);
-            }),
-            _ => None,
+fn get_tags(krate: &TokenStream, tags: &[Template], schema: &syn::Type) -> TokenStream {
+    let (from_value, from_parameters): (Vec<&Template>, Vec<&Template>) =
+        tags.iter().partition(|tag| tag.reads_value());
+    let from_parameters = from_parameters
+        .into_iter()
+        .map(|tag| render_tag(tag, |place| place.clone()));
+    let mut captured = Vec::new();
+    let from_value: Vec<TokenStream> = from_value
+        .into_iter()
+        .map(|tag| {
+            render_tag(tag, |place| {
+                let name = format_ident!("__cache_tag_param{}", captured.len());
+                captured.push(quote! {
+                    let #name = ::std::string::ToString::to_string(&#place);
+                });
+                quote!(#name)
+            })
         })
         .collect();
-    let from_value = from_value.into_iter().map(render_tag);
     quote! {
-        ::cache_core::__private::Tags {
+        #krate::__private::Tags {
             from_parameters: ::std::vec![#(#from_parameters),*],
             from_value: {
                 #(#captured)*

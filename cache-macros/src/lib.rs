@@ -8,6 +8,7 @@
 
 mod args;
 mod expand;
+mod shape;
 mod valid;
 
 use proc_macro::TokenStream;

@@ -2,16 +2,20 @@
 //! that are wrong: the literal naming a missing parameter, the `:` prefix, the `fn` that is not
 //! `async`, the argument that does not belong to this macro.
 
-use proc_macro2::Span;
-use syn::{Expr, FnArg, Ident, ItemFn, LitStr, Pat, ReturnType, Type};
+use proc_macro2::{Span, TokenStream};
+use quote::{quote, ToTokens};
+use syn::ext::IdentExt as _;
+use syn::parse::Parser as _;
+use syn::{Expr, FnArg, Ident, ItemFn, LitStr, Member, Pat, ReturnType, Type};
 
 use crate::args::{Arg, CacheArgs, MacroKind};
+use crate::shape::{self, Shape};
 
 /// Everything the expansion needs, known to be consistent with the function.
 #[derive(Debug)]
 pub(crate) struct Checked {
     pub(crate) prefix: LitStr,
-    pub(crate) key: KeyParam,
+    pub(crate) key: Template,
     /// `cached_get`: the schema read; `cached_update`: the schema written through.
     pub(crate) schema: Option<Type>,
     /// `cached_update` with `schema`: the schema field holding the row's version.
@@ -20,46 +24,63 @@ pub(crate) struct Checked {
     /// `cache_none = true`: absences are cached too.
     pub(crate) cache_none: bool,
     pub(crate) none_ttl_secs: Option<u64>,
-    pub(crate) tags: Vec<Tag>,
+    pub(crate) tags: Vec<Template>,
     pub(crate) cache: Option<Expr>,
-    /// The declared return type; `()` when none is written.
+    /// `crate = "path"`: where `cache-core` is, for users who renamed the dependency.
+    pub(crate) krate: TokenStream,
+    /// What the caller gets once the call is awaited; `()` when no return type is written.
     pub(crate) output: Type,
+    /// The output hides its type (`impl Trait`): it cannot be named in the expansion.
+    pub(crate) output_opaque: bool,
 }
 
-/// The parameter whose value completes the key.
+/// A key or tag as written: text and the places its values come from. A key without braces
+/// is one place (`"id"`, `"req.id"`, `"self.tenant"`); with braces a template like a tag's
+/// (`"{self.tenant}:{id}"`).
 #[derive(Debug)]
-pub(crate) struct KeyParam {
-    pub(crate) ident: Ident,
-    /// `Option<_>` (or a reference to one): `None` bypasses the cache.
-    pub(crate) optional: bool,
-}
-
-/// A tag template such as `"user:{id}"`, split into text and placeholders.
-#[derive(Debug)]
-pub(crate) struct Tag {
+pub(crate) struct Template {
     pub(crate) literal: LitStr,
-    pub(crate) parts: Vec<TagPart>,
+    pub(crate) parts: Vec<TemplatePart>,
 }
 
 #[derive(Debug)]
-pub(crate) enum TagPart {
+pub(crate) enum TemplatePart {
     Text(String),
-    /// `{name}` naming a parameter of the function.
-    Param(Ident),
-    /// `{name}` naming a field of the returned value (`cached_get` only).
-    Field(Ident),
+    /// A parameter, `self`, or a field path into one (`req.id`, `path.0`): the expression
+    /// reading it, spanned on the literal, so that a field that does not exist is reported
+    /// there.
+    Param(TokenStream),
+    /// `{name}` (or `{a.b}`) naming a field of the returned value (`cached_get` tags only):
+    /// the field path, read from `__cache_value`.
+    Field(TokenStream),
 }
 
-pub(crate) fn check(kind: MacroKind, args: CacheArgs, function: &ItemFn) -> syn::Result<Checked> {
+impl Template {
+    pub(crate) fn reads_value(&self) -> bool {
+        self.parts
+            .iter()
+            .any(|part| matches!(part, TemplatePart::Field(_)))
+    }
+}
+
+pub(crate) fn check(
+    kind: MacroKind,
+    args: CacheArgs,
+    function: &ItemFn,
+    shape: Option<&Shape<'_>>,
+) -> syn::Result<Checked> {
     let mut errors = Errors::default();
     let sig = &function.sig;
-    if sig.asyncness.is_none() {
+    if shape.is_none() {
         errors.push(syn::Error::new_spanned(
             sig.fn_token,
-            format!("#[{}] works on `async fn` only", kind.name()),
+            format!(
+                "#[{}] works on an `async fn`, on a method of an `#[async_trait]` impl or trait, or on a `fn` returning `impl Future<Output = …>` whose body ends with an `async` block",
+                kind.name()
+            ),
         ));
     }
-    let params = parameters(function);
+    let params = Params::of(function);
 
     let prefix = required(kind, args.prefix, "prefix = \"…\"", &mut errors).and_then(|prefix| {
         let text = prefix.value.value();
@@ -82,20 +103,10 @@ pub(crate) fn check(kind: MacroKind, args: CacheArgs, function: &ItemFn) -> syn:
     });
 
     let key = required(kind, args.key, "key = \"<parameter>\"", &mut errors).and_then(|key| {
-        let name = key.value.value();
-        match params.iter().find(|(ident, _)| *ident == name) {
-            Some((ident, ty)) => Some(KeyParam {
-                ident: ident.clone(),
-                optional: is_option(ty),
-            }),
-            None => {
-                errors.push(syn::Error::new_spanned(
-                    &key.value,
-                    format!(
-                        "`{name}` is not a parameter of this function{}",
-                        list(&params)
-                    ),
-                ));
+        match parse_key(key.value, &params) {
+            Ok(key) => Some(key),
+            Err(error) => {
+                errors.push(error);
                 None
             }
         }
@@ -193,9 +204,21 @@ pub(crate) fn check(kind: MacroKind, args: CacheArgs, function: &ItemFn) -> syn:
             "#[cached_get] needs a return type that carries the schema: `S`, `Option<S>`, `Result<S, E>` or `Result<Option<S>, E>`",
         ));
     }
-    let output = match &sig.output {
-        ReturnType::Type(_, ty) => (**ty).clone(),
-        ReturnType::Default => syn::parse_quote!(()),
+    let output = match (shape.and_then(Shape::future_output), &sig.output) {
+        (Some(output), _) => output.clone(),
+        (None, ReturnType::Type(_, ty)) => (**ty).clone(),
+        (None, ReturnType::Default) => syn::parse_quote!(()),
+    };
+    let output_opaque = shape::has_impl_trait(&output);
+    if kind == MacroKind::Get && output_opaque {
+        errors.push(syn::Error::new_spanned(
+            &output,
+            "#[cached_get] needs the return type written out (`impl Trait` hides whether it carries the schema): `S`, `Option<S>`, `Result<S, E>` or `Result<Option<S>, E>`",
+        ));
+    }
+    let krate = match args.krate {
+        Some(krate) => krate.value.to_token_stream(),
+        None => quote!(::cache_core),
     };
 
     errors.finish()?;
@@ -210,7 +233,9 @@ pub(crate) fn check(kind: MacroKind, args: CacheArgs, function: &ItemFn) -> syn:
             none_ttl_secs,
             tags,
             cache: args.cache.map(|cache| cache.value),
+            krate,
             output,
+            output_opaque,
         }),
         // Both are reported above whenever missing.
         _ => Err(syn::Error::new(Span::call_site(), "invalid arguments")),
@@ -268,91 +293,258 @@ fn required<T>(
     arg
 }
 
-/// The function's named parameters (the receiver and destructuring patterns have no name).
-fn parameters(function: &ItemFn) -> Vec<(Ident, Type)> {
-    function
-        .sig
-        .inputs
-        .iter()
-        .filter_map(|input| match input {
-            FnArg::Typed(typed) => match &*typed.pat {
-                Pat::Ident(pat) => Some((pat.ident.clone(), (*typed.ty).clone())),
-                _ => None,
-            },
-            FnArg::Receiver(_) => None,
-        })
-        .collect()
+/// What the function's parameters offer to keys and tags.
+struct Params {
+    /// The named parameters.
+    named: Vec<Ident>,
+    /// Whether there is a `self`.
+    receiver: bool,
+    /// Parameters given as patterns (`Path(id): Path<i64>`): what they bind is no
+    /// parameter, and the error says what to write instead.
+    patterns: Vec<(Pat, Type)>,
 }
 
-fn list(params: &[(Ident, Type)]) -> String {
-    if params.is_empty() {
-        return "; it has no named parameters".into();
+impl Params {
+    fn of(function: &ItemFn) -> Params {
+        let mut params = Params {
+            named: Vec::new(),
+            receiver: false,
+            patterns: Vec::new(),
+        };
+        for input in &function.sig.inputs {
+            match input {
+                FnArg::Receiver(_) => params.receiver = true,
+                FnArg::Typed(typed) => match &*typed.pat {
+                    Pat::Ident(pat) => params.named.push(pat.ident.clone()),
+                    pat => params.patterns.push((pat.clone(), (*typed.ty).clone())),
+                },
+            }
+        }
+        params
     }
-    let names: Vec<String> = params
-        .iter()
-        .map(|(ident, _)| format!("`{ident}`"))
-        .collect();
-    format!("; its parameters are {}", names.join(", "))
+
+    /// Whether `root` (`self` or a name, raw or not) is a parameter.
+    fn has(&self, root: &Ident) -> bool {
+        if root == "self" {
+            return self.receiver;
+        }
+        let root = root.unraw();
+        self.named.iter().any(|param| param.unraw() == root)
+    }
+
+    /// Why `name` is not a parameter, and what to write instead.
+    fn missing(&self, name: &Ident, whole: &str, what: &str) -> String {
+        if name == "self" {
+            return format!("`{whole}`: this function has no `self`");
+        }
+        for (pat, ty) in &self.patterns {
+            if let Some(path) = binding_path(pat, &name.unraw()) {
+                let ty_text = ty.to_token_stream().to_string().replace(' ', "");
+                let pattern = pat.to_token_stream().to_string().replace(' ', "");
+                let suggested = suggested_name(ty);
+                // `id` in `Path(id)` is `path.0`; what followed the name (`id.x`) follows.
+                let mut replacement = std::iter::once(suggested.clone())
+                    .chain(path)
+                    .collect::<Vec<_>>()
+                    .join(".");
+                if let Some((_, rest)) = whole.trim().split_once('.') {
+                    replacement = format!("{replacement}.{rest}");
+                }
+                return format!(
+                    "`{name}` is bound by the pattern `{pattern}`, not a parameter: name the parameter (`{suggested}: {ty_text}`) and write `{what} = \"{replacement}\"`"
+                );
+            }
+        }
+        format!(
+            "`{name}` is not a parameter of this function{}",
+            self.list()
+        )
+    }
+
+    fn list(&self) -> String {
+        let mut names: Vec<String> = Vec::new();
+        if self.receiver {
+            names.push("`self`".into());
+        }
+        names.extend(self.named.iter().map(|ident| format!("`{ident}`")));
+        if names.is_empty() {
+            return "; it has no named parameters".into();
+        }
+        format!("; its parameters are {}", names.join(", "))
+    }
 }
 
-/// Whether a parameter type is `Option<_>` or a reference to one.
-fn is_option(ty: &Type) -> bool {
-    match ty {
-        Type::Reference(reference) => is_option(&reference.elem),
-        Type::Paren(paren) => is_option(&paren.elem),
-        Type::Group(group) => is_option(&group.elem),
-        Type::Path(path) if path.qself.is_none() => path
+/// The fields leading from a pattern's value to the binding `name` in it (`Path(id)` → `0`,
+/// `Query { id, .. }` → `id`), if the pattern binds it.
+fn binding_path(pat: &Pat, name: &Ident) -> Option<Vec<String>> {
+    match pat {
+        Pat::Ident(ident) if ident.ident.unraw() == *name => Some(Vec::new()),
+        Pat::Ident(ident) => ident
+            .subpat
+            .as_ref()
+            .and_then(|(_, sub)| binding_path(sub, name)),
+        Pat::TupleStruct(tuple) => tuple.elems.iter().enumerate().find_map(|(index, elem)| {
+            binding_path(elem, name).map(|rest| prepend(index.to_string(), rest))
+        }),
+        Pat::Tuple(tuple) => tuple.elems.iter().enumerate().find_map(|(index, elem)| {
+            binding_path(elem, name).map(|rest| prepend(index.to_string(), rest))
+        }),
+        Pat::Struct(fields) => fields.fields.iter().find_map(|field| {
+            let member = match &field.member {
+                Member::Named(ident) => ident.to_string(),
+                Member::Unnamed(index) => index.index.to_string(),
+            };
+            binding_path(&field.pat, name).map(|rest| prepend(member, rest))
+        }),
+        Pat::Reference(reference) => binding_path(&reference.pat, name),
+        Pat::Paren(paren) => binding_path(&paren.pat, name),
+        _ => None,
+    }
+}
+
+fn prepend(first: String, mut rest: Vec<String>) -> Vec<String> {
+    rest.insert(0, first);
+    rest
+}
+
+/// A parameter name for a type: `Path<i64>` → `path`, `Json<T>` → `json`.
+fn suggested_name(ty: &Type) -> String {
+    let last = match ty {
+        Type::Path(path) => path
             .path
             .segments
             .last()
-            .is_some_and(|segment| segment.ident == "Option"),
-        _ => false,
+            .map(|segment| segment.ident.to_string()),
+        _ => None,
+    };
+    let mut name = String::new();
+    for (index, ch) in last.unwrap_or_else(|| "arg".into()).chars().enumerate() {
+        if ch.is_uppercase() && index > 0 {
+            name.push('_');
+        }
+        name.extend(ch.to_lowercase());
+    }
+    name
+}
+
+/// Splits `req.id`, `self.tenant`, `path.0`, `r#type` into the root and the members after
+/// it; `None` when the text is not such a path.
+fn split_path(text: &str) -> Option<(Ident, Vec<Member>)> {
+    let mut segments = text.split('.');
+    let root = Ident::parse_any.parse_str(segments.next()?.trim()).ok()?;
+    let members = segments
+        .map(|segment| syn::parse_str::<Member>(segment.trim()).ok())
+        .collect::<Option<Vec<_>>>()?;
+    Some((root, members))
+}
+
+/// The expression `root.member…`, every token spanned on the literal.
+fn path_tokens(root: Option<&Ident>, members: &[Member], span: Span) -> TokenStream {
+    let members = members.iter().map(|member| match member {
+        Member::Named(ident) => {
+            let mut ident = ident.clone();
+            ident.set_span(span);
+            Member::Named(ident)
+        }
+        Member::Unnamed(index) => Member::Unnamed(syn::Index {
+            index: index.index,
+            span,
+        }),
+    });
+    match root {
+        Some(root) => {
+            let mut root = root.clone();
+            root.set_span(span);
+            quote!(#root #(.#members)*)
+        }
+        None => quote!(#(.#members)*),
     }
 }
 
-fn parse_tag(kind: MacroKind, literal: LitStr, params: &[(Ident, Type)]) -> syn::Result<Tag> {
+/// A key: one place, or a template when it holds braces.
+fn parse_key(literal: LitStr, params: &Params) -> syn::Result<Template> {
+    let text = literal.value();
+    if text.contains(['{', '}']) {
+        return parse_template(MacroKind::Update, "key", literal, params);
+    }
+    let part = placeholder(MacroKind::Update, "key", &text, &literal, params)?;
+    Ok(Template {
+        literal,
+        parts: vec![part],
+    })
+}
+
+/// One placeholder of a key or tag: a parameter (or path into one), or for `cached_get`
+/// tags a field of the value.
+fn placeholder(
+    kind: MacroKind,
+    what: &str,
+    name: &str,
+    literal: &LitStr,
+    params: &Params,
+) -> syn::Result<TemplatePart> {
+    let span = literal.span();
+    let Some((root, members)) = split_path(name) else {
+        return Err(syn::Error::new(
+            span,
+            format!("`{name}` must name a parameter (or a field of one: `req.id`, `self.tenant`)"),
+        ));
+    };
+    if params.has(&root) {
+        return Ok(TemplatePart::Param(path_tokens(
+            Some(&root),
+            &members,
+            span,
+        )));
+    }
+    if kind == MacroKind::Get && root != "self" {
+        let mut all = vec![Member::Named(root)];
+        all.extend(members);
+        return Ok(TemplatePart::Field(path_tokens(None, &all, span)));
+    }
+    Err(syn::Error::new(span, params.missing(&root, name, what)))
+}
+
+/// A template such as `"user:{id}"` or `"{self.tenant}:{req.id}"`, split into text and
+/// placeholders.
+fn parse_template(
+    kind: MacroKind,
+    what: &str,
+    literal: LitStr,
+    params: &Params,
+) -> syn::Result<Template> {
     let text = literal.value();
     let mut parts = Vec::new();
     let mut rest = text.as_str();
     while let Some(open) = rest.find(['{', '}']) {
         if rest[open..].starts_with('}') {
-            return Err(syn::Error::new_spanned(&literal, "unmatched `}` in tag"));
+            return Err(syn::Error::new_spanned(
+                &literal,
+                format!("unmatched `}}` in {what}"),
+            ));
         }
         let close = rest[open..]
             .find('}')
             .map(|offset| open + offset)
-            .ok_or_else(|| syn::Error::new_spanned(&literal, "unclosed `{` in tag"))?;
+            .ok_or_else(|| syn::Error::new_spanned(&literal, format!("unclosed `{{` in {what}")))?;
         if open > 0 {
-            parts.push(TagPart::Text(rest[..open].to_owned()));
+            parts.push(TemplatePart::Text(rest[..open].to_owned()));
         }
-        let name = &rest[open + 1..close];
-        // Parsing checks that the name is an identifier; the span points at the literal.
-        let parsed: Ident = syn::parse_str(name).map_err(|_| {
-            syn::Error::new_spanned(
-                &literal,
-                format!("`{{{name}}}` in a tag must name a parameter or field"),
-            )
-        })?;
-        // Keeps raw identifiers (`{r#type}`) as they are; `Ident::new` would refuse them.
-        let mut ident = parsed;
-        ident.set_span(literal.span());
-        if params.iter().any(|(param, _)| *param == name) {
-            parts.push(TagPart::Param(ident));
-        } else if kind == MacroKind::Get {
-            parts.push(TagPart::Field(ident));
-        } else {
-            return Err(syn::Error::new_spanned(
-                &literal,
-                format!(
-                    "`{{{name}}}` is not a parameter of this function{}",
-                    list(params)
-                ),
-            ));
-        }
+        parts.push(placeholder(
+            kind,
+            what,
+            &rest[open + 1..close],
+            &literal,
+            params,
+        )?);
         rest = &rest[close + 1..];
     }
     if !rest.is_empty() {
-        parts.push(TagPart::Text(rest.to_owned()));
+        parts.push(TemplatePart::Text(rest.to_owned()));
     }
-    Ok(Tag { literal, parts })
+    Ok(Template { literal, parts })
+}
+
+fn parse_tag(kind: MacroKind, literal: LitStr, params: &Params) -> syn::Result<Template> {
+    parse_template(kind, "tag", literal, params)
 }
