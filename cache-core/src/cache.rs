@@ -18,10 +18,11 @@ use crate::key::{check_segment, clock_key, encode_tag, entry_key, tag_keys};
 use crate::locks::RwLockExt as _;
 use crate::near::{self, Near};
 use crate::redact::redact_url;
+use crate::source::{RedisSource, Source};
 use crate::stats::{Counter, Counters, Stats};
 use crate::store::{
-    self, millis, ClockRead, EntryTags, Fill, FillBody, Invalidation, MemoryStore, RedisStore,
-    Store, StoreResult, TagKeys, WriteThrough,
+    self, millis, ClockRead, EntryTags, Fill, FillBody, Invalidation, Link, MemoryStore,
+    RedisStore, Store, StoreResult, TagKeys, WriteThrough,
 };
 use crate::Error;
 
@@ -112,6 +113,7 @@ struct Inner {
 #[must_use]
 pub struct CacheBuilder {
     url: String,
+    source: Option<RedisSource>,
     cluster_nodes: Option<Vec<String>>,
     cluster_replica_acks: u32,
     near_entries: usize,
@@ -143,6 +145,7 @@ impl std::fmt::Debug for CacheBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CacheBuilder")
             .field("url", &redact_url(&self.url))
+            .field("redis", &self.source)
             .field("cluster_replica_acks", &self.cluster_replica_acks)
             .field("near_entries", &self.near_entries)
             .field("near_max_bytes", &self.near_max_bytes)
@@ -177,6 +180,7 @@ impl Default for CacheBuilder {
     fn default() -> Self {
         CacheBuilder {
             url: DEFAULT_URL.to_owned(),
+            source: None,
             cluster_nodes: None,
             cluster_replica_acks: 1,
             near_entries: 0,
@@ -204,6 +208,25 @@ impl CacheBuilder {
     /// Default: `redis://127.0.0.1:6379`.
     pub fn url(mut self, url: impl Into<String>) -> Self {
         self.url = url.into();
+        self
+    }
+
+    /// A connection the application already has instead of [`url`](Self::url) or
+    /// [`cluster_nodes`](Self::cluster_nodes): a [`redis::Client`], a
+    /// `MultiplexedConnection`, a `ConnectionManager` (feature `connection-manager`), a
+    /// `deadpool_redis::Pool` (feature `deadpool`), a `ClusterClient` or a
+    /// `ClusterConnection`; see [`RedisSource`] for what each does when Redis breaks. A hit
+    /// is one command whatever the source: no pool checkout per call.
+    ///
+    /// ```no_run
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = redis::Client::open("redis://127.0.0.1:6379/0")?;
+    /// let connection = client.get_multiplexed_async_connection().await?;
+    /// let cache = cache_core::Cache::builder().redis(connection).build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn redis(mut self, source: impl Into<RedisSource>) -> Self {
+        self.source = Some(source.into());
         self
     }
 
@@ -393,6 +416,10 @@ impl CacheBuilder {
                 "lease_time and negative_ttl must be positive".into(),
             ));
         }
+        if let Some(source) = &self.source {
+            let (store, near) = self.given_store(source.0.clone())?;
+            return Ok(self.assemble(Store::Redis(Box::new(store)), true, near));
+        }
         if let Some(nodes) = &self.cluster_nodes {
             let (store, seeds) = cluster_store(
                 nodes,
@@ -422,6 +449,45 @@ impl CacheBuilder {
             }
         };
         Ok(self.assemble(store, true, near))
+    }
+
+    /// The store over a connection the application gave, and its near cache when it can
+    /// have one.
+    fn given_store(&self, source: Source) -> Result<(RedisStore, Option<Arc<Near>>), Error> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::Config(
+                "a Redis cache must be built inside a Tokio runtime".into(),
+            ));
+        }
+        let kind = source.kind();
+        if let Source::Client(client) = source {
+            let near = self.near(near::Sources::Server(Box::new(client.clone())));
+            return Ok((RedisStore::new(client, self.operation_timeout), near));
+        }
+        if self.near_entries > 0 {
+            return Err(Error::Config(format!(
+                "the near cache needs a connection of its own that receives Redis' invalidation pushes, which a {kind} cannot open: give `redis(client)` with a redis::Client, or a `url`"
+            )));
+        }
+        let store = match source {
+            Source::Client(_) => unreachable!("handled above"),
+            Source::Multiplexed(connection) => RedisStore::given(Link::Single(connection)),
+            #[cfg(feature = "connection-manager")]
+            Source::Manager(manager) => RedisStore::given(Link::Manager(manager)),
+            #[cfg(feature = "deadpool")]
+            Source::Pool(pool) => RedisStore::pool(pool),
+            Source::ClusterClient(client) => RedisStore::cluster(
+                client,
+                self.cluster_replica_acks,
+                self.operation_timeout / 4,
+            ),
+            Source::ClusterConnection(connection) => RedisStore::given_cluster(
+                connection,
+                self.cluster_replica_acks,
+                self.operation_timeout / 4,
+            ),
+        };
+        Ok((store, None))
     }
 
     /// The near cache, if asked for.

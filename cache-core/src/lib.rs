@@ -10,6 +10,7 @@ mod locks;
 mod near;
 mod private;
 mod redact;
+mod source;
 mod stats;
 mod store;
 
@@ -22,6 +23,7 @@ pub mod __private {
 pub use crate::cache::{install, installed, Cache, CacheBuilder};
 pub use crate::error::Error;
 pub use crate::redact::redact_url;
+pub use crate::source::RedisSource;
 pub use crate::stats::Stats;
 
 /// The `redis` crate this library is built on, so that users get a matching version.

@@ -44,7 +44,7 @@ use std::time::Duration;
 use ::redis::Value;
 
 pub(crate) use self::memory::{shared as shared_memory, MemoryStore};
-pub(crate) use self::redis::RedisStore;
+pub(crate) use self::redis::{Link, RedisStore};
 use crate::codec::{EncodedField, Stored};
 
 /// Result of a store operation; errors are what Redis reported.

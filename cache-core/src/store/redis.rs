@@ -438,17 +438,29 @@ return 1
 /// through redis-rs' cluster connection (which follows `MOVED`/`ASK`, finds promoted
 /// replicas and splits multi-slot `MGET`/`UNLINK` by node).
 #[derive(Clone)]
-enum Link {
+pub(crate) enum Link {
     Single(MultiplexedConnection),
     Cluster(ClusterConnection),
+    /// The application's own, reconnecting by itself.
+    #[cfg(feature = "connection-manager")]
+    Manager(redis::aio::ConnectionManager),
+}
+
+/// `$body` with `$connection` bound to whichever connection `$link` holds.
+macro_rules! on_link {
+    ($link:expr, $connection:ident => $body:expr) => {
+        match $link {
+            Link::Single($connection) => $body,
+            Link::Cluster($connection) => $body,
+            #[cfg(feature = "connection-manager")]
+            Link::Manager($connection) => $body,
+        }
+    };
 }
 
 impl redis::aio::ConnectionLike for Link {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
-        match self {
-            Link::Single(connection) => connection.req_packed_command(cmd),
-            Link::Cluster(connection) => connection.req_packed_command(cmd),
-        }
+        on_link!(self, connection => connection.req_packed_command(cmd))
     }
 
     fn req_packed_commands<'a>(
@@ -457,17 +469,11 @@ impl redis::aio::ConnectionLike for Link {
         offset: usize,
         count: usize,
     ) -> redis::RedisFuture<'a, Vec<Value>> {
-        match self {
-            Link::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
-            Link::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
-        }
+        on_link!(self, connection => connection.req_packed_commands(pipeline, offset, count))
     }
 
     fn get_db(&self) -> i64 {
-        match self {
-            Link::Single(connection) => connection.get_db(),
-            Link::Cluster(connection) => connection.get_db(),
-        }
+        on_link!(self, connection => connection.get_db())
     }
 }
 
@@ -475,6 +481,12 @@ impl redis::aio::ConnectionLike for Link {
 enum Opener {
     Single(Client, AsyncConnectionConfig),
     Cluster(ClusterClient),
+    /// A connection the application gave: used as it is, never replaced (one that
+    /// reconnects by itself does so inside).
+    Given(Link),
+    /// One connection taken out of the application's pool, and another only after it broke.
+    #[cfg(feature = "deadpool")]
+    Pool(deadpool_redis::Pool),
 }
 
 /// One connection, made on first use and replaced when it breaks or stops answering.
@@ -509,6 +521,19 @@ impl Connection {
                     .await?,
             ),
             Opener::Cluster(client) => Link::Cluster(client.get_async_connection().await?),
+            Opener::Given(link) => link.clone(),
+            #[cfg(feature = "deadpool")]
+            Opener::Pool(pool) => {
+                let connection = pool.get().await.map_err(|error| match error {
+                    deadpool_redis::PoolError::Backend(error) => error,
+                    other => redis::RedisError::from(std::io::Error::other(format!(
+                        "no connection from the pool: {other}"
+                    ))),
+                })?;
+                // Out of the pool for good (it makes room for another): a multiplexed
+                // connection serves every call at once.
+                Link::Single(deadpool_redis::Connection::take(connection))
+            }
         };
         *self.current.write_recovered() = Some(connection.clone());
         Ok(connection)
@@ -523,7 +548,7 @@ impl Connection {
     /// cluster connection is kept: it reconnects each node by itself and refreshes the slot
     /// map when a node fails over; making it again would reconnect every node.
     fn discard(&self) {
-        if matches!(self.opener, Opener::Cluster(_)) {
+        if matches!(self.opener, Opener::Cluster(_) | Opener::Given(_)) {
             return;
         }
         *self.current.write_recovered() = None;
@@ -585,9 +610,33 @@ impl RedisStore {
         }
     }
 
+    /// A connection the application gave, to one server.
+    pub(crate) fn given(link: Link) -> Self {
+        Self::with(Opener::Given(link))
+    }
+
+    /// A cluster connection the application gave.
+    pub(crate) fn given_cluster(
+        connection: ClusterConnection,
+        replica_acks: u32,
+        replica_wait: Duration,
+    ) -> Self {
+        RedisStore {
+            replica_acks,
+            replica_wait,
+            ..Self::with(Opener::Given(Link::Cluster(connection)))
+        }
+    }
+
+    /// The application's pool, to take one connection from.
+    #[cfg(feature = "deadpool")]
+    pub(crate) fn pool(pool: deadpool_redis::Pool) -> Self {
+        Self::with(Opener::Pool(pool))
+    }
+
     fn with(opener: Opener) -> Self {
         RedisStore {
-            cluster: matches!(opener, Opener::Cluster(_)),
+            cluster: matches!(opener, Opener::Cluster(_) | Opener::Given(Link::Cluster(_))),
             replica_acks: 0,
             replica_wait: Duration::ZERO,
             unreplicated: std::sync::Mutex::default(),
@@ -667,14 +716,11 @@ impl RedisStore {
         let mut ttl_ms = 0;
         let reply = match self.connection.get().await? {
             // Boxed: the near cache's reads pay for its size, not every read's future.
-            Link::Single(connection) if with_ttl => {
+            connection if with_ttl => {
                 Box::pin(read_with_ttl(connection, command, key, &mut ttl_ms)).await
             }
             Link::Single(mut connection) => connection.send_packed_command(&command).await,
-            Link::Cluster(connection) if with_ttl => {
-                Box::pin(read_with_ttl(connection, command, key, &mut ttl_ms)).await
-            }
-            Link::Cluster(mut connection) => {
+            mut connection => {
                 redis::aio::ConnectionLike::req_packed_command(&mut connection, &command).await
             }
         };

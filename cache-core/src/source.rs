@@ -1,0 +1,86 @@
+//! Connections the application already has, handed to the cache instead of a URL
+//! ([`CacheBuilder::redis`](crate::CacheBuilder::redis)).
+
+use redis::aio::MultiplexedConnection;
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+
+/// A Redis connection the application already configured (TLS, credentials, timeouts,
+/// database), for [`CacheBuilder::redis`](crate::CacheBuilder::redis). Made with `From` /
+/// `.into()` from:
+///
+/// | source | reconnects | near cache |
+/// |---|---|---|
+/// | [`redis::Client`] | yes: a new connection after a failure | yes |
+/// | [`MultiplexedConnection`] | no: once broken, the cache fails open until the process makes a new handle | no |
+/// | `redis::aio::ConnectionManager` (feature `connection-manager`) | yes, by itself | no |
+/// | `deadpool_redis::Pool` (feature `deadpool`) | yes: takes a new connection from the pool | no |
+/// | [`ClusterClient`] | yes, per node | no |
+/// | [`ClusterConnection`] | yes, by itself, per node | no |
+///
+/// A hit stays one command whatever the source: the cache holds one multiplexed connection
+/// and shares it among all calls. From a pool it takes one connection out, once (and again
+/// only after that one broke), so that no call pays the pool's checkout (deadpool-redis
+/// sends `UNWATCH` and `PING` on every `Pool::get`). The near cache needs a connection of
+/// its own that receives Redis' invalidation pushes, which only a [`redis::Client`] (or a
+/// URL) can open: with another source, `near_cache` is a configuration error.
+#[derive(Clone)]
+pub struct RedisSource(pub(crate) Source);
+
+// Built once per handle: the size of the larger clients does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone)]
+pub(crate) enum Source {
+    Client(redis::Client),
+    Multiplexed(MultiplexedConnection),
+    #[cfg(feature = "connection-manager")]
+    Manager(redis::aio::ConnectionManager),
+    #[cfg(feature = "deadpool")]
+    Pool(deadpool_redis::Pool),
+    ClusterClient(ClusterClient),
+    ClusterConnection(ClusterConnection),
+}
+
+impl Source {
+    /// What the source is, for `Debug` (never its credentials).
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Source::Client(_) => "redis::Client",
+            Source::Multiplexed(_) => "MultiplexedConnection",
+            #[cfg(feature = "connection-manager")]
+            Source::Manager(_) => "ConnectionManager",
+            #[cfg(feature = "deadpool")]
+            Source::Pool(_) => "deadpool_redis::Pool",
+            Source::ClusterClient(_) => "ClusterClient",
+            Source::ClusterConnection(_) => "ClusterConnection",
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RedisSource").field(&self.0.kind()).finish()
+    }
+}
+
+macro_rules! from_source {
+    ($($(#[$cfg:meta])* $variant:ident($type:ty)),* $(,)?) => {$(
+        $(#[$cfg])*
+        impl From<$type> for RedisSource {
+            fn from(source: $type) -> Self {
+                RedisSource(Source::$variant(source))
+            }
+        }
+    )*};
+}
+
+from_source! {
+    Client(redis::Client),
+    Multiplexed(MultiplexedConnection),
+    #[cfg(feature = "connection-manager")]
+    Manager(redis::aio::ConnectionManager),
+    #[cfg(feature = "deadpool")]
+    Pool(deadpool_redis::Pool),
+    ClusterClient(ClusterClient),
+    ClusterConnection(ClusterConnection),
+}
