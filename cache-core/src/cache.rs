@@ -16,6 +16,7 @@ use crate::guard::{
 };
 use crate::key::{check_segment, clock_key, encode_tag, entry_key, tag_keys};
 use crate::locks::RwLockExt as _;
+use crate::metrics::HandleMetrics;
 use crate::near::{self, Near};
 use crate::redact::redact_url;
 use crate::source::{RedisSource, Source};
@@ -104,6 +105,8 @@ struct Inner {
     counters: Counters,
     /// The near cache, when `near_cache` asked for one and tracking can keep it right.
     near: Option<Arc<Near>>,
+    /// The handle's own metrics (feature `metrics`).
+    metrics: HandleMetrics,
 }
 
 /// Builds a [`Cache`]. Only configuration is checked: connecting is lazy, so `build` neither
@@ -517,6 +520,7 @@ impl CacheBuilder {
     /// The handle from checked settings.
     fn assemble(self, store: Store, enabled: bool, near: Option<Arc<Near>>) -> Cache {
         let clock_key = clock_key(self.namespace.as_deref());
+        let metrics = HandleMetrics::new(self.namespace.as_deref());
         Cache {
             inner: Arc::new(Inner {
                 store,
@@ -539,6 +543,7 @@ impl CacheBuilder {
                 flights: Flights::default(),
                 counters: Counters::default(),
                 near,
+                metrics,
             }),
         }
     }
@@ -1048,6 +1053,7 @@ impl Cache {
                 Ok::<_, Error>(undelivered)
             })
             .await;
+        self.inner.metrics.pending(self.inner.pending.len());
         match delivery {
             Ok(()) => {
                 self.inner.delivery.succeeded();
@@ -1393,6 +1399,7 @@ impl Cache {
     fn remember_undelivered(&self, keys: &[&str], tags: &[String]) {
         let longest_ttl = Duration::from_millis(self.inner.longest_ttl_ms.load(Ordering::Relaxed));
         self.inner.pending.add(keys, tags, longest_ttl);
+        self.inner.metrics.pending(self.inner.pending.len());
         self.spawn_delivery();
     }
 

@@ -7,6 +7,7 @@ mod flight;
 mod guard;
 mod key;
 mod locks;
+mod metrics;
 mod near;
 mod private;
 mod redact;

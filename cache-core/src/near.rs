@@ -34,6 +34,8 @@ use redis::{
     AsyncConnectionConfig, Client, ConnectionAddr, ProtocolVersion, PushInfo, PushKind, Value,
 };
 
+use crate::metrics::HandleMetrics;
+
 /// How many generation counters reads and invalidations share, by key hash.
 const SHARDS: usize = 256;
 
@@ -83,14 +85,15 @@ impl quick_cache::Weighter<String, Arc<NearEntry>> for Weigher {
 }
 
 /// Counts the copies the near cache dropped for room (not those invalidated or expired).
-#[derive(Debug, Clone, Default)]
-struct Evictions(Arc<AtomicU64>);
+#[derive(Debug, Clone)]
+struct Evictions(Arc<AtomicU64>, HandleMetrics);
 
 impl quick_cache::Lifecycle<String, Arc<NearEntry>> for Evictions {
     type RequestState = ();
 
     fn on_evict(&self, (): &mut (), _key: String, _entry: Arc<NearEntry>) {
         self.0.fetch_add(1, Ordering::Relaxed);
+        self.1.near_eviction();
     }
 }
 
@@ -179,7 +182,8 @@ impl Near {
                 capacity.min(usize::try_from(max_bytes / 1024).unwrap_or(usize::MAX))
             }
         };
-        let evictions = Evictions::default();
+        let metrics = HandleMetrics::new(namespace);
+        let evictions = Evictions(Arc::default(), metrics.clone());
         let entries = Entries::with(
             estimated_items.max(1),
             weight_capacity,
@@ -410,6 +414,7 @@ impl Near {
         let Some(keys) = keys else {
             // `FLUSHALL` / `FLUSHDB`: everything.
             self.invalidations_received.fetch_add(1, Ordering::Relaxed);
+            self.evictions.1.near_invalidations(1);
             self.reset(self.is_listening());
             return;
         };
@@ -435,6 +440,7 @@ impl Near {
         }
         self.invalidations_received
             .fetch_add(named, Ordering::Relaxed);
+        self.evictions.1.near_invalidations(named);
         self.evict(&entries, &tags);
     }
 

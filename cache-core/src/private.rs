@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::cache::{schema_field_names, Copyable, Lease, Lookup};
 use crate::codec::{self, DecodeFn, EncodedField, FieldValue};
 use crate::flight::{wait_for_leader, Flight};
+use crate::metrics::{GetResult, PrefixMetrics};
 use crate::near::{Near, NearCopy, Ticket};
 use crate::store::{ClockRead, FillBody};
 use crate::{Cache, Error};
@@ -45,6 +46,9 @@ pub struct Learned {
     uncacheable: AtomicBool,
     /// Set once this function's misuse was logged: one warning per function per process.
     warned: AtomicBool,
+    /// This prefix's metrics, registered on the first call.
+    #[cfg(feature = "metrics")]
+    metrics: OnceLock<PrefixMetrics>,
 }
 
 impl Learned {
@@ -55,12 +59,30 @@ impl Learned {
             fields: OnceLock::new(),
             uncacheable: AtomicBool::new(false),
             warned: AtomicBool::new(false),
+            #[cfg(feature = "metrics")]
+            metrics: OnceLock::new(),
         }
     }
 
     /// Whether this is the first warning of this function in this process.
     fn first_warning(&self) -> bool {
         !self.warned.swap(true, Ordering::Relaxed)
+    }
+}
+
+impl Spec {
+    /// This function's metrics (feature `metrics`; nothing without it).
+    #[cfg(feature = "metrics")]
+    fn metrics(&self) -> &PrefixMetrics {
+        self.learned
+            .metrics
+            .get_or_init(|| PrefixMetrics::new(self.prefix))
+    }
+
+    #[cfg(not(feature = "metrics"))]
+    #[inline(always)]
+    fn metrics(&self) -> &'static PrefixMetrics {
+        &PrefixMetrics
     }
 }
 
@@ -339,6 +361,7 @@ impl<T> Tags<T> {
 /// cost a near hit a fifth of its time at 64 tasks on two cores).
 pub fn near_hit<S, R>(
     cache: Option<&Cache>,
+    spec: &'static Spec,
     key: Option<&str>,
     schema: &Schema<S>,
     output: &Output<S, R>,
@@ -350,10 +373,12 @@ pub fn near_hit<S, R>(
     match (ops.get)(near, key) {
         Some(value) => {
             cache.count_near_hit();
+            spec.metrics().near_hit();
             Some((output.from_hit)(value))
         }
         None => {
             cache.count_near_miss();
+            spec.metrics().near_miss();
             None
         }
     }
@@ -379,8 +404,10 @@ where
     let (Some(cache), Some(key)) = (cache.filter(Cache::is_enabled), key) else {
         return body.await;
     };
+    let metrics = spec.metrics();
     if spec.learned.uncacheable.load(Ordering::Relaxed) {
         cache.count_bypass();
+        metrics.bypass();
         return body.await;
     }
     let fields = match spec.learned.fields.get() {
@@ -393,6 +420,7 @@ where
                 }
                 spec.learned.uncacheable.store(true, Ordering::Relaxed);
                 cache.count_bypass();
+                metrics.bypass();
                 return body.await;
             }
         },
@@ -406,12 +434,63 @@ where
         output: &output,
         tags: &tags,
     };
+    let started = metrics.start();
     match call.lookup().await {
-        Step::Done(result) => result,
-        Step::Bypass => body.await,
+        Step::Done(result) => {
+            metrics.hit();
+            metrics.finished(started, GetResult::Hit);
+            result
+        }
+        Step::Bypass => {
+            metrics.bypass();
+            let result = body.await;
+            metrics.finished(started, GetResult::Bypass);
+            result
+        }
         // The miss path's future is large (single flight, leases, the fill): boxed, it costs
         // only misses, and a hit's future stays small enough to be cheap to create and move.
-        Step::Load(miss) => Box::pin(call.after_miss(miss, body)).await,
+        Step::Load(miss) => {
+            metrics.miss();
+            let span = tracing::debug_span!("cache.miss", prefix = spec.prefix, key = %key);
+            let result = Box::pin(tracing::Instrument::instrument(
+                call.after_miss(miss, body),
+                span,
+            ))
+            .await;
+            metrics.finished(started, GetResult::Miss);
+            result
+        }
+    }
+}
+
+/// What a miss stores, for [`Call::store`].
+struct Fill<'a> {
+    body: FillBody<'a>,
+    ttl: Duration,
+    seen: ClockRead,
+    read_at: Instant,
+    tags: &'a [String],
+    /// The entry's tags went stale: replace it rather than merge.
+    replace: bool,
+}
+
+impl<'a> Fill<'a> {
+    fn new(
+        body: FillBody<'a>,
+        ttl: Duration,
+        seen: ClockRead,
+        read_at: Instant,
+        tags: &'a [String],
+        replace: bool,
+    ) -> Self {
+        Fill {
+            body,
+            ttl,
+            seen,
+            read_at,
+            tags,
+            replace,
+        }
     }
 }
 
@@ -540,7 +619,12 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
                 })
             }
             // Redis did not answer: filling would most likely fail too.
-            Err(_) => Step::Bypass,
+            Err(error) => {
+                if !matches!(error, Error::CircuitOpen) {
+                    self.spec.metrics().error();
+                }
+                Step::Bypass
+            }
         }
     }
 
@@ -581,6 +665,7 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
             Contention::Leased => {}
         }
         self.cache.count_coalesced();
+        self.spec.metrics().coalesced();
         let deadline = Instant::now() + self.cache.lease_wait();
         while Instant::now() < deadline {
             tokio::time::sleep(LEASE_POLL).await;
@@ -603,6 +688,7 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
             Flight::Leader(_leading) => self.finish(self.across_processes(miss).await, body).await,
             Flight::Follower(done) => {
                 self.cache.count_coalesced();
+                self.spec.metrics().coalesced();
                 wait_for_leader(done, self.cache.flight_wait()).await;
                 self.finish(self.lookup().await, body).await
             }
@@ -656,13 +742,8 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
                     let ttl = self.cache.ttl_or_default(ttl);
                     let tags = self.tags.of(value);
                     let body = FillBody::Fields(&fields);
-                    let filled = self
-                        .cache
-                        .fill_after_miss(self.key, body, ttl, seen, read_at, &tags, stale)
-                        .await;
-                    if let (Ok(true), Some(lease)) = (filled, &mut lease) {
-                        lease.filled();
-                    }
+                    let fill = Fill::new(body, ttl, seen, read_at, &tags, stale);
+                    self.store(fill, &mut lease).await;
                 }
                 Err(error) => {
                     if self.spec.learned.first_warning() {
@@ -677,13 +758,8 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
                     .none_ttl_secs
                     .map_or_else(|| self.cache.negative_ttl(), Duration::from_secs);
                 let tags = &self.tags.from_parameters;
-                let filled = self
-                    .cache
-                    .fill_after_miss(self.key, FillBody::Absent, ttl, seen, read_at, tags, stale)
-                    .await;
-                if let (Ok(true), Some(lease)) = (filled, &mut lease) {
-                    lease.filled();
-                }
+                let fill = Fill::new(FillBody::Absent, ttl, seen, read_at, tags, stale);
+                self.store(fill, &mut lease).await;
             }
         }
         result
@@ -691,6 +767,35 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
 }
 
 impl<S, R, T> Call<'_, S, R, T> {
+    /// Stores a loaded value (or absence), counts how it went, and keeps the lease's promise
+    /// when the value went in.
+    async fn store(&self, fill: Fill<'_>, lease: &mut Option<Lease>) {
+        let span = tracing::debug_span!("cache.fill", prefix = self.spec.prefix, key = self.key);
+        let filled = tracing::Instrument::instrument(
+            self.cache.fill_after_miss(
+                self.key,
+                fill.body,
+                fill.ttl,
+                fill.seen,
+                fill.read_at,
+                fill.tags,
+                fill.replace,
+            ),
+            span,
+        )
+        .await;
+        match filled {
+            Ok(stored) => {
+                self.spec.metrics().fill(stored);
+                if let (true, Some(lease)) = (stored, lease) {
+                    lease.filled();
+                }
+            }
+            Err(Error::CircuitOpen) => {}
+            Err(_) => self.spec.metrics().error(),
+        }
+    }
+
     /// After the first encoding of the schema: the fields worth reading are those it writes
     /// (serde's list also holds aliases), and the value must decode back from what it wrote,
     /// or no read of this function could ever hit (a field skipped without `default`): then
@@ -738,7 +843,12 @@ impl<S, R, T> Call<'_, S, R, T> {
 }
 
 /// `cached_update` / `cached_delete`: drop the entry and the tags after the function succeeded.
-pub async fn invalidate(cache: Option<Cache>, key: Option<String>, tags: Vec<String>) {
+pub async fn invalidate(
+    cache: Option<Cache>,
+    spec: &'static Spec,
+    key: Option<String>,
+    tags: Vec<String>,
+) {
     let Some(cache) = cache else {
         return;
     };
@@ -746,9 +856,21 @@ pub async fn invalidate(cache: Option<Cache>, key: Option<String>, tags: Vec<Str
     if keys.is_empty() && tags.is_empty() {
         return;
     }
+    let span = tracing::debug_span!("cache.invalidate", prefix = spec.prefix, ?keys, ?tags);
     // An undelivered invalidation is remembered and retried inside, and it runs to the end
     // even if our caller stops waiting; never the caller's problem.
-    let _ = cache.invalidate_all(keys, tags).await;
+    let outcome = tracing::Instrument::instrument(cache.invalidate_all(keys, tags), span).await;
+    count_write(spec, &outcome, PrefixMetrics::invalidation);
+}
+
+/// Counts a write's cache step: `counted` when it went through, an error when Redis failed
+/// it (it is then pending, delivered later).
+fn count_write<T>(spec: &Spec, outcome: &Result<T, Error>, counted: fn(&PrefixMetrics)) {
+    match outcome {
+        Ok(_) => counted(spec.metrics()),
+        Err(Error::CircuitOpen) => {}
+        Err(_) => spec.metrics().error(),
+    }
 }
 
 /// `cached_update` with `schema` and `version`: after the function succeeded, write its
@@ -766,22 +888,22 @@ pub async fn write_through<S, R>(
     result: &R,
 ) {
     let (Some(cache), Some(key)) = (cache.clone().filter(Cache::is_enabled), key.clone()) else {
-        return invalidate(cache, key, tags).await;
+        return invalidate(cache, spec, key, tags).await;
     };
     let fields = match (output.to_fill)(result).map(schema.encode) {
         // Too large to cache: the entry is dropped instead.
         Some(Ok(fields)) if cache.check_size(&fields).is_err() => {
-            return invalidate(Some(cache), Some(key), tags).await
+            return invalidate(Some(cache), spec, Some(key), tags).await
         }
         Some(Ok(fields)) => fields,
         Some(Err(error)) => {
             if spec.learned.first_warning() {
                 tracing::warn!(%key, %error, "updated value cannot be cached; invalidating instead (said once for this function)");
             }
-            return invalidate(Some(cache), Some(key), tags).await;
+            return invalidate(Some(cache), spec, Some(key), tags).await;
         }
         // `None` from an update: nothing to write, the entry goes.
-        None => return invalidate(Some(cache), Some(key), tags).await,
+        None => return invalidate(Some(cache), spec, Some(key), tags).await,
     };
     let Some(version) = version_of(&fields, version_field) else {
         // Most often the field is renamed by serde: `version` names the stored field.
@@ -789,12 +911,16 @@ pub async fn write_through<S, R>(
             let stored: Vec<&str> = fields.iter().map(|(name, _)| *name).collect();
             tracing::warn!(%key, version_field, ?stored, "the version field is not among the stored fields (renamed by serde?) or is not a whole number; this function invalidates instead of writing through (said once)");
         }
-        return invalidate(Some(cache), Some(key), tags).await;
+        return invalidate(Some(cache), spec, Some(key), tags).await;
     };
     // Failures are remembered and delivered later as an invalidation.
-    let _ = cache
-        .write_through(key, fields, version_field, version, tags)
-        .await;
+    let span = tracing::debug_span!("cache.write_through", prefix = spec.prefix, %key, version);
+    let outcome = tracing::Instrument::instrument(
+        cache.write_through(key, fields, version_field, version, tags),
+        span,
+    )
+    .await;
+    count_write(spec, &outcome, PrefixMetrics::written_through);
 }
 
 fn version_of(fields: &[EncodedField], version_field: &str) -> Option<u64> {

@@ -126,7 +126,7 @@ fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn, shape: &Shape<'
                 let __cache_schema = #schema_codec;
                 let __cache_adapter = #output_adapter;
                 if let ::core::option::Option::Some(__cache_hit) = #krate::__private::near_hit(
-                    __cache_handle_ref, ::core::option::Option::as_deref(&__cache_key),
+                    __cache_handle_ref, &__CACHE_SPEC, ::core::option::Option::as_deref(&__cache_key),
                     &__cache_schema, &__cache_adapter,
                 ) {
                     return __cache_hit;
@@ -158,7 +158,7 @@ fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn, shape: &Shape<'
                     }
                 }
                 _ => quote! {
-                    #krate::__private::invalidate(__cache_handle, __cache_key, __cache_tags).await;
+                    #krate::__private::invalidate(__cache_handle, &__CACHE_SPEC, __cache_key, __cache_tags).await;
                 },
             };
             let output_type = (!checked.output_opaque).then(|| quote!(: #output));

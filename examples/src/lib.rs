@@ -13,8 +13,11 @@ pub mod repo;
 pub mod routes;
 pub mod validate;
 
+use std::sync::OnceLock;
+
 use axum::routing::{get, post, put};
 use axum::Router;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::auth::Auth;
 use crate::repo::UserRepo;
@@ -28,8 +31,21 @@ pub struct AppState {
     pub auth: Auth,
 }
 
+/// The process's Prometheus recorder, installed on first use: the cache's metrics
+/// (`cache_hits_total{prefix="user"}`, …) are rendered by `GET /metrics`.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        PrometheusBuilder::new()
+            .install_recorder()
+            .expect("no other metrics recorder in this process")
+    })
+}
+
 /// The whole API. Separate from `main` so that tests drive it without a socket.
 pub fn app(state: AppState) -> Router {
+    // Before the first cached call: each function registers its metrics on its first call.
+    prometheus();
     Router::new()
         .route("/api/auth/login", post(routes::login))
         .route("/api/auth/refresh", post(routes::refresh))
@@ -55,6 +71,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/me/password", put(routes::update_my_password))
         .route("/cache/stats", get(routes::cache_stats))
+        .route("/metrics", get(routes::metrics))
         .fallback(routes::not_found)
         .with_state(state)
 }

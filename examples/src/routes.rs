@@ -277,6 +277,18 @@ pub async fn cache_stats(State(state): State<AppState>) -> Json<cache_core::Stat
     Json(state.repo.cache().stats())
 }
 
+/// `GET /metrics`: the cache's metrics in Prometheus' text format.
+pub async fn metrics() -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::prometheus().render(),
+    )
+        .into_response()
+}
+
 /// Any other route.
 pub async fn not_found() -> Response {
     AppError::new(StatusCode::NOT_FOUND, "Not Found").into_response()

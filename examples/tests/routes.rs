@@ -558,6 +558,43 @@ async fn the_me_routes_act_on_the_token_user() {
 }
 
 #[tokio::test]
+async fn metrics_are_scraped_in_prometheus_text_format() {
+    let app = InProcess::new().await;
+    let id = app.create("petra", "petra@example.com", "secret1").await;
+    for _ in 0..3 {
+        assert_eq!(
+            app.get(&format!("/api/users/{id}"), None).await.status,
+            StatusCode::OK
+        );
+    }
+    app.get("/api/users?page=1", None).await;
+    let scraped = app.get("/metrics", None).await;
+    assert_eq!(scraped.status, StatusCode::OK);
+    let value = |series: &str| -> f64 {
+        scraped
+            .text
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no `{series}` in:\n{}", scraped.text))
+    };
+    // The first read missed and filled, the next two hit; the page missed.
+    assert!(value("cache_hits_total{prefix=\"user\"}") >= 2.0);
+    assert!(value("cache_misses_total{prefix=\"user\"}") >= 1.0);
+    assert!(value("cache_fills_total{prefix=\"user\"}") >= 1.0);
+    assert!(value("cache_misses_total{prefix=\"users\"}") >= 1.0);
+    // Creating the user invalidated the list.
+    assert!(value("cache_invalidations_total{prefix=\"user\"}") >= 1.0);
+    assert!(
+        scraped
+            .text
+            .contains("# TYPE cache_get_duration_seconds summary"),
+        "{}",
+        scraped.text
+    );
+    assert!(value("cache_get_duration_seconds_count{prefix=\"user\",result=\"hit\"}") >= 2.0);
+}
+
+#[tokio::test]
 async fn cache_stats_and_unknown_routes() {
     let app = InProcess::new().await;
     let id = app.create("oscar", "oscar@example.com", "secret1").await;

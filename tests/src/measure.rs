@@ -240,6 +240,15 @@ pub mod users {
             LOADS.fetch_add(1, Ordering::Relaxed);
             user(id)
         }
+
+        /// [`get`](Self::get) again, as a function of its own: its metrics are registered
+        /// apart (the metrics benchmark registers `get`'s before a recorder is installed,
+        /// and this one's after).
+        #[cached_get(prefix = "user", key = "id", schema = UserRead, cache = self.cache)]
+        pub async fn get_measured(&self, id: i64) -> UserRead {
+            LOADS.fetch_add(1, Ordering::Relaxed);
+            user(id)
+        }
     }
 
     /// How many distinct users the benchmarks read.
