@@ -25,6 +25,11 @@ echo "== formatting"
 cargo fmt --all -- --check
 echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The library alone, with none and with all of its optional features.
+cargo clippy -p cache-core --no-default-features --locked -- -D warnings
+cargo clippy -p cache-core --all-features --locked -- -D warnings
+echo "== API docs (no warning: every public item documented, every link resolved)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p cache-core -p cache-macros --all-features --locked
 echo "== doctests"
 cargo test --workspace --doc --locked
 echo "== tests"

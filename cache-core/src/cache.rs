@@ -112,6 +112,46 @@ struct Inner {
 /// Builds a [`Cache`]. Only configuration is checked: connecting is lazy, so `build` neither
 /// waits for nor fails because of an unreachable Redis. Its `Debug` output shows the URL
 /// without its password.
+///
+/// Every option, with its default spelled out (the in-process store here, so that the
+/// example runs anywhere; a Redis URL takes the same options):
+///
+/// ```
+/// use std::time::Duration;
+/// use cache_core::Cache;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_core::Error> {
+/// let cache = Cache::builder()
+///     .url("mem://")                                     // or redis://, rediss://, cluster_nodes, redis(connection)
+///     .namespace("shop")                                 // keys `shop:{prefix}:{key}`
+///     .default_ttl(Duration::from_secs(3600))            // entries without `ttl = …`
+///     .operation_timeout(Duration::from_millis(250))     // each Redis operation
+///     .breaker_threshold(5)                              // failures in a row that open the breaker…
+///     .breaker_cooldown(Duration::from_secs(2))          // …for this long
+///     .max_value_size(1 << 20)                           // larger values are returned, not cached
+///     .max_pending_invalidations(100_000)                // kept while Redis is unreachable
+///     .lease_time(Duration::from_secs(10))               // longest load that may still fill
+///     .lease_wait(Duration::from_millis(300))            // longest wait for another process's load
+///     .negative_ttl(Duration::from_secs(30))             // `cache_none` absences
+///     .near_cache(10_000)                                // values kept in process memory (0: off)
+///     .near_max_bytes(64 << 20)                          // and at most about this many bytes
+///     .near_max_age(Duration::from_secs(60))             // re-read from Redis at least this often
+///     .cluster_replica_acks(1)                           // on a cluster: replicas per invalidation
+///     .build()?;
+/// assert!(cache.is_enabled());
+///
+/// // Configuration mistakes are typed errors, never panics.
+/// for builder in [
+///     Cache::builder().url("mem://").namespace("a:b"),
+///     Cache::builder().url("mem://").default_ttl(Duration::ZERO),
+///     Cache::builder().url("mem://").breaker_threshold(0),
+///     Cache::builder().url("postgres://localhost"),
+///     Cache::builder().cluster_nodes(Vec::<String>::new()),
+/// ] {
+///     assert!(matches!(builder.build(), Err(cache_core::Error::Config(_))));
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 #[must_use]
 pub struct CacheBuilder {
