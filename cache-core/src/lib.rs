@@ -1,16 +1,20 @@
 #![doc = include_str!("../../README.md")]
 #![deny(missing_docs)]
 
+mod adapt;
+mod after_write;
 mod cache;
 mod codec;
 mod error;
 mod flight;
+mod function;
 mod guard;
 mod key;
 mod locks;
 mod metrics;
 mod near;
 mod private;
+mod read_through;
 mod redact;
 mod source;
 mod stats;

@@ -1,0 +1,92 @@
+//! What one annotated function knows: its constant arguments and what its calls learn (a
+//! `static` [`Spec`] per function), its handle, and its keys.
+
+use std::fmt::Display;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+
+use crate::metrics::PrefixMetrics;
+use crate::Cache;
+
+/// The constant part of one annotated function.
+#[derive(Debug)]
+pub struct Spec {
+    /// The entry prefix (checked by the macro: non-empty, no `:`, no leading `__`).
+    pub prefix: &'static str,
+    /// `ttl = …` in seconds, if given.
+    pub ttl_secs: Option<u64>,
+    /// `none_ttl = …` in seconds, if given: the TTL of cached absences.
+    pub none_ttl_secs: Option<u64>,
+    /// `tags = […]` is not empty.
+    pub tagged: bool,
+    /// What the runtime learns about the function as it runs (see [`Learned`]).
+    pub learned: Learned,
+}
+
+/// What one annotated function's calls learn about its schema, once per process: the field
+/// list worth reading, whether the schema can ever be a hit, and whether its misuse was
+/// already reported. Lives in the function's `static` [`Spec`].
+#[derive(Debug)]
+pub struct Learned {
+    /// The schema's fields that its `Serialize` writes: serde's list of a struct's fields
+    /// (from `Deserialize`) also holds every `#[serde(alias)]`, which is never stored, so a
+    /// read of the whole list could never be complete.
+    pub(crate) fields: OnceLock<&'static [&'static str]>,
+    /// The schema's own fill does not decode back (a field skipped by `skip_serializing_if`
+    /// without `default`, …): reading it would never hit, so calls skip the cache.
+    pub(crate) uncacheable: AtomicBool,
+    /// Set once this function's misuse was logged: one warning per function per process.
+    warned: AtomicBool,
+    /// This prefix's metrics, registered on the first call.
+    #[cfg(feature = "metrics")]
+    metrics: OnceLock<PrefixMetrics>,
+}
+
+impl Learned {
+    /// Nothing learnt yet.
+    #[allow(clippy::new_without_default)] // used in a `static`: must be `const`
+    pub const fn new() -> Self {
+        Learned {
+            fields: OnceLock::new(),
+            uncacheable: AtomicBool::new(false),
+            warned: AtomicBool::new(false),
+            #[cfg(feature = "metrics")]
+            metrics: OnceLock::new(),
+        }
+    }
+
+    /// Whether this is the first warning of this function in this process.
+    pub(crate) fn first_warning(&self) -> bool {
+        !self.warned.swap(true, Ordering::Relaxed)
+    }
+}
+
+impl Spec {
+    /// This function's metrics (feature `metrics`; nothing without it).
+    #[cfg(feature = "metrics")]
+    pub(crate) fn metrics(&self) -> &PrefixMetrics {
+        self.learned
+            .metrics
+            .get_or_init(|| PrefixMetrics::new(self.prefix))
+    }
+
+    #[cfg(not(feature = "metrics"))]
+    #[inline(always)]
+    pub(crate) fn metrics(&self) -> &'static PrefixMetrics {
+        &PrefixMetrics
+    }
+}
+
+/// The handle a call uses when the macro has no `cache = …`: the installed one.
+pub fn installed() -> Option<Cache> {
+    crate::cache::installed()
+}
+
+/// Builds the entry key before the body takes ownership of the parameters.
+pub fn entry_key<K: Display + ?Sized>(
+    cache: Option<&Cache>,
+    spec: &Spec,
+    key: &K,
+) -> Option<String> {
+    cache.map(|cache| cache.key(spec.prefix, key))
+}
