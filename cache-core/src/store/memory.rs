@@ -456,3 +456,49 @@ impl State {
         self.tag_stamps.retain(|_, stamp| stamp.expires_at > now);
     }
 }
+
+#[cfg(test)]
+impl MemoryStore {
+    /// The entry's state as Redis' scripts would write it in `__meta` (`meta.rs`), for the
+    /// test that keeps the two stores alike; `None` when nothing would be written.
+    pub(crate) fn meta_text(&self, key: &str) -> Option<String> {
+        let now = Instant::now();
+        let state = self.state();
+        let (entry, _) = state.entries.get(key).filter(|entry| entry.1 > now)?;
+        let mut parts = Vec::new();
+        if let Some(owner) = &entry.owner {
+            parts.push(format!("by:{owner}"));
+        }
+        if let Some(stamp) = entry.stamp {
+            parts.push(format!("inv:{stamp}"));
+        }
+        if entry.absent {
+            parts.push("none".to_owned());
+        }
+        for (name, kind) in [("null", FieldValue::Null), ("skip", FieldValue::Skipped)] {
+            let mut listed: Vec<&str> = entry.listed(&kind).collect();
+            listed.sort_unstable();
+            if !listed.is_empty() {
+                parts.push(format!("{name}:{}", listed.join(",")));
+            }
+        }
+        if let Some(token) = entry.lease.as_ref().and_then(|lease| lease.live(now)) {
+            parts.push(format!("lease:{token}@0"));
+        }
+        if let Some((born, names)) = &entry.tags {
+            let mut encoded: Vec<String> = names
+                .iter()
+                .map(|name| {
+                    let mut text = String::new();
+                    crate::key::encode_tag(name, &mut text);
+                    text
+                })
+                .collect();
+            encoded.sort_unstable();
+            if !encoded.is_empty() {
+                parts.push(format!("tags:{born}:{}", encoded.join(",")));
+            }
+        }
+        (!parts.is_empty()).then(|| parts.join(" "))
+    }
+}

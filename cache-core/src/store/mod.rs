@@ -5,7 +5,8 @@
 //! * **Read**: one `HMGET` of the schema's fields plus the library's `__meta`, which holds
 //!   the entry's state: `by:<namespace>` (the library filled it, for this namespace),
 //!   `null:`/`skip:` lists, `inv:<stamp>` (its last invalidation), `none` (a cached absence),
-//!   `lease:…`, `tags:<born>:<tags>` (its tags, and the stamp its oldest load read). An
+//!   `lease:…`, `tags:<born>:<tags>` (its tags, and the stamp its oldest load read); the
+//!   format is described once, in `meta.rs`. An
 //!   entry without this handle's `by:` is not a hit. An entry with tags is a hit only when
 //!   every tag's stamp still exists and is not newer than `born`: a second command (`MGET`),
 //!   so that an evicted tag stamp or member set can never let a stale entry through.
@@ -36,6 +37,8 @@
 //! The two are an enum rather than a trait object so that the hit path pays no boxed future.
 
 mod memory;
+// Before `redis`: it defines the scripts' `lua_meta!`.
+mod meta;
 mod redis;
 
 use std::ops::Range;

@@ -2,7 +2,6 @@
 //! hit costs exactly one command and no checkout round trip.
 //! Fills and invalidations are Lua scripts: one command each, atomic.
 
-use std::ops::Range;
 use std::sync::RwLock;
 use std::time::Duration;
 
@@ -12,6 +11,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{AsyncConnectionConfig, Client, Value};
 
+use super::meta::{lua_meta, Meta};
 use super::{
     parse_stamp, ttl_millis, Absences, ClockRead, Drain, EntryRead, EntryTags, Fill, FillBody,
     Invalidation, StoreResult, TagKeys, WriteThrough,
@@ -19,77 +19,6 @@ use super::{
 use crate::codec::{EncodedField, FieldValue, META_FIELD};
 use crate::key;
 use crate::locks::{MutexExt as _, RwLockExt as _};
-
-/// The library's state of an entry lives in one hash field, `__meta`, so that a hit reads
-/// the schema's fields plus one: space-separated tokens `by:<namespace>` (filled by the
-/// library for that namespace), `inv:<stamp>` (last invalidation), `null:<a,b>` (fields that
-/// are `None`), `skip:<c>` (fields skipped by `skip_serializing_if`), `none` (a cached
-/// absence), `lease:<token>@<deadline µs>` and `tags:<born>:<t1,t2>` (registered under tags,
-/// percent-encoded, by fills whose oldest load read the clock at `born`).
-/// `read_meta` / `write_meta` parse and write it; `has_data` tells an entry holding values
-/// from a bare tombstone or lease.
-macro_rules! lua_meta {
-    () => {
-        r"
-local function read_meta(key)
-  local meta = {null = {}, skip = {}}
-  local text = redis.call('HGET', key, '__meta')
-  if text then
-    for token in string.gmatch(text, '%S+') do
-      local name, value = string.match(token, '^(%a+):(.*)$')
-      if name == 'null' or name == 'skip' then
-        for field in string.gmatch(value, '[^,]+') do meta[name][field] = true end
-      elseif name == 'inv' or name == 'lease' or name == 'by' then
-        meta[name] = value
-      elseif name == 'tags' then
-        local born, list = string.match(value, '^(%d+):(.*)$')
-        if born then
-          meta.born = born
-          meta.tags = {}
-          for tag in string.gmatch(list, '[^,]+') do meta.tags[tag] = true end
-        end
-      elseif token == 'none' then
-        meta.none = true
-      end
-    end
-  end
-  return meta
-end
-local function write_meta(key, meta)
-  local parts = {}
-  if meta.by then parts[#parts + 1] = 'by:' .. meta.by end
-  if meta.inv then parts[#parts + 1] = 'inv:' .. meta.inv end
-  if meta.none then parts[#parts + 1] = 'none' end
-  for _, name in ipairs({'null', 'skip'}) do
-    local items = {}
-    for field in pairs(meta[name]) do items[#items + 1] = field end
-    if #items > 0 then
-      table.sort(items)
-      parts[#parts + 1] = name .. ':' .. table.concat(items, ',')
-    end
-  end
-  if meta.lease then parts[#parts + 1] = 'lease:' .. meta.lease end
-  if meta.tags then
-    local items = {}
-    for tag in pairs(meta.tags) do items[#items + 1] = tag end
-    if #items > 0 then
-      table.sort(items)
-      parts[#parts + 1] = 'tags:' .. meta.born .. ':' .. table.concat(items, ',')
-    end
-  end
-  if #parts > 0 then
-    redis.call('HSET', key, '__meta', table.concat(parts, ' '))
-  else
-    redis.call('HDEL', key, '__meta')
-  end
-end
-local function has_data(key, meta)
-  local stored = redis.call('HLEN', key) - redis.call('HEXISTS', key, '__meta')
-  return stored > 0 or meta.none or next(meta.null) ~= nil or next(meta.skip) ~= nil
-end
-"
-    };
-}
 
 /// Writes the triples `field, state, value` from `ARGV[first]` on, state `v` (value), `n`
 /// (`None`) or `s` (skipped), into the entry and its `meta`. `None` and skipped fields are not
@@ -1280,61 +1209,5 @@ fn entry_read(reply: Value, fields: &[&str], owner: &str) -> EntryRead {
         owned,
         tags,
         ttl_ms: 0,
-    }
-}
-
-/// Whether a lease `<token>@<deadline µs, Redis' clock>` is still live. Redis' clock is
-/// read through this machine's: a skew between them only makes a reader wait for a dead
-/// holder (bounded by `lease_wait`) or load beside a live one (a duplicate load), never
-/// return anything wrong.
-fn lease_is_live(lease: &[u8]) -> bool {
-    let deadline = lease
-        .iter()
-        .rposition(|&byte| byte == b'@')
-        .map_or(0, |at| parse_stamp(&lease[at + 1..]));
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| {
-            u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
-        });
-    deadline > now
-}
-
-/// The parts of `__meta` a read needs (see `lua_meta!`); the lists as ranges of the text.
-#[derive(Debug, Default)]
-struct Meta {
-    stamp: u64,
-    absent: bool,
-    leased: bool,
-    null: Range<usize>,
-    skip: Range<usize>,
-    owner: Option<Range<usize>>,
-    tags: Option<Range<usize>>,
-}
-
-impl Meta {
-    fn parse(text: &[u8]) -> Meta {
-        let mut meta = Meta::default();
-        let mut start = 0;
-        for token in text.split(|&byte| byte == b' ') {
-            let at = start;
-            start += token.len() + 1;
-            match token.iter().position(|&byte| byte == b':') {
-                Some(colon) => {
-                    let value = at + colon + 1..at + token.len();
-                    match &token[..colon] {
-                        b"inv" => meta.stamp = parse_stamp(&text[value]),
-                        b"null" => meta.null = value,
-                        b"skip" => meta.skip = value,
-                        b"lease" => meta.leased = lease_is_live(&text[value]),
-                        b"by" => meta.owner = Some(value),
-                        b"tags" => meta.tags = Some(value),
-                        _ => {}
-                    }
-                }
-                None => meta.absent |= token == b"none",
-            }
-        }
-        meta
     }
 }
