@@ -16,10 +16,7 @@ pub(crate) fn attribute(kind: MacroKind, args: TokenStream, item: TokenStream) -
     let function: ItemFn = match syn::parse2(item.clone()) {
         Ok(function) => function,
         Err(_) => {
-            let error = syn::Error::new_spanned(
-                &item,
-                format!("#[{}] goes on an `async fn` with a body", kind.name()),
-            );
+            let error = misplaced(kind, &item);
             return with_item(error, item);
         }
     };
@@ -35,6 +32,29 @@ pub(crate) fn attribute(kind: MacroKind, args: TokenStream, item: TokenStream) -
         Ok(tokens) => tokens,
         Err(error) => with_item(error, item),
     }
+}
+
+/// What to write instead, for an attribute on something that is not a function with a body,
+/// at the token that shows it.
+fn misplaced(kind: MacroKind, item: &TokenStream) -> syn::Error {
+    let name = kind.name();
+    if let Ok(block) = syn::parse2::<syn::ItemImpl>(item.clone()) {
+        return syn::Error::new_spanned(block.impl_token, on_block(name));
+    }
+    if let Ok(block) = syn::parse2::<syn::ItemTrait>(item.clone()) {
+        return syn::Error::new_spanned(block.trait_token, on_block(name));
+    }
+    if let Ok(method) = syn::parse2::<syn::TraitItemFn>(item.clone()) {
+        return syn::Error::new_spanned(
+            method.sig,
+            format!("#[{name}] goes on a method with a body: on the method in each `impl`, or on a default method"),
+        );
+    }
+    syn::Error::new_spanned(item, format!("#[{name}] goes on an `async fn` with a body"))
+}
+
+fn on_block(name: &str) -> String {
+    format!("#[{name}] goes on each method to cache, not on the `impl` or `trait` (`#[async_trait]` stays where it is, on the `impl` or `trait`)")
 }
 
 fn with_item(error: syn::Error, item: TokenStream) -> TokenStream {

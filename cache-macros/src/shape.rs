@@ -127,6 +127,17 @@ impl<'a> Shape<'a> {
     }
 }
 
+/// Why a function that is not `async` has no shape the macros can wrap, when a likely cause
+/// is visible: an `#[async_trait]` body that another attribute rewrote first.
+pub(crate) fn hint(function: &ItemFn) -> Option<&'static str> {
+    let Some(Stmt::Expr(Expr::Call(call), None)) = function.block.stmts.last() else {
+        return None;
+    };
+    (is_box_pin(&call.func) && !matches!(call.args.first(), Some(Expr::Async(_)))).then_some(
+        "; the body is `Box::pin(…)` of something other than an `async` block: if another attribute (`#[instrument]`, …) rewrote this `#[async_trait]` method first, put this one above it",
+    )
+}
+
 /// The function's attributes outside its body (doc comments, `#[allow]`, `#[instrument]`, …).
 pub(crate) fn outer_attrs(function: &ItemFn) -> impl Iterator<Item = &Attribute> {
     function

@@ -75,8 +75,9 @@ pub(crate) fn check(
         errors.push(syn::Error::new_spanned(
             sig.fn_token,
             format!(
-                "#[{}] works on an `async fn`, on a method of an `#[async_trait]` impl or trait, or on a `fn` returning `impl Future<Output = …>` whose body ends with an `async` block",
-                kind.name()
+                "#[{}] works on an `async fn`, on a method of an `#[async_trait]` impl or trait, or on a `fn` returning `impl Future<Output = …>` whose body ends with an `async` block{}",
+                kind.name(),
+                shape::hint(function).unwrap_or_default()
             ),
         ));
     }
