@@ -147,26 +147,6 @@ struct Fill<'a> {
     replace: bool,
 }
 
-impl<'a> Fill<'a> {
-    fn new(
-        body: FillBody<'a>,
-        ttl: Duration,
-        seen: ClockRead,
-        read_at: Instant,
-        tags: &'a [String],
-        replace: bool,
-    ) -> Self {
-        Fill {
-            body,
-            ttl,
-            seen,
-            read_at,
-            tags,
-            replace,
-        }
-    }
-}
-
 /// One `cached_get` call's context, shared by its steps.
 struct Call<'a, S, R, T> {
     cache: &'a Cache,
@@ -415,7 +395,14 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
                     let ttl = self.cache.ttl_or_default(ttl);
                     let tags = self.tags.of(value);
                     let body = FillBody::Fields(&fields);
-                    let fill = Fill::new(body, ttl, seen, read_at, &tags, stale);
+                    let fill = Fill {
+                        body,
+                        ttl,
+                        seen,
+                        read_at,
+                        tags: &tags,
+                        replace: stale,
+                    };
                     self.store(fill, &mut lease).await;
                 }
                 Err(error) => {
@@ -431,7 +418,14 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
                     .none_ttl_secs
                     .map_or_else(|| self.cache.negative_ttl(), Duration::from_secs);
                 let tags = &self.tags.from_parameters;
-                let fill = Fill::new(FillBody::Absent, ttl, seen, read_at, tags, stale);
+                let fill = Fill {
+                    body: FillBody::Absent,
+                    ttl,
+                    seen,
+                    read_at,
+                    tags,
+                    replace: stale,
+                };
                 self.store(fill, &mut lease).await;
             }
         }

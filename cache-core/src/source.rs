@@ -27,60 +27,50 @@ use redis::cluster_async::ClusterConnection;
 #[derive(Clone)]
 pub struct RedisSource(pub(crate) Source);
 
-// Built once per handle: the size of the larger clients does not matter.
-#[allow(clippy::large_enum_variant)]
-#[derive(Clone)]
-pub(crate) enum Source {
-    Client(redis::Client),
-    Multiplexed(MultiplexedConnection),
-    #[cfg(feature = "connection-manager")]
-    Manager(redis::aio::ConnectionManager),
-    #[cfg(feature = "deadpool")]
-    Pool(deadpool_redis::Pool),
-    ClusterClient(ClusterClient),
-    ClusterConnection(ClusterConnection),
+/// The sources: each variant, the type it holds, and its name for `Debug`; the enum, its
+/// names and the `From` impls are made from this one list.
+macro_rules! sources {
+    ($($(#[$cfg:meta])* $variant:ident($type:ty) = $name:literal),* $(,)?) => {
+        // Built once per handle: the size of the larger clients does not matter.
+        #[allow(clippy::large_enum_variant)]
+        #[derive(Clone)]
+        pub(crate) enum Source {
+            $($(#[$cfg])* $variant($type),)*
+        }
+
+        impl Source {
+            /// What the source is, for `Debug` and errors (never its credentials).
+            pub(crate) fn kind(&self) -> &'static str {
+                match self {
+                    $($(#[$cfg])* Source::$variant(_) => $name,)*
+                }
+            }
+        }
+
+        $(
+            $(#[$cfg])*
+            impl From<$type> for RedisSource {
+                fn from(source: $type) -> Self {
+                    RedisSource(Source::$variant(source))
+                }
+            }
+        )*
+    };
 }
 
-impl Source {
-    /// What the source is, for `Debug` (never its credentials).
-    pub(crate) fn kind(&self) -> &'static str {
-        match self {
-            Source::Client(_) => "redis::Client",
-            Source::Multiplexed(_) => "MultiplexedConnection",
-            #[cfg(feature = "connection-manager")]
-            Source::Manager(_) => "ConnectionManager",
-            #[cfg(feature = "deadpool")]
-            Source::Pool(_) => "deadpool_redis::Pool",
-            Source::ClusterClient(_) => "ClusterClient",
-            Source::ClusterConnection(_) => "ClusterConnection",
-        }
-    }
+sources! {
+    Client(redis::Client) = "redis::Client",
+    Multiplexed(MultiplexedConnection) = "MultiplexedConnection",
+    #[cfg(feature = "connection-manager")]
+    Manager(redis::aio::ConnectionManager) = "ConnectionManager",
+    #[cfg(feature = "deadpool")]
+    Pool(deadpool_redis::Pool) = "deadpool_redis::Pool",
+    ClusterClient(ClusterClient) = "ClusterClient",
+    ClusterConnection(ClusterConnection) = "ClusterConnection",
 }
 
 impl std::fmt::Debug for RedisSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_tuple("RedisSource").field(&self.0.kind()).finish()
     }
-}
-
-macro_rules! from_source {
-    ($($(#[$cfg:meta])* $variant:ident($type:ty)),* $(,)?) => {$(
-        $(#[$cfg])*
-        impl From<$type> for RedisSource {
-            fn from(source: $type) -> Self {
-                RedisSource(Source::$variant(source))
-            }
-        }
-    )*};
-}
-
-from_source! {
-    Client(redis::Client),
-    Multiplexed(MultiplexedConnection),
-    #[cfg(feature = "connection-manager")]
-    Manager(redis::aio::ConnectionManager),
-    #[cfg(feature = "deadpool")]
-    Pool(deadpool_redis::Pool),
-    ClusterClient(ClusterClient),
-    ClusterConnection(ClusterConnection),
 }

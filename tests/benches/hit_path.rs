@@ -20,9 +20,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use cache_core::Cache;
 use cache_integration_tests::measure::users::{
-    id_for, raw_hgetall, user, Operation, Repo, UserRead, LOADS, USERS,
+    id_for, leaked_repos, raw_hgetall, user, Operation, UserRead, LOADS, USERS,
 };
 use cache_integration_tests::measure::{self, round_count, Row};
 use cache_integration_tests::RedisServer;
@@ -133,19 +132,7 @@ async fn main() {
         .get_multiplexed_async_connection()
         .await
         .expect("connect");
-    // Leaked, so that a call borrows them instead of cloning an `Arc`: a reference count
-    // written by every call shares its cache line with the fields every call reads, and
-    // that contention (the harness's, not the contender's) was a tenth of a near hit.
-    let repo: &'static Repo = Box::leak(Box::new(Repo {
-        cache: Cache::builder().url(server.url()).build().expect("cache"),
-    }));
-    let near_repo: &'static Repo = Box::leak(Box::new(Repo {
-        cache: Cache::builder()
-            .url(server.url())
-            .near_cache(10_000)
-            .build()
-            .expect("cache"),
-    }));
+    let (repo, near_repo) = leaked_repos(&server.url());
 
     for id in 0..USERS as i64 {
         repo.get(id).await;

@@ -11,24 +11,14 @@
 
 use std::sync::Arc;
 
-use cache_core::Cache;
-use cache_integration_tests::measure::users::{id_for, Operation, Repo, LOADS, USERS};
+use cache_integration_tests::measure::users::{id_for, leaked_repos, Operation, LOADS, USERS};
 use cache_integration_tests::measure::{self, round_count, Row};
 use cache_integration_tests::RedisServer;
 
 #[tokio::main]
 async fn main() {
     let server = RedisServer::start();
-    let repo: &'static Repo = Box::leak(Box::new(Repo {
-        cache: Cache::builder().url(server.url()).build().expect("cache"),
-    }));
-    let near_repo: &'static Repo = Box::leak(Box::new(Repo {
-        cache: Cache::builder()
-            .url(server.url())
-            .near_cache(10_000)
-            .build()
-            .expect("cache"),
-    }));
+    let (repo, near_repo) = leaked_repos(&server.url());
     // `get` registers its metrics now, without a recorder: no-op handles.
     for id in 0..USERS as i64 {
         repo.get(id).await;

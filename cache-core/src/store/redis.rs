@@ -532,11 +532,7 @@ impl RedisStore {
         replica_acks: u32,
         replica_wait: Duration,
     ) -> Self {
-        RedisStore {
-            replica_acks,
-            replica_wait,
-            ..Self::with(Opener::Cluster(client))
-        }
+        Self::on_cluster(Opener::Cluster(client), replica_acks, replica_wait)
     }
 
     /// A connection the application gave, to one server.
@@ -550,10 +546,16 @@ impl RedisStore {
         replica_acks: u32,
         replica_wait: Duration,
     ) -> Self {
+        let opener = Opener::Given(Link::Cluster(connection));
+        Self::on_cluster(opener, replica_acks, replica_wait)
+    }
+
+    /// A cluster store: invalidations wait for `replica_acks` replicas, `replica_wait` at most.
+    fn on_cluster(opener: Opener, replica_acks: u32, replica_wait: Duration) -> Self {
         RedisStore {
             replica_acks,
             replica_wait,
-            ..Self::with(Opener::Given(Link::Cluster(connection)))
+            ..Self::with(opener)
         }
     }
 
