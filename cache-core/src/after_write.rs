@@ -30,7 +30,7 @@ pub async fn invalidate(
 
 /// Counts a write's cache step: `counted` when it went through, an error when Redis failed
 /// it (it is then pending, delivered later).
-fn count_write<T>(spec: &Spec, outcome: &Result<T, Error>, counted: fn(&PrefixMetrics)) {
+fn count_write<T>(spec: &'static Spec, outcome: &Result<T, Error>, counted: fn(&PrefixMetrics)) {
     match outcome {
         Ok(_) => counted(spec.metrics()),
         Err(Error::CircuitOpen) => {}

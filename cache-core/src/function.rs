@@ -64,10 +64,16 @@ impl Learned {
 impl Spec {
     /// This function's metrics (feature `metrics`; nothing without it).
     #[cfg(feature = "metrics")]
-    pub(crate) fn metrics(&self) -> &PrefixMetrics {
-        self.learned
+    pub(crate) fn metrics(&'static self) -> &'static PrefixMetrics {
+        if let Some(metrics) = self.learned.metrics.get() {
+            return metrics;
+        }
+        let metrics = self
+            .learned
             .metrics
-            .get_or_init(|| PrefixMetrics::new(self.prefix))
+            .get_or_init(|| PrefixMetrics::new(self.prefix));
+        crate::metrics::publish(metrics);
+        metrics
     }
 
     #[cfg(not(feature = "metrics"))]

@@ -63,7 +63,7 @@ const COUNTERS: usize = Counter::NearMisses as usize + 1;
 /// How many copies of the counters a handle keeps. Threads are spread over them, so that
 /// hits on different cores do not write the same cache line: one shared counter costs a
 /// near hit about a fifth of its time at 64 tasks on two cores (measured with `perf`).
-const STRIPES: usize = 16;
+pub(crate) const STRIPES: usize = 16;
 
 /// One copy of every counter, alone on its cache lines (128 bytes: adjacent-line
 /// prefetching pairs 64-byte lines on x86).
@@ -93,15 +93,19 @@ thread_local! {
     };
 }
 
+/// This thread's stripe, for counters striped like [`Counters`] (the metrics' near hits).
+pub(crate) fn this_thread_stripe() -> usize {
+    // A thread being torn down has no stripe of its own any more: the first one.
+    STRIPE.try_with(|stripe| *stripe).unwrap_or(0)
+}
+
 impl Counters {
     pub(crate) fn bump(&self, counter: Counter) {
         self.add(counter, 1);
     }
 
     pub(crate) fn add(&self, counter: Counter, amount: u64) {
-        // A thread being torn down has no stripe of its own any more: the first one.
-        let stripe = STRIPE.try_with(|stripe| *stripe).unwrap_or(0);
-        self.stripes[stripe].0[counter as usize].fetch_add(amount, Ordering::Relaxed);
+        self.stripes[this_thread_stripe()].0[counter as usize].fetch_add(amount, Ordering::Relaxed);
     }
 
     fn read(&self, counter: Counter) -> u64 {
