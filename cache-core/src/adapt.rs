@@ -198,6 +198,12 @@ impl<S: Clone + Send + Sync + 'static> NearCapable<S> for &NearProbe<S> {
     }
 }
 
+/// The near cache's operations for a type known to fit it, for the runtime's own schemas.
+#[cfg(feature = "axum")]
+pub(crate) fn near_ops<S: Clone + Send + Sync + 'static>() -> Option<NearOps<S>> {
+    NearCapable::near_ops(&&NearProbe::<S>::NEW)
+}
+
 /// [`NearProbe`]'s fallback: the near cache cannot hold this type.
 pub trait NearIncapable<S> {
     /// `None`.

@@ -16,6 +16,8 @@ mod near;
 mod private;
 mod read_through;
 mod redact;
+#[cfg(feature = "axum")]
+mod response;
 mod source;
 mod stats;
 mod store;
@@ -29,6 +31,8 @@ pub mod __private {
 pub use crate::cache::{install, installed, Cache, CacheBuilder};
 pub use crate::error::Error;
 pub use crate::redact::redact_url;
+#[cfg(feature = "axum")]
+pub use crate::response::{ResponseCache, ResponseCacheService};
 pub use crate::source::RedisSource;
 pub use crate::stats::Stats;
 
