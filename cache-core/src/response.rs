@@ -80,6 +80,9 @@ pub struct ResponseCache {
 /// Who a request is for, when a route serves each user their own responses.
 type UserOf = dyn Fn(&Parts) -> Option<String> + Send + Sync;
 
+/// Whether a request may use the cache at all.
+type Admits = dyn Fn(&Parts) -> bool + Send + Sync;
+
 struct Config {
     cache: Cache,
     spec: &'static Spec,
@@ -88,6 +91,9 @@ struct Config {
     cache_control: Option<HeaderValue>,
     max_body: usize,
     per_user: Option<Arc<UserOf>>,
+    /// `None`: every query parameter is part of the key; else only these.
+    query_params: Option<Vec<String>>,
+    admits: Option<Arc<Admits>>,
 }
 
 impl std::fmt::Debug for ResponseCache {
@@ -99,6 +105,8 @@ impl std::fmt::Debug for ResponseCache {
             .field("vary", &self.config.vary)
             .field("max_body", &self.config.max_body)
             .field("per_user", &self.config.per_user.is_some())
+            .field("query_params", &self.config.query_params)
+            .field("cache_if", &self.config.admits.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -134,6 +142,8 @@ impl ResponseCache {
                 cache_control: None,
                 max_body: DEFAULT_MAX_BODY,
                 per_user: None,
+                query_params: None,
+                admits: None,
             }),
         }
     }
@@ -146,6 +156,8 @@ impl ResponseCache {
         new.cache_control.clone_from(&config.cache_control);
         new.max_body = config.max_body;
         new.per_user.clone_from(&config.per_user);
+        new.query_params.clone_from(&config.query_params);
+        new.admits.clone_from(&config.admits);
         rebuilt
     }
 
@@ -206,6 +218,28 @@ impl ResponseCache {
     #[must_use]
     pub fn max_body(self, bytes: usize) -> Self {
         self.configure(|config| config.max_body = bytes)
+    }
+
+    /// Only these query parameters are part of the key; the others are left out of it (the
+    /// route must ignore them), so that a client adding `?junk=1` cannot make new entries.
+    /// Default: every parameter, sorted.
+    #[must_use]
+    pub fn query_params<I, T>(self, names: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        let names: Vec<String> = names.into_iter().map(Into::into).collect();
+        self.configure(|config| config.query_params = Some(names))
+    }
+
+    /// Uses the cache only for requests `admits` accepts; the others go to the handler
+    /// without a lookup. Bounds what clients can make the cache hold (every distinct key is
+    /// an entry): e.g. only the first pages of a list, at the usual sizes.
+    #[must_use]
+    pub fn cache_if(self, admits: impl Fn(&Parts) -> bool + Send + Sync + 'static) -> Self {
+        let admits: Arc<Admits> = Arc::new(admits);
+        self.configure(|config| config.admits = Some(admits))
     }
 
     /// Caches requests that carry `Authorization` or `Cookie`, per user: `user` names whose
@@ -297,10 +331,13 @@ impl Config {
         S::Future: Send,
     {
         let head = request.method() == Method::HEAD;
-        if !(head || request.method() == Method::GET) {
+        if !(head || request.method() == Method::GET) || !self.cache.is_enabled() {
             return call(inner, request).await;
         }
         let (mut parts, body) = request.into_parts();
+        if self.admits.as_ref().is_some_and(|admits| !admits(&parts)) {
+            return call(inner, Request::from_parts(parts, body)).await;
+        }
         let user = match &self.per_user {
             Some(user_of) => match user_of(&parts) {
                 Some(user) => Some(user),
@@ -323,8 +360,8 @@ impl Config {
         parts.method = Method::GET;
         let request = Request::from_parts(parts, body);
 
-        let cache = Some(&self.cache).filter(|cache| cache.is_enabled());
-        let entry_key = cache.map(|cache| cache.key(self.spec.prefix, &key));
+        let cache = Some(&self.cache);
+        let entry_key = Some(self.cache.key(self.spec.prefix, &key));
         let schema = schema::<StoredResponse>().with_near(near_ops::<StoredResponse>());
         let adapter = output::<StoredResponse, Result<StoredResponse, Response>>();
         if let Some(Ok(stored)) =
@@ -369,10 +406,19 @@ impl Config {
     fn key_text(&self, parts: &Parts, user: Option<&str>) -> String {
         let mut key = parts.uri.path().to_owned();
         if let Some(query) = parts.uri.query() {
-            let mut pairs: Vec<&str> = query.split('&').filter(|pair| !pair.is_empty()).collect();
-            pairs.sort_unstable();
-            key.push('?');
-            key.push_str(&pairs.join("&"));
+            let kept = |pair: &&str| match &self.query_params {
+                None => !pair.is_empty(),
+                Some(names) => {
+                    let name = pair.split_once('=').map_or(*pair, |(name, _)| name);
+                    names.iter().any(|kept| kept == name)
+                }
+            };
+            let mut pairs: Vec<&str> = query.split('&').filter(kept).collect();
+            if !pairs.is_empty() {
+                pairs.sort_unstable();
+                key.push('?');
+                key.push_str(&pairs.join("&"));
+            }
         }
         for name in &self.vary {
             let value = parts

@@ -17,6 +17,7 @@ use std::sync::OnceLock;
 
 use axum::routing::{get, post, put};
 use axum::Router;
+use cache_core::ResponseCache;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::auth::Auth;
@@ -46,16 +47,35 @@ pub fn prometheus() -> &'static PrometheusHandle {
 pub fn app(state: AppState) -> Router {
     // Before the first cached call: each function registers its metrics on its first call.
     prometheus();
+    let cache = state.repo.cache().clone();
+    // Whole responses of the two public reads, dropped by the repository's own write tags:
+    // a `POST`/`PUT`/`DELETE` is seen by the next `GET` at once.
+    // As the repository, only the bounded set of list pages is cached (no keyword, usual
+    // sizes, the first hundred): a client cannot grow the cache with arbitrary queries.
+    let pages = ResponseCache::new(cache.clone(), "resp_users")
+        .expect("a valid prefix")
+        .tags(["users:list"])
+        .query_params(["last", "limit"])
+        .cache_if(|parts| {
+            repo::Page::from_query(parts.uri.query()).is_some_and(|page| page.is_cacheable())
+        });
+    let user_page = ResponseCache::new(cache, "resp_user")
+        .expect("a valid prefix")
+        .tags(["user:{user_id}"])
+        .query_params(Vec::<String>::new());
     Router::new()
         .route("/api/auth/login", post(routes::login))
         .route("/api/auth/refresh", post(routes::refresh))
         .route(
             "/api/users",
-            get(routes::list_users).post(routes::create_user),
+            get(routes::list_users)
+                .layer(pages)
+                .post(routes::create_user),
         )
         .route(
             "/api/users/{user_id}",
             get(routes::get_user)
+                .layer(user_page)
                 .put(routes::update_user)
                 .delete(routes::delete_user),
         )

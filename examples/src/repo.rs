@@ -64,6 +64,26 @@ pub struct Page {
 }
 
 impl Page {
+    /// The page a list query asks for when it has nothing but `last` and `limit` (defaults 0
+    /// and 50), for the response cache; `None` for any other query (a keyword, a parameter
+    /// that does not parse, one the route does not know).
+    pub fn from_query(query: Option<&str>) -> Option<Page> {
+        let mut page = Page { last: 0, limit: 50 };
+        for pair in query
+            .unwrap_or_default()
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+        {
+            let (name, value) = pair.split_once('=')?;
+            match name {
+                "last" => page.last = value.parse().ok()?,
+                "limit" => page.limit = value.parse().ok()?,
+                _ => return None,
+            }
+        }
+        Some(page)
+    }
+
     /// The pages worth caching: the first hundred at the usual sizes (10, 20, 50, 100),
     /// aligned to their size. Any other offset or size is read from the database: every
     /// page cached is an entry, registered under the list's tag, and a client must not be

@@ -109,6 +109,22 @@ impl Running {
         self.login(email, password).await.1.expect("logged in")
     }
 
+    /// A `GET` with headers, answering the status, the headers and the body.
+    async fn get_with(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, reqwest::header::HeaderMap, String) {
+        let mut request = self.client.get(format!("{}{path}", self.base));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        (status, headers, response.text().await.unwrap())
+    }
+
     fn stats(&self) -> cache_core::Stats {
         self.state.repo.cache().stats()
     }
@@ -190,6 +206,7 @@ on_both_databases!(
     bug_5_list_pages_are_exact_and_follow_every_write,
     bug_6_no_read_after_an_update_returns_the_old_row,
     cache_mode_off_serves_the_same_api_without_the_cache,
+    responses_are_cached_and_every_write_is_seen_by_the_next_get,
 );
 
 async fn bug_1_redis_going_down_and_coming_back_breaks_nothing_and_serves_nothing_stale(
@@ -604,4 +621,74 @@ async fn bug_7_waiting_on_redis_does_not_block_other_requests() {
             "and each of them succeeded"
         );
     }
+}
+
+/// The response cache in front of `GET /api/users/{id}` and the list pages: a repeated `GET`
+/// never runs the handler, a client holding the page gets `304`, a request with a token
+/// bypasses, and every `POST`/`PUT`/`DELETE` is seen by the next `GET` at once (the
+/// repository's write tags drop the responses).
+async fn responses_are_cached_and_every_write_is_seen_by_the_next_get(database_url: &str) {
+    let redis = RedisServer::start();
+    let server = Running::start(database_url, redis_cache(&redis)).await;
+    let id = server.create("rita", "rita@example.com", "secret1").await;
+    let token = server.token("rita@example.com", "secret1").await;
+    let path = format!("/api/users/{id}");
+    let x_cache = |headers: &reqwest::header::HeaderMap| {
+        headers
+            .get("x-cache")
+            .map(|value| value.to_str().unwrap().to_owned())
+    };
+
+    let (status, first, body) = server.get_with(&path, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(x_cache(&first).as_deref(), Some("miss"));
+    let (_, second, again) = server.get_with(&path, &[]).await;
+    assert_eq!(x_cache(&second).as_deref(), Some("hit"));
+    assert_eq!(again, body);
+    let etag = first["etag"].to_str().unwrap().to_owned();
+    let (status, _, empty) = server.get_with(&path, &[("if-none-match", &etag)]).await;
+    assert_eq!((status, empty.as_str()), (StatusCode::NOT_MODIFIED, ""));
+    // A request with a token is not served from (nor stored in) the response cache.
+    let bearer = format!("Bearer {token}");
+    let (status, authenticated, _) = server.get_with(&path, &[("authorization", &bearer)]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(x_cache(&authenticated), None);
+
+    let update = json!({"name": "rita2", "age": 30, "birthday": "1990-05-17"});
+    assert_eq!(
+        server
+            .send(reqwest::Method::PUT, &path, Some(&token), update)
+            .await,
+        StatusCode::OK
+    );
+    let (_, after, body) = server.get_with(&path, &[]).await;
+    assert_eq!(x_cache(&after).as_deref(), Some("miss"));
+    assert!(body.contains("rita2"), "{body}");
+    let (status, _, _) = server.get_with(&path, &[("if-none-match", &etag)]).await;
+    assert_eq!(status, StatusCode::OK, "the old ETag is stale");
+
+    let list = "/api/users?limit=10";
+    server.get_with(list, &[]).await;
+    let (_, listed, names) = server.get_with(list, &[]).await;
+    assert_eq!(x_cache(&listed).as_deref(), Some("hit"));
+    assert!(names.contains("rita2"));
+    let other = server.create("sam", "sam@example.com", "secret1").await;
+    let (_, listed, names) = server.get_with(list, &[]).await;
+    assert_eq!(x_cache(&listed).as_deref(), Some("miss"));
+    assert!(names.contains("sam"), "a POST is seen at once: {names}");
+    // Queries outside the bounded set of pages are answered, never looked up or stored.
+    let (_, searched, _) = server.get_with("/api/users?keyword=ri", &[]).await;
+    assert_eq!(x_cache(&searched), None);
+
+    assert_eq!(
+        server
+            .send(reqwest::Method::DELETE, &path, Some(&token), Value::Null)
+            .await,
+        StatusCode::NO_CONTENT
+    );
+    let (status, _, _) = server.get_with(&path, &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "a DELETE is seen at once");
+    let (_, _, names) = server.get_with(list, &[]).await;
+    assert!(!names.contains("rita2") && names.contains("sam"), "{names}");
+    assert_ne!(other, id);
 }

@@ -121,6 +121,15 @@ fn app(cache: Cache) -> App {
         )
         .route("/mine/{id}", get(get_user).layer(mine_layer))
         .route("/big", get(big).layer(big_layer))
+        .route(
+            "/only/{id}",
+            get(get_user).layer(
+                ResponseCache::new(db.cache.clone(), "resp_only")
+                    .unwrap()
+                    .query_params(["lang"])
+                    .cache_if(|parts| parts.uri.query() != Some("uncached")),
+            ),
+        )
         .with_state(db.clone());
     App { router, db }
 }
@@ -316,6 +325,17 @@ async fn queries_in_another_order_share_an_entry() {
     let again = app.get("/users?size=10&page=1").await;
     assert_eq!(header_of(&again, "x-cache"), Some("hit"));
     assert_eq!(app.runs(), 1);
+
+    // Only the listed parameters are part of the key: junk makes no new entry.
+    app.get("/only/1?lang=en").await;
+    let junk = app.get("/only/1?junk=1&lang=en").await;
+    assert_eq!(header_of(&junk, "x-cache"), Some("hit"));
+    let other = app.get("/only/1?lang=fr").await;
+    assert_eq!(header_of(&other, "x-cache"), Some("miss"));
+    // A request `cache_if` refuses is not looked up.
+    let refused = app.get("/only/1?uncached").await;
+    assert_eq!(header_of(&refused, "x-cache"), None);
+    assert_eq!(app.runs(), 4);
 }
 
 #[tokio::test]
