@@ -845,7 +845,7 @@ impl Cache {
             return Err(Error::InvalidationPending);
         }
         match self
-            .read_entry(&key, fields, codec::decode::<T>, true)
+            .read_entry(&key, fields, codec::decode::<T>, true, &[])
             .await?
         {
             Lookup::Hit(value, _) => Ok(Some(value)),
@@ -1158,26 +1158,42 @@ impl Cache {
     /// One `HMGET` of the schema's fields, decoded straight from the reply by `decode`.
     /// `count_misses` is off for the reads of a caller waiting for another's fill: one miss
     /// is one call, however often it looks.
+    /// One read of an entry. `known_tags`: the tags the caller knows the entry is
+    /// registered under before reading it (rendered from parameters), whose stamps are read
+    /// in the same round trip; other tags the entry names are checked after.
     pub(crate) async fn read_entry<S>(
         &self,
         key: &str,
         fields: &'static [&'static str],
         decode: codec::DecodeFn<S>,
         count_misses: bool,
+        known_tags: &[String],
     ) -> Result<Lookup<S>, Error> {
+        let namespace = self.inner.namespace.as_deref();
+        let stamp_keys: Vec<String> = known_tags
+            .iter()
+            .map(|tag| tag_keys(namespace, tag).stamp)
+            .collect();
         let mut read = self
             .guarded(
                 "read",
-                self.inner
-                    .store
-                    .read(key, fields, &self.inner.owner, self.inner.near.is_some()),
+                self.inner.store.read(
+                    key,
+                    fields,
+                    &self.inner.owner,
+                    self.inner.near.is_some(),
+                    &stamp_keys,
+                ),
             )
             .await?;
         let counters = &self.inner.counters;
         let stale = match &read.tags {
-            // Rare, and a large future: boxed so that it does not weigh on every read.
             Some(tags) if read.absent || read.is_complete(fields) => {
-                Box::pin(self.tags_stale(tags)).await?
+                match Self::stale_by_fetched(tags, known_tags, read.stamps.as_deref()) {
+                    Some(stale) => stale,
+                    // Rare, and a large future: boxed so that it does not weigh on every read.
+                    None => Box::pin(self.tags_stale(tags)).await?,
+                }
             }
             _ => false,
         };
@@ -1210,6 +1226,22 @@ impl Cache {
             leased: read.leased,
             stale,
         })
+    }
+
+    /// [`Cache::tags_stale`]'s answer from stamps read with the entry, when they cover every tag
+    /// the entry names; `None` when one is missing (then they are read after).
+    fn stale_by_fetched(
+        tags: &EntryTags,
+        known: &[String],
+        fetched: Option<&[Option<u64>]>,
+    ) -> Option<bool> {
+        let fetched = fetched?;
+        let mut stale = false;
+        for name in &tags.names {
+            let index = known.iter().position(|known| known == name)?;
+            stale |= fetched.get(index)?.is_none_or(|stamp| stamp > tags.born);
+        }
+        Some(stale)
     }
 
     /// Whether an entry registered under `tags` may hold fields older than an invalidation

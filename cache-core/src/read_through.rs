@@ -209,7 +209,13 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
         let read_at = Instant::now();
         match self
             .cache
-            .read_entry(self.key, self.fields, self.schema.decode, count_misses)
+            .read_entry(
+                self.key,
+                self.fields,
+                self.schema.decode,
+                count_misses,
+                &self.tags.from_parameters,
+            )
             .await
         {
             Ok(Lookup::Hit(value, copyable)) => {

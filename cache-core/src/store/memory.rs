@@ -149,6 +149,7 @@ impl MemoryStore {
                         names: names.iter().cloned().collect(),
                     }),
                     ttl_ms: crate::store::ttl_millis(expires_at.saturating_duration_since(now)),
+                    stamps: None,
                 }
             }
             None => EntryRead::missing(fields.len()),

@@ -75,6 +75,9 @@ pub(crate) struct EntryRead {
     /// How long the entry has left in ms, when the read asked (for the near cache); 0 when
     /// not asked or unknown.
     pub(crate) ttl_ms: u64,
+    /// The stamps of the tags the read was asked to fetch with it (`None`: not fetched; a
+    /// stamp `None`: gone), in the order asked.
+    pub(crate) stamps: Option<Vec<Option<u64>>>,
 }
 
 /// The tags of an entry and the stamp its oldest fill read: if any tag's stamp is newer (or
@@ -122,6 +125,7 @@ impl EntryRead {
             owned: false,
             tags: None,
             ttl_ms: 0,
+            stamps: None,
         }
     }
 
@@ -354,9 +358,10 @@ impl Store {
         fields: &[&str],
         owner: &str,
         with_ttl: bool,
+        stamps: &[String],
     ) -> StoreResult<EntryRead> {
         match self {
-            Store::Redis(store) => store.read(key, fields, owner, with_ttl).await,
+            Store::Redis(store) => store.read(key, fields, owner, with_ttl, stamps).await,
             Store::Memory(store) => Ok(store.read(key, fields, owner)),
         }
     }

@@ -628,13 +628,17 @@ impl RedisStore {
     }
 
     /// One `HMGET` of `fields` and `__meta`; with `with_ttl`, pipelined with a `PTTL` (one
-    /// round trip still), for the near cache, whose copy must not outlive the entry.
+    /// round trip still), for the near cache, whose copy must not outlive the entry; with
+    /// `stamps` (tag stamp keys known before the read), on one server pipelined with their
+    /// `MGET` too, so that a tagged hit is one round trip instead of two (on a cluster they
+    /// live in other slots and are read after, if the entry has tags).
     pub(crate) async fn read(
         &self,
         key: &str,
         fields: &[&str],
         owner: &str,
         with_ttl: bool,
+        stamps: &[String],
     ) -> StoreResult<EntryRead> {
         // Sized up front and sent without `query_async`'s boxed future: this is the hit path,
         // where every allocation shows in the throughput (see BENCHMARKS.md).
@@ -645,10 +649,18 @@ impl RedisStore {
         let mut command = redis::Cmd::with_capacity(fields.len() + 3, bytes);
         command.arg("HMGET").arg(key).arg(fields).arg(META_FIELD);
         let mut ttl_ms = 0;
+        let stamps = if self.cluster { &[][..] } else { stamps };
+        let mut fetched = None;
         let reply = match self.connection.get().await? {
-            // Boxed: the near cache's reads pay for its size, not every read's future.
-            connection if with_ttl => {
-                Box::pin(read_with_ttl(connection, command, key, &mut ttl_ms)).await
+            // Boxed: the near cache's and tagged reads pay for its size, not every read's
+            // future.
+            connection if with_ttl || !stamps.is_empty() => {
+                let pipelined = read_pipelined(connection, command, key, with_ttl, stamps);
+                Box::pin(pipelined).await.map(|(reply, ttl, read_stamps)| {
+                    ttl_ms = ttl;
+                    fetched = read_stamps;
+                    reply
+                })
             }
             Link::Single(mut connection) => connection.send_packed_command(&command).await,
             mut connection => {
@@ -663,6 +675,7 @@ impl RedisStore {
         };
         let mut read = entry_read(reply, fields, owner);
         read.ttl_ms = ttl_ms;
+        read.stamps = fetched;
         Ok(read)
     }
 
@@ -1115,24 +1128,50 @@ impl RedisStore {
 
 /// `command` (an `HMGET`) pipelined with a `PTTL` of `key`: one round trip; the TTL left
 /// goes to `ttl_ms` (0 for a key without one, or gone).
-async fn read_with_ttl(
+/// The entry's `HMGET`, then its `PTTL` (with `with_ttl`) and the `MGET` of `stamps` (if
+/// any), in one round trip: the reply, the TTL in ms (0: not asked or none) and the stamps.
+/// Without `stamps` the keys are one, hence one slot: a cluster sends it to that slot's node.
+async fn read_pipelined(
     mut connection: impl redis::aio::ConnectionLike,
     command: redis::Cmd,
     key: &str,
-    ttl_ms: &mut u64,
-) -> StoreResult<Value> {
+    with_ttl: bool,
+    stamps: &[String],
+) -> StoreResult<(Value, u64, Option<Vec<Option<u64>>>)> {
     let mut pipeline = redis::pipe();
-    pipeline.add_command(command).cmd("PTTL").arg(key);
-    // One key, hence one slot: a cluster sends the pipeline to that slot's node.
+    pipeline.add_command(command);
+    if with_ttl {
+        pipeline.cmd("PTTL").arg(key);
+    }
+    if !stamps.is_empty() {
+        pipeline.cmd("MGET").arg(stamps);
+    }
+    let count = 1 + usize::from(with_ttl) + usize::from(!stamps.is_empty());
     let mut replies = connection
-        .req_packed_commands(&pipeline, 0, 2)
+        .req_packed_commands(&pipeline, 0, count)
         .await?
         .into_iter();
     let reply = replies.next().unwrap_or(Value::Nil);
-    if let Some(Value::Int(millis)) = replies.next() {
-        *ttl_ms = u64::try_from(millis).unwrap_or(0);
+    let mut ttl_ms = 0;
+    if with_ttl {
+        if let Some(Value::Int(millis)) = replies.next() {
+            ttl_ms = u64::try_from(millis).unwrap_or(0);
+        }
     }
-    Ok(reply)
+    let fetched = match replies.next() {
+        Some(Value::Array(values)) if values.len() == stamps.len() => Some(
+            values
+                .into_iter()
+                .map(|value| match value {
+                    Value::BulkString(bytes) => Some(parse_stamp(&bytes)),
+                    Value::SimpleString(text) => Some(parse_stamp(text.as_bytes())),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        _ => None,
+    };
+    Ok((reply, ttl_ms, fetched))
 }
 
 /// Cluster: removes from a tag's member set those of `sample` whose entries are gone, off the
@@ -1211,5 +1250,6 @@ fn entry_read(reply: Value, fields: &[&str], owner: &str) -> EntryRead {
         owned,
         tags,
         ttl_ms: 0,
+        stamps: None,
     }
 }
