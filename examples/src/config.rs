@@ -21,6 +21,9 @@ pub struct Config {
     pub near_entries: usize,
     /// `CACHE_MODE`: `on` (default) or `off`.
     pub cache_enabled: bool,
+    /// `CACHE_RESPONSES`: `on` (default) caches whole responses of the public reads too
+    /// (`ResponseCache`), `off` the repository only.
+    pub cache_responses: bool,
     /// `ACCESS_TOKEN_SECRET`, else derived from `JWT_SECRET` (default: random per start).
     pub access_secret: String,
     /// `REFRESH_TOKEN_SECRET`, else derived from `JWT_SECRET`.
@@ -52,6 +55,7 @@ impl std::fmt::Debug for Config {
             .field("cache_namespace", &self.cache_namespace)
             .field("near_entries", &self.near_entries)
             .field("cache_enabled", &self.cache_enabled)
+            .field("cache_responses", &self.cache_responses)
             .field("access_minutes", &self.access_minutes)
             .field("refresh_minutes", &self.refresh_minutes)
             .field("bcrypt_cost", &self.bcrypt_cost)
@@ -143,6 +147,16 @@ impl Config {
                 Some(other) => {
                     return Err(ConfigError {
                         name: "CACHE_MODE",
+                        problem: format!("`{other}` is neither `on` nor `off`"),
+                    })
+                }
+            },
+            cache_responses: match var("CACHE_RESPONSES").as_deref() {
+                None | Some("on") => true,
+                Some("off") => false,
+                Some(other) => {
+                    return Err(ConfigError {
+                        name: "CACHE_RESPONSES",
                         problem: format!("`{other}` is neither `on` nor `off`"),
                     })
                 }

@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 
 use axum::routing::{get, post, put};
 use axum::Router;
-use cache_core::ResponseCache;
+use cache_core::{Cache, ResponseCache};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::auth::Auth;
@@ -45,9 +45,19 @@ pub fn prometheus() -> &'static PrometheusHandle {
 
 /// The whole API. Separate from `main` so that tests drive it without a socket.
 pub fn app(state: AppState) -> Router {
+    app_with(state, true)
+}
+
+/// The whole API, with (`responses`) or without the response cache in front of the public
+/// reads (`CACHE_RESPONSES`).
+pub fn app_with(state: AppState, responses: bool) -> Router {
     // Before the first cached call: each function registers its metrics on its first call.
     prometheus();
-    let cache = state.repo.cache().clone();
+    let cache = if responses {
+        state.repo.cache().clone()
+    } else {
+        Cache::disabled()
+    };
     // Whole responses of the two public reads, dropped by the repository's own write tags:
     // a `POST`/`PUT`/`DELETE` is seen by the next `GET` at once.
     // As the repository, only the bounded set of list pages is cached (no keyword, usual

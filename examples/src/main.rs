@@ -7,7 +7,7 @@ use example_server::auth::Auth;
 use example_server::config::Config;
 use example_server::db::Database;
 use example_server::repo::UserRepo;
-use example_server::{app, AppState};
+use example_server::{app_with, AppState};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -31,7 +31,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let listener = tokio::net::TcpListener::bind(config.addr).await?;
     tracing::info!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app(state))
+    axum::serve(listener, app_with(state, config.cache_responses))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })

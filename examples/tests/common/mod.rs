@@ -26,6 +26,7 @@ pub fn config() -> Config {
         cache_namespace: None,
         near_entries: 0,
         cache_enabled: true,
+        cache_responses: true,
         access_secret: "test-access".into(),
         refresh_secret: "test-refresh".into(),
         access_minutes: 30,
