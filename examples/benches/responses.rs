@@ -12,13 +12,11 @@ use std::sync::Arc;
 use cache_core::Cache;
 use cache_integration_tests::measure::{self, Row};
 use cache_integration_tests::RedisServer;
-use example_server::app_with;
 
-/// The tests' helpers: the app's state, fresh databases, the user JSON.
-#[path = "../tests/common/mod.rs"]
-mod common;
+mod shared;
 
-const USERS: u64 = 100;
+use shared::{common, create_users, random, serve, USERS};
+
 const CONCURRENCY: usize = 64;
 
 /// The configurations measured: the cache handle, and whether responses are cached.
@@ -28,43 +26,6 @@ const RESPONSES: &str = "response cache";
 const REPOSITORY_NEAR: &str = "repository cache + near cache";
 const RESPONSES_NEAR: &str = "response cache + near cache";
 const MODES: [&str; 5] = [NONE, REPOSITORY, RESPONSES, REPOSITORY_NEAR, RESPONSES_NEAR];
-
-/// Starts the server on its own two-thread runtime; answers its base URL.
-fn serve(database_url: String, cache: Cache, responses: bool) -> String {
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async move {
-            let state = common::state(&database_url, cache).await;
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            sender
-                .send(format!(
-                    "http://{}",
-                    listener.local_addr().expect("address")
-                ))
-                .expect("send");
-            axum::serve(listener, app_with(state, responses))
-                .await
-                .expect("serve");
-        });
-    });
-    receiver.recv().expect("the server started")
-}
-
-/// xorshift64*, seeded per task: the same random draws for every configuration.
-fn random(task: usize, i: usize, below: u64) -> u64 {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ ((task as u64) << 32 | i as u64);
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    x.wrapping_mul(0x2545_F491_4F6C_DD1D) % below
-}
 
 #[tokio::main]
 async fn main() {
@@ -92,21 +53,7 @@ async fn main() {
         };
         let base = serve(url, cache, mode == RESPONSES || mode == RESPONSES_NEAR);
         let client = reqwest::Client::new();
-        for n in 1..=USERS {
-            let user = common::new_user(
-                &format!("user{n}"),
-                &format!("user{n}@example.com"),
-                "secret1",
-            );
-            let status = client
-                .post(format!("{base}/api/users"))
-                .json(&user)
-                .send()
-                .await
-                .expect("create")
-                .status();
-            assert_eq!(status, 201);
-        }
+        create_users(&client, &base).await;
         for (route, path) in [
             ("GET /api/users/{id}", None),
             ("GET /api/users?limit=10&last=…", Some(())),

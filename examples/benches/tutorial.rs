@@ -12,54 +12,16 @@ use std::sync::Arc;
 use cache_core::Cache;
 use cache_integration_tests::measure::{self, Row};
 use cache_integration_tests::RedisServer;
-use example_server::app;
 
-/// The tests' helpers: the app's state, fresh databases, the user JSON.
-#[path = "../tests/common/mod.rs"]
-mod common;
+mod shared;
 
-const USERS: u64 = 100;
+use shared::{common, create_users, random, serve, USERS};
 
 /// The configurations measured, by name.
 const OFF: &str = "cache off";
 const ON: &str = "cache on";
 const NEAR: &str = "cache on + near cache";
 const MODES: [&str; 3] = [OFF, ON, NEAR];
-
-/// Starts the server on its own two-thread runtime; answers its base URL.
-fn serve(database_url: String, cache: Cache) -> String {
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async move {
-            let state = common::state(&database_url, cache).await;
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            sender
-                .send(format!(
-                    "http://{}",
-                    listener.local_addr().expect("address")
-                ))
-                .expect("send");
-            axum::serve(listener, app(state)).await.expect("serve");
-        });
-    });
-    receiver.recv().expect("the server started")
-}
-
-/// xorshift64*, seeded per task: the same random ids for every configuration.
-fn random_id(task: usize, i: usize) -> u64 {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ ((task as u64) << 32 | i as u64);
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    x.wrapping_mul(0x2545_F491_4F6C_DD1D) % USERS + 1
-}
 
 #[tokio::main]
 async fn main() {
@@ -92,23 +54,9 @@ async fn main() {
                 ON => builder.build().expect("cache"),
                 _ => builder.near_cache(10_000).build().expect("cache"),
             };
-            let base = serve(url, cache);
+            let base = serve(url, cache, false);
             let client = reqwest::Client::new();
-            for n in 1..=USERS {
-                let user = common::new_user(
-                    &format!("user{n}"),
-                    &format!("user{n}@example.com"),
-                    "secret1",
-                );
-                let status = client
-                    .post(format!("{base}/api/users"))
-                    .json(&user)
-                    .send()
-                    .await
-                    .expect("create")
-                    .status();
-                assert_eq!(status, 201);
-            }
+            create_users(&client, &base).await;
             let errors = Arc::new(AtomicUsize::new(0));
             let request = {
                 let (client, base, errors) = (client.clone(), base.clone(), errors.clone());
@@ -116,7 +64,7 @@ async fn main() {
                     let (client, base, errors) = (client.clone(), base.clone(), errors.clone());
                     async move {
                         let response = client
-                            .get(format!("{base}/api/users/{}", random_id(task, i)))
+                            .get(format!("{base}/api/users/{}", random(task, i, USERS) + 1))
                             .send()
                             .await;
                         if !response.is_ok_and(|response| response.status() == 200) {

@@ -141,26 +141,8 @@ impl Config {
                     .map(str::to_owned)
                     .collect()
             }),
-            cache_enabled: match var("CACHE_MODE").as_deref() {
-                None | Some("on") => true,
-                Some("off") => false,
-                Some(other) => {
-                    return Err(ConfigError {
-                        name: "CACHE_MODE",
-                        problem: format!("`{other}` is neither `on` nor `off`"),
-                    })
-                }
-            },
-            cache_responses: match var("CACHE_RESPONSES").as_deref() {
-                None | Some("on") => true,
-                Some("off") => false,
-                Some(other) => {
-                    return Err(ConfigError {
-                        name: "CACHE_RESPONSES",
-                        problem: format!("`{other}` is neither `on` nor `off`"),
-                    })
-                }
-            },
+            cache_enabled: on_off("CACHE_MODE", var("CACHE_MODE"))?,
+            cache_responses: on_off("CACHE_RESPONSES", var("CACHE_RESPONSES"))?,
             access_secret: var("ACCESS_TOKEN_SECRET")
                 .unwrap_or_else(|| format!("{jwt_secret}:access")),
             refresh_secret: var("REFRESH_TOKEN_SECRET")
@@ -199,4 +181,16 @@ fn random_secret() -> String {
     use rand::Rng;
     let bytes: [u8; 32] = rand::rng().random();
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// A switch: `on` (the default) or `off`.
+fn on_off(name: &'static str, value: Option<String>) -> Result<bool, ConfigError> {
+    match value.as_deref() {
+        None | Some("on") => Ok(true),
+        Some("off") => Ok(false),
+        Some(other) => Err(ConfigError {
+            name,
+            problem: format!("`{other}` is neither `on` nor `off`"),
+        }),
+    }
 }

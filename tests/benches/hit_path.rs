@@ -246,10 +246,7 @@ async fn main() {
         if rows.len() < 2 {
             continue;
         }
-        let title = format!(
-            "Hits at concurrency {concurrency} ({total} per round, median of {} rounds)",
-            round_count()
-        );
+        let title = measure::hits_title(concurrency, total);
         markdown.push_str(&measure::table(
             &title,
             &rows,

@@ -70,10 +70,7 @@ async fn main() {
     let mut series: Vec<(String, Vec<Row>)> = Vec::new();
     for (concurrency, total) in [(1, 20_000), (64, 200_000)] {
         let rows = measure::interleaved(&contenders, concurrency, total, round_count()).await;
-        let title = format!(
-            "Hits at concurrency {concurrency} ({total} per round, median of {} rounds)",
-            round_count()
-        );
+        let title = measure::hits_title(concurrency, total);
         markdown.push_str(&measure::table(
             &title,
             &rows,

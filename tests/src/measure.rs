@@ -215,6 +215,14 @@ fn escape(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// The title of a table of hits at one concurrency level.
+pub fn hits_title(concurrency: usize, total: usize) -> String {
+    format!(
+        "Hits at concurrency {concurrency} ({total} per round, median of {} rounds)",
+        round_count()
+    )
+}
+
 /// The users the hit-path benchmarks read: what they cache, and how a hand-written cache
 /// decodes the same hash.
 pub mod users {

@@ -1,0 +1,72 @@
+//! What the example server's benchmarks share: the server on a runtime of its own, its
+//! users, and the random draws every configuration repeats.
+
+#![allow(dead_code, unreachable_pub)] // each benchmark uses its own part; `pub` for them
+
+use cache_core::Cache;
+use example_server::app_with;
+
+/// The tests' helpers: the app's state, fresh databases, the user JSON.
+#[path = "../../tests/common/mod.rs"]
+pub mod common;
+
+/// How many users the benchmarks create and read.
+pub const USERS: u64 = 100;
+
+/// Starts the server on its own two-thread runtime (with or without the response cache);
+/// answers its base URL.
+pub fn serve(database_url: String, cache: Cache, responses: bool) -> String {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let state = common::state(&database_url, cache).await;
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            sender
+                .send(format!(
+                    "http://{}",
+                    listener.local_addr().expect("address")
+                ))
+                .expect("send");
+            axum::serve(listener, app_with(state, responses))
+                .await
+                .expect("serve");
+        });
+    });
+    receiver.recv().expect("the server started")
+}
+
+/// Creates the [`USERS`] users through the API.
+pub async fn create_users(client: &reqwest::Client, base: &str) {
+    for n in 1..=USERS {
+        let user = common::new_user(
+            &format!("user{n}"),
+            &format!("user{n}@example.com"),
+            "secret1",
+        );
+        let status = client
+            .post(format!("{base}/api/users"))
+            .json(&user)
+            .send()
+            .await
+            .expect("create")
+            .status();
+        assert_eq!(status, 201);
+    }
+}
+
+/// xorshift64*, seeded per task and call, below `below`: the same draws for every
+/// configuration.
+pub fn random(task: usize, i: usize, below: u64) -> u64 {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ ((task as u64) << 32 | i as u64);
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    x.wrapping_mul(0x2545_F491_4F6C_DD1D) % below
+}
