@@ -77,6 +77,57 @@ async fn put_user(
     StatusCode::NO_CONTENT
 }
 
+async fn greeting(State(db): State<Shared>, headers: axum::http::HeaderMap) -> String {
+    db.handler_runs.fetch_add(1, Ordering::SeqCst);
+    let language = headers
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("en");
+    format!("hello in {language}")
+}
+
+async fn with_cookie(
+    State(db): State<Shared>,
+) -> ([(header::HeaderName, &'static str); 1], &'static str) {
+    db.handler_runs.fetch_add(1, Ordering::SeqCst);
+    ([(header::SET_COOKIE, "session=1")], "personal")
+}
+
+async fn no_store(
+    State(db): State<Shared>,
+) -> ([(header::HeaderName, &'static str); 1], &'static str) {
+    db.handler_runs.fetch_add(1, Ordering::SeqCst);
+    ([(header::CACHE_CONTROL, "no-store")], "secret")
+}
+
+async fn streamed(State(db): State<Shared>) -> Body {
+    db.handler_runs.fetch_add(1, Ordering::SeqCst);
+    let chunks: Vec<Result<String, std::io::Error>> = vec![Ok("a".into()), Ok("b".into())];
+    Body::new(chunked(chunks))
+}
+
+/// A body of ready chunks that does not announce its size, as a streaming body does not.
+fn chunked(
+    chunks: Vec<Result<String, std::io::Error>>,
+) -> impl axum::body::HttpBody<Data = axum::body::Bytes, Error = std::io::Error> + Send {
+    struct Chunks(std::collections::VecDeque<Result<String, std::io::Error>>);
+    impl axum::body::HttpBody for Chunks {
+        type Data = axum::body::Bytes;
+        type Error = std::io::Error;
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+            std::task::Poll::Ready(
+                self.0
+                    .pop_front()
+                    .map(|chunk| chunk.map(|text| http_body::Frame::data(text.into()))),
+            )
+        }
+    }
+    Chunks(chunks.into())
+}
+
 async fn big(State(db): State<Shared>) -> String {
     db.handler_runs.fetch_add(1, Ordering::SeqCst);
     "x".repeat(4096)
@@ -121,6 +172,26 @@ fn app(cache: Cache) -> App {
         )
         .route("/mine/{id}", get(get_user).layer(mine_layer))
         .route("/big", get(big).layer(big_layer))
+        .route(
+            "/greeting",
+            get(greeting).layer(
+                ResponseCache::new(db.cache.clone(), "resp_greeting")
+                    .unwrap()
+                    .vary([header::ACCEPT_LANGUAGE]),
+            ),
+        )
+        .route(
+            "/cookie",
+            get(with_cookie).layer(ResponseCache::new(db.cache.clone(), "resp_cookie").unwrap()),
+        )
+        .route(
+            "/no-store",
+            get(no_store).layer(ResponseCache::new(db.cache.clone(), "resp_no_store").unwrap()),
+        )
+        .route(
+            "/streamed",
+            get(streamed).layer(ResponseCache::new(db.cache.clone(), "resp_streamed").unwrap()),
+        )
         .route(
             "/only/{id}",
             get(get_user).layer(
@@ -417,4 +488,44 @@ async fn redis_down_means_the_handler_answers() {
         .await;
     assert_eq!(put.status, StatusCode::NO_CONTENT);
     assert!(app.get("/users/1").await.body.contains("while down"));
+}
+
+#[tokio::test]
+async fn vary_headers_key_the_entry_and_responses_that_say_so_are_not_stored() {
+    let server = RedisServer::start();
+    let app = app(redis_cache(&server));
+    for language in ["fr", "fr", "de"] {
+        let answer = app
+            .send(
+                Method::GET,
+                "/greeting",
+                &[("accept-language", language)],
+                "",
+            )
+            .await;
+        assert_eq!(answer.body, format!("hello in {language}"));
+        assert_eq!(header_of(&answer, "vary"), Some("accept-language"));
+    }
+    assert_eq!(app.runs(), 2, "one entry per language");
+
+    for path in ["/cookie", "/no-store", "/streamed"] {
+        let first = app.get(path).await;
+        let second = app.get(path).await;
+        assert_eq!(first.body, second.body, "{path}");
+        assert_eq!(
+            header_of(&second, "x-cache"),
+            None,
+            "{path} is passed through"
+        );
+    }
+    assert_eq!(
+        app.runs(),
+        8,
+        "a Set-Cookie, a no-store and a streamed body are never stored"
+    );
+    let stored: Vec<String> = redis::cmd("KEYS")
+        .arg("resp_*")
+        .query(&mut server.connection())
+        .unwrap();
+    assert_eq!(stored.len(), 2, "{stored:?}");
 }
