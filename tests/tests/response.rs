@@ -14,7 +14,8 @@ use axum::http::{header, HeaderValue, Method, Request, StatusCode};
 use axum::routing::get;
 use axum::{Json, Router};
 use cache_core::{cached_update, Cache, ResponseCache};
-use cache_integration_tests::RedisServer;
+use cache_integration_tests::cluster::RedisCluster;
+use cache_integration_tests::{unique_namespace, RedisServer};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
@@ -528,4 +529,35 @@ async fn vary_headers_key_the_entry_and_responses_that_say_so_are_not_stored() {
         .query(&mut server.connection())
         .unwrap();
     assert_eq!(stored.len(), 2, "{stored:?}");
+}
+
+#[tokio::test]
+async fn on_a_redis_cluster_writes_drop_the_responses_too() {
+    let cluster = RedisCluster::shared();
+    let cache = Cache::builder()
+        .cluster_nodes(cluster.nodes())
+        .namespace(unique_namespace("responses"))
+        .build()
+        .unwrap();
+    let app = app(cache);
+    for id in 1..=3 {
+        app.get(&format!("/users/{id}")).await;
+    }
+    for id in 1..=3 {
+        let answer = app.get(&format!("/users/{id}")).await;
+        assert_eq!(header_of(&answer, "x-cache"), Some("hit"), "user {id}");
+    }
+    app.get("/users").await;
+    assert_eq!(header_of(&app.get("/users").await, "x-cache"), Some("hit"));
+    assert_eq!(app.runs(), 4);
+
+    app.send(Method::PUT, "/users/2", &[], r#"{"name":"moved"}"#)
+        .await;
+    let after = app.get("/users/2").await;
+    assert!(after.body.contains("moved"), "{}", after.body);
+    assert!(app.get("/users").await.body.contains("moved"));
+    assert_eq!(
+        header_of(&app.get("/users/1").await, "x-cache"),
+        Some("hit")
+    );
 }
