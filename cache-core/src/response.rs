@@ -164,9 +164,11 @@ impl ResponseCache {
     fn configure(mut self, change: impl FnOnce(&mut Config)) -> Self {
         match Arc::get_mut(&mut self.config) {
             Some(config) => change(config),
+            // A clone is shared (a layer already built from it): change a copy.
             None => {
-                let spec = self.config.spec;
-                let mut copy = self.rebuilt(spec.ttl_secs.map(Duration::from_secs), Vec::new());
+                let ttl = self.config.spec.ttl_secs.map(Duration::from_secs);
+                let tags = self.config.tags.clone();
+                let mut copy = self.rebuilt(ttl, tags);
                 change(Arc::get_mut(&mut copy.config).expect("just made"));
                 return copy;
             }
@@ -643,6 +645,24 @@ mod tests {
         assert!(matches_etag(&value("\"b\", \"a\""), "\"a\""));
         assert!(matches_etag(&value("*"), "\"a\""));
         assert!(!matches_etag(&value("\"b\""), "\"a\""));
+    }
+
+    #[tokio::test]
+    async fn changing_a_shared_configuration_keeps_the_rest_of_it() {
+        let cache = Cache::builder().url("mem://").build().unwrap();
+        let first = ResponseCache::new(cache, "resp")
+            .unwrap()
+            .ttl(Duration::from_secs(30))
+            .tags(["user:{id}"]);
+        let kept = first.clone();
+        let second = first.max_body(10);
+        assert_eq!(second.config.tags, ["user:{id}"]);
+        assert_eq!(second.config.spec.ttl_secs, Some(30));
+        assert_eq!(second.config.max_body, 10);
+        assert_eq!(
+            kept.config.max_body, DEFAULT_MAX_BODY,
+            "the shared one is unchanged"
+        );
     }
 
     #[test]
