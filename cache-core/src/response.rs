@@ -303,14 +303,15 @@ where
     }
 }
 
-/// A response as stored: one field each.
+/// A response as stored: one field each. The texts are shared (`Arc<str>`), so that a copy
+/// the near cache hands out costs reference counts, and the body goes out without a copy.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct StoredResponse {
     status: u16,
     /// `name: value` lines of the headers kept.
-    headers: String,
-    body: String,
-    etag: String,
+    headers: Arc<str>,
+    body: Arc<str>,
+    etag: Arc<str>,
     /// When the handler made it, in ms since the epoch (for `Age`).
     made_at_ms: u64,
 }
@@ -352,11 +353,15 @@ impl Config {
             }
             None => None,
         };
-        let params = RawPathParams::from_request_parts(&mut parts, &())
-            .await
-            .ok();
         let key = self.key_text(&parts, user.as_deref());
-        let tags = self.render_tags(&parts, params.as_ref());
+        let tags = if self.tags.iter().any(|tag| tag.contains('{')) {
+            let params = RawPathParams::from_request_parts(&mut parts, &())
+                .await
+                .ok();
+            self.render_tags(&parts, params.as_ref())
+        } else {
+            self.tags.clone()
+        };
         let if_none_match = parts.headers.get(header::IF_NONE_MATCH).cloned();
         // The handler makes the whole response (a `HEAD` is answered from it without body).
         parts.method = Method::GET;
@@ -528,9 +533,9 @@ impl Config {
         };
         Ok(StoredResponse {
             status: parts.status.as_u16(),
-            headers: lines,
-            body: text.to_owned(),
-            etag,
+            headers: lines.into(),
+            body: text.into(),
+            etag: etag.into(),
             made_at_ms: now_ms(),
         })
     }
@@ -581,12 +586,22 @@ impl Config {
         } else if head {
             (status_of(stored.status), Body::empty())
         } else {
-            (status_of(stored.status), Body::from(stored.body))
+            let body = axum::body::Bytes::from_owner(SharedText(stored.body));
+            (status_of(stored.status), Body::from(body))
         };
         let mut response = Response::new(body);
         *response.status_mut() = status;
         *response.headers_mut() = headers;
         response
+    }
+}
+
+/// A shared text as the bytes of a body, without copying it.
+struct SharedText(Arc<str>);
+
+impl AsRef<[u8]> for SharedText {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
     }
 }
 
