@@ -15,7 +15,7 @@ use cache_integration_tests::RedisServer;
 
 mod shared;
 
-use shared::{common, create_users, random, serve, USERS};
+use shared::{create_users, fresh_database, random, serve, USERS};
 
 const CONCURRENCY: usize = 64;
 
@@ -38,11 +38,7 @@ async fn main() {
     let database = if postgres { "PostgreSQL" } else { "SQLite" };
     let mut rows = Vec::new();
     for (index, mode) in MODES.into_iter().enumerate() {
-        let url = if postgres {
-            common::postgres_url().await
-        } else {
-            common::sqlite_url()
-        };
+        let url = fresh_database(postgres).await;
         let builder = Cache::builder()
             .url(redis.url())
             .namespace(format!("responses{index}"));

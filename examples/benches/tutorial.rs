@@ -15,7 +15,7 @@ use cache_integration_tests::RedisServer;
 
 mod shared;
 
-use shared::{common, create_users, random, serve, USERS};
+use shared::{create_users, fresh_database, random, serve, USERS};
 
 /// The configurations measured, by name.
 const OFF: &str = "cache off";
@@ -41,11 +41,7 @@ async fn main() {
     for (database, postgres) in databases {
         let mut rows = Vec::new();
         for mode in MODES {
-            let url = if postgres {
-                common::postgres_url().await
-            } else {
-                common::sqlite_url()
-            };
+            let url = fresh_database(postgres).await;
             let builder = Cache::builder()
                 .url(redis.url())
                 .namespace(format!("bench{}", rows.len()));

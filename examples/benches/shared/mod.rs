@@ -42,6 +42,15 @@ pub fn serve(database_url: String, cache: Cache, responses: bool) -> String {
     receiver.recv().expect("the server started")
 }
 
+/// A fresh database: in the PostgreSQL cluster of `TEST_POSTGRES_URL`, or an SQLite file.
+pub async fn fresh_database(postgres: bool) -> String {
+    if postgres {
+        common::postgres_url().await
+    } else {
+        common::sqlite_url()
+    }
+}
+
 /// Creates the [`USERS`] users through the API.
 pub async fn create_users(client: &reqwest::Client, base: &str) {
     for n in 1..=USERS {
