@@ -14,7 +14,7 @@ use crate::flight::Flights;
 use crate::guard::{
     Admission, Backoff, CircuitBreaker, PendingInvalidations, RateLimiter, Transition,
 };
-use crate::key::{check_segment, clock_key, encode_tag, entry_key, tag_keys};
+use crate::key::{check_segment, clock_key, encode_tag, entry_key, tag_keys, tag_stamp_key};
 use crate::locks::RwLockExt as _;
 use crate::metrics::HandleMetrics;
 use crate::near::{self, Near};
@@ -503,17 +503,16 @@ impl CacheBuilder {
             ));
         }
         let kind = source.kind();
-        if let Source::Client(client) = source {
-            let near = self.near(near::Sources::Server(Box::new(client.clone())));
-            return Ok((RedisStore::new(client, self.operation_timeout), near));
-        }
-        if self.near_entries > 0 {
-            return Err(Error::Config(format!(
-                "the near cache needs a connection of its own that receives Redis' invalidation pushes, which a {kind} cannot open: give `redis(client)` with a redis::Client, or a `url`"
-            )));
-        }
         let store = match source {
-            Source::Client(_) => unreachable!("handled above"),
+            Source::Client(client) => {
+                let near = self.near(near::Sources::Server(Box::new(client.clone())));
+                return Ok((RedisStore::new(client, self.operation_timeout), near));
+            }
+            _ if self.near_entries > 0 => {
+                return Err(Error::Config(format!(
+                    "the near cache needs a connection of its own that receives Redis' invalidation pushes, which a {kind} cannot open: give `redis(client)` with a redis::Client, or a `url`"
+                )));
+            }
             Source::Multiplexed(connection) => RedisStore::given(Link::Single(connection)),
             #[cfg(feature = "connection-manager")]
             Source::Manager(manager) => RedisStore::given(Link::Manager(manager)),
@@ -1170,10 +1169,16 @@ impl Cache {
         known_tags: &[String],
     ) -> Result<Lookup<S>, Error> {
         let namespace = self.inner.namespace.as_deref();
-        let stamp_keys: Vec<String> = known_tags
-            .iter()
-            .map(|tag| tag_keys(namespace, tag).stamp)
-            .collect();
+        // Only where the store reads them in the read's round trip (one server); elsewhere
+        // they are read after, and only if the entry has tags.
+        let stamp_keys: Vec<String> = if self.inner.store.pipelines_tag_stamps() {
+            known_tags
+                .iter()
+                .map(|tag| tag_stamp_key(namespace, tag))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut read = self
             .guarded(
                 "read",
@@ -1253,7 +1258,7 @@ impl Cache {
         let stamp_keys: Vec<String> = tags
             .names
             .iter()
-            .map(|tag| tag_keys(namespace, tag).stamp)
+            .map(|tag| tag_stamp_key(namespace, tag))
             .collect();
         let stamps = self
             .guarded("tag stamps", self.inner.store.tag_stamps(&stamp_keys))

@@ -84,8 +84,13 @@ pub(crate) fn clock_key(namespace: Option<&str>) -> String {
 pub(crate) fn tag_keys(namespace: Option<&str>, tag: &str) -> TagKeys {
     TagKeys {
         members: library_key(namespace, "tag{:", tag) + "}",
-        stamp: library_key(namespace, "stamp{:", tag) + "}",
+        stamp: tag_stamp_key(namespace, tag),
     }
+}
+
+/// The key of a tag's last stamp alone (what reads check).
+pub(crate) fn tag_stamp_key(namespace: Option<&str>, tag: &str) -> String {
+    library_key(namespace, "stamp{:", tag) + "}"
 }
 
 /// The slot Redis Cluster gives `key`: CRC16 (XMODEM) of its hash tag (the text between the

@@ -136,8 +136,8 @@ where
     }
 }
 
-/// What a miss stores, for [`Call::store`].
-struct Fill<'a> {
+/// What a miss loaded and stores, for [`Call::store`] (the store's own `Fill` adds the keys).
+struct Loaded<'a> {
     body: FillBody<'a>,
     ttl: Duration,
     seen: ClockRead,
@@ -401,7 +401,7 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
                     let ttl = self.cache.ttl_or_default(ttl);
                     let tags = self.tags.of(value);
                     let body = FillBody::Fields(&fields);
-                    let fill = Fill {
+                    let fill = Loaded {
                         body,
                         ttl,
                         seen,
@@ -424,7 +424,7 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
                     .none_ttl_secs
                     .map_or_else(|| self.cache.negative_ttl(), Duration::from_secs);
                 let tags = &self.tags.from_parameters;
-                let fill = Fill {
+                let fill = Loaded {
                     body: FillBody::Absent,
                     ttl,
                     seen,
@@ -442,7 +442,7 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
 impl<S, R, T> Call<'_, S, R, T> {
     /// Stores a loaded value (or absence), counts how it went, and keeps the lease's promise
     /// when the value went in.
-    async fn store(&self, fill: Fill<'_>, lease: &mut Option<Lease>) {
+    async fn store(&self, fill: Loaded<'_>, lease: &mut Option<Lease>) {
         let span = tracing::debug_span!("cache.fill", prefix = self.spec.prefix, key = self.key);
         let filled = tracing::Instrument::instrument(
             self.cache.fill_after_miss(

@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -83,9 +83,11 @@ type UserOf = dyn Fn(&Parts) -> Option<String> + Send + Sync;
 /// Whether a request may use the cache at all.
 type Admits = dyn Fn(&Parts) -> bool + Send + Sync;
 
+#[derive(Clone)]
 struct Config {
     cache: Cache,
-    spec: &'static Spec,
+    prefix: String,
+    ttl: Option<Duration>,
     tags: Vec<String>,
     vary: Vec<HeaderName>,
     cache_control: Option<HeaderValue>,
@@ -94,13 +96,30 @@ struct Config {
     /// `None`: every query parameter is part of the key; else only these.
     query_params: Option<Vec<String>>,
     admits: Option<Arc<Admits>>,
+    /// What the protocol needs of the options, made when a layer is first built from them
+    /// and kept for the process, as an annotated function's `static`.
+    spec: OnceLock<&'static Spec>,
+}
+
+impl Config {
+    fn spec(&self) -> &'static Spec {
+        self.spec.get_or_init(|| {
+            Box::leak(Box::new(Spec {
+                prefix: Box::leak(self.prefix.clone().into_boxed_str()),
+                ttl_secs: self.ttl.map(|ttl| ttl.as_secs().max(1)),
+                none_ttl_secs: None,
+                tagged: !self.tags.is_empty(),
+                learned: Learned::new(),
+            }))
+        })
+    }
 }
 
 impl std::fmt::Debug for ResponseCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseCache")
-            .field("prefix", &self.config.spec.prefix)
-            .field("ttl_secs", &self.config.spec.ttl_secs)
+            .field("prefix", &self.config.prefix)
+            .field("ttl", &self.config.ttl)
             .field("tags", &self.config.tags)
             .field("vary", &self.config.vary)
             .field("max_body", &self.config.max_body)
@@ -120,59 +139,28 @@ impl ResponseCache {
     /// [`Error::Config`] for a bad prefix.
     pub fn new(cache: Cache, prefix: &str) -> Result<Self, Error> {
         check_segment("prefix", prefix)?;
-        Ok(Self::with(cache, prefix, None, Vec::new()))
-    }
-
-    /// A new spec for the options as they are now: the prefix and TTL are part of it, and
-    /// it lives as long as the process (one per layer built, as one per annotated function).
-    fn with(cache: Cache, prefix: &str, ttl: Option<Duration>, tags: Vec<String>) -> Self {
-        let spec: &'static Spec = Box::leak(Box::new(Spec {
-            prefix: Box::leak(prefix.to_owned().into_boxed_str()),
-            ttl_secs: ttl.map(|ttl| ttl.as_secs().max(1)),
-            none_ttl_secs: None,
-            tagged: !tags.is_empty(),
-            learned: Learned::new(),
-        }));
-        ResponseCache {
+        Ok(ResponseCache {
             config: Arc::new(Config {
                 cache,
-                spec,
-                tags,
+                prefix: prefix.to_owned(),
+                ttl: None,
+                tags: Vec::new(),
                 vary: Vec::new(),
                 cache_control: None,
                 max_body: DEFAULT_MAX_BODY,
                 per_user: None,
                 query_params: None,
                 admits: None,
+                spec: OnceLock::new(),
             }),
-        }
+        })
     }
 
-    fn rebuilt(self, ttl: Option<Duration>, tags: Vec<String>) -> Self {
-        let config = &self.config;
-        let mut rebuilt = Self::with(config.cache.clone(), config.spec.prefix, ttl, tags);
-        let new = Arc::get_mut(&mut rebuilt.config).expect("just made");
-        new.vary.clone_from(&config.vary);
-        new.cache_control.clone_from(&config.cache_control);
-        new.max_body = config.max_body;
-        new.per_user.clone_from(&config.per_user);
-        new.query_params.clone_from(&config.query_params);
-        new.admits.clone_from(&config.admits);
-        rebuilt
-    }
-
+    /// Changes the options; a layer already built from them keeps the old ones.
     fn configure(mut self, change: impl FnOnce(&mut Config)) -> Self {
-        match Arc::get_mut(&mut self.config) {
-            Some(config) => change(config),
-            // A clone is shared (a layer already built from it): change a copy.
-            None => {
-                let ttl = self.config.spec.ttl_secs.map(Duration::from_secs);
-                let tags = self.config.tags.clone();
-                let mut copy = self.rebuilt(ttl, tags);
-                change(Arc::get_mut(&mut copy.config).expect("just made"));
-                return copy;
-            }
-        }
+        let config = Arc::make_mut(&mut self.config);
+        change(config);
+        config.spec = OnceLock::new();
         self
     }
 
@@ -180,8 +168,7 @@ impl ResponseCache {
     /// `default_ttl`.
     #[must_use]
     pub fn ttl(self, ttl: Duration) -> Self {
-        let tags = self.config.tags.clone();
-        self.rebuilt(Some(ttl), tags)
+        self.configure(|config| config.ttl = Some(ttl))
     }
 
     /// Tags the responses are registered under, as `#[cached_get]`'s: `{name}` is a path
@@ -193,8 +180,8 @@ impl ResponseCache {
         I: IntoIterator<Item = T>,
         T: Into<String>,
     {
-        let ttl = self.config.spec.ttl_secs.map(Duration::from_secs);
-        self.rebuilt(ttl, tags.into_iter().map(Into::into).collect())
+        let tags: Vec<String> = tags.into_iter().map(Into::into).collect();
+        self.configure(|config| config.tags = tags)
     }
 
     /// Request headers whose values are part of the key (`Accept-Language`, …), listed in
@@ -258,6 +245,7 @@ impl<S> Layer<S> for ResponseCache {
     type Service = ResponseCacheService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        self.config.spec();
         ResponseCacheService {
             inner,
             config: Arc::clone(&self.config),
@@ -275,7 +263,7 @@ pub struct ResponseCacheService<S> {
 impl<S> std::fmt::Debug for ResponseCacheService<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseCacheService")
-            .field("prefix", &self.config.spec.prefix)
+            .field("prefix", &self.config.prefix)
             .finish_non_exhaustive()
     }
 }
@@ -368,12 +356,11 @@ impl Config {
         let request = Request::from_parts(parts, body);
 
         let cache = Some(&self.cache);
-        let entry_key = Some(self.cache.key(self.spec.prefix, &key));
+        let spec = self.spec();
+        let entry_key = Some(self.cache.key(spec.prefix, &key));
         let schema = schema::<StoredResponse>().with_near(near_ops::<StoredResponse>());
         let adapter = output::<StoredResponse, Result<StoredResponse, Response>>();
-        if let Some(Ok(stored)) =
-            near_hit(cache, self.spec, entry_key.as_deref(), &schema, &adapter)
-        {
+        if let Some(Ok(stored)) = near_hit(cache, spec, entry_key.as_deref(), &schema, &adapter) {
             return self.answer(stored, if_none_match.as_ref(), head, true);
         }
         let ran = AtomicBool::new(false);
@@ -387,7 +374,7 @@ impl Config {
         };
         let made = Box::pin(get_or_fill(
             cache.cloned(),
-            self.spec,
+            spec,
             entry_key,
             schema,
             adapter,
@@ -672,7 +659,7 @@ mod tests {
         let kept = first.clone();
         let second = first.max_body(10);
         assert_eq!(second.config.tags, ["user:{id}"]);
-        assert_eq!(second.config.spec.ttl_secs, Some(30));
+        assert_eq!(second.config.spec().ttl_secs, Some(30));
         assert_eq!(second.config.max_body, 10);
         assert_eq!(
             kept.config.max_body, DEFAULT_MAX_BODY,

@@ -101,8 +101,8 @@ fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn, shape: &Shape<'
     // possible when the type is `impl Trait`, which cannot be named here).
     // The body's statements are spliced in, not its block: a block as the last expression
     // would trip `unused_braces` on a one-line body (`{ Some(x) }`), pointing at user code.
-    let body = shape.body(function);
-    let statements = body.statements;
+    let async_body = shape.body(function);
+    let statements = async_body.statements;
     let pin_type = (!checked.output_opaque).then(|| {
         quote_spanned! {output.span()=>
             #[allow(
@@ -197,7 +197,7 @@ fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn, shape: &Shape<'
         }
     };
     let attrs = shape::outer_attrs(function);
-    let inner_attrs = body_inner_attrs(function, shape);
+    let inner_attrs = &async_body.inner_attrs;
     let vis = &function.vis;
     let sig = &function.sig;
     let block = shape.wrap(rewritten);
@@ -208,10 +208,6 @@ fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn, shape: &Shape<'
             #block
         }
     }
-}
-
-fn body_inner_attrs<'a>(function: &'a ItemFn, shape: &Shape<'a>) -> Vec<&'a syn::Attribute> {
-    shape.body(function).inner_attrs
 }
 
 /// The entry key: `None` (bypass) when a place holding an `Option` is `None`.

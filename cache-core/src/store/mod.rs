@@ -366,6 +366,12 @@ impl Store {
         }
     }
 
+    /// Whether [`read`](Self::read) fetches tag stamps in the same round trip: on one Redis
+    /// server (a cluster keeps them in other slots; the in-process store has no round trip).
+    pub(crate) fn pipelines_tag_stamps(&self) -> bool {
+        matches!(self, Store::Redis(store) if !store.is_cluster())
+    }
+
     /// The current stamps of tags (`None`: gone), one `MGET`.
     pub(crate) async fn tag_stamps(&self, stamps: &[String]) -> StoreResult<Vec<Option<u64>>> {
         match self {

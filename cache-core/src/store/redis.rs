@@ -589,6 +589,11 @@ impl RedisStore {
         }
     }
 
+    /// Whether this is a Redis Cluster.
+    pub(crate) fn is_cluster(&self) -> bool {
+        self.cluster
+    }
+
     /// Drops the connection after a failure; the next command connects anew.
     pub(crate) fn connection_failed(&self) {
         self.connection.discard();
@@ -649,7 +654,6 @@ impl RedisStore {
         let mut command = redis::Cmd::with_capacity(fields.len() + 3, bytes);
         command.arg("HMGET").arg(key).arg(fields).arg(META_FIELD);
         let mut ttl_ms = 0;
-        let stamps = if self.cluster { &[][..] } else { stamps };
         let mut fetched = None;
         let reply = match self.connection.get().await? {
             // Boxed: the near cache's and tagged reads pay for its size, not every read's
