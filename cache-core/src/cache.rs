@@ -43,7 +43,7 @@ const DEFAULT_NEAR_MAX_AGE: Duration = Duration::from_secs(60);
 const LOG_INTERVAL: Duration = Duration::from_secs(5);
 /// The longest duration any option takes (as the macros' `ttl`): ten years. Longer ones are
 /// mistakes, and `Duration::MAX` would overflow every deadline computed from it.
-const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
 /// How often pending invalidations are tried again while Redis is unreachable or refuses
 /// them: first after this, then backing off exponentially (with jitter) up to
 /// [`DELIVERY_BACKOFF_LIMIT`].

@@ -15,6 +15,7 @@ pub mod validate;
 
 use std::sync::OnceLock;
 
+use axum::extract::Path;
 use axum::routing::{get, post, put};
 use axum::Router;
 use cache_core::{Cache, ResponseCache};
@@ -71,8 +72,17 @@ pub fn app_with(state: AppState, responses: bool) -> Router {
         });
     let user_page = ResponseCache::new(cache, "resp_user")
         .expect("a valid prefix")
-        .tags(["user:{user_id}"])
-        .query_params(Vec::<String>::new());
+        // The tag from the id as the handler parses it: `/api/users/01` is user 1, and a
+        // write to user 1 drops it.
+        .tags_from(|Path(user_id): Path<i64>| [format!("user:{user_id}")])
+        .query_params(Vec::<String>::new())
+        // One entry per user: other spellings of an id (`01`, `+1`) are answered by the
+        // handler, so a client cannot make many entries of one page.
+        .cache_if(|parts| {
+            let id = parts.uri.path().rsplit('/').next().unwrap_or_default();
+            id.parse::<i64>()
+                .is_ok_and(|parsed| parsed.to_string() == id)
+        });
     Router::new()
         .route("/api/auth/login", post(routes::login))
         .route("/api/auth/refresh", post(routes::refresh))

@@ -207,6 +207,7 @@ on_both_databases!(
     bug_6_no_read_after_an_update_returns_the_old_row,
     cache_mode_off_serves_the_same_api_without_the_cache,
     responses_are_cached_and_every_write_is_seen_by_the_next_get,
+    responses_are_not_poisoned_by_other_spellings_of_a_request,
 );
 
 async fn bug_1_redis_going_down_and_coming_back_breaks_nothing_and_serves_nothing_stale(
@@ -691,4 +692,69 @@ async fn responses_are_cached_and_every_write_is_seen_by_the_next_get(database_u
     let (_, _, names) = server.get_with(list, &[]).await;
     assert!(!names.contains("rita2") && names.contains("sam"), "{names}");
     assert_ne!(other, id);
+}
+
+/// Requests the response cache must not confuse, on the server as it ships: another
+/// spelling of an id (`/api/users/0{id}`: the handler reads the same user) never keeps the
+/// old page after a `PUT`, pages asked with a repeated parameter are each what the handler
+/// answers, and a `HEAD` (through hyper) gives the `GET`'s length.
+async fn responses_are_not_poisoned_by_other_spellings_of_a_request(database_url: &str) {
+    let redis = RedisServer::start();
+    let server = Running::start(database_url, redis_cache(&redis)).await;
+    let mut ids = Vec::new();
+    for n in 0..11 {
+        let email = format!("p{n}@example.com");
+        ids.push(server.create(&format!("page{n}"), &email, "secret1").await);
+    }
+    let id = ids[0];
+    let token = server.token("p0@example.com", "secret1").await;
+    for path in [format!("/api/users/0{id}"), format!("/api/users/{id}")] {
+        for _ in 0..2 {
+            let (status, _, body) = server.get_with(&path, &[]).await;
+            assert_eq!(status, StatusCode::OK);
+            assert!(body.contains("\"page0\""), "{body}");
+        }
+    }
+    let update = json!({"name": "renamed", "age": 30, "birthday": "1990-05-17"});
+    let path = format!("/api/users/{id}");
+    assert_eq!(
+        server
+            .send(reqwest::Method::PUT, &path, Some(&token), update)
+            .await,
+        StatusCode::OK
+    );
+    for path in [
+        format!("/api/users/0{id}"),
+        format!("/api/users/+{id}"),
+        path.clone(),
+    ] {
+        let (_, _, body) = server.get_with(&path, &[]).await;
+        assert!(body.contains("renamed"), "{path}: {body}");
+    }
+
+    let first_page = server.get_with("/api/users?limit=10", &[]).await.2;
+    let second_page = server.get_with("/api/users?last=10&limit=10", &[]).await.2;
+    assert_ne!(first_page, second_page);
+    for (query, expected) in [
+        ("last=10&last=0&limit=10", &first_page),
+        ("last=0&last=10&limit=10", &second_page),
+        ("last=10&last=0&limit=10", &first_page),
+    ] {
+        let (_, headers, body) = server.get_with(&format!("/api/users?{query}"), &[]).await;
+        assert_eq!(&body, expected, "{query}");
+        assert!(headers.get("x-cache").is_none(), "{query} is not looked up");
+    }
+
+    let (_, _, body) = server.get_with(&path, &[]).await;
+    let head = server
+        .client
+        .head(format!("{}{path}", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.headers()["x-cache"], "hit");
+    assert_eq!(
+        head.headers()["content-length"].to_str().unwrap(),
+        body.len().to_string()
+    );
 }

@@ -45,6 +45,27 @@ impl Db {
 
 type Shared = Arc<Db>;
 
+/// The user a bearer token names (here the token is the name): what an authentication
+/// extractor produces.
+struct Bearer(String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Bearer {
+    type Rejection = StatusCode;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, StatusCode> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .ok_or(StatusCode::UNAUTHORIZED)?;
+        Ok(Bearer(token.to_owned()))
+    }
+}
+
 async fn get_user(
     State(db): State<Shared>,
     Path(id): Path<i64>,
@@ -148,7 +169,7 @@ fn app(cache: Cache) -> App {
     });
     let user_layer = ResponseCache::new(cache.clone(), "resp_user")
         .unwrap()
-        .tags(["user:{id}"])
+        .tags_from(|Path(id): Path<i64>| [format!("user:{id}")])
         .cache_control(HeaderValue::from_static(
             "public, max-age=0, must-revalidate",
         ));
@@ -157,10 +178,7 @@ fn app(cache: Cache) -> App {
         .tags(["users:list"]);
     let mine_layer = ResponseCache::new(cache.clone(), "resp_mine")
         .unwrap()
-        .per_user(|parts| {
-            let token = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-            token.strip_prefix("Bearer ").map(str::to_owned)
-        });
+        .per_user(|Bearer(user): Bearer| Some(user));
     let big_layer = ResponseCache::new(cache, "resp_big")
         .unwrap()
         .max_body(1024);
