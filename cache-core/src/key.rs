@@ -113,38 +113,83 @@ pub(crate) const SLOTS: u16 = 16384;
 
 fn crc16_xmodem(bytes: &[u8]) -> u16 {
     bytes.iter().fold(0u16, |crc, &byte| {
-        let mut crc = crc ^ (u16::from(byte) << 8);
-        for _ in 0..8 {
+        (crc << 8) ^ CRC16_TABLE[usize::from((crc >> 8) as u8 ^ byte)]
+    })
+}
+
+/// CRC16 (XMODEM, polynomial 0x1021) of each byte value, made at compile time: a byte at a
+/// time instead of a bit at a time.
+const CRC16_TABLE: [u16; 256] = {
+    let mut table = [0u16; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let mut crc = (byte as u16) << 8;
+        let mut bit = 0;
+        while bit < 8 {
             crc = if crc & 0x8000 != 0 {
                 (crc << 1) ^ 0x1021
             } else {
                 crc << 1
             };
+            bit += 1;
         }
-        crc
-    })
-}
+        table[byte] = crc;
+        byte += 1;
+    }
+    table
+};
 
 /// A short text whose slot is `slot`: a hash tag that places a key in the slot of another.
-/// The table (16384 texts of 1 to 4 characters) is made once, on the first use.
+/// The table (16384 texts of 1 to 5 characters: the first hex counter that lands in each
+/// slot, so that every process and version names a slot's clock alike) is made once, on the
+/// first use: 314 737 candidates, written into a buffer and hashed without allocating (a few
+/// ms unoptimized; it ran inside a first operation's timeout when it took 300 ms on a busy
+/// machine, and the operation failed). A cluster store makes it when it is built
+/// ([`warm_slot_tags`]), before any operation can wait for it.
 pub(crate) fn slot_tag(slot: u16) -> &'static str {
-    static TAGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let tags = TAGS.get_or_init(|| {
-        let mut tags = vec![String::new(); usize::from(SLOTS)];
-        let mut missing = tags.len();
+    &slot_tags()[usize::from(slot % SLOTS)]
+}
+
+/// Makes the table of [`slot_tag`] now, if not made yet.
+pub(crate) fn warm_slot_tags() {
+    slot_tags();
+}
+
+fn slot_tags() -> &'static [Box<str>] {
+    static TAGS: std::sync::OnceLock<Vec<Box<str>>> = std::sync::OnceLock::new();
+    TAGS.get_or_init(|| {
+        let mut candidates = vec![0u32; usize::from(SLOTS)];
+        let mut found = vec![false; usize::from(SLOTS)];
+        let mut missing = usize::from(SLOTS);
         let mut candidate = 0u32;
+        let mut digits = [0u8; 8];
         while missing > 0 {
-            let text = format!("{candidate:x}");
-            let at = usize::from(slot_of(text.as_bytes()));
-            if tags[at].is_empty() {
-                tags[at] = text;
+            let at = usize::from(slot_of(hex_digits(candidate, &mut digits)));
+            if !found[at] {
+                found[at] = true;
+                candidates[at] = candidate;
                 missing -= 1;
             }
             candidate += 1;
         }
-        tags
-    });
-    &tags[usize::from(slot % SLOTS)]
+        candidates
+            .iter()
+            .map(|candidate| format!("{candidate:x}").into_boxed_str())
+            .collect()
+    })
+}
+
+/// `value` in lowercase hex, as `format!("{value:x}")` writes it, into `buffer`.
+fn hex_digits(mut value: u32, buffer: &mut [u8; 8]) -> &[u8] {
+    let mut start = buffer.len();
+    loop {
+        start -= 1;
+        buffer[start] = b"0123456789abcdef"[(value & 0xf) as usize];
+        value >>= 4;
+        if value == 0 {
+            return &buffer[start..];
+        }
+    }
 }
 
 /// The clock of the entries in `slot` on a Redis Cluster, `<namespace clock>{<slot tag>}`:
@@ -278,6 +323,25 @@ mod tests {
             );
         }
         assert_eq!(slot_of(b"shop:user:{42}"), slot_of(b"42"));
+    }
+
+    /// Slot clocks keep their names across versions: each slot's tag is the first hex
+    /// counter, as `format!` writes it, whose CRC lands there.
+    #[test]
+    fn slot_tags_are_the_first_hex_counter_of_each_slot() {
+        let mut first = vec![None; usize::from(SLOTS)];
+        for candidate in 0u32..314_737 {
+            let text = format!("{candidate:x}");
+            let mut digits = [0u8; 8];
+            assert_eq!(hex_digits(candidate, &mut digits), text.as_bytes());
+            let slot = usize::from(slot_of(text.as_bytes()));
+            first[slot].get_or_insert(text);
+        }
+        for (slot, text) in first.iter().enumerate() {
+            let slot = u16::try_from(slot).unwrap();
+            assert_eq!(Some(slot_tag(slot)), text.as_deref(), "slot {slot}");
+        }
+        assert_eq!(slot_tag(0), "265b");
     }
 
     #[test]

@@ -552,6 +552,9 @@ impl RedisStore {
 
     /// A cluster store: invalidations wait for `replica_acks` replicas, `replica_wait` at most.
     fn on_cluster(opener: Opener, replica_acks: u32, replica_wait: Duration) -> Self {
+        // Slot clocks are named by the slot tags: made here, not inside the first operation
+        // (whose timeout they would eat into while blocking the runtime's thread).
+        key::warm_slot_tags();
         RedisStore {
             replica_acks,
             replica_wait,
