@@ -729,12 +729,16 @@ fn open_client(url: &str, is_tls: bool, _: &TlsOptions) -> Result<redis::Client,
 }
 
 /// What the near cache needs to know of a value read from Redis to keep a copy.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Copyable {
     /// The entry's TTL left in ms, when the read asked for it (0: unknown, not kept).
     pub(crate) ttl_ms: u64,
     /// The bytes of the value's fields as read: the copy's weight for `near_max_bytes`.
     pub(crate) bytes: usize,
+    /// The tags recorded on the entry (`__meta`): what every fill of it registered, whichever
+    /// function reads it now. A copy carries them, so that an invalidation of any of them
+    /// evicts it, even when the function reading it names none.
+    pub(crate) tags: Vec<String>,
 }
 
 /// The outcome of reading an entry.
@@ -1209,6 +1213,7 @@ impl Cache {
             let copyable = Copyable {
                 ttl_ms: read.ttl_ms,
                 bytes: read.value_bytes(),
+                tags: read.tags.take().map(|tags| tags.names).unwrap_or_default(),
             };
             let decoded = decode(fields, &mut read.stored(fields));
             match decoded {

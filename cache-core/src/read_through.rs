@@ -224,7 +224,8 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
                 // `reads_blocked` itself may run) may have been one of them, and the entry was
                 // read before it: then the read is not trusted either.
                 if tag_mark.is_some() || self.cache.tag_invalidations_pending() {
-                    let tags = self.tags.of(&value);
+                    let mut tags = self.tags.of(&value);
+                    merge_tags(&mut tags, &copyable.tags);
                     if self.cache.reads_blocked(self.key, &tags).await {
                         return Step::Bypass;
                     }
@@ -297,10 +298,13 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
     /// crossed the read.
     fn keep_near(&self, ticket: Ticket, value: &S, copyable: Copyable) {
         if let (Some(near), Some(ops)) = (self.cache.near(), self.schema.near.as_ref()) {
+            // The entry's tags, and this function's (which its fills register too).
+            let mut tags = copyable.tags;
+            merge_tags(&mut tags, &self.tags.of(value));
             let copy = NearCopy {
                 ttl: Duration::from_millis(copyable.ttl_ms),
                 bytes: copyable.bytes,
-                tags: self.tags.of(value),
+                tags,
             };
             (ops.insert)(near, ticket, self.key, value, copy);
         }
@@ -512,5 +516,14 @@ impl<S, R, T> Call<'_, S, R, T> {
             }
         }
         let _ = learned.fields.set(fields);
+    }
+}
+
+/// Adds to `tags` those of `more` it lacks (a handful each: a scan beats a set).
+fn merge_tags(tags: &mut Vec<String>, more: &[String]) {
+    for tag in more {
+        if !tags.contains(tag) {
+            tags.push(tag.clone());
+        }
     }
 }

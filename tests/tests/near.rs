@@ -490,3 +490,188 @@ async fn pushes_that_never_arrive_leave_the_near_cache_off_with_one_log_line() {
     proxy.set_push_delay(Duration::ZERO);
     until_near_hit(&repo, 1).await;
 }
+
+/// Two functions read one entry: `login` registers the tag `team:{id}` with its fills,
+/// `profile` names no tag. A copy `profile` keeps must carry the entry's tag all the same.
+mod shared_entry {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use cache_core::{cached_get, Cache};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub(crate) struct Profile {
+        pub(crate) id: i64,
+        pub(crate) name: String,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub(crate) struct Login {
+        pub(crate) id: i64,
+        pub(crate) name: String,
+        pub(crate) email: String,
+    }
+
+    pub(crate) struct Accounts {
+        pub(crate) cache: Cache,
+        names: Mutex<HashMap<i64, String>>,
+    }
+
+    impl Accounts {
+        pub(crate) fn new(cache: Cache) -> Accounts {
+            Accounts {
+                cache,
+                names: Mutex::new(HashMap::new()),
+            }
+        }
+
+        pub(crate) fn set_name(&self, id: i64, name: &str) {
+            self.names.lock().unwrap().insert(id, name.to_owned());
+        }
+
+        fn name(&self, id: i64) -> String {
+            self.names.lock().unwrap()[&id].clone()
+        }
+
+        #[cached_get(prefix = "acct", key = "id", schema = Login, tags = ["team:{id}"], cache = self.cache)]
+        pub(crate) async fn login(&self, id: i64) -> Result<Login, String> {
+            Ok(Login {
+                id,
+                name: self.name(id),
+                email: format!("{id}@example.com"),
+            })
+        }
+
+        #[cached_get(prefix = "acct", key = "id", schema = Profile, cache = self.cache)]
+        pub(crate) async fn profile(&self, id: i64) -> Result<Profile, String> {
+            Ok(Profile {
+                id,
+                name: self.name(id),
+            })
+        }
+    }
+}
+
+/// Fills the entry through the tagged `login`, then reads it through the untagged
+/// `profile` until memory answers (twice, so the pushes of the fill have come and gone).
+async fn profile_near_hit(accounts: &shared_entry::Accounts, id: i64) {
+    accounts.login(id).await.unwrap();
+    assert_eq!(
+        accounts.cache.stats().fills,
+        1,
+        "the tagged read filled: {:?}",
+        accounts.cache.stats()
+    );
+    for _ in 0..2 {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let before = accounts.cache.stats().near_hits;
+        while accounts.cache.stats().near_hits == before {
+            assert!(Instant::now() < deadline, "no near hit");
+            accounts.profile(id).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A handle on `server` in `namespace`, with a near cache or without.
+fn handle_in(server: &RedisServer, namespace: &str, near: bool) -> Cache {
+    let builder = Cache::builder()
+        .url(server.url())
+        .namespace(namespace)
+        .operation_timeout(Duration::from_millis(200));
+    if near {
+        builder.near_cache(1_000)
+    } else {
+        builder
+    }
+    .build()
+    .unwrap()
+}
+
+/// Deletes the member set of the tag `team:1`, as Redis evicts any key under `allkeys-lru`:
+/// an invalidation of the tag can no longer name (and so tombstone) the entry.
+async fn lose_member_set(server: &RedisServer, namespace: &str) {
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let members = format!("__cache:{namespace}:tag{{:team:1}}");
+    let removed: i64 = redis::cmd("DEL")
+        .arg(&members)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(removed, 1, "the tag's member set was at {members}");
+}
+
+/// Reads `profile(1)` until it is `new`, for at most a second.
+async fn until_profile_is_new(reader: &shared_entry::Accounts) {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while reader.profile(1).await.unwrap().name != "new" {
+        assert!(
+            Instant::now() < deadline,
+            "the near copy outlived the tag's invalidation"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The tag's member set is lost, then another handle invalidates the tag: the entry in
+/// Redis is stale by its recorded tag's stamp, and the copy in memory, which carries that
+/// tag, goes too (nothing refills the entry meanwhile, whose push would evict it anyway).
+#[tokio::test]
+async fn a_tag_invalidation_by_another_handle_evicts_copies_read_without_the_tag() {
+    let server = RedisServer::start();
+    let namespace = unique_namespace("neartag");
+    let reader = shared_entry::Accounts::new(handle_in(&server, &namespace, true));
+    let writer = handle_in(&server, &namespace, false);
+    reader.set_name(1, "old");
+    profile_near_hit(&reader, 1).await;
+    lose_member_set(&server, &namespace).await;
+    reader.set_name(1, "new");
+    writer.invalidate_tag("team:1").await.unwrap();
+    assert_eq!(
+        writer
+            .get::<shared_entry::Profile>("acct", &1)
+            .await
+            .unwrap(),
+        None,
+        "Redis' entry is stale"
+    );
+    until_profile_is_new(&reader).await;
+}
+
+/// The same through the reader's own handle: its invalidation evicts, at once, every copy
+/// carrying the tag, whichever function read it.
+#[tokio::test]
+async fn a_tag_invalidation_by_the_same_handle_evicts_copies_read_without_the_tag() {
+    let server = RedisServer::start();
+    let namespace = unique_namespace("neartag");
+    let reader = shared_entry::Accounts::new(handle_in(&server, &namespace, true));
+    reader.set_name(1, "old");
+    profile_near_hit(&reader, 1).await;
+    lose_member_set(&server, &namespace).await;
+    reader.set_name(1, "new");
+    reader.cache.invalidate_tag("team:1").await.unwrap();
+    assert_eq!(reader.profile(1).await.unwrap().name, "new");
+}
+
+/// On a cluster, where the entry and the tag's keys live on different primaries.
+#[tokio::test]
+async fn on_a_cluster_a_tag_invalidation_evicts_copies_read_without_the_tag() {
+    let cluster = RedisCluster::shared();
+    let namespace = unique_namespace("neartag");
+    let reader = shared_entry::Accounts::new(cluster_handle(&cluster, &namespace, true));
+    let writer = cluster_handle(&cluster, &namespace, false);
+    reader.set_name(1, "old");
+    profile_near_hit(&reader, 1).await;
+    let members = format!("__cache:{namespace}:tag{{:team:1}}");
+    let removed: i64 = redis::cmd("DEL")
+        .arg(&members)
+        .query(&mut cluster.client())
+        .unwrap();
+    assert_eq!(removed, 1, "the tag's member set was at {members}");
+    reader.set_name(1, "new");
+    writer.invalidate_tag("team:1").await.unwrap();
+    until_profile_is_new(&reader).await;
+}
