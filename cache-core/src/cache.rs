@@ -728,6 +728,36 @@ fn open_client(url: &str, is_tls: bool, _: &TlsOptions) -> Result<redis::Client,
         .map_err(|error| Error::Config(format!("invalid Redis URL `{}`: {error}", redact_url(url))))
 }
 
+/// A lease token that no other caller anywhere holds: 128 random bits drawn once per
+/// process, then a counter. Not the process id: PIDs repeat across hosts and containers
+/// (each container's first process is PID 1), and a token another process also makes could
+/// release that process's lease.
+fn lease_token() -> String {
+    static PROCESS: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let process = *PROCESS.get_or_init(|| {
+        let mut bytes = [0u8; 16];
+        if getrandom::fill(&mut bytes).is_err() {
+            // No OS randomness (never seen on a supported platform): std's per-process
+            // random hash keys, the time and the process id, which are still unlike another
+            // process's.
+            use std::hash::{BuildHasher, Hasher};
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_nanos());
+            for (half, salt) in bytes.chunks_mut(8).zip([1u8, 2]) {
+                let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+                hasher.write_u128(nanos);
+                hasher.write_u32(std::process::id());
+                hasher.write_u8(salt);
+                half.copy_from_slice(&hasher.finish().to_le_bytes());
+            }
+        }
+        u128::from_le_bytes(bytes)
+    });
+    format!("{process:032x}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
 /// What the near cache needs to know of a value read from Redis to keep a copy.
 #[derive(Debug, Clone)]
 pub(crate) struct Copyable {
@@ -990,12 +1020,7 @@ impl Cache {
     /// failed, found nothing, panicked or was cancelled, and other readers must not wait for
     /// a fill that will never come.
     pub(crate) async fn acquire_lease(&self, key: &str) -> Result<Option<Lease>, Error> {
-        static NEXT_TOKEN: AtomicU64 = AtomicU64::new(0);
-        let token = format!(
-            "{}-{}",
-            std::process::id(),
-            NEXT_TOKEN.fetch_add(1, Ordering::Relaxed)
-        );
+        let token = lease_token();
         let lease = self
             .inner
             .store
@@ -1735,4 +1760,21 @@ pub fn install(cache: Cache) {
 /// The installed handle, if any.
 pub fn installed() -> Option<Cache> {
     INSTALLED.read_recovered().clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lease_token;
+
+    #[test]
+    fn lease_tokens_are_random_per_process_and_counted_within() {
+        let (first, second) = (lease_token(), lease_token());
+        let (process, count) = first.split_once('-').unwrap();
+        assert_eq!(process.len(), 32, "{first}");
+        assert!(process.bytes().all(|byte| byte.is_ascii_hexdigit()));
+        assert_ne!(process, format!("{:032x}", std::process::id()));
+        assert!(count.parse::<u64>().is_ok());
+        assert_ne!(first, second);
+        assert_eq!(second.split_once('-').unwrap().0, process);
+    }
 }
