@@ -1,6 +1,7 @@
 //! No password reaches a log line: the example server is run as a process, with passwords in
-//! both `DATABASE_URL` and `REDIS_URL`, debug logging on, a few requests served, and a bad
-//! cache URL; its whole output is searched for them.
+//! both `DATABASE_URL` and `REDIS_URL` (in their user info, and in their queries), debug
+//! logging on, a few requests served, and a bad cache URL; its whole output is searched for
+//! them.
 
 mod common;
 
@@ -105,6 +106,40 @@ async fn passwords_in_both_urls_never_reach_the_output() {
         assert!(
             !failed.contains(secret),
             "{secret} in the output:\n{failed}"
+        );
+    }
+}
+
+/// Passwords in the URLs' queries: `?pass=` on a Unix socket (redis-rs reads it, and the
+/// server requires it here) and `?password=` for PostgreSQL.
+#[tokio::test]
+async fn passwords_in_url_queries_never_reach_the_output() {
+    let redis = RedisServer::start();
+    redis.require_password(REDIS_SECRET);
+    let redis_url = format!("{}?db=0&pass={REDIS_SECRET}", redis.unix_url());
+    let database_url = format!(
+        "{}?password={DATABASE_SECRET}",
+        common::postgres_url().await
+    );
+    let env = [
+        ("DATABASE_URL", database_url),
+        ("REDIS_URL", redis_url),
+        ("JWT_SECRET", "jwt".to_owned()),
+    ];
+    let output = run_server(
+        &env,
+        free_port(),
+        &["/api/users", "/api/users", "/cache/stats"],
+    );
+    assert!(output.contains("starting"), "the server logged: {output}");
+    assert!(
+        output.contains("pass=***") && output.contains("password=***"),
+        "the URLs are logged, redacted: {output}"
+    );
+    for secret in [DATABASE_SECRET, REDIS_SECRET] {
+        assert!(
+            !output.contains(secret),
+            "{secret} in the output:\n{output}"
         );
     }
 }

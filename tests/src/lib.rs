@@ -129,6 +129,9 @@ impl RedisServer {
         let child = command
             .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--unixsocket")
+            .arg(self.socket_path())
+            .args(["--unixsocketperm", "700"])
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())
@@ -166,6 +169,25 @@ impl RedisServer {
     /// `redis://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `redis+unix://<socket>`: the server listens on a Unix socket in its directory too.
+    pub fn unix_url(&self) -> String {
+        format!("redis+unix://{}", self.socket_path().display())
+    }
+
+    /// Requires `password` of every client from now on (`requirepass`, the default user's).
+    pub fn require_password(&self, password: &str) {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("requirepass")
+            .arg(password)
+            .query::<()>(&mut self.connection())
+            .expect("CONFIG SET requirepass");
+    }
+
+    fn socket_path(&self) -> PathBuf {
+        self.dir.join("redis.sock")
     }
 
     /// Makes an ACL user with exactly the README's rule: [`CACHE_ACL_COMMANDS`] on the keys

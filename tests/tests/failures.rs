@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use cache_core::{Cache, Error};
 use cache_integration_tests::fixtures::{Row, UserRead, UserRepo};
-use cache_integration_tests::{refused_url, CuttableProxy, RedisServer, SilentListener};
+use cache_integration_tests::{
+    refused_url, CapturedLog, CuttableProxy, RedisServer, SilentListener,
+};
 
 fn repo_at(
     url: &str,
@@ -358,17 +360,71 @@ async fn durations_no_deadline_can_hold_are_refused_by_name_not_a_panic() {
 
 #[test]
 fn no_password_in_a_builder_or_an_error() {
-    let builder = Cache::builder().url("redis://app:s3cret@127.0.0.1:6379/0");
-    let shown = format!("{builder:?}");
-    assert!(
-        !shown.contains("s3cret") && shown.contains("app:***@"),
-        "{shown}"
-    );
-    for url in ["foo://app:s3cret@host", "redis://app:s3cret@host:99999999"] {
+    // The user info, and the query parameters redis-rs reads as credentials
+    // (`redis+unix://…?pass=`), or that others do.
+    for url in [
+        "redis://app:s3cret@127.0.0.1:6379/0",
+        "redis+unix:///run/redis.sock?db=1&pass=s3cret",
+        "unix:///run/redis.sock?user=app&PASS=s3cret",
+        "redis://127.0.0.1?%70assword=s3cret",
+    ] {
+        let shown = format!("{:?}", Cache::builder().url(url));
+        assert!(
+            !shown.contains("s3cret") && shown.contains("***"),
+            "{shown}"
+        );
+        let shown = format!("{:?}", Cache::builder().cluster_nodes([url, url]));
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+    for url in [
+        "foo://app:s3cret@host",
+        "redis://app:s3cret@host:99999999",
+        "foo:///run/redis.sock?pass=s3cret",
+        "redis+unix:///run/redis.sock?db=x&pass=s3cret",
+        "redis://host:99999999/?password=s3cret",
+    ] {
         let error = Cache::builder().url(url).build().unwrap_err();
         for shown in [error.to_string(), format!("{error:?}")] {
             assert!(!shown.contains("s3cret"), "{shown}");
         }
+        let error = Cache::builder().cluster_nodes([url]).build().unwrap_err();
+        for shown in [error.to_string(), format!("{error:?}")] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+        }
+    }
+}
+
+/// A password in a Unix socket URL's query works, and stays out of the log.
+#[tokio::test]
+async fn a_password_in_a_socket_url_connects_and_is_not_logged() {
+    let server = RedisServer::start();
+    server.require_password("s3cret");
+    let (log, _guard) = CapturedLog::start();
+    let cache = Cache::builder()
+        .url(format!("{}?pass=s3cret", server.unix_url()))
+        .build()
+        .unwrap();
+    let user = UserRead {
+        id: 1,
+        name: "one".into(),
+        avatar: None,
+        birthday: "2000-01-01".into(),
+    };
+    cache.put("user", &1, &user).await.unwrap();
+    assert_eq!(cache.get::<UserRead>("user", &1).await.unwrap(), Some(user));
+    let wrong = Cache::builder()
+        .url(format!("{}?pass=wr0ng", server.unix_url()))
+        .build()
+        .unwrap();
+    let error = wrong.get::<UserRead>("user", &1).await.unwrap_err();
+    for shown in [error.to_string(), format!("{error:?}")] {
+        assert!(!shown.contains("wr0ng"), "{shown}");
+    }
+    for line in log.lines() {
+        assert!(
+            !line.contains("s3cret") && !line.contains("wr0ng"),
+            "{line}"
+        );
     }
 }
 
