@@ -1,4 +1,5 @@
-//! Entry keys: `{namespace}:{prefix}:{key}`, the key value's `Display` text verbatim.
+//! Entry keys: `{namespace}:{prefix}:{key}`, the key value's `Display` text verbatim (each
+//! part of a composite key escaped: [`KeySegment`]).
 //!
 //! Neither namespace nor prefix may contain `:`, so the first one or two colons are always
 //! separators and keys of different prefixes within one namespace can never collide, whatever
@@ -39,6 +40,49 @@ pub(crate) fn entry_key(
     // which is still a key of its own.
     let _ = write!(text, "{key}");
     text
+}
+
+/// One part of a composite key (`key = "{org}:{name}"`), written as the macros write it:
+/// its `Display` text with `%` as `%25` and `:` as `%3A`. The parts of a composite key are
+/// separated by text holding a `:` (the macros refuse others), which no escaped part holds,
+/// so no two tuples of values make one key: `("a:b", "c")` is `a%3Ab:c`, `("a", "b:c")` is
+/// `a:b%3Ac`. A key of one value is that value's text as it is.
+///
+/// For the direct API to name an entry that a function with a composite key caches:
+///
+/// ```
+/// use cache_core::KeySegment;
+/// let (org, name) = ("acme:eu", "ada");
+/// let key = format!("{}:{}", KeySegment(org), KeySegment(name));
+/// assert_eq!(key, "acme%3Aeu:ada");
+/// // cache.get::<Member>("member", &key) reads what
+/// // #[cached_get(prefix = "member", key = "{org}:{name}", …)] cached.
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct KeySegment<T>(pub T);
+
+impl<T: Display> Display for KeySegment<T> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(Escaping(formatter), "{}", self.0)
+    }
+}
+
+/// Writes through to a formatter with `%` and `:` escaped.
+struct Escaping<'a, 'b>(&'a mut std::fmt::Formatter<'b>);
+
+impl std::fmt::Write for Escaping<'_, '_> {
+    fn write_str(&mut self, mut text: &str) -> std::fmt::Result {
+        while let Some(at) = text.find(['%', ':']) {
+            self.0.write_str(&text[..at])?;
+            self.0.write_str(if text.as_bytes()[at] == b'%' {
+                "%25"
+            } else {
+                "%3A"
+            })?;
+            text = &text[at + 1..];
+        }
+        self.0.write_str(text)
+    }
 }
 
 /// Checks a prefix or namespace: non-empty, no `:`, not starting with `__` (the library's
@@ -258,6 +302,53 @@ pub(crate) fn decode_tag(encoded: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reads the parts back from a key made with `separator` (which holds a `:`).
+    fn parts_of(key: &str, separator: &str, count: usize) -> Vec<String> {
+        let colon = separator.find(':').unwrap();
+        let mut parts = Vec::new();
+        let mut rest = key;
+        for index in 0..count {
+            let end = if index + 1 == count {
+                rest.len()
+            } else {
+                rest.find(':').unwrap() - colon
+            };
+            let escaped = &rest[..end];
+            parts.push(escaped.replace("%3A", ":").replace("%25", "%"));
+            rest = rest.get(end + separator.len()..).unwrap_or_default();
+        }
+        parts
+    }
+
+    #[test]
+    fn composite_key_parts_are_escaped() {
+        let key = |a: &str, b: &str| format!("{}:{}", KeySegment(a), KeySegment(b));
+        assert_eq!(key("a:b", "c"), "a%3Ab:c");
+        assert_eq!(key("a", "b:c"), "a:b%3Ac");
+        assert_eq!(key("50%", "x"), "50%25:x");
+        assert_eq!(key("%3A", ""), "%253A:");
+        assert_eq!(KeySegment(42).to_string(), "42");
+        assert_ne!(key("a%3Ab", "c"), key("a:b", "c"));
+    }
+
+    proptest::proptest! {
+        /// Any texts (colons, braces, percent signs, unicode), any separator holding a
+        /// colon: the parts read back from the key are the parts, so no two tuples share
+        /// a key.
+        #[test]
+        fn composite_keys_are_injective(
+            parts in proptest::collection::vec("[a-z:{}%3A5é ]{0,6}", 2..4),
+            separator in proptest::sample::select(vec![":", "::", "-:-", ":x", "y:"]),
+        ) {
+            let key = parts
+                .iter()
+                .map(|part| KeySegment(part).to_string())
+                .collect::<Vec<_>>()
+                .join(separator);
+            proptest::prop_assert_eq!(parts_of(&key, separator, parts.len()), parts);
+        }
+    }
 
     #[test]
     fn keys_are_namespace_prefix_and_verbatim_display() {

@@ -30,6 +30,7 @@ pub mod __private {
 
 pub use crate::cache::{install, installed, Cache, CacheBuilder};
 pub use crate::error::Error;
+pub use crate::key::KeySegment;
 pub use crate::redact::redact_url;
 #[cfg(feature = "axum")]
 pub use crate::response::{ResponseCache, ResponseCacheService};

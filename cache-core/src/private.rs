@@ -13,4 +13,5 @@ pub use crate::adapt::{
 };
 pub use crate::after_write::{invalidate, write_through};
 pub use crate::function::{entry_key, installed, Learned, Spec};
+pub use crate::key::KeySegment;
 pub use crate::read_through::{get_or_fill, near_hit};

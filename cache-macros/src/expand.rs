@@ -235,8 +235,12 @@ fn key(key: &Template, krate: &TokenStream) -> TokenStream {
         .collect();
     let key_value = if template == "{}" {
         quote!(#(#names)*)
-    } else {
+    } else if names.len() == 1 {
         quote!(&::core::format_args!(#template #(, #names)*))
+    } else {
+        // Parts escaped, so that no two tuples of values make one key (`valid` made sure a
+        // `:` separates them).
+        quote!(&::core::format_args!(#template #(, #krate::__private::KeySegment(#names))*))
     };
     quote! {
         {

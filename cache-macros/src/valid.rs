@@ -466,13 +466,41 @@ fn path_tokens(root: Option<&Ident>, members: &[Member], span: Span) -> TokenStr
 fn parse_key(literal: LitStr, params: &Params) -> syn::Result<Template> {
     let text = literal.value();
     if text.contains(['{', '}']) {
-        return parse_template(MacroKind::Update, "key", literal, params);
+        let template = parse_template(MacroKind::Update, "key", literal, params)?;
+        check_composite_key(&template)?;
+        return Ok(template);
     }
     let part = placeholder(MacroKind::Update, "key", &text, &literal, params)?;
     Ok(Template {
         literal,
         parts: vec![part],
     })
+}
+
+/// A key of several values: each two are separated by text holding a `:`. The runtime
+/// escapes `:` in each value's text, so the key can be read back into its values: no two
+/// tuples of values make one key. Without a `:` between them, `{a}{b}` gives `("ab", "c")`
+/// and `("a", "bc")` one key, and `{a}-{b}` gives `("a-b", "c")` and `("a", "b-c")` one.
+fn check_composite_key(template: &Template) -> syn::Result<()> {
+    let mut params = 0;
+    let mut separated = true;
+    for part in &template.parts {
+        match part {
+            TemplatePart::Text(text) => separated |= text.contains(':'),
+            TemplatePart::Param(_) | TemplatePart::Field(_) => {
+                if params > 0 && !separated {
+                    return Err(syn::Error::new_spanned(
+                        &template.literal,
+                        "separate the values of a composite key with `:` (`\"{org}:{name}\"`): \
+                         each value's `:` is escaped, so then no two tuples of values make one key",
+                    ));
+                }
+                params += 1;
+                separated = false;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One placeholder of a key or tag: a parameter (or path into one), or for `cached_get`

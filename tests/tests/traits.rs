@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use cache_core::{cached_delete, cached_get, cached_update, Cache};
+use cache_core::{cached_delete, cached_get, cached_update, Cache, KeySegment};
 use cache_integration_tests::RedisServer;
 use serde::{Deserialize, Serialize};
 
@@ -214,4 +214,71 @@ async fn native_async_fn_in_a_trait_is_cached() {
     assert_eq!(repo.count(3).await.unwrap().name, "a-user3");
     assert_eq!(repo.count(3).await.unwrap().name, "a-user3");
     assert_eq!(repo.loads(), 1);
+}
+
+/// Members of organisations, keyed by two texts that may hold `:` themselves.
+struct Directory {
+    cache: Cache,
+    loads: AtomicUsize,
+}
+
+impl Directory {
+    #[cached_get(prefix = "member", key = "{org}:{name}", schema = User, cache = self.cache)]
+    async fn member(&self, org: &str, name: &str) -> Result<User, String> {
+        let id = self.loads.fetch_add(1, Ordering::SeqCst) as i64;
+        Ok(User {
+            id,
+            name: format!("{org}|{name}"),
+        })
+    }
+
+    #[cached_delete(prefix = "member", key = "{org}:{name}", cache = self.cache)]
+    async fn remove(&self, org: &str, name: &str) -> Result<(), String> {
+        let _ = (org, name);
+        Ok(())
+    }
+}
+
+/// `("a:b", "c")` and `("a", "b:c")` joined as they display would be one key, and the
+/// second caller would get the first's member: each part's `:` is escaped instead.
+#[tokio::test]
+async fn composite_keys_never_collide() {
+    let server = RedisServer::start();
+    let cache = Cache::builder().url(server.url()).build().unwrap();
+    let directory = Directory {
+        cache: cache.clone(),
+        loads: AtomicUsize::new(0),
+    };
+    let first = directory.member("a:b", "c").await.unwrap();
+    assert_eq!(first.name, "a:b|c");
+    let second = directory.member("a", "b:c").await.unwrap();
+    assert_eq!(second.name, "a|b:c", "another tuple, another entry");
+    assert_eq!(directory.member("a:b", "c").await.unwrap(), first);
+    assert_eq!(directory.member("a", "b:c").await.unwrap(), second);
+    assert_eq!(directory.loads.load(Ordering::SeqCst), 2);
+
+    let mut connection = server.connection();
+    for (key, name) in [("member:a%3Ab:c", "a:b|c"), ("member:a:b%3Ac", "a|b:c")] {
+        let stored: Option<String> = redis::cmd("HGET")
+            .arg(key)
+            .arg("name")
+            .query(&mut connection)
+            .unwrap();
+        assert_eq!(stored.as_deref(), Some(name), "{key}");
+    }
+    // The direct API names the same entries with `KeySegment`.
+    let key = format!("{}:{}", KeySegment("a:b"), KeySegment("c"));
+    assert_eq!(
+        cache.get::<User>("member", &key).await.unwrap(),
+        Some(first)
+    );
+
+    directory.remove("a", "b:c").await.unwrap();
+    assert!(cache.get::<User>("member", &key).await.unwrap().is_some());
+    directory.member("a", "b:c").await.unwrap();
+    assert_eq!(
+        directory.loads.load(Ordering::SeqCst),
+        3,
+        "only the removed member was dropped"
+    );
 }
