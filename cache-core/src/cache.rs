@@ -33,6 +33,9 @@ const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 const DEFAULT_TTL: Duration = Duration::from_secs(3600);
 const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_millis(250);
 const DEFAULT_BREAKER_THRESHOLD: u32 = 5;
+/// The longest a call waits for a connection being made (when the operation timeout is
+/// shorter), before its operation's own timeout starts.
+const CONNECT_BUDGET: Duration = Duration::from_secs(2);
 const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_secs(2);
 const DEFAULT_MAX_PENDING_INVALIDATIONS: usize = 100_000;
 const DEFAULT_MAX_VALUE_SIZE: usize = 1 << 20;
@@ -1588,7 +1591,23 @@ impl Cache {
             return Err(Error::CircuitOpen);
         }
         let probe = inner.breaker.probe_guard(admission);
-        let outcome = tokio::time::timeout(inner.operation_timeout, future).await;
+        // A connection to make first (the first call, or one after a connection broke) has a
+        // budget of its own: connecting to a cluster's nodes (over TLS, on busy cores) takes
+        // longer than a command, and inside the operation's timeout every first call of a
+        // process failed open without filling. The connection is made in a task of its own
+        // (see `store::redis`), which goes on for the next call if this one gives up.
+        let connected = async {
+            if !inner.store.needs_connection() {
+                return Ok(Ok(()));
+            }
+            let budget = inner.operation_timeout.max(CONNECT_BUDGET);
+            tokio::time::timeout(budget, inner.store.connect()).await
+        };
+        let outcome = match connected.await {
+            Ok(Ok(())) => tokio::time::timeout(inner.operation_timeout, future).await,
+            Ok(Err(error)) => Ok(Err(error)),
+            Err(elapsed) => Err(elapsed),
+        };
         probe.settle();
         let (error, reachable) = match outcome {
             Ok(Ok(value)) => {

@@ -343,6 +343,19 @@ pub(crate) enum Store {
 }
 
 impl Store {
+    /// Whether the next operation has to make a connection first (see [`Store::connect`]).
+    pub(crate) fn needs_connection(&self) -> bool {
+        matches!(self, Store::Redis(store) if !store.is_connected())
+    }
+
+    /// Makes the connection the operations use, if there is none.
+    pub(crate) async fn connect(&self) -> StoreResult<()> {
+        match self {
+            Store::Redis(store) => store.connect().await,
+            Store::Memory(_) => Ok(()),
+        }
+    }
+
     /// Forgets a connection that failed or stopped answering.
     pub(crate) fn connection_failed(&self) {
         if let Store::Redis(store) = self {

@@ -424,8 +424,9 @@ enum Opener {
 struct Connection {
     opener: Opener,
     current: RwLock<Option<Link>>,
-    /// Held while connecting, so that a burst of calls makes one connection, not many.
-    connecting: tokio::sync::Mutex<()>,
+    /// Held while connecting, so that a burst of calls makes one connection, not many; holds
+    /// the task making the connection until a call takes its outcome.
+    connecting: tokio::sync::Mutex<Option<tokio::task::JoinHandle<StoreResult<Link>>>>,
 }
 
 impl Connection {
@@ -439,17 +440,33 @@ impl Connection {
     }
 
     async fn connect(&self) -> StoreResult<Link> {
-        let _connecting = self.connecting.lock().await;
+        let mut connecting = self.connecting.lock().await;
         if let Some(connection) = self.current() {
             return Ok(connection);
         }
         let connection = match &self.opener {
-            Opener::Single(client, config) => Link::Single(
-                client
-                    .get_multiplexed_async_connection_with_config(config)
-                    .await?,
-            ),
-            Opener::Cluster(client) => Link::Cluster(client.get_async_connection().await?),
+            // Made in a task of its own, which the operation timeout of the call that started
+            // it does not cancel: a later call takes the connection it made. Made inside the
+            // call, a connection that takes longer than one operation timeout (a cluster's
+            // nodes over TLS on busy cores: 460-570 ms) was cancelled and started again by
+            // every call, which all timed out until the breaker opened.
+            Opener::Single(client, config) => {
+                let (client, config) = (client.clone(), config.clone());
+                in_task(&mut connecting, async move {
+                    let connection = client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await?;
+                    Ok(Link::Single(connection))
+                })
+                .await?
+            }
+            Opener::Cluster(client) => {
+                let client = client.clone();
+                in_task(&mut connecting, async move {
+                    Ok(Link::Cluster(client.get_async_connection().await?))
+                })
+                .await?
+            }
             Opener::Given(link) => link.clone(),
             #[cfg(feature = "deadpool")]
             Opener::Pool(pool) => {
@@ -482,6 +499,23 @@ impl Connection {
         }
         *self.current.write_recovered() = None;
     }
+}
+
+/// The connection made by the task in `connecting`, which `open` starts if there is none.
+/// Awaiting the task does not cancel it: a call whose timeout ends the wait leaves it
+/// connecting for the next call. Its outcome, a connection or an error, goes to one call.
+async fn in_task(
+    connecting: &mut Option<tokio::task::JoinHandle<StoreResult<Link>>>,
+    open: impl std::future::Future<Output = StoreResult<Link>> + Send + 'static,
+) -> StoreResult<Link> {
+    let task = connecting.get_or_insert_with(|| tokio::spawn(open));
+    let outcome = task.await;
+    *connecting = None;
+    outcome.map_err(|error| {
+        redis::RedisError::from(std::io::Error::other(format!(
+            "the connecting task failed: {error}"
+        )))
+    })?
 }
 
 pub(crate) struct RedisStore {
@@ -577,7 +611,7 @@ impl RedisStore {
             connection: Connection {
                 opener,
                 current: RwLock::new(None),
-                connecting: tokio::sync::Mutex::new(()),
+                connecting: tokio::sync::Mutex::new(None),
             },
             fill_script: redis::Script::new(FILL_SCRIPT),
             invalidate_script: redis::Script::new(INVALIDATE_SCRIPT),
@@ -595,6 +629,16 @@ impl RedisStore {
     /// Whether this is a Redis Cluster.
     pub(crate) fn is_cluster(&self) -> bool {
         self.cluster
+    }
+
+    /// Whether a connection is made (a broken one is forgotten: see `connection_failed`).
+    pub(crate) fn is_connected(&self) -> bool {
+        self.connection.current().is_some()
+    }
+
+    /// Makes the connection, if there is none.
+    pub(crate) async fn connect(&self) -> StoreResult<()> {
+        self.connection.get().await.map(drop)
     }
 
     /// Drops the connection after a failure; the next command connects anew.
