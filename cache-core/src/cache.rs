@@ -343,8 +343,10 @@ impl CacheBuilder {
         self
     }
 
-    /// How long one Redis operation (connecting included) may take before the call goes on
-    /// without the cache. Default: 250 ms. Must be positive.
+    /// How long one Redis operation may take before the call goes on without the cache.
+    /// Default: 250 ms. Must be positive. A call that has to connect first waits for the
+    /// connection before this starts, at most 2 s (or this timeout, if longer); each attempt
+    /// to reach a server is bounded by this timeout.
     pub fn operation_timeout(mut self, timeout: Duration) -> Self {
         self.operation_timeout = timeout;
         self
@@ -1596,17 +1598,19 @@ impl Cache {
         // longer than a command, and inside the operation's timeout every first call of a
         // process failed open without filling. The connection is made in a task of its own
         // (see `store::redis`), which goes on for the next call if this one gives up.
-        let connected = async {
-            if !inner.store.needs_connection() {
-                return Ok(Ok(()));
+        let mut waited = inner.operation_timeout;
+        let outcome = if inner.store.needs_connection() {
+            waited = inner.operation_timeout.max(CONNECT_BUDGET);
+            match tokio::time::timeout(waited, inner.store.connect()).await {
+                Ok(Ok(())) => {
+                    waited = inner.operation_timeout;
+                    tokio::time::timeout(inner.operation_timeout, future).await
+                }
+                Ok(Err(error)) => Ok(Err(error)),
+                Err(elapsed) => Err(elapsed),
             }
-            let budget = inner.operation_timeout.max(CONNECT_BUDGET);
-            tokio::time::timeout(budget, inner.store.connect()).await
-        };
-        let outcome = match connected.await {
-            Ok(Ok(())) => tokio::time::timeout(inner.operation_timeout, future).await,
-            Ok(Err(error)) => Ok(Err(error)),
-            Err(elapsed) => Err(elapsed),
+        } else {
+            tokio::time::timeout(inner.operation_timeout, future).await
         };
         probe.settle();
         let (error, reachable) = match outcome {
@@ -1625,7 +1629,7 @@ impl Cache {
                 let reachable = !is_outage(&error);
                 (Error::Redis(error), reachable)
             }
-            Err(_elapsed) => (Error::Timeout(inner.operation_timeout), false),
+            Err(_elapsed) => (Error::Timeout(waited), false),
         };
         inner.counters.bump(Counter::Errors);
         let transition = if reachable {

@@ -467,6 +467,11 @@ impl CuttableProxy {
         }
     }
 
+    /// Connections accepted and forwarded so far.
+    pub fn connections(&self) -> usize {
+        self.connections.lock().expect("proxy tasks").len()
+    }
+
     /// From now on every chunk waits `delay` before it is forwarded, both ways: a slow or
     /// congested link (or a Redis busy elsewhere).
     pub fn set_delay(&self, delay: Duration) {

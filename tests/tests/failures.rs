@@ -436,3 +436,39 @@ fn a_redis_cache_outside_a_runtime_is_a_config_error_not_a_panic() {
     ));
     assert!(Cache::builder().url("mem://").build().is_ok());
 }
+
+/// A link slow enough that connecting and one command take longer than one operation
+/// timeout together, though each fits: the first call waits for the connection (made in a
+/// task of its own) and its command then has the whole timeout. Made inside the first
+/// call's timeout, the connection was cancelled and begun again by every call, and the
+/// handle never cached.
+#[tokio::test]
+async fn a_connection_slower_than_one_timeout_is_made_once_and_then_used() {
+    let server = RedisServer::start();
+    // Scripts loaded (a first EVALSHA that finds none takes three round trips).
+    let warm = UserRepo::new(Cache::builder().url(server.url()).build().unwrap());
+    warm.insert(Row::sample(2));
+    warm.get_user(2).await.unwrap();
+    let proxy = CuttableProxy::start(server.port()).await;
+    // Each chunk waits 60 ms each way: a round trip takes 120 ms, connecting (the handshake)
+    // and a command at least 240 ms.
+    proxy.set_delay(Duration::from_millis(60));
+    let repo = UserRepo::new(
+        Cache::builder()
+            .url(proxy.url())
+            .operation_timeout(Duration::from_millis(180))
+            .build()
+            .unwrap(),
+    );
+    repo.insert(Row::sample(1));
+    for _ in 0..3 {
+        assert_eq!(repo.get_user(1).await.unwrap().unwrap().name, "user1");
+    }
+    let stats = repo.cache.stats();
+    assert_eq!(
+        (repo.loads(), stats.fills, stats.hits, stats.errors),
+        (1, 1, 2, 0),
+        "{stats:?}"
+    );
+    assert_eq!(proxy.connections(), 1, "one connection, made once");
+}

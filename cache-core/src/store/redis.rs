@@ -633,7 +633,8 @@ impl RedisStore {
 
     /// Whether a connection is made (a broken one is forgotten: see `connection_failed`).
     pub(crate) fn is_connected(&self) -> bool {
-        self.connection.current().is_some()
+        // A read lock, no clone: every operation asks.
+        self.connection.current.read_recovered().is_some()
     }
 
     /// Makes the connection, if there is none.
