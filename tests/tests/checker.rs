@@ -261,12 +261,70 @@ fn watch_stalls(stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<(Instant, 
     })
 }
 
-/// How much of `stalls` lies between `from` and `to`.
-fn stalled_between(stalls: &[(Instant, Instant)], from: Instant, to: Instant) -> Duration {
-    stalls
-        .iter()
-        .map(|&(start, end)| end.min(to).saturating_duration_since(start.max(from)))
-        .sum()
+/// The stalls [`watch_stalls`] saw (in time order, apart from one another), with the running
+/// total of their lengths, so that what lies between two instants is two binary searches
+/// away: the checker asks for each pair of a read and an older write (millions), and the
+/// machine may stall thousands of times in a run.
+struct Stalls {
+    periods: Vec<(Instant, Instant)>,
+    /// `before[i]`: the length of `periods[..i]`.
+    before: Vec<Duration>,
+}
+
+impl Stalls {
+    fn new(periods: Vec<(Instant, Instant)>) -> Stalls {
+        let mut before = Vec::with_capacity(periods.len() + 1);
+        let mut total = Duration::ZERO;
+        before.push(total);
+        for (start, end) in &periods {
+            total += *end - *start;
+            before.push(total);
+        }
+        Stalls { periods, before }
+    }
+
+    /// How much of the stalls lies between `from` and `to`.
+    fn between(&self, from: Instant, to: Instant) -> Duration {
+        if to <= from {
+            return Duration::ZERO;
+        }
+        // The periods that end after `from` and start before `to`: `first..last`.
+        let first = self.periods.partition_point(|&(_, end)| end <= from);
+        let last = self.periods.partition_point(|&(start, _)| start < to);
+        if first >= last {
+            return Duration::ZERO;
+        }
+        let whole = self.before[last] - self.before[first];
+        let cut_front = from.saturating_duration_since(self.periods[first].0);
+        let cut_back = self.periods[last - 1].1.saturating_duration_since(to);
+        whole.saturating_sub(cut_front + cut_back)
+    }
+}
+
+/// [`Stalls::between`] agrees with summing each period's overlap.
+#[test]
+fn stalls_between_two_instants_are_summed_by_prefix() {
+    let zero = Instant::now();
+    let at = |ms: u64| zero + Duration::from_millis(ms);
+    let periods = vec![
+        (at(10), at(12)),
+        (at(20), at(25)),
+        (at(30), at(31)),
+        (at(40), at(48)),
+    ];
+    let stalls = Stalls::new(periods.clone());
+    for from in 0..50 {
+        for to in 0..52 {
+            let naive: Duration = periods
+                .iter()
+                .map(|&(start, end)| {
+                    end.min(at(to))
+                        .saturating_duration_since(start.max(at(from)))
+                })
+                .sum();
+            assert_eq!(stalls.between(at(from), at(to)), naive, "{from}..{to}");
+        }
+    }
 }
 
 /// A read: when it started and the version it returned.
@@ -623,7 +681,7 @@ async fn run_checker(backend: Backend, pressure: Option<Pressure>) {
         .into_iter()
         .map(|thread| thread.join().unwrap())
         .collect();
-    let stalls = stall_watch.join().unwrap();
+    let stalls = Stalls::new(stall_watch.join().unwrap());
 
     let writes = writes.lock().unwrap();
     let reads = reads.lock().unwrap();
@@ -637,14 +695,15 @@ async fn run_checker(backend: Backend, pressure: Option<Pressure>) {
             writes
                 .iter()
                 .filter(|write| {
+                    if write.id != read.id || write.version <= read.version {
+                        return false;
+                    }
                     let grace = if write.handle == read.handle || !near {
                         Duration::ZERO
                     } else {
-                        NEAR_PUSH_WINDOW + stalled_between(&stalls, write.done, read.started)
+                        NEAR_PUSH_WINDOW + stalls.between(write.done, read.started)
                     };
-                    write.id == read.id
-                        && write.done + grace < read.started
-                        && write.version > read.version
+                    write.done + grace < read.started
                 })
                 .max_by_key(|write| write.version)
                 .map(|write| (read, write))
@@ -687,10 +746,15 @@ async fn run_checker(backend: Backend, pressure: Option<Pressure>) {
         operations as f64 / elapsed.as_secs_f64(),
     );
     println!("handle stats: {stats:?}");
-    if let Some(longest) = stalls.iter().map(|(start, end)| *end - *start).max() {
+    if let Some(longest) = stalls
+        .periods
+        .iter()
+        .map(|(start, end)| *end - *start)
+        .max()
+    {
         println!(
             "machine stalls over 1 ms during the run: {}, longest {longest:.2?}",
-            stalls.len()
+            stalls.periods.len()
         );
     }
     if outage == Outage::Failover {
