@@ -14,7 +14,9 @@ use crate::flight::Flights;
 use crate::guard::{
     Admission, Backoff, CircuitBreaker, PendingInvalidations, RateLimiter, Transition,
 };
-use crate::key::{check_segment, clock_key, encode_tag, entry_key, tag_keys, tag_stamp_key};
+use crate::key::{
+    check_segment, clock_key, encode_tag, entry_key, tag_keys, tag_stamp_key, TagKeys,
+};
 use crate::locks::RwLockExt as _;
 use crate::metrics::HandleMetrics;
 use crate::near::{self, Near};
@@ -22,9 +24,10 @@ use crate::redact::redact_url;
 use crate::source::{RedisSource, Source};
 use crate::stats::{Counter, Counters, Stats};
 use crate::store::{
-    self, millis, ClockRead, EntryTags, Fill, FillBody, Invalidation, Link, MemoryStore,
-    RedisStore, Store, StoreResult, TagKeys, WriteThrough,
+    self, ClockRead, EntryTags, Fill, FillBody, Invalidation, Link, MemoryStore, RedisStore, Store,
+    StoreResult, WriteThrough,
 };
+use crate::time::millis;
 use crate::Error;
 
 /// `mem://` selects a private in-process store, `mem://name` one shared by name.
@@ -487,7 +490,7 @@ impl CacheBuilder {
                 };
                 // Decoded values without decoding, as on Redis; the store tells the near
                 // cache of every change itself.
-                let near = self.new_near().inspect(|near| store.track(near));
+                let near = self.new_near().inspect(|near| store.track(near.clone()));
                 (Store::Memory(store), near)
             }
             None => {

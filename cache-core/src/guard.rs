@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::locks::MutexExt as _;
-use crate::store::millis;
+use crate::time::millis;
 
 /// Milliseconds since the guard was made; fits an atomic, unlike `Instant`.
 #[derive(Debug)]

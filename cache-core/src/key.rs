@@ -19,7 +19,6 @@
 
 use std::fmt::{Display, Write as _};
 
-use crate::store::TagKeys;
 use crate::Error;
 
 /// Builds the Redis key of one entry.
@@ -120,6 +119,13 @@ pub(crate) fn check_segment(what: &'static str, segment: &str) -> Result<(), Err
 /// at which the clock was (re)made (`floor`), and the last stamp of each bucket of entries.
 pub(crate) fn clock_key(namespace: Option<&str>) -> String {
     library_key(namespace, "clock", "")
+}
+
+/// The Redis keys of one tag: the set of entries registered under it, and its last stamp.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct TagKeys {
+    pub(crate) members: String,
+    pub(crate) stamp: String,
 }
 
 /// The keys of one tag: its member set and its stamp, `…:tag{:<tag>}` and `…:stamp{:<tag>}`.

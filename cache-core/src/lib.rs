@@ -21,6 +21,7 @@ mod response;
 mod source;
 mod stats;
 mod store;
+mod time;
 
 /// What the macros expand to: not public API, outside semver.
 #[doc(hidden)]

@@ -35,6 +35,7 @@ use redis::{
 };
 
 use crate::metrics::HandleMetrics;
+use crate::store::ChangeListener;
 
 /// How many generation counters reads and invalidations share, by key hash.
 const SHARDS: usize = 256;
@@ -446,7 +447,7 @@ impl Near {
 
     /// For a store in this process, which tells the near cache of every change itself
     /// (`mem://`): it always hears.
-    pub(crate) fn hear_in_process(&self) {
+    fn hear_in_process(&self) {
         self.reset(true);
     }
 }
@@ -833,7 +834,7 @@ async fn heard_probes(
             .arg(probe)
             .arg("1")
             .arg("PX")
-            .arg(crate::store::millis(operation_timeout).max(1) * 4);
+            .arg(crate::time::millis(operation_timeout).max(1) * 4);
         let written = write.query_async::<()>(connection);
         match tokio::time::timeout_at(deadline, written).await {
             Ok(Ok(())) => {}
@@ -1096,6 +1097,17 @@ mod clock {
     pub(super) fn expiry(life: Duration) -> u64 {
         let life = u64::try_from(life.as_nanos()).unwrap_or(u64::MAX);
         now().saturating_add(life.saturating_sub(lag()))
+    }
+}
+
+/// A store in this process (`mem://`) tells the near cache of every change itself.
+impl ChangeListener for Near {
+    fn listening(&self) {
+        self.hear_in_process();
+    }
+
+    fn changed(&self, keys: &[String]) {
+        Near::changed(self, keys.iter().map(String::as_str));
     }
 }
 

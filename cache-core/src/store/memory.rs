@@ -12,7 +12,15 @@ use redis::Value;
 use super::{Absences, EntryRead, EntryTags, Fill, FillBody, Invalidation, TagKeys, WriteThrough};
 use crate::codec::FieldValue;
 use crate::locks::MutexExt as _;
-use crate::near::Near;
+
+/// What hears of every change a store in this process makes (the near cache), so that the
+/// store need not know it.
+pub(crate) trait ChangeListener: Send + Sync {
+    /// It hears every change from now on.
+    fn listening(&self);
+    /// The keys one operation changed, told after it completed and before it returns.
+    fn changed(&self, keys: &[String]);
+}
 
 /// Expired entries are swept at most this often on writes; reads ignore them at once.
 const SWEEP_EVERY_WRITES: u32 = 1024;
@@ -23,7 +31,7 @@ pub(crate) struct MemoryStore {
     /// The near caches of the handles on this store, told of every change before the
     /// operation that made it returns: what Redis' tracking does, without a connection that
     /// could go deaf.
-    near_caches: Mutex<Vec<Weak<Near>>>,
+    near_caches: Mutex<Vec<Weak<dyn ChangeListener>>>,
 }
 
 #[derive(Debug, Default)]
@@ -93,11 +101,11 @@ impl MemoryStore {
     }
 
     /// Tells `near` of every change from now on, for as long as it lives.
-    pub(crate) fn track(&self, near: &Arc<Near>) {
+    pub(crate) fn track(&self, near: Arc<dyn ChangeListener>) {
         let mut near_caches = self.near_caches.lock_recovered();
         near_caches.retain(|near| near.strong_count() > 0);
-        near_caches.push(Arc::downgrade(near));
-        near.hear_in_process();
+        near_caches.push(Arc::downgrade(&near));
+        near.listening();
     }
 
     /// Ends an operation: releases the lock, then tells the near caches what it changed
@@ -108,14 +116,14 @@ impl MemoryStore {
         }
         let changed = std::mem::take(&mut state.changed);
         drop(state);
-        let near_caches: Vec<Arc<Near>> = self
+        let near_caches: Vec<Arc<dyn ChangeListener>> = self
             .near_caches
             .lock_recovered()
             .iter()
             .filter_map(Weak::upgrade)
             .collect();
         for near in near_caches {
-            near.changed(changed.iter().map(String::as_str));
+            near.changed(&changed);
         }
     }
 

@@ -46,9 +46,11 @@ use std::time::Duration;
 
 use ::redis::Value;
 
-pub(crate) use self::memory::{shared as shared_memory, MemoryStore};
+pub(crate) use self::memory::{shared as shared_memory, ChangeListener, MemoryStore};
 pub(crate) use self::redis::{Link, RedisStore};
 use crate::codec::{EncodedField, Stored};
+use crate::key::TagKeys;
+use crate::time::millis;
 
 /// Result of a store operation; errors are what Redis reported.
 pub(crate) type StoreResult<T> = Result<T, ::redis::RedisError>;
@@ -237,13 +239,6 @@ impl Absences {
             None
         }
     }
-}
-
-/// The Redis keys of one tag: the set of entries registered under it, and its last stamp.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct TagKeys {
-    pub(crate) members: String,
-    pub(crate) stamp: String,
 }
 
 /// What a fill writes.
@@ -508,11 +503,6 @@ impl Store {
 /// Milliseconds for `PEXPIRE`, at least 1 (0 would delete the entry at once).
 pub(crate) fn ttl_millis(ttl: Duration) -> u64 {
     millis(ttl).max(1)
-}
-
-/// A duration in whole milliseconds, as Redis takes them (saturating, never panicking).
-pub(crate) fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Parses a stamp; anything unreadable counts as "never invalidated".
