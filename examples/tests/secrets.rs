@@ -58,6 +58,23 @@ fn run_server(env: &[(&str, String)], port: u16, requests: &[&str]) -> String {
     )
 }
 
+/// Runs the server with these two URLs, serves a few requests, and returns its output,
+/// checked to show that it started.
+fn serve_with(database_url: String, redis_url: String) -> String {
+    let env = [
+        ("DATABASE_URL", database_url),
+        ("REDIS_URL", redis_url),
+        ("JWT_SECRET", "jwt".to_owned()),
+    ];
+    let output = run_server(
+        &env,
+        free_port(),
+        &["/api/users", "/api/users", "/cache/stats"],
+    );
+    assert!(output.contains("starting"), "the server logged: {output}");
+    output
+}
+
 #[tokio::test]
 async fn passwords_in_both_urls_never_reach_the_output() {
     let redis = RedisServer::start();
@@ -70,17 +87,7 @@ async fn passwords_in_both_urls_never_reach_the_output() {
         1,
     );
     assert!(database_url.contains(DATABASE_SECRET), "{database_url}");
-    let env = [
-        ("DATABASE_URL", database_url.clone()),
-        ("REDIS_URL", redis_url.clone()),
-        ("JWT_SECRET", "jwt".to_owned()),
-    ];
-    let output = run_server(
-        &env,
-        free_port(),
-        &["/api/users", "/api/users", "/cache/stats"],
-    );
-    assert!(output.contains("starting"), "the server logged: {output}");
+    let output = serve_with(database_url.clone(), redis_url.clone());
     assert!(
         output.contains("***"),
         "the URLs are logged, redacted: {output}"
@@ -121,17 +128,7 @@ async fn passwords_in_url_queries_never_reach_the_output() {
         "{}?password={DATABASE_SECRET}",
         common::postgres_url().await
     );
-    let env = [
-        ("DATABASE_URL", database_url),
-        ("REDIS_URL", redis_url),
-        ("JWT_SECRET", "jwt".to_owned()),
-    ];
-    let output = run_server(
-        &env,
-        free_port(),
-        &["/api/users", "/api/users", "/cache/stats"],
-    );
-    assert!(output.contains("starting"), "the server logged: {output}");
+    let output = serve_with(database_url, redis_url);
     assert!(
         output.contains("pass=***") && output.contains("password=***"),
         "the URLs are logged, redacted: {output}"

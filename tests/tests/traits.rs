@@ -170,6 +170,19 @@ async fn a_trait_object_repository_is_cached_and_invalidated() {
     );
 }
 
+/// Each hash at `key` holds `name` in its `name` field.
+fn assert_stored_names(server: &RedisServer, entries: &[(&str, &str)]) {
+    let mut connection = server.connection();
+    for (key, name) in entries {
+        let stored: Option<String> = redis::cmd("HGET")
+            .arg(*key)
+            .arg("name")
+            .query(&mut connection)
+            .unwrap();
+        assert_eq!(stored.as_deref(), Some(*name), "{key}");
+    }
+}
+
 #[tokio::test]
 async fn keys_read_from_self_keep_tenants_apart() {
     let server = RedisServer::start();
@@ -183,18 +196,13 @@ async fn keys_read_from_self_keep_tenants_apart() {
     b.get_in_tenant(1).await.unwrap();
     assert_eq!((a.loads(), b.loads()), (1, 1), "one load per tenant");
 
-    let mut connection = server.connection();
-    for (key, name) in [
-        ("tenant_user:a:1", "a-user1"),
-        ("tenant_user:b:1", "b-user1"),
-    ] {
-        let stored: Option<String> = redis::cmd("HGET")
-            .arg(key)
-            .arg("name")
-            .query(&mut connection)
-            .unwrap();
-        assert_eq!(stored.as_deref(), Some(name), "{key}");
-    }
+    assert_stored_names(
+        &server,
+        &[
+            ("tenant_user:a:1", "a-user1"),
+            ("tenant_user:b:1", "b-user1"),
+        ],
+    );
 
     a.forget_in_tenant(1).await.unwrap();
     a.get_in_tenant(1).await.unwrap();
@@ -257,15 +265,10 @@ async fn composite_keys_never_collide() {
     assert_eq!(directory.member("a", "b:c").await.unwrap(), second);
     assert_eq!(directory.loads.load(Ordering::SeqCst), 2);
 
-    let mut connection = server.connection();
-    for (key, name) in [("member:a%3Ab:c", "a:b|c"), ("member:a:b%3Ac", "a|b:c")] {
-        let stored: Option<String> = redis::cmd("HGET")
-            .arg(key)
-            .arg("name")
-            .query(&mut connection)
-            .unwrap();
-        assert_eq!(stored.as_deref(), Some(name), "{key}");
-    }
+    assert_stored_names(
+        &server,
+        &[("member:a%3Ab:c", "a:b|c"), ("member:a:b%3Ac", "a|b:c")],
+    );
     // The direct API names the same entries with `KeySegment`.
     let key = format!("{}:{}", KeySegment("a:b"), KeySegment("c"));
     assert_eq!(
