@@ -8,8 +8,7 @@ use std::fmt::Display;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::cache::schema_field_names;
-use crate::codec::{self, DecodeFn, EncodedField};
+use crate::codec::{self, schema_field_names, DecodeFn, EncodedField};
 use crate::near::{Near, NearCopy, Ticket};
 use crate::Error;
 

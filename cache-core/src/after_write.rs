@@ -24,7 +24,8 @@ pub async fn invalidate(
     let span = tracing::debug_span!("cache.invalidate", prefix = spec.prefix, ?keys, ?tags);
     // An undelivered invalidation is remembered and retried inside, and it runs to the end
     // even if our caller stops waiting; never the caller's problem.
-    let outcome = tracing::Instrument::instrument(cache.invalidate_all(keys, tags), span).await;
+    let outcome =
+        tracing::Instrument::instrument(cache.engine().invalidate_all(keys, tags), span).await;
     count_write(spec, &outcome, PrefixMetrics::invalidation);
 }
 
@@ -57,7 +58,7 @@ pub async fn write_through<S, R>(
     };
     let fields = match (output.to_fill)(result).map(schema.encode) {
         // Too large to cache: the entry is dropped instead.
-        Some(Ok(fields)) if cache.check_size(&fields).is_err() => {
+        Some(Ok(fields)) if cache.engine().check_size(&fields).is_err() => {
             return invalidate(Some(cache), spec, Some(key), tags).await
         }
         Some(Ok(fields)) => fields,
@@ -81,7 +82,9 @@ pub async fn write_through<S, R>(
     // Failures are remembered and delivered later as an invalidation.
     let span = tracing::debug_span!("cache.write_through", prefix = spec.prefix, %key, version);
     let outcome = tracing::Instrument::instrument(
-        cache.write_through(key, fields, version_field, version, tags),
+        cache
+            .engine()
+            .write_through(key, fields, version_field, version, tags),
         span,
     )
     .await;

@@ -94,5 +94,5 @@ pub fn entry_key<K: Display + ?Sized>(
     spec: &Spec,
     key: &K,
 ) -> Option<String> {
-    cache.map(|cache| cache.key(spec.prefix, key))
+    cache.map(|cache| cache.engine().key(spec.prefix, key))
 }

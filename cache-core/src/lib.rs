@@ -3,8 +3,11 @@
 
 mod adapt;
 mod after_write;
+mod builder;
 mod cache;
 mod codec;
+mod connect;
+mod engine;
 mod error;
 mod flight;
 mod function;
@@ -29,7 +32,8 @@ pub mod __private {
     pub use crate::private::*;
 }
 
-pub use crate::cache::{install, installed, Cache, CacheBuilder};
+pub use crate::builder::CacheBuilder;
+pub use crate::cache::{install, installed, Cache};
 pub use crate::error::Error;
 pub use crate::key::KeySegment;
 pub use crate::redact::redact_url;

@@ -16,11 +16,12 @@
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::adapt::{Output, Schema, Tags};
-use crate::cache::{Copyable, Lease, Lookup};
 use crate::codec::{EncodedField, FieldValue};
+use crate::engine::{Copyable, Engine, Lease, Lookup};
 use crate::flight::{wait_for_leader, Flight};
 use crate::function::Spec;
 use crate::metrics::GetResult;
@@ -42,15 +43,16 @@ pub fn near_hit<S, R>(
     let (Some(cache), Some(key), Some(ops)) = (cache, key, schema.near.as_ref()) else {
         return None;
     };
-    let near = cache.near()?;
+    let engine = cache.engine();
+    let near = engine.near()?;
     match (ops.get)(near, key) {
         Some(value) => {
-            cache.count_near_hit();
+            engine.count_near_hit();
             spec.metrics().near_hit();
             Some((output.from_hit)(value))
         }
         None => {
-            cache.count_near_miss();
+            engine.count_near_miss();
             spec.metrics().near_miss();
             None
         }
@@ -77,9 +79,10 @@ where
     let (Some(cache), Some(key)) = (cache.filter(Cache::is_enabled), key) else {
         return body.await;
     };
+    let engine = cache.engine();
     let metrics = spec.metrics();
     if spec.learned.uncacheable.load(Ordering::Relaxed) {
-        cache.count_bypass();
+        engine.count_bypass();
         metrics.bypass();
         return body.await;
     }
@@ -92,14 +95,14 @@ where
                     tracing::warn!(prefix = spec.prefix, %error, "schema cannot be cached; this function always runs");
                 }
                 spec.learned.uncacheable.store(true, Ordering::Relaxed);
-                cache.count_bypass();
+                engine.count_bypass();
                 metrics.bypass();
                 return body.await;
             }
         },
     };
     let call = Call {
-        cache: &cache,
+        engine,
         spec,
         key: &key,
         fields,
@@ -149,7 +152,7 @@ struct Loaded<'a> {
 
 /// One `cached_get` call's context, shared by its steps.
 struct Call<'a, S, R, T> {
-    cache: &'a Cache,
+    engine: &'a Arc<Engine>,
     spec: &'static Spec,
     key: &'a str,
     fields: &'static [&'static str],
@@ -199,16 +202,16 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
 
     /// [`lookup`](Self::lookup); `count_misses` off while polling for another's fill.
     async fn look_up(&self, count_misses: bool) -> Step<R> {
-        if self.cache.reads_blocked(self.key, &[]).await {
+        if self.engine.reads_blocked(self.key, &[]).await {
             return Step::Bypass;
         }
-        let tag_mark = self.cache.tag_delivery_mark();
+        let tag_mark = self.engine.tag_delivery_mark();
         // Taken before the read is sent: an invalidation arriving meanwhile keeps the reply
         // out of the near cache.
         let ticket = self.near_ticket();
         let read_at = Instant::now();
         match self
-            .cache
+            .engine
             .read_entry(
                 self.key,
                 self.fields,
@@ -223,14 +226,14 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
                 // delivery that completed after the read began (in the background, or the one
                 // `reads_blocked` itself may run) may have been one of them, and the entry was
                 // read before it: then the read is not trusted either.
-                if tag_mark.is_some() || self.cache.tag_invalidations_pending() {
+                if tag_mark.is_some() || self.engine.tag_invalidations_pending() {
                     let mut tags = self.tags.of(&value);
                     merge_tags(&mut tags, &copyable.tags);
-                    if self.cache.reads_blocked(self.key, &tags).await {
+                    if self.engine.reads_blocked(self.key, &tags).await {
                         return Step::Bypass;
                     }
-                    if tag_mark.is_some_and(|mark| self.cache.delivered_since(mark)) {
-                        self.cache.count_bypass();
+                    if tag_mark.is_some_and(|mark| self.engine.delivered_since(mark)) {
+                        self.engine.count_bypass();
                         return Step::Bypass;
                     }
                 }
@@ -241,13 +244,13 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
             }
             Ok(Lookup::Absent { seen }) => match &self.output.absent {
                 Some(absence) => {
-                    self.cache.count_hit();
+                    self.engine.count_hit();
                     Step::Done((absence.value)())
                 }
                 // Another function caches absence here; this one loads and overwrites it.
                 None => {
                     if count_misses {
-                        self.cache.count_miss();
+                        self.engine.count_miss();
                     }
                     let contention = Contention::None;
                     Step::Load(Miss {
@@ -291,13 +294,13 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
     /// The near cache's ticket for this call's read, if the near cache may hold its schema.
     fn near_ticket(&self) -> Option<Ticket> {
         self.schema.near.as_ref()?;
-        self.cache.near()?.ticket(self.key)
+        self.engine.near()?.ticket(self.key)
     }
 
     /// Keeps a value read from Redis in the near cache, if `ticket` says no invalidation
     /// crossed the read.
     fn keep_near(&self, ticket: Ticket, value: &S, copyable: Copyable) {
-        if let (Some(near), Some(ops)) = (self.cache.near(), self.schema.near.as_ref()) {
+        if let (Some(near), Some(ops)) = (self.engine.near(), self.schema.near.as_ref()) {
             // The entry's tags, and this function's (which its fills register too).
             let mut tags = copyable.tags;
             merge_tags(&mut tags, &self.tags.of(value));
@@ -316,7 +319,7 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
     async fn across_processes(&self, mut miss: Miss) -> Step<R> {
         match miss.contention {
             Contention::None => return Step::Load(miss),
-            Contention::Tombstone => match self.cache.acquire_lease(self.key).await {
+            Contention::Tombstone => match self.engine.acquire_lease(self.key).await {
                 Ok(None) => {}
                 Ok(Some(lease)) => {
                     miss.lease = Some(lease);
@@ -327,9 +330,9 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
             },
             Contention::Leased => {}
         }
-        self.cache.count_coalesced();
+        self.engine.count_coalesced();
         self.spec.metrics().coalesced();
-        let deadline = Instant::now() + self.cache.lease_wait();
+        let deadline = Instant::now() + self.engine.lease_wait();
         while Instant::now() < deadline {
             tokio::time::sleep(LEASE_POLL).await;
             match self.look_up(false).await {
@@ -345,14 +348,14 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
     /// loads first defers to another process that holds the entry's lease.
     async fn after_miss(&self, miss: Miss, body: impl Future<Output = R>) -> R {
         let flight_key = format!("{}\u{0}{}", self.key, std::any::type_name::<S>());
-        let flight = self.cache.flights().join(flight_key);
+        let flight = self.engine.flights().join(flight_key);
         let result = match flight {
             // The guard lives until the fill is done: followers wake to a filled entry.
             Flight::Leader(_leading) => self.finish(self.across_processes(miss).await, body).await,
             Flight::Follower(done) => {
-                self.cache.count_coalesced();
+                self.engine.count_coalesced();
                 self.spec.metrics().coalesced();
-                wait_for_leader(done, self.cache.flight_wait()).await;
+                wait_for_leader(done, self.engine.flight_wait()).await;
                 self.finish(self.lookup().await, body).await
             }
         };
@@ -379,7 +382,7 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
         // bucket's in the clock (which outlives an evicted tombstone) and its tags'. Those
         // given before this load began are at most the clock's `now`, read here, before
         // loading; so only invalidations that came after the read refuse the fill.
-        let Ok(clock) = self.cache.clock(self.key, self.spec.tagged).await else {
+        let Ok(clock) = self.engine.clock(self.key, self.spec.tagged).await else {
             // Without the clock a fill could not be checked: load, and leave the cache be.
             return body.await;
         };
@@ -392,7 +395,7 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
         // Failures are logged and counted inside; the caller gets its value regardless.
         if let Some(value) = (self.output.to_fill)(&result) {
             match (self.schema.encode)(value) {
-                Ok(fields) if self.cache.check_size(&fields).is_err() => {
+                Ok(fields) if self.engine.check_size(&fields).is_err() => {
                     if self.spec.learned.first_warning() {
                         tracing::warn!(
                             key = self.key,
@@ -402,7 +405,7 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
                 }
                 Ok(fields) => {
                     self.learn_from(&fields);
-                    let ttl = self.cache.ttl_or_default(ttl);
+                    let ttl = self.engine.ttl_or_default(ttl);
                     let tags = self.tags.of(value);
                     let body = FillBody::Fields(&fields);
                     let fill = Loaded {
@@ -426,7 +429,7 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
                 let ttl = self
                     .spec
                     .none_ttl_secs
-                    .map_or_else(|| self.cache.negative_ttl(), Duration::from_secs);
+                    .map_or_else(|| self.engine.negative_ttl(), Duration::from_secs);
                 let tags = &self.tags.from_parameters;
                 let fill = Loaded {
                     body: FillBody::Absent,
@@ -449,7 +452,7 @@ impl<S, R, T> Call<'_, S, R, T> {
     async fn store(&self, fill: Loaded<'_>, lease: &mut Option<Lease>) {
         let span = tracing::debug_span!("cache.fill", prefix = self.spec.prefix, key = self.key);
         let filled = tracing::Instrument::instrument(
-            self.cache.fill_after_miss(
+            self.engine.fill_after_miss(
                 self.key,
                 fill.body,
                 fill.ttl,

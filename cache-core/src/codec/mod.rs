@@ -24,7 +24,7 @@ mod schema;
 mod ser;
 
 pub(crate) use de::{decode, Stored};
-pub(crate) use schema::{schema_fields, SchemaFields};
+pub(crate) use schema::schema_field_names;
 pub(crate) use ser::{encode, EncodedField};
 
 /// [`decode`] for one schema type, as a plain function pointer.

@@ -14,6 +14,18 @@ pub(crate) enum SchemaFields {
     Unsupported(&'static str),
 }
 
+/// The schema's field names, or why it cannot be cached.
+pub(crate) fn schema_field_names<T: serde::de::DeserializeOwned>(
+) -> Result<&'static [&'static str], crate::Error> {
+    match schema_fields::<T>() {
+        SchemaFields::Named(fields) => Ok(fields),
+        SchemaFields::Unsupported(reason) => Err(crate::Error::UnsupportedSchema {
+            type_name: std::any::type_name::<T>(),
+            reason,
+        }),
+    }
+}
+
 /// Asks `T`'s `Deserialize` impl for its field names. Costs one failed call, no allocation.
 pub(crate) fn schema_fields<'de, T: Deserialize<'de>>() -> SchemaFields {
     match T::deserialize(Probe { field: None }) {

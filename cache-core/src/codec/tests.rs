@@ -3,6 +3,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::schema::{schema_fields, SchemaFields};
 use super::*;
 
 /// Encodes, lines the values up in schema order as a store would return them, decodes.

@@ -27,7 +27,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::adapt::{near_ops, output, schema, Tags};
-use crate::cache::MAX_DURATION;
+use crate::builder::MAX_DURATION;
 use crate::function::{Learned, Spec};
 use crate::key::check_segment;
 use crate::read_through::{get_or_fill, near_hit};
@@ -464,7 +464,7 @@ impl Config {
 
         let cache = Some(&self.cache);
         let spec = self.spec();
-        let entry_key = Some(self.cache.key(spec.prefix, &looked_up.key));
+        let entry_key = Some(self.cache.engine().key(spec.prefix, &looked_up.key));
         let schema = schema::<StoredResponse>().with_near(near_ops::<StoredResponse>());
         let adapter = output::<StoredResponse, Result<StoredResponse, Response>>();
         let answering = |hit| Answering {
