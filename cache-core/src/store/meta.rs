@@ -1,6 +1,6 @@
 //! `__meta`: the library's state of an entry, in one field of the entry's hash, so that a hit
 //! reads the schema's fields plus one. This is its one description; the Lua scripts write and
-//! read it (`lua_meta!` in `redis.rs`), [`Meta::parse`] reads it on every hit, and the
+//! read it (`lua_meta!` in `redis/scripts.rs`), [`Meta::parse`] reads it on every hit, and the
 //! in-process store keeps the same state in a struct (`memory.rs`). The tests below feed the
 //! same cases to all three.
 //!

@@ -29,9 +29,9 @@
 //!   set unless a live one is there. Other readers see it in their `HMGET` and wait for the
 //!   fill instead of loading.
 //!
-//! On a Redis Cluster the same protocol runs as single-slot steps (`redis.rs`): each slot has
-//! its own clock beside its entries, tags are stamped by the namespace clock and checked in
-//! their own slot before the fill; `docs/cluster.md` argues why a racing fill and
+//! On a Redis Cluster the same protocol runs as single-slot steps (`redis/cluster.rs`): each
+//! slot has its own clock beside its entries, tags are stamped by the namespace clock and
+//! checked in their own slot before the fill; `docs/cluster.md` argues why a racing fill and
 //! invalidation still always see each other.
 //!
 //! The two are an enum rather than a trait object so that the hit path pays no boxed future.
