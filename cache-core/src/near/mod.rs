@@ -1,11 +1,11 @@
 //! The near cache: decoded values in process memory, kept coherent with Redis.
 //!
-//! Coherence comes from Redis' server-assisted client-side caching: the listener ([`listen`])
-//! holds RESP3 connections of its own (one to a server, one to every primary of a cluster)
-//! with `CLIENT TRACKING ON BCAST` over the handle's keys, and Redis pushes the name of
-//! every key that changes, whoever changed it. (On `mem://` the store itself tells the near
-//! caches of its changes, [`Near::changed`], before each operation returns.) Three rules make
-//! that a guarantee rather than a hope:
+//! Coherence comes from Redis' server-assisted client-side caching: the listener
+//! ([`listen`](fn@listen)) holds RESP3 connections of its own (one to a server, one to every
+//! primary of a cluster) with `CLIENT TRACKING ON BCAST` over the handle's keys, and Redis
+//! pushes the name of every key that changes, whoever changed it. (On `mem://` the store
+//! itself tells the near caches of its changes, [`Near::changed`], before each operation
+//! returns.) Three rules make that a guarantee rather than a hope:
 //!
 //! * **The in-flight race.** A reply read from Redis is inserted only if no invalidation of
 //!   its shard arrived since just before the read was sent: the reader takes a [`Ticket`]
@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use crate::metrics::HandleMetrics;
 use crate::store::ChangeListener;
+use crate::time::{coarse_expiry, coarse_now};
 
 mod listen;
 mod recent;
@@ -53,7 +54,7 @@ struct NearEntry {
     /// share fields); with the key and the tags, its weight under `near_max_bytes`.
     value_bytes: u64,
     /// The entry's expiry in Redis, or the near cache's max age, whichever comes first
-    /// ([`clock::now`]).
+    /// ([`coarse_now`]).
     expires_at: u64,
 }
 
@@ -268,7 +269,7 @@ impl Near {
 
     /// A clone of the value of schema `S` in `entry`, unless it expired (then `expired`).
     fn serve<S: 'static>(entry: &NearEntry, clone: fn(&S) -> S, expired: &mut bool) -> Option<S> {
-        if clock::now() >= entry.expires_at {
+        if coarse_now() >= entry.expires_at {
             *expired = true;
             return None;
         }
@@ -317,7 +318,7 @@ impl Near {
         let type_id = TypeId::of::<S>();
         let mut values: Vec<(TypeId, Arc<dyn Any + Send + Sync>)> = Vec::with_capacity(1);
         let mut all_tags = copy.tags;
-        let mut expires_at = clock::expiry(copy.ttl.min(self.max_age));
+        let mut expires_at = coarse_expiry(copy.ttl.min(self.max_age));
         let mut value_bytes = copy.bytes as u64;
         if let Some(current) = self.entries.get(key) {
             expires_at = expires_at.min(current.expires_at);
@@ -450,78 +451,6 @@ impl Near {
     /// (`mem://`): it always hears.
     fn hear_in_process(&self) {
         self.reset(true);
-    }
-}
-
-/// The clock copies expire by, read on every near hit: `Instant::now()` was a fifth of a near
-/// hit's own work (measured with `perf`). Where the kernel has a coarse monotonic clock
-/// (Linux: a few nanoseconds, no hardware counter read, ticking every 1–4 ms) it is used,
-/// and a copy's life is shortened by one tick so that the clock's lag never serves it past
-/// the entry's expiry in Redis.
-mod clock {
-    use std::time::Duration;
-
-    /// Now, in nanoseconds of a monotonic clock.
-    #[cfg(target_os = "linux")]
-    pub(super) fn now() -> u64 {
-        read(libc::CLOCK_MONOTONIC_COARSE)
-    }
-
-    #[cfg(target_os = "linux")]
-    fn read(clock: libc::clockid_t) -> u64 {
-        let mut time = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `time` is a valid, writable timespec; the clock id is a constant the
-        // kernel knows (since Linux 2.6.32).
-        let failed = unsafe { libc::clock_gettime(clock, &mut time) } != 0;
-        if failed {
-            return 0;
-        }
-        let seconds = u64::try_from(time.tv_sec).unwrap_or(0);
-        let nanos = u64::try_from(time.tv_nsec).unwrap_or(0);
-        seconds.saturating_mul(1_000_000_000).saturating_add(nanos)
-    }
-
-    /// How far [`now`] may lag behind the true time.
-    #[cfg(target_os = "linux")]
-    fn lag() -> u64 {
-        static LAG: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-        *LAG.get_or_init(|| {
-            let mut resolution = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
-            // SAFETY: as in `read`.
-            let failed =
-                unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut resolution) } != 0;
-            if failed {
-                // Not knowing the tick, assume the coarsest kernel's (100 Hz).
-                return 10_000_000;
-            }
-            let seconds = u64::try_from(resolution.tv_sec).unwrap_or(0);
-            let nanos = u64::try_from(resolution.tv_nsec).unwrap_or(0);
-            seconds.saturating_mul(1_000_000_000).saturating_add(nanos)
-        })
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    pub(super) fn now() -> u64 {
-        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-        let elapsed = START.get_or_init(std::time::Instant::now).elapsed();
-        u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    fn lag() -> u64 {
-        0
-    }
-
-    /// When a copy that may live `life` from now expires, on [`now`]'s scale.
-    pub(super) fn expiry(life: Duration) -> u64 {
-        let life = u64::try_from(life.as_nanos()).unwrap_or(u64::MAX);
-        now().saturating_add(life.saturating_sub(lag()))
     }
 }
 

@@ -1,11 +1,11 @@
 //! Each thread's most recent copies: a near hit served from here writes nothing another
 //! core reads (the shared store's reference count and lock are written by every get), which
 //! measured a fifth of a near hit at 64 tasks on two cores. A copy is served only while its
-//! shard's generation is the one read before the shared store gave it (see [`Near::get`](super::Near::get)):
-//! every invalidation, deafness and reset changes it. Direct-mapped by key hash, so a
-//! thread keeps at most [`SLOTS`] copies (of at most [`LARGEST`] bytes each) across all
-//! handles; they may outlive an eviction from the shared store for room, never an
-//! invalidation.
+//! shard's generation is the one read before the shared store gave it (see
+//! [`Near::get`](super::Near::get)): every invalidation, deafness and reset changes it.
+//! Direct-mapped by key hash, so a thread keeps at most [`SLOTS`] copies (of at most
+//! [`LARGEST`] bytes each) across all handles; they may outlive an eviction from the shared
+//! store for room, never an invalidation.
 
 use std::cell::RefCell;
 use std::sync::Arc;
