@@ -10,6 +10,7 @@ use redis::{AsyncConnectionConfig, Client, PushInfo, PushKind, Value};
 
 use super::topology::{cluster_primaries, host_of, primaries, resp3, same_primaries, Primary};
 use super::{Near, HEALTH_CHECK};
+use crate::key;
 
 /// Where the listener's connections go.
 #[derive(Debug)]
@@ -44,18 +45,14 @@ pub(crate) fn listen(
     let tracked = Tracked {
         prefixes: match namespace {
             Some(namespace) => vec![
-                format!("{namespace}:"),
-                format!("__cache:{namespace}:stamp{{:"),
+                key::entry_prefix(Some(namespace)),
+                key::tag_stamp_prefix(Some(namespace)),
             ],
             // Entries of a handle without namespace can have any prefix: every key.
             None => Vec::new(),
         },
-        // Under the first prefix, where no entry can be (`__` starts no prefix the
-        // library writes for itself there, and a user's prefix would need the same name).
-        probe: match namespace {
-            Some(namespace) => format!("{namespace}:__near-probe"),
-            None => "__cache::near-probe".to_owned(),
-        },
+        // Under the first prefix, where no entry can be (see `key::near_probe_key`).
+        probe: key::near_probe_key(namespace),
     };
     // Holds the near cache weakly: when the handle is dropped, the listener and its
     // connections go too, at the next push or health check.
@@ -142,13 +139,7 @@ async fn hear(
         None => vec![tracked.probe.clone()],
         Some(found) => found
             .iter()
-            .map(|primary| {
-                format!(
-                    "{}{{{}}}",
-                    tracked.probe,
-                    crate::key::slot_tag(primary.slot)
-                )
-            })
+            .map(|primary| key::slot_probe_key(&tracked.probe, primary.slot))
             .collect(),
     };
     if !heard_probes(

@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::key::{entry_prefix, is_library_key, stamped_tag, tag_stamp_prefix};
 use crate::metrics::HandleMetrics;
 use crate::store::ChangeListener;
 use crate::time::{coarse_expiry, coarse_now};
@@ -202,8 +203,8 @@ impl Near {
             generations: (0..SHARDS).map(|_| AtomicU64::new(0)).collect(),
             listening: AtomicBool::new(false),
             max_age,
-            entry_prefix: namespace.map(|ns| format!("{ns}:")).unwrap_or_default(),
-            stamp_prefix: format!("__cache:{}:stamp{{:", namespace.unwrap_or_default()),
+            entry_prefix: entry_prefix(namespace),
+            stamp_prefix: tag_stamp_prefix(namespace),
             invalidations_received: AtomicU64::new(0),
             said_unavailable: AtomicBool::new(false),
         }
@@ -433,11 +434,9 @@ impl Near {
         let mut named = 0;
         for key in keys {
             named += 1;
-            if let Some(rest) = key.strip_prefix(self.stamp_prefix.as_str()) {
-                if let Some(tag) = rest.strip_suffix('}') {
-                    tags.push(tag.to_owned());
-                }
-            } else if !key.starts_with("__cache:") && key.starts_with(self.entry_prefix.as_str()) {
+            if let Some(tag) = stamped_tag(&self.stamp_prefix, key) {
+                tags.push(tag.to_owned());
+            } else if !is_library_key(key) && key.starts_with(self.entry_prefix.as_str()) {
                 entries.push(key);
             }
         }
