@@ -13,6 +13,10 @@
 //! another namespace is a miss that the fill replaces, so the two never mix or see each
 //! other's data.
 //!
+//! One key the library writes lives among a namespace's entries instead: the near cache's
+//! probe (`{namespace}:__near-probe`, [`near_probe_key`]), since its listener tracks only the
+//! entry prefix and the tag stamps; no entry key can be it either (`__` starts no prefix).
+//!
 //! On a Redis Cluster the library's keys carry hash tags (`{…}`) that put each where a
 //! script needs it: a tag's stamp beside its member set, and a clock beside the entries of
 //! each slot (`slot_clock_key`). Entry keys are never changed.
@@ -140,7 +144,47 @@ pub(crate) fn tag_keys(namespace: Option<&str>, tag: &str) -> TagKeys {
 
 /// The key of a tag's last stamp alone (what reads check).
 pub(crate) fn tag_stamp_key(namespace: Option<&str>, tag: &str) -> String {
-    library_key(namespace, "stamp{:", tag) + "}"
+    tag_stamp_prefix(namespace) + tag + "}"
+}
+
+/// What every tag stamp key of the namespace starts with, `…:stamp{:`: the near cache's
+/// listener tracks it, and knows a tag's stamp by it ([`stamped_tag`]).
+pub(crate) fn tag_stamp_prefix(namespace: Option<&str>) -> String {
+    library_key(namespace, "stamp{:", "")
+}
+
+/// The tag whose stamp `key` is, given its namespace's [`tag_stamp_prefix`]; `None` for any
+/// other key (a member set, a clock, an entry, another namespace's stamp).
+pub(crate) fn stamped_tag<'k>(stamp_prefix: &str, key: &'k str) -> Option<&'k str> {
+    key.strip_prefix(stamp_prefix)?.strip_suffix('}')
+}
+
+/// What every entry key of the namespace starts with, `{namespace}:` (empty without one:
+/// then an entry key can start with anything).
+pub(crate) fn entry_prefix(namespace: Option<&str>) -> String {
+    namespace.map(|ns| format!("{ns}:")).unwrap_or_default()
+}
+
+/// Whether `key` is one of the library's own keys, of any namespace (no entry key is).
+pub(crate) fn is_library_key(key: &str) -> bool {
+    key.starts_with(LIBRARY_ROOT)
+}
+
+/// The key the near cache's listener writes to learn that Redis' pushes reach it. Under the
+/// entry prefix, which its tracking covers, where no entry can be (`__` starts no prefix the
+/// library writes for itself there, and a user's prefix would need the same name); without
+/// a namespace, among the library's keys (tracking covers every key then).
+pub(crate) fn near_probe_key(namespace: Option<&str>) -> String {
+    match namespace {
+        Some(namespace) => format!("{namespace}:__near-probe"),
+        None => library_key(None, "near-probe", ""),
+    }
+}
+
+/// The near probe key (`probe`, [`near_probe_key`]) written to the primary of `slot` on a
+/// Redis Cluster: `<probe>{<slot tag>}`.
+pub(crate) fn slot_probe_key(probe: &str, slot: u16) -> String {
+    in_slot(probe, slot)
 }
 
 /// The slot Redis Cluster gives `key`: CRC16 (XMODEM) of its hash tag (the text between the
@@ -245,11 +289,22 @@ fn hex_digits(mut value: u32, buffer: &mut [u8; 8]) -> &[u8] {
 /// The clock of the entries in `slot` on a Redis Cluster, `<namespace clock>{<slot tag>}`:
 /// a fill or an invalidation of an entry updates it in the same script as the entry.
 pub(crate) fn slot_clock_key(namespace_clock: &str, slot: u16) -> String {
-    format!("{namespace_clock}{{{}}}", slot_tag(slot))
+    in_slot(namespace_clock, slot)
 }
 
+/// `key` with the hash tag of `slot` appended: a key that lives in `slot`.
+fn in_slot(key: &str, slot: u16) -> String {
+    format!("{key}{{{}}}", slot_tag(slot))
+}
+
+/// What every library key starts with, whatever its namespace.
+const LIBRARY_ROOT: &str = "__cache:";
+
 fn library_key(namespace: Option<&str>, kind: &str, name: &str) -> String {
-    format!("__cache:{}:{kind}{name}", namespace.unwrap_or_default())
+    format!(
+        "{LIBRARY_ROOT}{}:{kind}{name}",
+        namespace.unwrap_or_default()
+    )
 }
 
 /// How many buckets the clock hash keeps: the stamp of an entry's last invalidation survives
@@ -386,6 +441,48 @@ mod tests {
         );
         // The key text of an entry of prefix `shop` cannot reach the namespace's clock.
         assert_ne!(entry_key(None, "shop", "__clock"), clock_key(Some("shop")));
+    }
+
+    /// The keys the near cache tracks, recognises and writes: the same strings as always,
+    /// and a tag's stamp known as such whatever the tag holds.
+    #[test]
+    fn the_near_cache_tracks_and_recognises_the_keys_the_library_writes() {
+        assert_eq!(entry_prefix(Some("shop")), "shop:");
+        assert_eq!(entry_prefix(None), "");
+        assert_eq!(tag_stamp_prefix(Some("shop")), "__cache:shop:stamp{:");
+        assert_eq!(tag_stamp_prefix(None), "__cache::stamp{:");
+        for namespace in [Some("shop"), None] {
+            let prefix = tag_stamp_prefix(namespace);
+            for tag in ["user:1", "", "}", "a}b", "{x}"] {
+                let keys = tag_keys(namespace, tag);
+                assert_eq!(stamped_tag(&prefix, &keys.stamp), Some(tag), "{tag:?}");
+                assert_eq!(stamped_tag(&prefix, &keys.members), None, "{tag:?}");
+                assert!(is_library_key(&keys.stamp) && is_library_key(&keys.members));
+            }
+            assert_eq!(stamped_tag(&prefix, &clock_key(namespace)), None);
+            assert!(is_library_key(&clock_key(namespace)));
+            let entry = entry_key(namespace, "user", "1");
+            assert!(!is_library_key(&entry) && entry.starts_with(&entry_prefix(namespace)));
+        }
+        assert_eq!(
+            stamped_tag(
+                &tag_stamp_prefix(Some("shop")),
+                &tag_stamp_key(Some("shop2"), "t")
+            ),
+            None,
+            "another namespace's stamp"
+        );
+        assert_eq!(near_probe_key(Some("shop")), "shop:__near-probe");
+        assert!(near_probe_key(Some("shop")).starts_with(&entry_prefix(Some("shop"))));
+        assert_eq!(near_probe_key(None), "__cache::near-probe");
+        assert_eq!(
+            slot_probe_key("shop:__near-probe", 0),
+            "shop:__near-probe{265b}"
+        );
+        for slot in [0, 1, 5_000, SLOTS - 1] {
+            let probe = slot_probe_key(&near_probe_key(Some("shop")), slot);
+            assert_eq!(slot_of(probe.as_bytes()), slot);
+        }
     }
 
     #[test]
