@@ -66,7 +66,7 @@ impl RedisCluster {
         ));
         std::fs::create_dir_all(&dir).expect("create cluster dir");
         if tls {
-            crate::make_certificates(&dir);
+            crate::server::make_certificates(&dir);
         }
         let mut cluster = RedisCluster {
             children: ports.iter().map(|_| None).collect(),
@@ -216,8 +216,8 @@ impl RedisCluster {
     }
 
     /// Makes the ACL user `name` on every node (ACL users are per node) with exactly the
-    /// README's rule for a cluster: [`crate::CACHE_ACL_COMMANDS`] and
-    /// [`crate::CLUSTER_ACL_COMMANDS`] on the keys `patterns`. Answers the node URLs that
+    /// README's rule for a cluster: [`crate::acl::CACHE_ACL_COMMANDS`] and
+    /// [`crate::acl::CLUSTER_ACL_COMMANDS`] on the keys `patterns`. Answers the node URLs that
     /// connect as that user.
     pub fn add_cache_user(&self, name: &str, patterns: &[&str]) -> Vec<String> {
         self.add_cache_user_with(name, patterns, "")
@@ -227,10 +227,10 @@ impl RedisCluster {
     pub fn add_cache_user_with(&self, name: &str, patterns: &[&str], extra: &str) -> Vec<String> {
         let commands = format!(
             "{} {} {extra}",
-            crate::CACHE_ACL_COMMANDS,
-            crate::CLUSTER_ACL_COMMANDS
+            crate::acl::CACHE_ACL_COMMANDS,
+            crate::acl::CLUSTER_ACL_COMMANDS
         );
-        let rule = crate::acl_rule(name, &commands, patterns);
+        let rule = crate::acl::acl_rule(name, &commands, patterns);
         for index in (0..self.ports.len()).filter(|index| self.is_running(*index)) {
             redis::cmd("ACL")
                 .arg("SETUSER")

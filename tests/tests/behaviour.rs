@@ -4,53 +4,9 @@
 use std::time::Duration;
 
 use cache_core::Cache;
-use cache_integration_tests::cluster::RedisCluster;
 use cache_integration_tests::fixtures::{Row, UserLogin, UserRead, UserRepo};
-use cache_integration_tests::RedisServer;
+use cache_integration_tests::Backend;
 use serde::{Deserialize, Serialize};
-
-/// Where the suite runs. The Redis server lives as long as the backend.
-enum Backend {
-    Redis(RedisServer),
-    /// A redis-server, with a near cache on every handle.
-    RedisNear(RedisServer),
-    /// The shared cluster, with a namespace of this test's own (a test that sets another
-    /// namespace replaces it). Checks of raw keys run on `Redis` only.
-    Cluster(RedisCluster, String),
-    /// The shared cluster, with a near cache on every handle.
-    ClusterNear(RedisCluster, String),
-    Memory,
-    /// `mem://`, with a near cache on every handle.
-    MemoryNear,
-}
-
-impl Backend {
-    fn cache_with(
-        &self,
-        configure: impl FnOnce(cache_core::CacheBuilder) -> cache_core::CacheBuilder,
-    ) -> Cache {
-        let builder = match self {
-            Backend::Redis(server) => Cache::builder().url(server.cache_url()),
-            Backend::RedisNear(server) => Cache::builder().url(server.url()).near_cache(1_000),
-            Backend::Cluster(cluster, namespace) => Cache::builder()
-                .cluster_nodes(cluster.nodes())
-                .namespace(namespace),
-            Backend::ClusterNear(cluster, namespace) => Cache::builder()
-                .cluster_nodes(cluster.nodes())
-                .namespace(namespace)
-                .near_cache(1_000),
-            Backend::Memory => Cache::builder().url("mem://"),
-            Backend::MemoryNear => Cache::builder().url("mem://").near_cache(1_000),
-        };
-        configure(builder)
-            .build()
-            .expect("valid test configuration")
-    }
-
-    fn cache(&self) -> Cache {
-        self.cache_with(|builder| builder)
-    }
-}
 
 /// The key patterns of the suite's entries (its prefixes, and namespaces `shop` and `blog`)
 /// and of the library's own keys for those namespaces.
@@ -94,32 +50,31 @@ macro_rules! on_both_backends {
                 super::$test(super::Backend::RedisNear(cache_integration_tests::RedisServer::start())).await;
             })*
         }
+        /// The shared cluster, in a namespace of the test's own. Checks of raw keys run on a
+        /// redis-server only.
         mod on_cluster {
             $(#[tokio::test]
             async fn $test() {
-                let namespace = cache_integration_tests::unique_namespace(stringify!($test));
-                let cluster = cache_integration_tests::cluster::RedisCluster::shared();
-                super::$test(super::Backend::Cluster(cluster, namespace)).await;
+                super::$test(super::Backend::shared_cluster(stringify!($test))).await;
             })*
         }
         mod on_cluster_with_near_cache {
             $(#[tokio::test]
             async fn $test() {
-                let namespace = cache_integration_tests::unique_namespace(stringify!($test));
-                let cluster = cache_integration_tests::cluster::RedisCluster::shared();
-                super::$test(super::Backend::ClusterNear(cluster, namespace)).await;
+                super::$test(super::Backend::shared_cluster_near(stringify!($test))).await;
             })*
         }
+        /// `mem://`: every handle a private store.
         mod on_memory {
             $(#[tokio::test]
             async fn $test() {
-                super::$test(super::Backend::Memory).await;
+                super::$test(super::Backend::Memory(String::new())).await;
             })*
         }
         mod on_memory_with_near_cache {
             $(#[tokio::test]
             async fn $test() {
-                super::$test(super::Backend::MemoryNear).await;
+                super::$test(super::Backend::MemoryNear(String::new())).await;
             })*
         }
     };

@@ -14,22 +14,8 @@ use std::time::{Duration, Instant};
 use cache_core::{cached_delete, cached_get, cached_update, Cache};
 use cache_integration_tests::cluster::RedisCluster;
 use cache_integration_tests::fixtures::Account;
-use cache_integration_tests::RedisServer;
+use cache_integration_tests::{Backend, RedisServer};
 use serde::{Deserialize, Serialize};
-
-/// Where the checker runs; two handles on one backend play two processes.
-enum Backend {
-    Redis(RedisServer),
-    /// A redis-server, both handles with a near cache.
-    RedisNear(RedisServer),
-    /// A cluster, the run's namespace there, whether a node fails during the run, and
-    /// whether both handles keep near caches.
-    Cluster(Arc<Mutex<RedisCluster>>, String, Outage, NearCaches),
-    Memory(String),
-    /// A shared `mem://` store, both handles with a near cache: the store tells them of
-    /// every change before it returns, so no window is allowed at all.
-    MemoryNear(String),
-}
 
 /// Whether part of the backend is unreachable during the run (a primary killed before its
 /// replica takes over). Then an invalidation may not reach Redis when its write returns: the
@@ -44,14 +30,6 @@ enum Outage {
     Failover,
 }
 
-/// Whether the handles keep near caches (then a write through the other handle may reach
-/// a handle's memory up to 5 ms late: API.md §2).
-#[derive(Clone, Copy, PartialEq)]
-enum NearCaches {
-    Without,
-    With,
-}
-
 /// Memory pressure on the Redis backend.
 #[derive(Clone, Copy)]
 struct Pressure {
@@ -64,7 +42,7 @@ macro_rules! checker_runs {
         $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn $name() {
             let pressure: Option<Pressure> = $pressure;
-            run_checker(Backend::Redis(RedisServer::start()), pressure).await;
+            run_checker(Backend::Redis(RedisServer::start()), Outage::None, pressure).await;
         })*
     };
 }
@@ -86,29 +64,18 @@ checker_runs!(
 /// completed through the other handle more than 5 ms before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn checker_on_redis_with_near_caches() {
-    run_checker(Backend::RedisNear(RedisServer::start()), None).await;
+    run_checker(Backend::RedisNear(RedisServer::start()), Outage::None, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn checker_on_cluster() {
-    run_on_shared_cluster(NearCaches::Without).await;
+    run_checker(Backend::shared_cluster("checker"), Outage::None, None).await;
 }
 
 /// Near caches on the cluster: tracking on every primary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn checker_on_cluster_with_near_caches() {
-    run_on_shared_cluster(NearCaches::With).await;
-}
-
-/// The checker on the shared cluster, in a namespace of its own.
-async fn run_on_shared_cluster(near: NearCaches) {
-    let namespace = cache_integration_tests::unique_namespace("checker");
-    let cluster = Arc::new(Mutex::new(RedisCluster::shared()));
-    run_checker(
-        Backend::Cluster(cluster, namespace, Outage::None, near),
-        None,
-    )
-    .await;
+    run_checker(Backend::shared_cluster_near("checker"), Outage::None, None).await;
 }
 
 /// A primary serving the hot rows is killed a second into the run; its replica takes over
@@ -131,11 +98,7 @@ async fn checker_on_cluster_with_a_failover() {
             (killed, Instant::now())
         })
     };
-    run_checker(
-        Backend::Cluster(cluster, namespace, Outage::Failover, NearCaches::Without),
-        None,
-    )
-    .await;
+    run_checker(Backend::Cluster(cluster, namespace), Outage::Failover, None).await;
     let finished = Instant::now();
     let (killed, promoted) = killer.join().unwrap();
     assert!(
@@ -151,7 +114,7 @@ async fn checker_on_cluster_with_a_failover() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn checker_on_memory() {
     let name = cache_integration_tests::unique_namespace("checker");
-    run_checker(Backend::Memory(name), None).await;
+    run_checker(Backend::Memory(name), Outage::None, None).await;
 }
 
 /// Near caches over one in-process store: a read from memory is never older than any write
@@ -159,46 +122,17 @@ async fn checker_on_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn checker_on_memory_with_near_caches() {
     let name = cache_integration_tests::unique_namespace("checker");
-    run_checker(Backend::MemoryNear(name), None).await;
+    run_checker(Backend::MemoryNear(name), Outage::None, None).await;
 }
 
-impl Backend {
-    fn name(&self) -> &'static str {
-        match self {
-            Backend::Redis(_) => "redis",
-            Backend::RedisNear(_) => "redis with near caches",
-            Backend::Cluster(.., NearCaches::Without) => "cluster",
-            Backend::Cluster(.., NearCaches::With) => "cluster with near caches",
-            Backend::Memory(_) => "mem://",
-            Backend::MemoryNear(_) => "mem:// with near caches",
-        }
-    }
-
-    fn handle(&self) -> Cache {
-        let builder = match self {
-            Backend::Redis(server) => Cache::builder().url(server.url()),
-            Backend::RedisNear(server) => Cache::builder().url(server.url()).near_cache(1_000),
-            Backend::Cluster(cluster, namespace, _, near) => {
-                let builder = Cache::builder()
-                    .cluster_nodes(cluster.lock().unwrap().nodes())
-                    .namespace(namespace);
-                match near {
-                    NearCaches::With => builder.near_cache(1_000),
-                    NearCaches::Without => builder,
-                }
-            }
-            Backend::Memory(name) => Cache::builder().url(format!("mem://{name}")),
-            Backend::MemoryNear(name) => Cache::builder()
-                .url(format!("mem://{name}"))
-                .near_cache(1_000),
-        };
+/// A handle on the backend as the checker configures it.
+fn handle(backend: &Backend) -> Cache {
+    backend.cache_with(|builder| {
         builder
             // Leave room for a busy machine: a timed-out operation is a bypass, not an error.
             .operation_timeout(Duration::from_secs(1))
             .breaker_cooldown(Duration::from_millis(50))
-            .build()
-            .expect("valid test configuration")
-    }
+    })
 }
 
 /// A second schema of the same hash, with a one-second TTL.
@@ -517,7 +451,7 @@ async fn delivered(cache: &Cache) -> Instant {
     Instant::now()
 }
 
-async fn run_checker(backend: Backend, pressure: Option<Pressure>) {
+async fn run_checker(backend: Backend, outage: Outage, pressure: Option<Pressure>) {
     const KEYS: i64 = 4;
     const TASKS: u64 = 8;
     // CHECKER_OPERATIONS raises the total for a longer run by hand; CI runs the default.
@@ -546,21 +480,14 @@ async fn run_checker(backend: Backend, pressure: Option<Pressure>) {
         (Backend::Redis(server), Some(pressure)) => apply_pressure(server, pressure, stop.clone()),
         _ => Vec::new(),
     };
-    let handles = [backend.handle(), backend.handle()];
+    let handles = [handle(&backend), handle(&backend)];
     let writes = Arc::new(Mutex::new(Vec::<WriteDone>::new()));
     let reads = Arc::new(Mutex::new(Vec::<ReadSeen>::new()));
     let abandoned = Arc::new(AtomicU64::new(0));
     let abandoned_reads = Arc::new(AtomicU64::new(0));
     let delivered_later = Arc::new(AtomicU64::new(0));
     let late_writes = Arc::new(Mutex::new(Vec::<tokio::task::JoinHandle<()>>::new()));
-    let near = matches!(
-        backend,
-        Backend::RedisNear(_) | Backend::Cluster(.., NearCaches::With)
-    );
-    let outage = match &backend {
-        Backend::Cluster(_, _, outage, _) => *outage,
-        _ => Outage::None,
-    };
+    let near = backend.near_caches_hear_late();
     let started = Instant::now();
     let tasks: Vec<_> = (0..TASKS)
         .map(|task| {

@@ -9,53 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cache_core::{cached_delete, cached_get, cached_update, Cache};
-use cache_integration_tests::cluster::RedisCluster;
 use cache_integration_tests::fixtures::Account;
-use cache_integration_tests::{unique_namespace, RedisServer};
+use cache_integration_tests::{unique_namespace, Backend};
 use tokio::sync::Semaphore;
-
-/// Where a test runs; two handles on one backend play two processes.
-enum Backend {
-    Redis(RedisServer),
-    /// The shared cluster, and the test's namespace there.
-    Cluster(RedisCluster, String),
-    Memory(String),
-    /// Both handles with a near cache, on a redis-server and on a shared `mem://` store.
-    RedisNear(RedisServer),
-    ClusterNear(RedisCluster, String),
-    MemoryNear(String),
-}
-
-impl Backend {
-    fn handle(&self) -> Cache {
-        let builder = match self {
-            Backend::Redis(server) => Cache::builder().url(server.url()),
-            Backend::Cluster(cluster, namespace) => Cache::builder()
-                .cluster_nodes(cluster.nodes())
-                .namespace(namespace),
-            Backend::Memory(name) => Cache::builder().url(format!("mem://{name}")),
-            Backend::RedisNear(server) => Cache::builder().url(server.url()).near_cache(1_000),
-            Backend::ClusterNear(cluster, namespace) => Cache::builder()
-                .cluster_nodes(cluster.nodes())
-                .namespace(namespace)
-                .near_cache(1_000),
-            Backend::MemoryNear(name) => Cache::builder()
-                .url(format!("mem://{name}"))
-                .near_cache(1_000),
-        };
-        builder.build().expect("valid test configuration")
-    }
-}
-
-impl Backend {
-    /// Waits until a write through the other handle has reached this one's near cache: Redis
-    /// pushes it within 5 ms (API.md §2); the in-process store before the write returns.
-    async fn settle(&self) {
-        if matches!(self, Backend::RedisNear(_) | Backend::ClusterNear(..)) {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-}
 
 macro_rules! on_both_backends {
     ($($test:ident),* $(,)?) => {
@@ -68,9 +24,7 @@ macro_rules! on_both_backends {
         mod on_cluster {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $test() {
-                let namespace = cache_integration_tests::unique_namespace(stringify!($test));
-                let cluster = cache_integration_tests::cluster::RedisCluster::shared();
-                super::$test(super::Backend::Cluster(cluster, namespace)).await;
+                super::$test(super::Backend::shared_cluster(stringify!($test))).await;
             })*
         }
         mod on_memory {
@@ -89,9 +43,7 @@ macro_rules! on_both_backends {
         mod on_cluster_with_near_caches {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $test() {
-                let namespace = cache_integration_tests::unique_namespace(stringify!($test));
-                let cluster = cache_integration_tests::cluster::RedisCluster::shared();
-                super::$test(super::Backend::ClusterNear(cluster, namespace)).await;
+                super::$test(super::Backend::shared_cluster_near(stringify!($test))).await;
             })*
         }
         mod on_memory_with_near_caches {
@@ -244,11 +196,11 @@ impl Repo {
 fn two_processes(backend: &Backend) -> (Repo, Repo, Arc<Database>) {
     let db = Arc::new(Database::default());
     let a = Repo {
-        cache: backend.handle(),
+        cache: backend.cache(),
         db: db.clone(),
     };
     let b = Repo {
-        cache: backend.handle(),
+        cache: backend.cache(),
         db: db.clone(),
     };
     (a, b, db)
