@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::adapt::{Output, Schema, Tags};
 use crate::codec::{EncodedField, FieldValue};
-use crate::engine::{Copyable, Engine, Lease, Lookup};
+use crate::engine::{Copyable, Engine, Lease, Lookup, Seen};
 use crate::flight::{wait_for_leader, Flight};
 use crate::function::Spec;
 use crate::metrics::GetResult;
@@ -47,13 +47,11 @@ pub fn near_hit<S, R>(
     let near = engine.near()?;
     match (ops.get)(near, key) {
         Some(value) => {
-            engine.count_near_hit();
-            spec.metrics().near_hit();
+            engine.record(spec.metrics(), Seen::NearHit);
             Some((output.from_hit)(value))
         }
         None => {
-            engine.count_near_miss();
-            spec.metrics().near_miss();
+            engine.record(spec.metrics(), Seen::NearMiss);
             None
         }
     }
@@ -82,8 +80,7 @@ where
     let engine = cache.engine();
     let metrics = spec.metrics();
     if spec.learned.uncacheable.load(Ordering::Relaxed) {
-        engine.count_bypass();
-        metrics.bypass();
+        engine.record(metrics, Seen::Uncacheable);
         return body.await;
     }
     let fields = match spec.learned.fields.get() {
@@ -95,8 +92,7 @@ where
                     tracing::warn!(prefix = spec.prefix, %error, "schema cannot be cached; this function always runs");
                 }
                 spec.learned.uncacheable.store(true, Ordering::Relaxed);
-                engine.count_bypass();
-                metrics.bypass();
+                engine.record(metrics, Seen::Uncacheable);
                 return body.await;
             }
         },
@@ -330,8 +326,7 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
             },
             Contention::Leased => {}
         }
-        self.engine.count_coalesced();
-        self.spec.metrics().coalesced();
+        self.engine.record(self.spec.metrics(), Seen::Coalesced);
         let deadline = Instant::now() + self.engine.lease_wait();
         while Instant::now() < deadline {
             tokio::time::sleep(LEASE_POLL).await;
@@ -353,8 +348,7 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
             // The guard lives until the fill is done: followers wake to a filled entry.
             Flight::Leader(_leading) => self.finish(self.across_processes(miss).await, body).await,
             Flight::Follower(done) => {
-                self.engine.count_coalesced();
-                self.spec.metrics().coalesced();
+                self.engine.record(self.spec.metrics(), Seen::Coalesced);
                 wait_for_leader(done, self.engine.flight_wait()).await;
                 self.finish(self.lookup().await, body).await
             }

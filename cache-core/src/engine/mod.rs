@@ -23,7 +23,7 @@ use crate::guard::{
     Admission, Backoff, CircuitBreaker, PendingInvalidations, RateLimiter, Transition,
 };
 use crate::key::{clock_key, entry_key};
-use crate::metrics::HandleMetrics;
+use crate::metrics::{HandleMetrics, PrefixMetrics};
 use crate::near::Near;
 use crate::stats::{Counter, Counters, Stats};
 use crate::store::{Store, StoreResult};
@@ -60,6 +60,18 @@ pub(crate) struct Settings {
     pub(crate) lease_time: Duration,
     pub(crate) lease_wait: Duration,
     pub(crate) negative_ttl: Duration,
+}
+
+/// What a call saw that the handle and the function both count ([`Engine::record`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Seen {
+    NearHit,
+    NearMiss,
+    /// The call waited for another's load (this handle's single flight, or another
+    /// process's lease).
+    Coalesced,
+    /// The function's schema cannot be cached: the call skips the cache.
+    Uncacheable,
 }
 
 /// One handle's state, shared by its clones.
@@ -204,12 +216,20 @@ impl Engine {
         self.near.as_deref().filter(|_| self.pending.is_empty())
     }
 
-    pub(crate) fn count_near_hit(&self) {
-        self.counters.bump(Counter::NearHits);
-    }
-
-    pub(crate) fn count_near_miss(&self) {
-        self.counters.bump(Counter::NearMisses);
+    /// Counts what a call of an annotated function saw, in the handle's [`Stats`] and the
+    /// function's metrics together. The other counts each have one home: a read's hit or
+    /// miss, a fill, an error and a bypass forced by Redis are counted where the engine sees
+    /// them (its [`Stats`] count every read, the direct API's too), and a call's outcome in
+    /// the function's metrics by the call (once per call, however often it reads).
+    pub(crate) fn record(&self, metrics: &PrefixMetrics, seen: Seen) {
+        let (counter, metric): (Counter, fn(&PrefixMetrics)) = match seen {
+            Seen::NearHit => (Counter::NearHits, PrefixMetrics::near_hit),
+            Seen::NearMiss => (Counter::NearMisses, PrefixMetrics::near_miss),
+            Seen::Coalesced => (Counter::Coalesced, PrefixMetrics::coalesced),
+            Seen::Uncacheable => (Counter::Bypassed, PrefixMetrics::bypass),
+        };
+        self.counters.bump(counter);
+        metric(metrics);
     }
 
     /// Evicts what a write of this handle invalidated from its near cache, once Redis has it
@@ -227,10 +247,6 @@ impl Engine {
 
     pub(crate) fn count_miss(&self) {
         self.counters.bump(Counter::Misses);
-    }
-
-    pub(crate) fn count_coalesced(&self) {
-        self.counters.bump(Counter::Coalesced);
     }
 
     pub(crate) fn count_bypass(&self) {
