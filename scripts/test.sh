@@ -30,6 +30,14 @@ cargo clippy -p cache-core --no-default-features --locked -- -D warnings
 cargo clippy -p cache-core --all-features --locked -- -D warnings
 echo "== API docs (no warning: every public item documented, every link resolved)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p cache-core -p cache-macros --all-features --locked
+# As docs.rs builds them (its nightly's `doc_cfg`, here through RUSTC_BOOTSTRAP): each
+# feature-gated item says which feature it needs. A target directory of its own, as the flags
+# differ.
+RUSTC_BOOTSTRAP=1 RUSTDOCFLAGS="--cfg docsrs -D warnings" \
+  cargo doc --no-deps -p cache-core --all-features --locked --target-dir target/docsrs
+grep -q "Available on <strong>crate feature <code>axum" target/docsrs/doc/cache_core/struct.ResponseCache.html
+echo "== module layering (no circle, no upward import)"
+python3 scripts/imports.py
 echo "== doctests"
 cargo test --workspace --doc --locked
 echo "== tests"

@@ -254,7 +254,7 @@ impl CacheBuilder {
     /// `bytes / entries`, so the entry count still holds). The budget is split over up to
     /// four shards per core of at least 32 KiB each; a value heavier than its shard's part
     /// is not kept (it is still served from Redis). Drops for room are counted in
-    /// [`Stats::near_evictions`]. Off by default: the entry count only.
+    /// [`Stats::near_evictions`](crate::Stats::near_evictions). Off by default: the entry count only.
     pub fn near_max_bytes(mut self, bytes: u64) -> Self {
         self.near_max_bytes = Some(bytes);
         self
