@@ -92,6 +92,9 @@ impl std::fmt::Write for Escaping<'_, '_> {
 /// own keys start with `__cache:`), and no whitespace (a namespace is written into `__meta`,
 /// whose tokens are separated by spaces). A namespace may not hold `{` or `}` either: the
 /// library's keys carry a Redis Cluster hash tag after it, which a brace before would move.
+///
+/// The macros check a prefix by the same rule at compile time (`prefix_problem` in
+/// `cache-macros/src/valid.rs`, which cannot call this): change both together.
 pub(crate) fn check_segment(what: &'static str, segment: &str) -> Result<(), Error> {
     if what == "namespace" && segment.contains(['{', '}']) {
         return Err(Error::Config(format!(
@@ -429,6 +432,18 @@ mod tests {
         assert!(check_segment("namespace", "").is_err());
         assert!(check_segment("prefix", "__tag").is_err());
         assert!(check_segment("namespace", "a b").is_err());
+    }
+
+    /// One sample of each class of prefix refused, the same as the macros' test
+    /// `prefixes_refused_as_the_runtime_refuses_them` in `cache-macros/src/valid.rs`.
+    #[test]
+    fn prefixes_refused_as_the_macros_refuse_them() {
+        for refused in ["", "a:b", "a b", "a\tb", "a\u{a0}b", "a\nb", "__x"] {
+            assert!(check_segment("prefix", refused).is_err(), "{refused:?}");
+        }
+        for accepted in ["user", "_x", "a_b", "a-b.c", "{x}", "é"] {
+            assert!(check_segment("prefix", accepted).is_ok(), "{accepted:?}");
+        }
     }
 
     #[test]

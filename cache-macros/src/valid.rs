@@ -84,17 +84,7 @@ pub(crate) fn check(
     let params = Params::of(function);
 
     let prefix = required(kind, args.prefix, "prefix = \"…\"", &mut errors).and_then(|prefix| {
-        let text = prefix.value.value();
-        let problem = if text.is_empty() {
-            Some("the prefix must not be empty")
-        } else if text.contains(':') {
-            Some("the prefix must not contain `:` (it separates the prefix from the key)")
-        } else if text.starts_with("__") {
-            Some("the prefix must not start with `__`, reserved for the cache's own keys")
-        } else {
-            None
-        };
-        match problem {
+        match prefix_problem(&prefix.value.value()) {
             Some(message) => {
                 errors.push(syn::Error::new_spanned(&prefix.value, message));
                 None
@@ -240,6 +230,24 @@ pub(crate) fn check(
         }),
         // Both are reported above whenever missing.
         _ => Err(syn::Error::new(Span::call_site(), "invalid arguments")),
+    }
+}
+
+/// Why the runtime would refuse this prefix, if it would: the same rule as `check_segment` in
+/// `cache-core/src/key.rs` (this crate cannot call it), in the same order, so that a prefix
+/// the macros accept never fails at run time. Change both together; the tests on both sides
+/// (and `tests/ui/fail/prefix-*.rs`) list the same refused samples.
+fn prefix_problem(text: &str) -> Option<&'static str> {
+    if text.is_empty() {
+        Some("the prefix must not be empty")
+    } else if text.contains(':') {
+        Some("the prefix must not contain `:` (it separates the prefix from the key)")
+    } else if text.contains(char::is_whitespace) {
+        Some("the prefix must not contain whitespace (a space, a tab, a no-break space, …)")
+    } else if text.starts_with("__") {
+        Some("the prefix must not start with `__`, reserved for the cache's own keys")
+    } else {
+        None
     }
 }
 
@@ -576,4 +584,21 @@ fn parse_template(
 
 fn parse_tag(kind: MacroKind, literal: LitStr, params: &Params) -> syn::Result<Template> {
     parse_template(kind, "tag", literal, params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_problem;
+
+    /// One sample of each class of prefix that `check_segment` in `cache-core/src/key.rs`
+    /// refuses (its test `prefixes_refused_as_the_macros_refuse_them` lists the same).
+    #[test]
+    fn prefixes_refused_as_the_runtime_refuses_them() {
+        for refused in ["", "a:b", "a b", "a\tb", "a\u{a0}b", "a\nb", "__x"] {
+            assert!(prefix_problem(refused).is_some(), "{refused:?}");
+        }
+        for accepted in ["user", "_x", "a_b", "a-b.c", "{x}", "é"] {
+            assert!(prefix_problem(accepted).is_none(), "{accepted:?}");
+        }
+    }
 }

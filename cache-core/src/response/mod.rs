@@ -33,10 +33,10 @@ use crate::key::check_segment;
 use crate::read_through::{get_or_fill, near_hit};
 use crate::{Cache, Error};
 
-mod request;
+mod key;
 mod stored;
 
-use request::{key_text, refuses_stored_answers, KeyedBy, HOST_HEADERS};
+use key::{key_text, refuses_stored_answers, KeyedBy, HOST_HEADERS};
 use stored::{
     answer, storable_head, stored_form, without_body, Answering, NotStored, StoredResponse,
 };

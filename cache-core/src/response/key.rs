@@ -1,5 +1,6 @@
 //! What a request is to the response cache: the canonical text its entry is keyed by, and
-//! whether it may use the cache at all.
+//! whether it may use the cache at all. (The entry's Redis key is then made from that text
+//! by `crate::key`, as for any entry.)
 //!
 //! Two requests share an entry only if the handler cannot tell them apart, so the key is made
 //! from the request *as the handler reads it*, not as it was typed:
