@@ -1,7 +1,7 @@
 //! How a [`Cache`] is made: [`CacheBuilder`] (every option, its default, and the checks that
 //! make a bad configuration a typed error at `build`, never a panic or a late failure), and
-//! the handle's constructors (`Cache::builder`, `Cache::disabled`, `Cache::from_env`). Connecting is
-//! [`connect`](crate::connect)'s; the state the options configure is the
+//! the handle's constructors (`Cache::builder`, `Cache::disabled`, `Cache::from_env`).
+//! Connecting is [`connect`](crate::connect)'s; the state the options configure is the
 //! [`Engine`](crate::engine::Engine)'s.
 
 use std::sync::Arc;
@@ -254,7 +254,8 @@ impl CacheBuilder {
     /// `bytes / entries`, so the entry count still holds). The budget is split over up to
     /// four shards per core of at least 32 KiB each; a value heavier than its shard's part
     /// is not kept (it is still served from Redis). Drops for room are counted in
-    /// [`Stats::near_evictions`](crate::Stats::near_evictions). Off by default: the entry count only.
+    /// [`Stats::near_evictions`](crate::Stats::near_evictions). Off by default: the entry
+    /// count only.
     pub fn near_max_bytes(mut self, bytes: u64) -> Self {
         self.near_max_bytes = Some(bytes);
         self
@@ -504,7 +505,7 @@ impl CacheBuilder {
     }
 
     /// The handle from checked settings.
-    pub(crate) fn assemble(self, store: Store, enabled: bool, near: Option<Arc<Near>>) -> Cache {
+    fn assemble(self, store: Store, enabled: bool, near: Option<Arc<Near>>) -> Cache {
         let settings = Settings {
             namespace: self.namespace,
             default_ttl: self.default_ttl,
@@ -521,7 +522,7 @@ impl CacheBuilder {
     }
 
     /// A builder with what the environment sets (see [`Cache::from_env`]).
-    pub(crate) fn from_env() -> Result<CacheBuilder, Error> {
+    fn from_env() -> Result<CacheBuilder, Error> {
         let mut builder = CacheBuilder::default();
         if let Ok(url) = std::env::var("REDIS_URL") {
             builder = builder.url(url);

@@ -135,7 +135,6 @@ impl Cache {
     }
 
     /// The handle's counters.
-    /// The handle's counters.
     pub fn stats(&self) -> Stats {
         self.engine.stats()
     }

@@ -22,7 +22,7 @@ use crate::flight::Flights;
 use crate::guard::{
     Admission, Backoff, CircuitBreaker, PendingInvalidations, RateLimiter, Transition,
 };
-use crate::key::{clock_key, entry_key};
+use crate::key::{clock_key, entry_key, tag_keys, tag_stamp_key, TagKeys};
 use crate::metrics::{HandleMetrics, PrefixMetrics};
 use crate::near::Near;
 use crate::stats::{Counter, Counters, Stats};
@@ -78,7 +78,8 @@ pub(crate) enum Seen {
 #[derive(Debug)]
 pub(crate) struct Engine {
     store: Store,
-    /// `false` for [`Cache::disabled`](crate::Cache::disabled): every call goes straight to the function.
+    /// `false` for [`Cache::disabled`](crate::Cache::disabled): every call goes straight to
+    /// the function.
     enabled: bool,
     namespace: Option<String>,
     /// What the entries of this namespace carry as their owner (`by:` in `__meta`).
@@ -174,6 +175,20 @@ impl Engine {
         entry_key(self.namespace.as_deref(), prefix, key)
     }
 
+    /// The keys of `tags` in this namespace: each tag's member set and stamp.
+    fn tag_keys(&self, tags: &[String]) -> Vec<TagKeys> {
+        let namespace = self.namespace.as_deref();
+        tags.iter().map(|tag| tag_keys(namespace, tag)).collect()
+    }
+
+    /// The stamp keys of `tags` in this namespace.
+    fn stamp_keys(&self, tags: &[String]) -> Vec<String> {
+        let namespace = self.namespace.as_deref();
+        tags.iter()
+            .map(|tag| tag_stamp_key(namespace, tag))
+            .collect()
+    }
+
     pub(crate) fn ttl_or_default(&self, ttl: Option<Duration>) -> Duration {
         ttl.unwrap_or(self.default_ttl)
     }
@@ -221,15 +236,27 @@ impl Engine {
     /// miss, a fill, an error and a bypass forced by Redis are counted where the engine sees
     /// them (its [`Stats`] count every read, the direct API's too), and a call's outcome in
     /// the function's metrics by the call (once per call, however often it reads).
+    #[inline]
     pub(crate) fn record(&self, metrics: &PrefixMetrics, seen: Seen) {
-        let (counter, metric): (Counter, fn(&PrefixMetrics)) = match seen {
-            Seen::NearHit => (Counter::NearHits, PrefixMetrics::near_hit),
-            Seen::NearMiss => (Counter::NearMisses, PrefixMetrics::near_miss),
-            Seen::Coalesced => (Counter::Coalesced, PrefixMetrics::coalesced),
-            Seen::Uncacheable => (Counter::Bypassed, PrefixMetrics::bypass),
-        };
-        self.counters.bump(counter);
-        metric(metrics);
+        // Inlined into the call (a near hit's path): each arm is two direct calls.
+        match seen {
+            Seen::NearHit => {
+                self.counters.bump(Counter::NearHits);
+                metrics.near_hit();
+            }
+            Seen::NearMiss => {
+                self.counters.bump(Counter::NearMisses);
+                metrics.near_miss();
+            }
+            Seen::Coalesced => {
+                self.counters.bump(Counter::Coalesced);
+                metrics.coalesced();
+            }
+            Seen::Uncacheable => {
+                self.counters.bump(Counter::Bypassed);
+                metrics.bypass();
+            }
+        }
     }
 
     /// Evicts what a write of this handle invalidated from its near cache, once Redis has it
@@ -260,44 +287,41 @@ impl Engine {
         operation: &'static str,
         future: impl Future<Output = StoreResult<T>>,
     ) -> Result<T, Error> {
-        let inner = self;
-        let admission = inner.breaker.admit();
+        let admission = self.breaker.admit();
         if admission == Admission::Rejected {
             self.count_bypass();
             return Err(Error::CircuitOpen);
         }
-        let probe = inner.breaker.probe_guard(admission);
+        let probe = self.breaker.probe_guard(admission);
         // A connection to make first (the first call, or one after a connection broke) has a
         // budget of its own: connecting to a cluster's nodes (over TLS, on busy cores) takes
         // longer than a command, and inside the operation's timeout every first call of a
         // process failed open without filling. The connection is made in a task of its own
-        // (see `store::redis`), which goes on for the next call if this one gives up.
-        let mut waited = inner.operation_timeout;
-        let outcome = if inner.store.needs_connection() {
-            waited = inner.operation_timeout.max(CONNECT_BUDGET);
-            match tokio::time::timeout(waited, inner.store.connect()).await {
+        // (see `store::redis::link`), which goes on for the next call if this one gives up.
+        let mut waited = self.operation_timeout;
+        let outcome = if self.store.needs_connection() {
+            waited = self.operation_timeout.max(CONNECT_BUDGET);
+            match tokio::time::timeout(waited, self.store.connect()).await {
                 Ok(Ok(())) => {
-                    waited = inner.operation_timeout;
-                    tokio::time::timeout(inner.operation_timeout, future).await
+                    waited = self.operation_timeout;
+                    tokio::time::timeout(self.operation_timeout, future).await
                 }
                 Ok(Err(error)) => Ok(Err(error)),
                 Err(elapsed) => Err(elapsed),
             }
         } else {
-            tokio::time::timeout(inner.operation_timeout, future).await
+            tokio::time::timeout(self.operation_timeout, future).await
         };
         probe.settle();
         let (error, reachable) = match outcome {
             Ok(Ok(value)) => {
-                if inner.breaker.record_success(admission) == Transition::Closed {
+                if self.breaker.record_success(admission) == Transition::Closed {
                     tracing::info!("redis answers again; circuit breaker closed");
                 }
                 return Ok(value);
             }
             // redis-rs' own connect/response timeouts mean the same as ours.
-            Ok(Err(error)) if error.is_timeout() => {
-                (Error::Timeout(inner.operation_timeout), false)
-            }
+            Ok(Err(error)) if error.is_timeout() => (Error::Timeout(self.operation_timeout), false),
             // Redis answered, so it is reachable: the error is about this request only.
             Ok(Err(error)) => {
                 let reachable = !is_outage(&error);
@@ -305,17 +329,17 @@ impl Engine {
             }
             Err(_elapsed) => (Error::Timeout(waited), false),
         };
-        inner.counters.bump(Counter::Errors);
+        self.counters.bump(Counter::Errors);
         let transition = if reachable {
-            inner.breaker.record_success(admission)
+            self.breaker.record_success(admission)
         } else {
             // A connection that timed out may be dead without knowing it: start afresh.
-            inner.store.connection_failed();
-            inner.breaker.record_failure(admission)
+            self.store.connection_failed();
+            self.breaker.record_failure(admission)
         };
         if transition == Transition::Opened {
             tracing::warn!(%error, "redis keeps failing; circuit breaker open, calls go straight to the function");
-        } else if let Some(suppressed) = inner.failure_log.permit() {
+        } else if let Some(suppressed) = self.failure_log.permit() {
             tracing::warn!(operation, %error, suppressed, "cache operation failed; calling the function instead");
         }
         Err(error)

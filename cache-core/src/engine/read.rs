@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use super::Engine;
 use crate::codec;
-use crate::key::tag_stamp_key;
 use crate::stats::Counter;
 use crate::store::{ClockRead, EntryTags};
 use crate::Error;
@@ -84,14 +83,10 @@ impl Engine {
         count_misses: bool,
         known_tags: &[String],
     ) -> Result<Lookup<S>, Error> {
-        let namespace = self.namespace.as_deref();
         // Only where the store reads them in the read's round trip (one server); elsewhere
         // they are read after, and only if the entry has tags.
-        let stamp_keys: Vec<String> = if self.store.pipelines_tag_stamps() {
-            known_tags
-                .iter()
-                .map(|tag| tag_stamp_key(namespace, tag))
-                .collect()
+        let stamp_keys = if self.store.pipelines_tag_stamps() {
+            self.stamp_keys(known_tags)
         } else {
             Vec::new()
         };
@@ -166,12 +161,7 @@ impl Engine {
     /// stamp is gone (evicted: its last invalidation is unknown). One `MGET`. This, not the
     /// tags' member sets (which Redis may evict), is what keeps tagged entries right.
     async fn tags_stale(&self, tags: &EntryTags) -> Result<bool, Error> {
-        let namespace = self.namespace.as_deref();
-        let stamp_keys: Vec<String> = tags
-            .names
-            .iter()
-            .map(|tag| tag_stamp_key(namespace, tag))
-            .collect();
+        let stamp_keys = self.stamp_keys(&tags.names);
         let stamps = self
             .guarded("tag stamps", self.store.tag_stamps(&stamp_keys))
             .await?;

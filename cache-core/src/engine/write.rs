@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::{is_outage, Engine, INVALIDATION_BATCH};
 use crate::codec;
-use crate::key::{encode_tag, tag_keys, TagKeys};
+use crate::key::encode_tag;
 use crate::stats::Counter;
 use crate::store::{self, ClockRead, Fill, FillBody, Invalidation, WriteThrough};
 use crate::time::millis;
@@ -45,7 +45,6 @@ impl Engine {
             self.counters.bump(Counter::RefusedFills);
             return Ok(false);
         }
-        let namespace = self.namespace.as_deref();
         let mut tag_names = String::new();
         for tag in tags {
             if !tag_names.is_empty() {
@@ -53,7 +52,7 @@ impl Engine {
             }
             encode_tag(tag, &mut tag_names);
         }
-        let tags: Vec<TagKeys> = tags.iter().map(|tag| tag_keys(namespace, tag)).collect();
+        let tags = self.tag_keys(tags);
         let lease_time = self.lease_time;
         self.write_fill(Fill {
             key,
@@ -133,9 +132,7 @@ impl Engine {
     ) -> Result<bool, Error> {
         self.owed_write(vec![key], tags, move |engine, keys, tags| {
             Box::pin(async move {
-                let namespace = engine.namespace.as_deref();
-                let tag_keys: Vec<TagKeys> =
-                    tags.iter().map(|tag| tag_keys(namespace, tag)).collect();
+                let tag_keys = engine.tag_keys(tags);
                 let write = WriteThrough {
                     clock: &engine.clock_key,
                     key: keys[0],
@@ -236,10 +233,9 @@ impl Engine {
         if is_outage(refusal) {
             return;
         }
-        let namespace = self.namespace.as_deref();
         let mut doomed = self.store.clocks_of(&self.clock_key, keys);
         doomed.extend(keys.iter().map(|key| (*key).to_owned()));
-        doomed.extend(tags.iter().map(|tag| tag_keys(namespace, tag).stamp));
+        doomed.extend(self.tag_keys(tags).into_iter().map(|keys| keys.stamp));
         let mut unlinked = true;
         for batch in doomed.chunks(INVALIDATION_BATCH) {
             unlinked &= self
@@ -254,12 +250,16 @@ impl Engine {
             );
         }
     }
+
+    /// Invalidates `keys` and `tags`, in scripts of at most [`INVALIDATION_BATCH`] targets
+    /// each, so that no call keeps Redis busy for long however many are pending (a delivery
+    /// after an outage may carry a hundred thousand). Each batch is complete in itself:
+    /// stamped, tombstoned, recorded in the clock.
     pub(super) async fn store_invalidation(
         self: &Arc<Self>,
         keys: &[&str],
         tags: &[String],
     ) -> Result<(), Error> {
-        let namespace = self.namespace.as_deref();
         let mut keys = keys.chunks(INVALIDATION_BATCH);
         let mut tags = tags.chunks(INVALIDATION_BATCH);
         loop {
@@ -270,10 +270,7 @@ impl Engine {
                     batch_tags.unwrap_or_default(),
                 ),
             };
-            let tag_keys: Vec<TagKeys> = batch_tags
-                .iter()
-                .map(|tag| tag_keys(namespace, tag))
-                .collect();
+            let tag_keys = self.tag_keys(batch_tags);
             let invalidation = Invalidation {
                 clock: &self.clock_key,
                 entries: batch_keys,

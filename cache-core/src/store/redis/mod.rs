@@ -60,7 +60,7 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// Prepares the connection to one server without connecting: `Cache::build` must not
+    /// Prepares the connection to one server without connecting: `CacheBuilder::build` must not
     /// fail or wait because Redis is down.
     pub(crate) fn new(client: Client, operation_timeout: Duration) -> Self {
         // The caller's timeout bounds every operation; redis-rs' own response timer would be a
@@ -139,7 +139,7 @@ impl RedisStore {
     }
 
     /// The clocks whose loss refuses the fills racing an invalidation of `keys` (see
-    /// `Cache::drop_what_redis_allows`).
+    /// `Engine::drop_what_redis_allows`).
     pub(crate) fn clocks_of(&self, namespace_clock: &str, keys: &[&str]) -> Vec<String> {
         let mut clocks = vec![namespace_clock.to_owned()];
         if self.cluster {
