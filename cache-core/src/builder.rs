@@ -2,7 +2,7 @@
 //! make a bad configuration a typed error at `build`, never a panic or a late failure), and
 //! the handle's constructors (`Cache::builder`, `Cache::disabled`, `Cache::from_env`).
 //! Connecting is [`connect`](crate::connect)'s; the state the options configure is the
-//! [`Engine`](crate::engine::Engine)'s.
+//! [`Engine`]'s.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,9 +1,9 @@
 //! The engine behind a [`Cache`](crate::Cache) handle: the state that one handle's clones
 //! share (the store, the breaker, pending invalidations, single flights, the near cache, the
 //! settings and counters) and the guarded call that every Redis operation goes through. The
-//! protocol is in the children: [`read`] (reads, tag checks, clock reads, leases), [`write`]
-//! (fills, invalidations and write-through, on one "owed write" skeleton) and [`delivery`]
-//! (invalidations kept while Redis cannot take them). What the macros expand to runs on an
+//! protocol is in the children: [`read`](mod@read) (reads, tag checks, clock reads,
+//! leases), [`write`](mod@write) (fills, invalidations and write-through, on one "owed
+//! write" skeleton) and [`delivery`] (invalidations kept while Redis cannot take them). What the macros expand to runs on an
 //! `&Arc<Engine>`; the public [`Cache`](crate::Cache) is a handle over one.
 
 mod delivery;

@@ -1,6 +1,13 @@
 //! How the Redis store reaches Redis: one connection, made lazily in a task of its own (so a
 //! call's timeout does not cancel it) and replaced when it breaks, so that a hit costs one
 //! command and no checkout.
+//!
+//! The names, from the application to a command: a [`RedisSource`](crate::RedisSource) (its
+//! inner `Source`) is what the application hands the builder; an [`Opener`] is how the store
+//! makes a connection from it (a client, a cluster client, a pool, or the one connection it
+//! was given); a [`Link`] is one open connection (to a server, through a manager, to a
+//! cluster); the [`Connection`] is the slot holding the current link, made and replaced here.
+//! The near cache's listener opens connections of its own, from `near::Sources`.
 
 use std::sync::RwLock;
 
