@@ -1,3 +1,6 @@
+//! The codec's tests: every serde shape a schema may take, encoded into hash fields and
+//! decoded back (unit cases and property tests).
+
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
