@@ -56,10 +56,22 @@ start_cluster() {
 }
 
 stop_cluster() {
-  local port
+  local port pid pids=() tries
   for port in ${cluster_ports:-}; do
-    kill "$(cat "$cluster_dir/$port/redis.pid" 2>/dev/null)" 2>/dev/null || true
+    pid="$(cat "$cluster_dir/$port/redis.pid" 2>/dev/null)" || continue
+    kill "$pid" 2>/dev/null && pids+=("$pid")
   done
-  [ -n "${cluster_dir:-}" ] && rm -rf "$cluster_dir"
+  # A node shuts down after the signal (it writes its log and files on the way out): removing
+  # its directory before it has exited fails with "Directory not empty", which, in the EXIT
+  # trap of a run whose tests all passed, failed the run. Wait (at most 10 s) for them to go.
+  for pid in "${pids[@]}"; do
+    for tries in $(seq 100); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+  done
+  if [ -n "${cluster_dir:-}" ]; then
+    rm -rf "$cluster_dir" || echo "stop_cluster: could not remove $cluster_dir" >&2
+  fi
   return 0
 }

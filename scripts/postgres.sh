@@ -21,9 +21,9 @@ start_postgres() {
     (cd "$pg_dir" && "${as_owner[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/log" -w \
       -o "-p $pg_port -k $pg_dir -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null)
     stop_postgres() {
-      kill "$(head -n 1 "$pg_dir/data/postmaster.pid")" 2>/dev/null || true
+      kill "$(head -n 1 "$pg_dir/data/postmaster.pid" 2>/dev/null)" 2>/dev/null || true
       for _ in $(seq 1 50); do [ -f "$pg_dir/data/postmaster.pid" ] || break; sleep 0.1; done
-      rm -rf "$pg_dir"
+      rm -rf "$pg_dir" || echo "stop_postgres: could not remove $pg_dir" >&2
     }
     trap stop_postgres EXIT
     export TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"
