@@ -422,7 +422,7 @@ impl CacheBuilder {
                 &self.tls,
                 self.cluster_replica_acks,
             )?;
-            let near = self.near(near::Sources::Cluster(seeds));
+            let near = self.near(near::ListenTo::Cluster(seeds));
             return Ok(self.assemble(Store::Redis(Box::new(store)), true, near));
         }
         let (store, near) = match self.url.strip_prefix(MEMORY_SCHEME) {
@@ -439,7 +439,7 @@ impl CacheBuilder {
             }
             None => {
                 let (store, client) = redis_store(&self.url, self.operation_timeout, &self.tls)?;
-                let near = self.near(near::Sources::Server(Box::new(client)));
+                let near = self.near(near::ListenTo::Server(Box::new(client)));
                 (Store::Redis(Box::new(store)), near)
             }
         };
@@ -453,7 +453,7 @@ impl CacheBuilder {
         let kind = source.kind();
         let store = match source {
             Source::Client(client) => {
-                let near = self.near(near::Sources::Server(Box::new(client.clone())));
+                let near = self.near(near::ListenTo::Server(Box::new(client.clone())));
                 return Ok((RedisStore::new(client, self.operation_timeout), near));
             }
             _ if self.near_entries > 0 => {
@@ -493,11 +493,11 @@ impl CacheBuilder {
     }
 
     /// The near cache over Redis, if asked for, with its listener started.
-    fn near(&self, sources: near::Sources) -> Option<Arc<Near>> {
+    fn near(&self, listen_to: near::ListenTo) -> Option<Arc<Near>> {
         let near = self.new_near()?;
         near::listen(
             &near,
-            sources,
+            listen_to,
             self.namespace.as_deref(),
             self.operation_timeout,
         );

@@ -14,7 +14,7 @@ use crate::key;
 
 /// Where the listener's connections go.
 #[derive(Debug)]
-pub(crate) enum Sources {
+pub(crate) enum ListenTo {
     /// One server: one connection.
     Server(Box<Client>),
     /// A Redis Cluster, given by the clients of its seed nodes: one connection per primary,
@@ -28,19 +28,19 @@ pub(crate) enum Sources {
 /// after every change of its primaries).
 pub(crate) fn listen(
     near: &Arc<Near>,
-    sources: Sources,
+    listen_to: ListenTo,
     namespace: Option<&str>,
     operation_timeout: Duration,
 ) {
     if tokio::runtime::Handle::try_current().is_err() {
         return;
     }
-    let sources = match sources {
-        Sources::Server(client) => match resp3(&client, None) {
-            Some(client) => Sources::Server(Box::new(client)),
+    let listen_to = match listen_to {
+        ListenTo::Server(client) => match resp3(&client, None) {
+            Some(client) => ListenTo::Server(Box::new(client)),
             None => return,
         },
-        Sources::Cluster(seeds) => Sources::Cluster(seeds),
+        ListenTo::Cluster(seeds) => ListenTo::Cluster(seeds),
     };
     let tracked = Tracked {
         prefixes: match namespace {
@@ -60,7 +60,7 @@ pub(crate) fn listen(
     let listening = async move {
         let mut wait = Duration::from_millis(50);
         loop {
-            let heard = hear(&weak, &sources, &tracked, operation_timeout).await;
+            let heard = hear(&weak, &listen_to, &tracked, operation_timeout).await;
             let Some(near) = weak.upgrade() else { return };
             near.reset(false);
             drop(near);
@@ -102,14 +102,14 @@ pub(crate) fn listen(
 /// only while every connection hears: a write can land on any primary.
 async fn hear(
     near: &Weak<Near>,
-    sources: &Sources,
+    listen_to: &ListenTo,
     tracked: &Tracked,
     operation_timeout: Duration,
 ) -> bool {
     let prefixes = &tracked.prefixes;
-    let (clients, cluster) = match sources {
-        Sources::Server(client) => (vec![Client::clone(client)], None),
-        Sources::Cluster(seeds) => {
+    let (clients, cluster) = match listen_to {
+        ListenTo::Server(client) => (vec![Client::clone(client)], None),
+        ListenTo::Cluster(seeds) => {
             let Some(found) = primaries(seeds, operation_timeout).await else {
                 return false;
             };

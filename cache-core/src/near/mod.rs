@@ -38,7 +38,7 @@ mod listen;
 mod recent;
 mod topology;
 
-pub(crate) use listen::{listen, Sources};
+pub(crate) use listen::{listen, ListenTo};
 
 /// How many generation counters reads and invalidations share, by key hash.
 const SHARDS: usize = 256;

@@ -7,7 +7,7 @@
 //! makes a connection from it (a client, a cluster client, a pool, or the one connection it
 //! was given); a [`Link`] is one open connection (to a server, through a manager, to a
 //! cluster); the [`Connection`] is the slot holding the current link, made and replaced here.
-//! The near cache's listener opens connections of its own, from `near::Sources`.
+//! The near cache's listener opens connections of its own, from `near::ListenTo`.
 
 use std::sync::RwLock;
 
