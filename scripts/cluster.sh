@@ -56,7 +56,7 @@ start_cluster() {
 }
 
 stop_cluster() {
-  local port pid pids=() tries
+  local port pid pids=()
   for port in ${cluster_ports:-}; do
     pid="$(cat "$cluster_dir/$port/redis.pid" 2>/dev/null)" || continue
     kill "$pid" 2>/dev/null && pids+=("$pid")
@@ -65,7 +65,7 @@ stop_cluster() {
   # its directory before it has exited fails with "Directory not empty", which, in the EXIT
   # trap of a run whose tests all passed, failed the run. Wait (at most 10 s) for them to go.
   for pid in "${pids[@]}"; do
-    for tries in $(seq 100); do
+    for _ in $(seq 100); do
       kill -0 "$pid" 2>/dev/null || break
       sleep 0.1
     done

@@ -22,8 +22,8 @@ graph = {}
 for module, text in modules.items():
     # test modules do not count
     text = re.split(r"#\[cfg\(test\)\]\s*mod tests", text)[0]
-    # comments (doc links included) are not imports
-    text = "\n".join(line.split("//")[0] for line in text.splitlines())
+    # comment lines (doc links included) are not imports; a `//` inside a line may be a URL
+    text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("//"))
     src = module.split("::")[0]
     deps = set()
     for match in re.finditer(r"crate::([a-z_]+)", text):
