@@ -7,11 +7,11 @@
 //! - [`invalidate`] and [`write_through`]: after a write (`after_write.rs`).
 
 pub use crate::adapt::{
-    output, output_caching_absence, schema, AbsentOutput, AnyOutcome, CachedOutput, KeyPart,
-    NearCapable, NearIncapable, NearOps, NearProbe, OptionalKey, Outcome, Output, PlainKey,
-    ResultOutcome, Schema, Tags,
+    output, output_caching_absence, schema, AbsentOutput, AnyOutcome, CachedOutput, Detachable,
+    DetachableRef, KeyPart, NearCapable, NearIncapable, NearOps, NearProbe, OptionalKey, Outcome,
+    Output, PlainKey, ResultOutcome, Schema, Tags, TimeoutError,
 };
 pub use crate::after_write::{invalidate, write_through};
 pub use crate::function::{entry_key, installed, Learned, Resilience, Spec};
 pub use crate::key::KeySegment;
-pub use crate::read_through::{get_or_fill, near_hit};
+pub use crate::read_through::{get_or_fill, get_or_fill_detached, near_hit};
