@@ -381,6 +381,16 @@ impl SlowDatabase {
     }
 }
 
+/// The fail-safe reader's error: the database failed, or outlasted `hard_timeout`.
+#[derive(Debug)]
+struct LoadFailed;
+
+impl From<cache_core::LoadTimeout> for LoadFailed {
+    fn from(_: cache_core::LoadTimeout) -> Self {
+        LoadFailed
+    }
+}
+
 struct CheckedRepo {
     cache: Cache,
     db: Arc<SlowDatabase>,
@@ -404,14 +414,14 @@ impl CheckedRepo {
     /// The fail-safe's reader: a failed or stalled load returns the expired copy.
     #[cached_get(prefix = "checked-safe", key = "id", schema = Version, cache = self.cache, ttl = 1,
         tags = ["checked:{id}"], fail_safe = "1m", fail_safe_throttle = "100ms", hard_timeout = "20ms")]
-    async fn version_fail_safe(&self, id: i64, delay: Duration) -> Result<Version, String> {
+    async fn version_fail_safe(&self, id: i64, delay: Duration) -> Result<Version, LoadFailed> {
         let version = self.db.rows.lock().unwrap()[&id].version;
         if self.db.failing && self.db.roll(16) {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         tokio::time::sleep(delay).await;
         if self.db.failing && self.db.roll(4) {
-            return Err("the database is down".into());
+            return Err(LoadFailed);
         }
         Ok(Version { id, version })
     }
