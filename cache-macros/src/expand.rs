@@ -221,9 +221,9 @@ fn key(key: &Template, krate: &TokenStream) -> TokenStream {
             TemplatePart::Param(place) => {
                 template.push_str("{}");
                 // Autoref specialization: `Option`s give `None` for `None`, other values
-                // are taken as they display.
+                // are taken as they display; `key_value` asks for `Display`, in our words.
                 values.push(quote_spanned! {span=>
-                    (&&#krate::__private::KeyPart(&#place)).key_part()
+                    #krate::__private::key_value((&&#krate::__private::KeyPart(&#place)).key_part())
                 });
             }
             // `valid` reads no value fields into keys.

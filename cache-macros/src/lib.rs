@@ -13,6 +13,7 @@
 
 mod args;
 mod expand;
+mod refuse;
 mod shape;
 mod valid;
 
