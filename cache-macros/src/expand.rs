@@ -88,7 +88,7 @@ fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn, shape: &Shape<'
         None => (
             quote! {
                 let __cache_installed: ::core::option::Option<#krate::Cache> =
-                    #krate::__private::installed();
+                    #krate::__private::installed(&__CACHE_SPEC);
                 let __cache_handle_ref: ::core::option::Option<&#krate::Cache> =
                     ::core::option::Option::as_ref(&__cache_installed);
             },
