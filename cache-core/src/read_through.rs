@@ -74,11 +74,15 @@ where
     F: Future<Output = R>,
     T: Fn(&S) -> Vec<String>,
 {
-    let (Some(cache), Some(key)) = (cache.filter(Cache::is_enabled), key) else {
+    let Some(cache) = cache.filter(Cache::is_enabled) else {
         return body.await;
     };
     let engine = cache.engine();
     let metrics = spec.metrics();
+    let Some(key) = key else {
+        engine.record(metrics, Seen::NoKey);
+        return body.await;
+    };
     if spec.learned.uncacheable.load(Ordering::Relaxed) {
         engine.record(metrics, Seen::Uncacheable);
         return body.await;
@@ -197,9 +201,17 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
     }
 
     /// [`lookup`](Self::lookup); `count_misses` off while polling for another's fill.
+    /// A bypass is counted for the call's first lookup only (`count_misses`): one call
+    /// counts once, however often it polls.
     async fn look_up(&self, count_misses: bool) -> Step<R> {
+        let bypass = || {
+            if count_misses {
+                self.engine.count_bypass();
+            }
+            Step::Bypass
+        };
         if self.engine.reads_blocked(self.key, &[]).await {
-            return Step::Bypass;
+            return bypass();
         }
         let tag_mark = self.engine.tag_delivery_mark();
         // Taken before the read is sent: an invalidation arriving meanwhile keeps the reply
@@ -226,11 +238,10 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
                     let mut tags = self.tags.of(&value);
                     merge_tags(&mut tags, &copyable.tags);
                     if self.engine.reads_blocked(self.key, &tags).await {
-                        return Step::Bypass;
+                        return bypass();
                     }
                     if tag_mark.is_some_and(|mark| self.engine.delivered_since(mark)) {
-                        self.engine.count_bypass();
-                        return Step::Bypass;
+                        return bypass();
                     }
                 }
                 if let (Some(ticket), 1..) = (ticket, copyable.ttl_ms) {
@@ -278,10 +289,9 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
                 })
             }
             // Redis did not answer: filling would most likely fail too.
-            Err(error) => {
-                if !matches!(error, Error::CircuitOpen) {
-                    self.spec.metrics().error();
-                }
+            Err(Error::CircuitOpen) => bypass(),
+            Err(_) => {
+                self.spec.metrics().error();
                 Step::Bypass
             }
         }
