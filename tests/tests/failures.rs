@@ -1,4 +1,4 @@
-//! API.md §5 with real faults: a refused port, a listener that never answers, a server that
+//! "When Redis is down, slow or wrong" (README) with real faults: a refused port, a listener that never answers, a server that
 //! is stopped and restarted, a proxy that is cut. The cache must never turn a working call
 //! into a failing one, and an invalidation it could not deliver must not be forgotten.
 
