@@ -84,6 +84,29 @@ pub fn key_value<'a, T: KeyValue + 'a>(part: Option<&'a T>) -> Option<&'a (dyn D
     part.map(KeyValue::as_display)
 }
 
+/// A parameter value that can be written into a tag: one that implements `Display`. Asked
+/// for by [`tag_value`], at the tag as written (as [`KeyValue`] for keys).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is used in a tag, so it must implement `Display`",
+    label = "this tag reads a `{Self}`, which does not implement `Display`",
+    note = "implement `Display` for it, or name a field that does: `tags = [\"kind:{{kind.code}}\"]`"
+)]
+pub trait TagValue {
+    /// The value as the tag displays it.
+    fn as_display(&self) -> &(dyn Display + '_);
+}
+
+impl<T: Display> TagValue for T {
+    fn as_display(&self) -> &(dyn Display + '_) {
+        self
+    }
+}
+
+/// A tag's parameter value as the tag displays it.
+pub fn tag_value<T: TagValue>(value: &T) -> &(dyn Display + '_) {
+    value.as_display()
+}
+
 /// The return types a `cached_get` function may have, for its schema `S`.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` does not carry the schema `{S}`",

@@ -7,9 +7,9 @@
 //! - [`invalidate`] and [`write_through`]: after a write (`after_write.rs`).
 
 pub use crate::adapt::{
-    key_value, output, output_caching_absence, schema, AbsentOutput, AnyOutcome, CacheSchema,
-    CachedOutput, KeyPart, KeyValue, NearCapable, NearIncapable, NearOps, NearProbe, OptionalKey,
-    Outcome, Output, PlainKey, ResultOutcome, Schema, Tags,
+    key_value, output, output_caching_absence, schema, tag_value, AbsentOutput, AnyOutcome,
+    CacheSchema, CachedOutput, KeyPart, KeyValue, NearCapable, NearIncapable, NearOps, NearProbe,
+    OptionalKey, Outcome, Output, PlainKey, ResultOutcome, Schema, TagValue, Tags,
 };
 pub use crate::after_write::{invalidate, write_through};
 pub use crate::function::{entry_key, installed, Learned, Spec};

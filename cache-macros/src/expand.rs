@@ -166,7 +166,7 @@ fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn, shape: &Shape<'
             let tags = checked
                 .tags
                 .iter()
-                .map(|tag| render_tag(tag, |expr| expr.clone()));
+                .map(|tag| render_tag(tag, |expr| tag_value(krate, tag, expr)));
             let after_success = match (&checked.schema, &checked.version) {
                 (Some(schema), Some(version)) => {
                     let (schema_codec, output_adapter) = adapters(krate, schema, output, false);
@@ -316,6 +316,12 @@ fn render_tag(tag: &Template, mut param: impl FnMut(&TokenStream) -> TokenStream
     quote!(::std::format!(#template #(, #values)*))
 }
 
+/// A parameter read into a tag, through `tag_value`: a value without `Display` is an error
+/// at the tag, in the library's words.
+fn tag_value(krate: &TokenStream, tag: &Template, place: &TokenStream) -> TokenStream {
+    quote_spanned!(tag.literal.span()=> #krate::__private::tag_value(&#place))
+}
+
 /// `cached_get`'s tags: those made of parameters only are rendered before the call; those
 /// naming fields of the value are rendered from it, with their parameters rendered before
 /// the call too (the body may take ownership of them).
@@ -324,15 +330,16 @@ fn get_tags(krate: &TokenStream, tags: &[Template], schema: &syn::Type) -> Token
         tags.iter().partition(|tag| tag.reads_value());
     let from_parameters = from_parameters
         .into_iter()
-        .map(|tag| render_tag(tag, |place| place.clone()));
+        .map(|tag| render_tag(tag, |place| tag_value(krate, tag, place)));
     let mut captured = Vec::new();
     let from_value: Vec<TokenStream> = from_value
         .into_iter()
         .map(|tag| {
             render_tag(tag, |place| {
                 let name = format_ident!("__cache_tag_param{}", captured.len());
+                let value = tag_value(krate, tag, place);
                 captured.push(quote! {
-                    let #name = ::std::string::ToString::to_string(&#place);
+                    let #name = ::std::string::ToString::to_string(#value);
                 });
                 quote!(#name)
             })
