@@ -213,6 +213,7 @@ fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn, shape: &Shape<'
 /// The entry key: `None` (bypass) when a place holding an `Option` is `None`.
 fn key(key: &Template, krate: &TokenStream) -> TokenStream {
     let span = key.literal.span();
+    let krate_at_key = respan(krate, span);
     let mut template = String::new();
     let mut values = Vec::new();
     for part in &key.parts {
@@ -223,7 +224,7 @@ fn key(key: &Template, krate: &TokenStream) -> TokenStream {
                 // Autoref specialization: `Option`s give `None` for `None`, other values
                 // are taken as they display; `key_value` asks for `Display`, in our words.
                 values.push(quote_spanned! {span=>
-                    #krate::__private::key_value((&&#krate::__private::KeyPart(&#place)).key_part())
+                    #krate_at_key::__private::key_value((&&#krate::__private::KeyPart(&#place)).key_part())
                 });
             }
             // `valid` reads no value fields into keys.
@@ -319,7 +320,22 @@ fn render_tag(tag: &Template, mut param: impl FnMut(&TokenStream) -> TokenStream
 /// A parameter read into a tag, through `tag_value`: a value without `Display` is an error
 /// at the tag, in the library's words.
 fn tag_value(krate: &TokenStream, tag: &Template, place: &TokenStream) -> TokenStream {
-    quote_spanned!(tag.literal.span()=> #krate::__private::tag_value(&#place))
+    let span = tag.literal.span();
+    let krate = respan(krate, span);
+    quote_spanned!(span=> #krate::__private::tag_value(&#place))
+}
+
+/// `tokens` (a path) with every token at `span`, so that an error about a call of it points
+/// at the user's token alone, not at the whole attribute.
+fn respan(tokens: &TokenStream, span: proc_macro2::Span) -> TokenStream {
+    tokens
+        .clone()
+        .into_iter()
+        .map(|mut token| {
+            token.set_span(span);
+            token
+        })
+        .collect()
 }
 
 /// `cached_get`'s tags: those made of parameters only are rendered before the call; those
