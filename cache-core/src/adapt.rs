@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::codec::{self, schema_field_names, DecodeFn, EncodedField};
 use crate::near::{Near, NearCopy, Ticket};
-use crate::Error;
+use crate::{Error, LoadTimeout};
 
 /// A value an entry key is made of (a parameter, or a field of one), for the choice
 /// [`OptionalKey`] and [`PlainKey`] make by autoref specialization. Neither asks for
@@ -117,6 +117,11 @@ pub trait CachedOutput<S>: Sized {
     fn from_hit(value: S) -> Self;
     /// The value to cache, if this outcome is cacheable (`None` and `Err` are not).
     fn to_fill(&self) -> Option<&S>;
+    /// Whether the function failed (`Err`): the outcome the fail-safe answers with an
+    /// expired copy.
+    fn is_failure(&self) -> bool {
+        false
+    }
 }
 
 /// The return types that can say "absent", for `cache_none = true`.
@@ -165,6 +170,9 @@ impl<S, E> CachedOutput<S> for Result<S, E> {
     fn to_fill(&self) -> Option<&S> {
         self.as_ref().ok()
     }
+    fn is_failure(&self) -> bool {
+        self.is_err()
+    }
 }
 
 impl<S, E> CachedOutput<S> for Result<Option<S>, E> {
@@ -173,6 +181,9 @@ impl<S, E> CachedOutput<S> for Result<Option<S>, E> {
     }
     fn to_fill(&self) -> Option<&S> {
         self.as_ref().ok().and_then(Option::as_ref)
+    }
+    fn is_failure(&self) -> bool {
+        self.is_err()
     }
 }
 
@@ -287,8 +298,23 @@ impl<S> NearIncapable<S> for NearProbe<S> {
 pub struct Output<S, R> {
     pub(crate) from_hit: fn(S) -> R,
     pub(crate) to_fill: fn(&R) -> Option<&S>,
+    pub(crate) failed: fn(&R) -> bool,
     /// Set with `cache_none = true`.
     pub(crate) absent: Option<Absence<R>>,
+    /// The error to return when the function outlasts `hard_timeout` (and no expired copy
+    /// can answer): the user's conversion from [`LoadTimeout`], set with `hard_timeout`.
+    pub(crate) timed_out: Option<fn(LoadTimeout) -> R>,
+}
+
+impl<S, R> Output<S, R> {
+    /// What `hard_timeout` returns when the function outlasts it and no expired copy
+    /// answers: the macro passes `|timeout| Err(From::from(timeout))`, so that a return
+    /// type without `From<LoadTimeout>` for its error is a compile error at the argument.
+    #[must_use]
+    pub fn on_timeout(mut self, timed_out: fn(LoadTimeout) -> R) -> Self {
+        self.timed_out = Some(timed_out);
+        self
+    }
 }
 
 /// How to return and recognise an absence, for `cache_none = true`.
@@ -303,7 +329,9 @@ pub fn output<S, R: CachedOutput<S>>() -> Output<S, R> {
     Output {
         from_hit: R::from_hit,
         to_fill: R::to_fill,
+        failed: R::is_failure,
         absent: None,
+        timed_out: None,
     }
 }
 
@@ -312,10 +340,12 @@ pub fn output_caching_absence<S, R: AbsentOutput<S>>() -> Output<S, R> {
     Output {
         from_hit: R::from_hit,
         to_fill: R::to_fill,
+        failed: R::is_failure,
         absent: Some(Absence {
             value: R::absent,
             is: R::is_absent,
         }),
+        timed_out: None,
     }
 }
 

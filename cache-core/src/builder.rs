@@ -28,6 +28,7 @@ const DEFAULT_MAX_VALUE_SIZE: usize = 1 << 20;
 const DEFAULT_LEASE_TIME: Duration = Duration::from_secs(10);
 const DEFAULT_LEASE_WAIT: Duration = Duration::from_millis(300);
 const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(30);
+const DEFAULT_FAIL_SAFE_THROTTLE: Duration = Duration::from_secs(30);
 const DEFAULT_NEAR_MAX_AGE: Duration = Duration::from_secs(60);
 /// The longest duration any option takes (as the macros' `ttl`): ten years. Longer ones are
 /// mistakes, and `Duration::MAX` would overflow every deadline computed from it.
@@ -58,6 +59,8 @@ const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_secs(2);
 ///     .lease_time(Duration::from_secs(10))               // longest load that may still fill
 ///     .lease_wait(Duration::from_millis(300))            // longest wait for another process's load
 ///     .negative_ttl(Duration::from_secs(30))             // `cache_none` absences
+///     .fail_safe(Duration::ZERO)                         // keep expired copies this long, for a failing loader (0: off)
+///     .fail_safe_throttle(Duration::from_secs(30))       // after a failure, serve the copy without calling the loader
 ///     .near_cache(10_000)                                // values kept in process memory (0: off)
 ///     .near_max_bytes(64 << 20)                          // and at most about this many bytes
 ///     .near_max_age(Duration::from_secs(60))             // re-read from Redis at least this often
@@ -97,6 +100,8 @@ pub struct CacheBuilder {
     lease_time: Duration,
     lease_wait: Duration,
     negative_ttl: Duration,
+    fail_safe: Duration,
+    fail_safe_throttle: Duration,
     tls: TlsOptions,
 }
 
@@ -128,6 +133,8 @@ impl std::fmt::Debug for CacheBuilder {
             .field("lease_time", &self.lease_time)
             .field("lease_wait", &self.lease_wait)
             .field("negative_ttl", &self.negative_ttl)
+            .field("fail_safe", &self.fail_safe)
+            .field("fail_safe_throttle", &self.fail_safe_throttle)
             // Whether they are set, never their bytes (the key is a secret).
             .field("tls_ca", &self.tls.ca_pem.is_some())
             .field("tls_client_identity", &self.tls.identity.is_some())
@@ -155,6 +162,8 @@ impl Default for CacheBuilder {
             lease_time: DEFAULT_LEASE_TIME,
             lease_wait: DEFAULT_LEASE_WAIT,
             negative_ttl: DEFAULT_NEGATIVE_TTL,
+            fail_safe: Duration::ZERO,
+            fail_safe_throttle: DEFAULT_FAIL_SAFE_THROTTLE,
             tls: TlsOptions::default(),
         }
     }
@@ -370,6 +379,26 @@ impl CacheBuilder {
         self
     }
 
+    /// Fail-safe for every function that does not set `fail_safe` itself: entries stay in
+    /// Redis this long after their TTL as expired copies, which are never hits; when a
+    /// miss's load fails (`Err`) or times out (`hard_timeout`, `soft_timeout`), the call
+    /// returns the expired copy instead, if no invalidation removed it. An invalidation
+    /// removes the copy with the entry, so nothing a write replaced comes back. Zero (the
+    /// default) turns it off. See the README's "When the database is down or slow".
+    pub fn fail_safe(mut self, keep_expired_for: Duration) -> Self {
+        self.fail_safe = keep_expired_for;
+        self
+    }
+
+    /// After a fail-safe answer, how long this process answers the entry's misses with its
+    /// expired copy without calling the function again, so that a database that is down is
+    /// not asked by every request (functions may set `fail_safe_throttle` themselves).
+    /// Default: 30 s; zero asks the function on every miss.
+    pub fn fail_safe_throttle(mut self, throttle: Duration) -> Self {
+        self.fail_safe_throttle = throttle;
+        self
+    }
+
     /// Checks the configuration and makes the handle. A Redis URL needs a Tokio runtime
     /// (the connection is driven by it), but no connection is made here.
     ///
@@ -390,6 +419,8 @@ impl CacheBuilder {
             ("lease_wait", self.lease_wait),
             ("negative_ttl", self.negative_ttl),
             ("near_max_age", self.near_max_age),
+            ("fail_safe", self.fail_safe),
+            ("fail_safe_throttle", self.fail_safe_throttle),
         ] {
             if duration > MAX_DURATION {
                 return Err(Error::Config(format!(
@@ -517,6 +548,8 @@ impl CacheBuilder {
             lease_time: self.lease_time,
             lease_wait: self.lease_wait,
             negative_ttl: self.negative_ttl,
+            fail_safe: self.fail_safe,
+            fail_safe_throttle: self.fail_safe_throttle,
         };
         Cache::over(Arc::new(Engine::new(settings, store, enabled, near)))
     }

@@ -58,3 +58,15 @@ pub enum Error {
         reason: &'static str,
     },
 }
+
+/// A `#[cached_get(hard_timeout = "…")]` function outlasted its timeout and no expired copy
+/// could answer (see the README's "When the database is down or slow"). The call returns
+/// `Err(E::from(LoadTimeout))`: the function's error type `E` implements
+/// `From<LoadTimeout>` (for a foreign error such as `sqlx::Error`, return an error enum of
+/// your own that wraps it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the cached function did not answer within its hard_timeout of {after:?}")]
+pub struct LoadTimeout {
+    /// The timeout it outlasted.
+    pub after: Duration,
+}

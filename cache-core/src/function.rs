@@ -19,8 +19,39 @@ pub struct Spec {
     pub none_ttl_secs: Option<u64>,
     /// `tags = […]` is not empty.
     pub tagged: bool,
+    /// `fail_safe`, `fail_safe_throttle`, `hard_timeout`, `soft_timeout`, `refresh_after`.
+    pub resilience: Resilience,
     /// What the runtime learns about the function as it runs (see [`Learned`]).
     pub learned: Learned,
+}
+
+/// A function's answers to a failing or slow database (its attribute arguments; `None`: the
+/// handle's default, where the handle has one). Durations in ms.
+#[derive(Debug, Clone, Copy)]
+pub struct Resilience {
+    /// `fail_safe = "…"`: how long expired copies are kept; `Some(0)`: off.
+    pub fail_safe_ms: Option<u64>,
+    /// `fail_safe_throttle = "…"`.
+    pub fail_safe_throttle_ms: Option<u64>,
+    /// `hard_timeout = "…"`: the longest the function may run before the call gives up.
+    pub hard_timeout_ms: Option<u64>,
+    /// `soft_timeout = "…"`: how long a miss with an expired copy waits for the function
+    /// before returning the copy (the load goes on in the background).
+    pub soft_timeout_ms: Option<u64>,
+    /// `refresh_after = …`: the fraction of the TTL after which a hit starts a background
+    /// load.
+    pub refresh_after: Option<f64>,
+}
+
+impl Resilience {
+    /// Nothing set: the handle's defaults.
+    pub const DEFAULT: Resilience = Resilience {
+        fail_safe_ms: None,
+        fail_safe_throttle_ms: None,
+        hard_timeout_ms: None,
+        soft_timeout_ms: None,
+        refresh_after: None,
+    };
 }
 
 /// What one annotated function's calls learn about its schema, once per process: the field

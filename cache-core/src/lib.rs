@@ -120,7 +120,7 @@ pub mod __private {
 
 pub use crate::builder::CacheBuilder;
 pub use crate::cache::{install, installed, Cache};
-pub use crate::error::Error;
+pub use crate::error::{Error, LoadTimeout};
 pub use crate::key::KeySegment;
 pub use crate::redact::redact_url;
 #[cfg(feature = "axum")]

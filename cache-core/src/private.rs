@@ -12,6 +12,6 @@ pub use crate::adapt::{
     OptionalKey, Outcome, Output, PlainKey, ResultOutcome, Schema, TagValue, Tags,
 };
 pub use crate::after_write::{invalidate, write_through};
-pub use crate::function::{entry_key, installed, Learned, Spec};
+pub use crate::function::{entry_key, installed, Learned, Resilience, Spec};
 pub use crate::key::KeySegment;
 pub use crate::read_through::{get_or_fill, near_hit};

@@ -21,13 +21,13 @@ use std::time::{Duration, Instant};
 
 use crate::adapt::{Output, Schema, Tags};
 use crate::codec::{EncodedField, FieldValue};
-use crate::engine::{Copyable, Engine, Lease, Lookup, Seen};
+use crate::engine::{Copyable, Engine, Lease, Lookup, Seen, StaleBecause};
 use crate::flight::{wait_for_leader, Flight};
 use crate::function::Spec;
 use crate::metrics::GetResult;
 use crate::near::{NearCopy, Ticket};
 use crate::store::{ClockRead, FillBody};
-use crate::{Cache, Error};
+use crate::{Cache, Error, LoadTimeout};
 
 /// `cached_get`'s first step: the value in the near cache, if it holds one. Synchronous and
 /// on a borrowed handle, before the call's future exists: a near hit clones no handle and
@@ -101,6 +101,7 @@ where
             }
         },
     };
+    let policy = Policy::of(engine, spec, &output);
     let call = Call {
         engine,
         spec,
@@ -109,6 +110,7 @@ where
         schema: &schema,
         output: &output,
         tags: &tags,
+        policy,
     };
     let started = metrics.start();
     match call.lookup().await {
@@ -148,6 +150,39 @@ struct Loaded<'a> {
     tags: &'a [String],
     /// The entry's tags went stale: replace it rather than merge.
     replace: bool,
+    /// Record the entry's fresh time, and keep it this long after as an expired copy.
+    grace: Option<Duration>,
+}
+
+/// How one function meets a failing or slow database: its attribute arguments over the
+/// handle's defaults.
+#[derive(Clone, Copy)]
+struct Policy {
+    /// `Some`: fills record when the entry stops being fresh and keep it this long after
+    /// (the fail-safe's grace; zero when only a refresh needs the fresh time).
+    grace: Option<Duration>,
+    /// A failed or timed-out load returns the expired copy, if one is left.
+    fail_safe: bool,
+    /// After a fail-safe answer, this process answers the entry's misses with the copy for
+    /// this long without calling the function.
+    throttle: Duration,
+    /// The longest the function may run; then the call returns the copy or the user's
+    /// timeout error (only when the return type converts [`LoadTimeout`]).
+    hard_timeout: Option<Duration>,
+}
+
+impl Policy {
+    fn of<S, R>(engine: &Engine, spec: &Spec, output: &Output<S, R>) -> Policy {
+        let ms = |ms: Option<u64>| ms.map(Duration::from_millis);
+        let resilience = &spec.resilience;
+        let fail_safe = engine.fail_safe_for(ms(resilience.fail_safe_ms));
+        Policy {
+            grace: fail_safe,
+            fail_safe: fail_safe.is_some(),
+            throttle: engine.fail_safe_throttle_for(ms(resilience.fail_safe_throttle_ms)),
+            hard_timeout: ms(resilience.hard_timeout_ms).filter(|_| output.timed_out.is_some()),
+        }
+    }
 }
 
 /// One `cached_get` call's context, shared by its steps.
@@ -159,6 +194,7 @@ struct Call<'a, S, R, T> {
     schema: &'a Schema<S>,
     output: &'a Output<S, R>,
     tags: &'a Tags<T>,
+    policy: Policy,
 }
 
 enum Step<R> {
@@ -167,11 +203,11 @@ enum Step<R> {
     /// Do not use the cache for this call.
     Bypass,
     /// Missed: load, then fill.
-    Load(Miss),
+    Load(Miss<R>),
 }
 
 /// What a miss read: the fill passes `seen` back and must start before the lease time ends.
-struct Miss {
+struct Miss<R> {
     seen: u64,
     read_at: Instant,
     contention: Contention,
@@ -179,6 +215,9 @@ struct Miss {
     stale: bool,
     /// This call's lease on the entry, given back on drop unless the fill went in.
     lease: Option<Lease>,
+    /// The entry's expired copy, as the function would return it, if the read found one
+    /// that no invalidation removed (what the fail-safe may answer with).
+    expired: Option<R>,
 }
 
 /// How a miss looked to other processes.
@@ -234,15 +273,10 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
                 // delivery that completed after the read began (in the background, or the one
                 // `reads_blocked` itself may run) may have been one of them, and the entry was
                 // read before it: then the read is not trusted either.
-                if tag_mark.is_some() || self.engine.tag_invalidations_pending() {
-                    let mut tags = self.tags.of(&value);
-                    merge_tags(&mut tags, &copyable.tags);
-                    if self.engine.reads_blocked(self.key, &tags).await {
-                        return bypass();
-                    }
-                    if tag_mark.is_some_and(|mark| self.engine.delivered_since(mark)) {
-                        return bypass();
-                    }
+                if (tag_mark.is_some() || self.engine.tag_invalidations_pending())
+                    && !self.tag_checked(&value, &copyable.tags, tag_mark).await
+                {
+                    return bypass();
                 }
                 if let (Some(ticket), 1..) = (ticket, copyable.ttl_ms) {
                     self.keep_near(ticket, &value, copyable);
@@ -266,6 +300,7 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
                         contention,
                         stale: false,
                         lease: None,
+                        expired: None,
                     })
                 }
             },
@@ -274,11 +309,34 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
                 tombstone,
                 leased,
                 stale,
+                expired,
             }) => {
                 let contention = match (leased, tombstone) {
                     (true, _) => Contention::Leased,
                     (false, true) => Contention::Tombstone,
                     (false, false) => Contention::None,
+                };
+                let expired = match expired {
+                    Some((value, copyable)) if self.policy.fail_safe => {
+                        // As for a hit: an undelivered tag invalidation may concern it.
+                        if (tag_mark.is_some() || self.engine.tag_invalidations_pending())
+                            && !self.tag_checked(&value, &copyable.tags, tag_mark).await
+                        {
+                            None
+                        } else if !self.policy.throttle.is_zero()
+                            && self.engine.is_throttled(self.key)
+                        {
+                            self.engine.served_stale(
+                                self.spec.prefix,
+                                self.key,
+                                StaleBecause::Throttled,
+                            );
+                            return Step::Done((self.output.from_hit)(value));
+                        } else {
+                            Some((self.output.from_hit)(value))
+                        }
+                    }
+                    _ => None,
                 };
                 Step::Load(Miss {
                     seen,
@@ -286,6 +344,7 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
                     contention,
                     stale,
                     lease: None,
+                    expired,
                 })
             }
             // Redis did not answer: filling would most likely fail too.
@@ -295,6 +354,21 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
                 Step::Bypass
             }
         }
+    }
+
+    /// Whether a value read while tag invalidations were undelivered (or delivered during
+    /// the read, after `tag_mark`) may be trusted: none of them concerns its tags.
+    async fn tag_checked(&self, value: &S, entry_tags: &[String], tag_mark: Option<u64>) -> bool {
+        let mut tags = self.tags.of(value);
+        merge_tags(&mut tags, entry_tags);
+        if self.engine.reads_blocked(self.key, &tags).await {
+            return false;
+        }
+        // Not counted here: the caller counts the call's bypass once.
+        if tag_mark.is_some_and(|mark| self.engine.delivered_since(mark)) {
+            return false;
+        }
+        true
     }
 
     /// The near cache's ticket for this call's read, if the near cache may hold its schema.
@@ -310,8 +384,12 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
             // The entry's tags, and this function's (which its fills register too).
             let mut tags = copyable.tags;
             merge_tags(&mut tags, &self.tags.of(value));
+            // Never past the entry's fresh time: after it, only the fail-safe may read it.
+            let ttl_ms = copyable
+                .fresh_ms
+                .map_or(copyable.ttl_ms, |fresh| fresh.min(copyable.ttl_ms));
             let copy = NearCopy {
-                ttl: Duration::from_millis(copyable.ttl_ms),
+                ttl: Duration::from_millis(ttl_ms),
                 bytes: copyable.bytes,
                 tags,
             };
@@ -322,7 +400,7 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
     /// Herds form where a hot entry was just invalidated. There, the first miss takes a lease
     /// and loads; the others, in any process, see the lease and wait (bounded by the lease
     /// wait) for its fill instead of all querying the database.
-    async fn across_processes(&self, mut miss: Miss) -> Step<R> {
+    async fn across_processes(&self, mut miss: Miss<R>) -> Step<R> {
         match miss.contention {
             Contention::None => return Step::Load(miss),
             Contention::Tombstone => match self.engine.acquire_lease(self.key).await {
@@ -351,7 +429,7 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
 
     /// Concurrent misses of this entry and schema through this handle load once; the one that
     /// loads first defers to another process that holds the entry's lease.
-    async fn after_miss(&self, miss: Miss, body: impl Future<Output = R>) -> R {
+    async fn after_miss(&self, miss: Miss<R>, body: impl Future<Output = R>) -> R {
         let flight_key = format!("{}\u{0}{}", self.key, std::any::type_name::<S>());
         let flight = self.engine.flights().join(flight_key);
         let result = match flight {
@@ -374,7 +452,7 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
         }
     }
 
-    async fn load_and_fill(&self, body: impl Future<Output = R>, miss: Miss) -> R {
+    async fn load_and_fill(&self, body: impl Future<Output = R>, miss: Miss<R>) -> R {
         let Miss {
             seen,
             read_at,
@@ -394,7 +472,13 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
             entry: clock.entry.max(seen),
             tags: clock.tags,
         };
-        let result = body.await;
+        let result = match self.load(body).await {
+            Ok(result) => result,
+            Err(failed) => return self.after_failure(failed).await,
+        };
+        if self.policy.fail_safe {
+            self.engine.end_throttle(self.key);
+        }
         let ttl = self.spec.ttl_secs.map(Duration::from_secs);
         // Failures are logged and counted inside; the caller gets its value regardless.
         if let Some(value) = (self.output.to_fill)(&result) {
@@ -419,6 +503,7 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
                         read_at,
                         tags: &tags,
                         replace: stale,
+                        grace: self.policy.grace,
                     };
                     self.store(fill, &mut lease).await;
                 }
@@ -442,11 +527,75 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
                     read_at,
                     tags,
                     replace: stale,
+                    // Absences are not kept for the fail-safe: a copy is a value.
+                    grace: None,
                 };
                 self.store(fill, &mut lease).await;
             }
         }
         result
+    }
+}
+
+impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
+    /// Runs the function, within `hard_timeout` if it has one. `Err`: it failed (`Err`
+    /// inside, or `None`: it timed out), and the fail-safe may answer instead.
+    async fn load(&self, body: impl Future<Output = R>) -> Result<R, Option<R>> {
+        let result = match self.policy.hard_timeout {
+            Some(limit) => match tokio::time::timeout(limit, body).await {
+                Ok(result) => result,
+                Err(_) => {
+                    self.engine.count_loader_timeout();
+                    return Err(None);
+                }
+            },
+            None => body.await,
+        };
+        if (self.output.failed)(&result) {
+            return Err(Some(result));
+        }
+        Ok(result)
+    }
+
+    /// After the function failed (`Some(error)`) or timed out (`None`): the entry's expired
+    /// copy if the fail-safe is on and one is left, read again now, so that an invalidation
+    /// that came during the load is never undone; else the failure (for a timeout, the
+    /// user's conversion of [`LoadTimeout`]).
+    async fn after_failure(&self, failed: Option<R>) -> R {
+        if self.policy.fail_safe {
+            let because = if failed.is_some() {
+                StaleBecause::Failed
+            } else {
+                StaleBecause::TimedOut
+            };
+            match self.look_up(false).await {
+                // Filled meanwhile (by another process), a cached absence, or the throttle's
+                // copy (counted where it was found).
+                Step::Done(result) => return result,
+                Step::Load(Miss {
+                    expired: Some(copy),
+                    ..
+                }) => {
+                    self.engine
+                        .served_stale(self.spec.prefix, self.key, because);
+                    self.engine.throttle(self.key, self.policy.throttle);
+                    return copy;
+                }
+                Step::Load(_) | Step::Bypass => {}
+            }
+        }
+        match failed {
+            Some(failure) => failure,
+            None => {
+                let after = self.policy.hard_timeout.unwrap_or_default();
+                // `hard_timeout` is only in the policy when the conversion is there.
+                let timed_out = self
+                    .output
+                    .timed_out
+                    .expect("hard_timeout has a conversion");
+                timed_out(LoadTimeout { after })
+            }
+        }
     }
 }
 
@@ -464,6 +613,7 @@ impl<S, R, T> Call<'_, S, R, T> {
                 fill.read_at,
                 fill.tags,
                 fill.replace,
+                fill.grace,
             ),
             span,
         )

@@ -42,6 +42,15 @@ pub struct Stats {
     /// Values the near cache dropped to stay within `near_cache` entries (and
     /// `near_max_bytes`); invalidated and expired ones are not counted.
     pub near_evictions: u64,
+    /// Calls answered with an expired copy because the function failed or timed out
+    /// (`fail_safe`), or while a failure's throttle lasts (`fail_safe_throttle`). Never a
+    /// copy that an invalidation removed. Not in `hits`.
+    pub stale_served: u64,
+    /// Loads that outlasted `soft_timeout` or `hard_timeout`.
+    pub loader_timeouts: u64,
+    /// Background loads started by `refresh_after` (or a `soft_timeout`) that refreshed an
+    /// entry before it expired.
+    pub refreshes: u64,
 }
 
 /// What a handle counts, one slot each in every [`Stripe`].
@@ -58,9 +67,12 @@ pub(crate) enum Counter {
     Bypassed,
     NearHits,
     NearMisses,
+    StaleServed,
+    LoaderTimeouts,
+    Refreshes,
 }
 
-const COUNTERS: usize = Counter::NearMisses as usize + 1;
+const COUNTERS: usize = Counter::Refreshes as usize + 1;
 
 /// How many copies of the counters a handle keeps. Threads are spread over them, so that
 /// hits on different cores do not write the same cache line: one shared counter costs a
@@ -134,6 +146,9 @@ impl Counters {
             near_misses: self.read(Counter::NearMisses),
             near_invalidations,
             near_evictions,
+            stale_served: self.read(Counter::StaleServed),
+            loader_timeouts: self.read(Counter::LoaderTimeouts),
+            refreshes: self.read(Counter::Refreshes),
         }
     }
 }

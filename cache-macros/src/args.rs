@@ -4,7 +4,7 @@
 use proc_macro2::Span;
 use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
-use syn::{bracketed, Expr, LitBool, LitInt, LitStr, Path, Token, Type};
+use syn::{bracketed, Expr, Lit, LitBool, LitInt, LitStr, Path, Token, Type};
 
 /// Which of the three macros is being expanded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +34,9 @@ mod kw {
     syn::custom_keyword!(cache_none);
     syn::custom_keyword!(none_ttl);
     syn::custom_keyword!(version);
+    syn::custom_keyword!(fail_safe);
+    syn::custom_keyword!(fail_safe_throttle);
+    syn::custom_keyword!(hard_timeout);
 }
 
 /// An argument's value together with the span of its name, for diagnostics about the
@@ -56,6 +59,10 @@ pub(crate) struct CacheArgs {
     pub(crate) cache_none: Option<Arg<LitBool>>,
     pub(crate) none_ttl: Option<Arg<LitInt>>,
     pub(crate) version: Option<Arg<LitStr>>,
+    /// Durations: `"10m"`, `"250ms"` (or whole seconds); checked in `valid`.
+    pub(crate) fail_safe: Option<Arg<Lit>>,
+    pub(crate) fail_safe_throttle: Option<Arg<Lit>>,
+    pub(crate) hard_timeout: Option<Arg<Lit>>,
     /// `crate = "path"`.
     pub(crate) krate: Option<Arg<Path>>,
 }
@@ -129,6 +136,9 @@ impl Parse for CacheArgs {
                 cache_none: input.parse()?,
                 none_ttl: input.parse()?,
                 version: input.parse()?,
+                fail_safe: input.parse()?,
+                fail_safe_throttle: input.parse()?,
+                hard_timeout: input.parse()?,
                 cache: input.parse()?,
             );
             if input.is_empty() {

@@ -69,6 +69,19 @@ fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn, shape: &Shape<'
     let ttl = optional_u64(checked.ttl_secs);
     let none_ttl = optional_u64(checked.none_ttl_secs);
     let tagged = !checked.tags.is_empty();
+    let resilience = {
+        let fail_safe = optional_u64(checked.fail_safe_ms);
+        let throttle = optional_u64(checked.fail_safe_throttle_ms);
+        let hard_timeout = optional_u64(checked.hard_timeout_ms);
+        quote! {
+            #krate::__private::Resilience {
+                fail_safe_ms: #fail_safe,
+                fail_safe_throttle_ms: #throttle,
+                hard_timeout_ms: #hard_timeout,
+                ..#krate::__private::Resilience::DEFAULT
+            }
+        }
+    };
     // The handle is borrowed for the key and the near cache (a near hit clones nothing) and
     // cloned only for the call's future; the borrow ends before the body's future takes
     // the function's parameters (`&mut self` included).
@@ -131,6 +144,7 @@ fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn, shape: &Shape<'
                 ttl_secs: #ttl,
                 none_ttl_secs: #none_ttl,
                 tagged: #tagged,
+                resilience: #resilience,
                 learned: #krate::__private::Learned::new(),
             };
         #handle_ref
@@ -138,8 +152,19 @@ fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn, shape: &Shape<'
     };
     let rewritten = match (kind, &checked.schema) {
         (MacroKind::Get, Some(schema)) => {
-            let (schema_codec, output_adapter) =
+            let (schema_codec, mut output_adapter) =
                 adapters(krate, schema, output, checked.cache_none);
+            if let Some(span) = checked.hard_timeout_span {
+                // The user's conversion, checked at the argument: a return type that is not a
+                // `Result` whose error converts from `LoadTimeout` is an error there.
+                output_adapter = quote_spanned! {span=>
+                    #output_adapter.on_timeout(
+                        |__cache_timeout: #krate::LoadTimeout| -> #output {
+                            ::core::result::Result::Err(::core::convert::From::from(__cache_timeout))
+                        }
+                    )
+                };
+            }
             let tags = get_tags(krate, &checked.tags, schema);
             quote! {
                 #prologue

@@ -26,6 +26,13 @@ pub(crate) struct Checked {
     pub(crate) cache_none: bool,
     pub(crate) none_ttl_secs: Option<u64>,
     pub(crate) tags: Vec<Template>,
+    /// `fail_safe`, `fail_safe_throttle`, `hard_timeout`, in ms (`cached_get` only).
+    pub(crate) fail_safe_ms: Option<u64>,
+    pub(crate) fail_safe_throttle_ms: Option<u64>,
+    pub(crate) hard_timeout_ms: Option<u64>,
+    /// The `hard_timeout` argument's name, where a return type that cannot carry the
+    /// timeout error is reported.
+    pub(crate) hard_timeout_span: Option<Span>,
     pub(crate) cache: Option<Expr>,
     /// `crate = "path"`: where `cache-core` is, for users who renamed the dependency.
     pub(crate) krate: TokenStream,
@@ -180,6 +187,30 @@ pub(crate) fn check(
         seconds("none_ttl", &ttl.value, &mut errors)
     });
 
+    let mut get_only_duration =
+        |arg: Option<Arg<syn::Lit>>, name: &str, zero_means: Option<&str>| {
+            let arg = arg?;
+            if kind != MacroKind::Get {
+                errors.push(syn::Error::new(
+                    arg.name_span,
+                    format!(
+                        "#[{}] takes no `{name}`: it is for reads (`cached_get`)",
+                        kind.name()
+                    ),
+                ));
+                return None;
+            }
+            milliseconds(name, &arg.value, zero_means, &mut errors)
+        };
+    let fail_safe_ms = get_only_duration(args.fail_safe, "fail_safe", Some("off"));
+    let fail_safe_throttle_ms = get_only_duration(
+        args.fail_safe_throttle,
+        "fail_safe_throttle",
+        Some("no throttle"),
+    );
+    let hard_timeout_span = args.hard_timeout.as_ref().map(|arg| arg.name_span);
+    let hard_timeout_ms = get_only_duration(args.hard_timeout, "hard_timeout", None);
+
     let tags = args
         .tags
         .map(|tags| tags.value)
@@ -228,6 +259,10 @@ pub(crate) fn check(
             cache_none,
             none_ttl_secs,
             tags,
+            fail_safe_ms,
+            fail_safe_throttle_ms,
+            hard_timeout_ms,
+            hard_timeout_span,
             cache: args.cache.map(|cache| cache.value),
             krate,
             output,
@@ -273,6 +308,55 @@ fn seconds(name: &str, literal: &syn::LitInt, errors: &mut Errors) -> Option<u64
             None
         }
     }
+}
+
+/// A duration argument in ms: a string of a whole number and a unit (`"250ms"`, `"30s"`,
+/// `"10m"`, `"2h"`, `"1d"`), or a whole number of seconds. Zero is refused unless
+/// `zero_means` says what it does (`fail_safe = "0s"` turns a handle's default off).
+fn milliseconds(
+    name: &str,
+    literal: &syn::Lit,
+    zero_means: Option<&str>,
+    errors: &mut Errors,
+) -> Option<u64> {
+    const MAX_MS: u64 = MAX_TTL_SECS * 1000;
+    let parsed = match literal {
+        syn::Lit::Str(text) => duration_ms(&text.value()),
+        syn::Lit::Int(secs) => secs
+            .base10_parse::<u64>()
+            .ok()
+            .and_then(|secs| secs.checked_mul(1000)),
+        _ => None,
+    };
+    let zero = zero_means.map_or_else(String::new, |meaning| format!("; \"0s\" means {meaning}"));
+    match parsed {
+        Some(ms) if ms <= MAX_MS && (ms > 0 || zero_means.is_some()) => Some(ms),
+        _ => {
+            errors.push(syn::Error::new_spanned(
+                literal,
+                format!(
+                    "`{name}` is a duration such as \"250ms\", \"30s\", \"10m\", \"2h\" or \"1d\" (a whole number and a unit), at most ten years{zero}"
+                ),
+            ));
+            None
+        }
+    }
+}
+
+/// `"<whole number><unit>"` in ms, units `ms`, `s`, `m`, `h`, `d`.
+fn duration_ms(text: &str) -> Option<u64> {
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number.parse().ok()?;
+    let scale = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    number.checked_mul(scale)
 }
 
 /// Collects every mistake, so that one run of the compiler shows them all, each at its place.

@@ -7,6 +7,7 @@
 //! `&Arc<Engine>`; the public [`Cache`](crate::Cache) is a handle over one.
 
 mod delivery;
+mod fail_safe;
 mod read;
 mod write;
 
@@ -16,6 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub(crate) use self::fail_safe::StaleBecause;
+use self::fail_safe::Throttled;
 pub(crate) use self::read::{Copyable, Lease, Lookup};
 use crate::codec;
 use crate::flight::Flights;
@@ -60,6 +63,8 @@ pub(crate) struct Settings {
     pub(crate) lease_time: Duration,
     pub(crate) lease_wait: Duration,
     pub(crate) negative_ttl: Duration,
+    pub(crate) fail_safe: Duration,
+    pub(crate) fail_safe_throttle: Duration,
 }
 
 /// What a call saw that the handle and the function both count ([`Engine::record`]).
@@ -100,6 +105,11 @@ pub(crate) struct Engine {
     lease_time: Duration,
     lease_wait: Duration,
     negative_ttl: Duration,
+    /// The fail-safe's defaults, for functions that set none (see `fail_safe.rs`).
+    fail_safe: Duration,
+    fail_safe_throttle: Duration,
+    /// Entries whose fail-safe throttle lasts, in this process (see `fail_safe.rs`).
+    throttled: Throttled,
     clock_key: String,
     flights: Flights,
     counters: Counters,
@@ -127,6 +137,8 @@ impl Engine {
             lease_time,
             lease_wait,
             negative_ttl,
+            fail_safe,
+            fail_safe_throttle,
         } = settings;
         Engine {
             store,
@@ -147,6 +159,9 @@ impl Engine {
             lease_time,
             lease_wait,
             negative_ttl,
+            fail_safe,
+            fail_safe_throttle,
+            throttled: Throttled::default(),
             flights: Flights::default(),
             counters: Counters::default(),
             near,

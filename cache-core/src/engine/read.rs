@@ -22,6 +22,9 @@ pub(crate) struct Copyable {
     /// function reads it now. A copy carries them, so that an invalidation of any of them
     /// evicts it, even when the function reading it names none.
     pub(crate) tags: Vec<String>,
+    /// How long the entry stays fresh, in ms, when its fill recorded it (`fail_safe`,
+    /// `refresh_after`): a copy must not outlive it, nor a refresh wait past it.
+    pub(crate) fresh_ms: Option<u64>,
 }
 
 /// The outcome of reading an entry.
@@ -41,6 +44,9 @@ pub(crate) enum Lookup<S> {
         /// The entry's tags were invalidated (or their stamps lost) after some of its fields
         /// were loaded: the fill replaces the entry instead of merging into it.
         stale: bool,
+        /// The entry was complete and not invalidated, but past its fresh time: the copy the
+        /// fail-safe may return if the load fails.
+        expired: Option<(S, Copyable)>,
     },
 }
 
@@ -108,17 +114,22 @@ impl Engine {
             }
             _ => false,
         };
-        if read.absent && !stale {
+        let expired = read.is_expired();
+        if read.absent && !stale && !expired {
             return Ok(Lookup::Absent { seen: read.stamp });
         }
+        let mut copy = None;
         if read.is_complete(fields) && !stale {
             let copyable = Copyable {
                 ttl_ms: read.ttl_ms,
                 bytes: read.value_bytes(),
                 tags: read.tags.take().map(|tags| tags.names).unwrap_or_default(),
+                fresh_ms: read.fresh_left_ms,
             };
             let decoded = decode(fields, &mut read.stored(fields));
             match decoded {
+                // Past its fresh time: a miss, which keeps the value for the fail-safe.
+                Ok(value) if expired => copy = Some((value, copyable)),
                 Ok(value) => {
                     counters.bump(Counter::Hits);
                     return Ok(Lookup::Hit(value, copyable));
@@ -134,9 +145,11 @@ impl Engine {
         }
         Ok(Lookup::Miss {
             seen: read.stamp,
-            tombstone: read.is_tombstone(fields),
+            // A herd forms where a hot entry expires as where it was invalidated.
+            tombstone: read.is_tombstone(fields) || copy.is_some(),
             leased: read.leased,
             stale,
+            expired: copy,
         })
     }
 

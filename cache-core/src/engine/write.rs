@@ -36,6 +36,7 @@ impl Engine {
         read_at: Instant,
         tags: &[String],
         replace: bool,
+        grace: Option<Duration>,
     ) -> Result<bool, Error> {
         if read_at.elapsed() >= self.lease_time {
             tracing::debug!(
@@ -65,13 +66,14 @@ impl Engine {
             tag_names: &tag_names,
             replace,
             lease_time,
+            grace,
         })
         .await
     }
 
     async fn write_fill(&self, fill: Fill<'_>) -> Result<bool, Error> {
         self.longest_ttl_ms
-            .fetch_max(millis(fill.ttl), Ordering::Relaxed);
+            .fetch_max(millis(fill.life()), Ordering::Relaxed);
         let written = self.guarded("fill", self.store.fill(fill)).await?;
         let counter = if written {
             Counter::Fills
@@ -96,6 +98,7 @@ impl Engine {
             tag_names: "",
             replace: false,
             lease_time: self.lease_time,
+            grace: None,
         };
         self.write_fill(fill).await.map(drop)
     }

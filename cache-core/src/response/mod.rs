@@ -28,7 +28,7 @@ use tower_service::Service;
 
 use crate::adapt::{near_ops, output, schema, Tags};
 use crate::builder::MAX_DURATION;
-use crate::function::{Learned, Spec};
+use crate::function::{Learned, Resilience, Spec};
 use crate::key::check_segment;
 use crate::read_through::{get_or_fill, near_hit};
 use crate::{Cache, Error};
@@ -153,6 +153,11 @@ impl Config {
                 ttl_secs: self.ttl.map(|ttl| ttl.as_secs().max(1)),
                 none_ttl_secs: None,
                 tagged: !self.tags.is_empty() || self.tags_from.is_some(),
+                // Pages have no fail-safe: a handler's error is a response, not an `Err`.
+                resilience: Resilience {
+                    fail_safe_ms: Some(0),
+                    ..Resilience::DEFAULT
+                },
                 learned: Learned::new(),
             }))
         })

@@ -68,6 +68,9 @@ struct Entry {
     owner: Option<String>,
     /// Registered under tags, by fills whose oldest load read the clock at `born`.
     tags: Option<(u64, BTreeSet<String>)>,
+    /// Fresh until then; after, an expired copy kept for the fail-safe (`fresh:` in Redis'
+    /// `__meta`). `None`: fresh for as long as it lives.
+    fresh_until: Option<Instant>,
 }
 
 impl Entry {
@@ -158,6 +161,10 @@ impl MemoryStore {
                     }),
                     ttl_ms: crate::store::ttl_millis(expires_at.saturating_duration_since(now)),
                     stamps: None,
+                    fresh_left_ms: entry.fresh_until.map(|until| {
+                        u64::try_from(until.saturating_duration_since(now).as_millis())
+                            .unwrap_or(u64::MAX)
+                    }),
                 }
             }
             None => EntryRead::missing(fields.len()),
@@ -206,14 +213,14 @@ impl MemoryStore {
         let now = Instant::now();
         let mut state = self.state();
         state.sweep(now);
-        let mut ttl = fill.ttl.max(Duration::from_millis(1));
+        let ttl = fill.ttl.max(Duration::from_millis(1));
         if let Some(seen) = fill.seen.map(|seen| seen.entry) {
             let entry_stamp = state
                 .live_entry(fill.key, now)
                 .and_then(|entry| entry.stamp)
                 .unwrap_or(0);
             let clock = state.clock;
-            let stamp_life = now + ttl.max(fill.lease_time);
+            let stamp_life = now + fill.life().max(fill.lease_time);
             let mut newest = entry_stamp;
             for tag in fill.tags {
                 // Never invalidated: any invalidation up to now may concern it (as in Redis,
@@ -244,27 +251,43 @@ impl MemoryStore {
             }
         }
         let previous = state.entries.remove(fill.key).filter(|entry| entry.1 > now);
+        // As the script: `life` is how long the entry is kept, `ttl` how long it is fresh.
+        let fresh_until = fill.grace.map(|_| now + ttl);
+        let mut life = ttl.saturating_add(fill.grace.unwrap_or_default());
         let (mut entry, expires_at) = match previous {
-            Some((entry, expires_at)) => {
+            Some((mut entry, expires_at)) => {
                 let holds_data = entry.absent || !entry.fields.is_empty();
                 let foreign = entry.owner.as_deref() != Some(fill.owner);
-                if matches!(fill.body, FillBody::Absent) || fill.replace || (holds_data && foreign)
+                let expired = entry.fresh_until.is_some_and(|until| until <= now);
+                if matches!(fill.body, FillBody::Absent)
+                    || fill.replace
+                    || expired
+                    || (holds_data && foreign)
                 {
                     let kept = Entry {
                         stamp: entry.stamp,
+                        fresh_until,
                         ..Entry::default()
                     };
-                    (kept, now + ttl)
+                    (kept, now + life)
                 } else if holds_data {
                     // Merged into other values: never extend their TTL.
                     let left = expires_at.saturating_duration_since(now);
-                    ttl = ttl.min(left);
-                    (entry, now + ttl)
+                    life = life.min(left);
+                    entry.fresh_until = entry.fresh_until.map(|until| until.min(now + ttl));
+                    (entry, now + life)
                 } else {
-                    (entry, now + ttl)
+                    entry.fresh_until = fresh_until;
+                    (entry, now + life)
                 }
             }
-            None => (Entry::default(), now + ttl),
+            None => (
+                Entry {
+                    fresh_until,
+                    ..Entry::default()
+                },
+                now + life,
+            ),
         };
         match fill.body {
             FillBody::Absent => entry.absent = true,
@@ -368,6 +391,8 @@ impl State {
                         .collect(),
                     stamp: Some(stamp),
                     owner: Some(write.owner.to_owned()),
+                    // No longer fresh than the value it replaces would have been.
+                    fresh_until: entry.fresh_until,
                     ..Entry::default()
                 };
                 self.changed.push(write.key.to_owned());
@@ -507,6 +532,9 @@ impl MemoryStore {
             if !encoded.is_empty() {
                 parts.push(format!("tags:{born}:{}", encoded.join(",")));
             }
+        }
+        if entry.fresh_until.is_some() {
+            parts.push("fresh:0".to_owned());
         }
         (!parts.is_empty()).then(|| parts.join(" "))
     }

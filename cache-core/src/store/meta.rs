@@ -15,6 +15,7 @@
 //! | `skip:<c>` | fields skipped by `skip_serializing_if`, not stored (sorted) |
 //! | `lease:<token>@<deadline µs>` | a loader's lease on a freshly invalidated entry, live until the deadline (Redis' clock) |
 //! | `tags:<born>:<t1,t2>` | registered under these tags (percent-encoded, sorted) by fills whose oldest load read the clock at `born` |
+//! | `fresh:<deadline µs>` | fresh until this deadline (Redis' clock); after it the entry is an expired copy, kept for `fail_safe` but never a hit. Written only by fills of functions with `fail_safe` or `refresh_after`; an entry without it is fresh for as long as Redis keeps it |
 //!
 //! Unknown tokens are ignored, so that a newer version may add some.
 
@@ -37,7 +38,7 @@ local function read_meta(key)
       local name, value = string.match(token, '^(%a+):(.*)$')
       if name == 'null' or name == 'skip' then
         for field in string.gmatch(value, '[^,]+') do meta[name][field] = true end
-      elseif name == 'inv' or name == 'lease' or name == 'by' then
+      elseif name == 'inv' or name == 'lease' or name == 'by' or name == 'fresh' then
         meta[name] = value
       elseif name == 'tags' then
         local born, list = string.match(value, '^(%d+):(.*)$')
@@ -75,6 +76,7 @@ local function write_meta(key, meta)
       parts[#parts + 1] = 'tags:' .. meta.born .. ':' .. table.concat(items, ',')
     end
   end
+  if meta.fresh then parts[#parts + 1] = 'fresh:' .. meta.fresh end
   if #parts > 0 then
     redis.call('HSET', key, '__meta', table.concat(parts, ' '))
   else
@@ -99,12 +101,17 @@ fn lease_is_live(lease: &[u8]) -> bool {
         .iter()
         .rposition(|&byte| byte == b'@')
         .map_or(0, |at| parse_stamp(&lease[at + 1..]));
-    let now = std::time::SystemTime::now()
+    deadline > now_micros()
+}
+
+/// This machine's clock in µs since the epoch, standing in for Redis' (see [`lease_is_live`]:
+/// a skew moves a lease's or a freshness deadline's end by as much, nothing else).
+pub(crate) fn now_micros() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| {
             u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
-        });
-    deadline > now
+        })
 }
 
 /// The parts of `__meta` a read needs; the lists as ranges of the text.
@@ -117,6 +124,8 @@ pub(crate) struct Meta {
     pub(crate) skip: Range<usize>,
     pub(crate) owner: Option<Range<usize>>,
     pub(crate) tags: Option<Range<usize>>,
+    /// `fresh:`: the deadline (µs, Redis' clock) after which the entry is an expired copy.
+    pub(crate) fresh: Option<u64>,
 }
 
 impl Meta {
@@ -136,6 +145,7 @@ impl Meta {
                         b"lease" => meta.leased = lease_is_live(&text[value]),
                         b"by" => meta.owner = Some(value),
                         b"tags" => meta.tags = Some(value),
+                        b"fresh" => meta.fresh = Some(parse_stamp(&text[value])),
                         _ => {}
                     }
                 }
@@ -164,6 +174,7 @@ mod tests {
         skip: String,
         leased: bool,
         tags: Option<String>,
+        fresh: Option<u64>,
     }
 
     /// The cases: the text, what it means, and the text a script writes back after reading
@@ -177,6 +188,7 @@ mod tests {
             skip: String::new(),
             leased: false,
             tags: None,
+            fresh: None,
         };
         vec![
             (
@@ -258,8 +270,28 @@ mod tests {
                     skip: "b".into(),
                     leased: true,
                     tags: Some("6:t".into()),
+                    fresh: None,
                 },
                 "by:shop inv:7 none null:a skip:b lease:x@99999999999999999 tags:6:t",
+            ),
+            (
+                "by:shop fresh:1700000000000001",
+                Understood {
+                    by: Some("shop".into()),
+                    fresh: Some(1_700_000_000_000_001),
+                    ..nothing()
+                },
+                "by:shop fresh:1700000000000001",
+            ),
+            (
+                "fresh:9 by:shop tags:6:t",
+                Understood {
+                    by: Some("shop".into()),
+                    tags: Some("6:t".into()),
+                    fresh: Some(9),
+                    ..nothing()
+                },
+                "by:shop tags:6:t fresh:9",
             ),
             (
                 "by:shop later:1",
@@ -284,6 +316,7 @@ mod tests {
             skip: slice(meta.skip),
             leased: meta.leased,
             tags: meta.tags.map(slice),
+            fresh: meta.fresh,
         }
     }
 
@@ -305,7 +338,8 @@ write_meta(KEYS[1], meta)
 local tags = ''
 if meta.tags then tags = meta.born .. ':' .. list(meta.tags) end
 return {meta.by or '\0', meta.inv or '', meta.none and '1' or '', list(meta.null),
-  list(meta.skip), meta.lease or '', tags, redis.call('HGET', KEYS[1], '__meta') or ''}
+  list(meta.skip), meta.lease or '', tags, redis.call('HGET', KEYS[1], '__meta') or '',
+  meta.fresh or ''}
 "
     );
 
@@ -323,6 +357,7 @@ return {meta.by or '\0', meta.inv or '', meta.none and '1' or '', list(meta.null
             skip: reply[4].clone(),
             leased: !reply[5].is_empty() && lease_is_live(reply[5].as_bytes()),
             tags: (!reply[6].is_empty()).then(|| reply[6].clone()),
+            fresh: reply[8].parse().ok(),
         };
         (understood, reply[7].clone())
     }
@@ -421,6 +456,7 @@ return {meta.by or '\0', meta.inv or '', meta.none and '1' or '', list(meta.null
             tag_names: names,
             replace: false,
             lease_time,
+            grace: None,
         };
         let tags: &'static [crate::store::TagKeys] = Box::leak(Box::new(tags));
         let fields: &'static [crate::codec::EncodedField] = Box::leak(Box::new(fields));

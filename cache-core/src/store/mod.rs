@@ -80,6 +80,10 @@ pub(crate) struct EntryRead {
     /// The stamps of the tags the read was asked to fetch with it (`None`: not fetched; a
     /// stamp `None`: gone), in the order asked.
     pub(crate) stamps: Option<Vec<Option<u64>>>,
+    /// How long the entry stays fresh, in ms, when a fill with `fail_safe` or
+    /// `refresh_after` recorded it (`fresh:` in `__meta`); `Some(0)`: expired, a copy that
+    /// only the fail-safe may return. `None`: fresh for as long as it lives.
+    pub(crate) fresh_left_ms: Option<u64>,
 }
 
 /// The tags of an entry and the stamp its oldest fill read: if any tag's stamp is newer (or
@@ -128,7 +132,13 @@ impl EntryRead {
             tags: None,
             ttl_ms: 0,
             stamps: None,
+            fresh_left_ms: None,
         }
+    }
+
+    /// The entry's fresh time is over: what it holds is an expired copy.
+    pub(crate) fn is_expired(&self) -> bool {
+        self.fresh_left_ms == Some(0)
     }
 
     /// Every field is there, stored or listed as `None` or skipped, in an entry the library
@@ -280,6 +290,17 @@ pub(crate) struct Fill<'a> {
     pub(crate) replace: bool,
     /// How long the tombstone left by a refused fill lives.
     pub(crate) lease_time: Duration,
+    /// `Some`: record when the entry stops being fresh (`ttl` from now), and keep it this
+    /// much longer as an expired copy for the fail-safe (`fail_safe`; zero for
+    /// `refresh_after` alone). `None`: the entry is fresh until Redis drops it at `ttl`.
+    pub(crate) grace: Option<Duration>,
+}
+
+impl Fill<'_> {
+    /// How long the entry lives in the store: its fresh time and the fail-safe's grace.
+    pub(crate) fn life(&self) -> Duration {
+        self.ttl.saturating_add(self.grace.unwrap_or_default())
+    }
 }
 
 /// A write-through after a successful update: invalidate the tags, and replace the entry by

@@ -65,7 +65,7 @@ impl RedisStore {
                 .key(&tag.stamp)
                 .arg(fill.key)
                 .arg(born.map(|born| born.to_string()).unwrap_or_default())
-                .arg(ttl_millis(fill.ttl))
+                .arg(ttl_millis(fill.life()))
                 .arg(ttl_millis(fill.lease_time))
                 .arg(&create)
                 .invoke_async(connection)

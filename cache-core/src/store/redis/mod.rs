@@ -271,7 +271,11 @@ impl RedisStore {
             .arg(bucket)
             .arg(if fill.replace { "1" } else { "" })
             .arg(fill.tag_names)
-            .arg(fill.seen.map_or(0, |seen| seen.tags));
+            .arg(fill.seen.map_or(0, |seen| seen.tags))
+            .arg(
+                fill.grace
+                    .map_or_else(String::new, |grace| ttl_millis(grace).to_string()),
+            );
         if let FillBody::Fields(fields) = fill.body {
             field_triples(&mut invocation, fields);
         }
@@ -548,5 +552,8 @@ fn entry_read(reply: Value, fields: &[&str], owner: &str) -> EntryRead {
         tags,
         ttl_ms: 0,
         stamps: None,
+        fresh_left_ms: meta
+            .fresh
+            .map(|deadline| deadline.saturating_sub(super::meta::now_micros()) / 1000),
     }
 }

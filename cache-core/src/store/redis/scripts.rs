@@ -95,7 +95,8 @@ end
 /// `fields` or `absent`, `ARGV[4]` the lease time in ms, `ARGV[5]` the owner (namespace),
 /// `ARGV[6]` the entry's bucket field in the clock, `ARGV[7]` `1` to replace the entry,
 /// `ARGV[8]` the tags as `__meta` lists them, `ARGV[9]` the namespace clock's stamp the miss
-/// read (`born`: on one server, `ARGV[2]`), then the field triples. On a cluster the tag keys
+/// read (`born`: on one server, `ARGV[2]`), `ARGV[10]` the fail-safe grace in ms (empty:
+/// freshness is not recorded; see `fresh:` in `meta.rs`), then the field triples. On a cluster the tag keys
 /// live in other slots: `KEYS` holds none, and `TAG_FILL_SCRIPT` has checked them first.
 ///
 /// A key holding another type (garbage left by someone else) is replaced rather than failing
@@ -142,17 +143,35 @@ if ARGV[2] ~= '' then
   end
 end
 local holds_data = has_data(key, meta)
-if ARGV[3] == 'absent' or ARGV[7] == '1' or (holds_data and meta.by ~= ARGV[5]) then
+-- `life`: how long Redis keeps the key; `ttl`: how long it is fresh. They differ by the
+-- fail-safe's grace when the fill records freshness (`fresh:`), so an expired copy outlives
+-- its fresh time; only a miss may return it, when its load fails.
+local grace = tonumber(ARGV[10])
+local now_us = nil
+if grace or meta.fresh then
+  local time = redis.call('TIME')
+  now_us = tonumber(time[1]) * 1000000 + tonumber(time[2])
+end
+local life = ttl + (grace or 0)
+local expired = meta.fresh and tonumber(meta.fresh) <= now_us
+if ARGV[3] == 'absent' or ARGV[7] == '1' or expired or (holds_data and meta.by ~= ARGV[5]) then
+  -- An expired copy is replaced, not merged into: its other fields are past their TTL.
   redis.call('DEL', key)
   meta = {inv = meta.inv, null = {}, skip = {}}
+  if grace then meta.fresh = fmt(now_us + ttl * 1000) end
 elseif holds_data then
   local left = redis.call('PTTL', key)
-  if left > 0 and left < ttl then ttl = left end
+  if left > 0 and left < life then life = left end
+  if meta.fresh then meta.fresh = fmt(math.min(tonumber(meta.fresh), now_us + ttl * 1000)) end
+elseif grace then
+  meta.fresh = fmt(now_us + ttl * 1000)
+else
+  meta.fresh = nil
 end
 if ARGV[3] == 'absent' then
   meta.none = true
 else
-  write_fields(key, meta, 10)
+  write_fields(key, meta, 11)
   meta.none = nil
 end
 meta.lease = nil
@@ -165,7 +184,7 @@ if ARGV[8] ~= '' then
   meta.born = fmt(born)
 end
 write_meta(key, meta)
-redis.call('PEXPIRE', key, ttl)
+redis.call('PEXPIRE', key, life)
 for i = 3, #KEYS, 2 do
   redis.call('SADD', KEYS[i], key)
   -- Members whose entries expired are pruned as fills go: three looked at per fill keep a
@@ -174,7 +193,7 @@ for i = 3, #KEYS, 2 do
     if redis.call('EXISTS', member) == 0 then redis.call('SREM', KEYS[i], member) end
   end
   for j = i, i + 1 do
-    if redis.call('PTTL', KEYS[j]) < ttl then redis.call('PEXPIRE', KEYS[j], ttl) end
+    if redis.call('PTTL', KEYS[j]) < life then redis.call('PEXPIRE', KEYS[j], life) end
   end
 end
 return 1
@@ -219,11 +238,12 @@ local stamp = fmt(new_stamp(KEYS[1]))
 local lease = tonumber(ARGV[1])
 local left = invalidate_tags(3, stamp, lease)
 redis.call('HSET', KEYS[1], ARGV[5], stamp)
-local current = nil
+local current, fresh = nil, nil
 if redis.call('TYPE', key).ok == 'hash' then
   local meta = read_meta(key)
   if not meta.tags and not meta.none and meta.by == ARGV[4] then
     current = tonumber(redis.call('HGET', key, ARGV[2]))
+    fresh = meta.fresh
   end
 end
 local ttl = redis.call('PTTL', key)
@@ -231,7 +251,9 @@ if current and ttl > 0 then
   -- Holds a newer version already (a later update wrote through first): keep it.
   if current >= tonumber(ARGV[3]) then return {0, stamp, unpack(left)} end
   redis.call('DEL', key)
-  local meta = {inv = stamp, by = ARGV[4], null = {}, skip = {}}
+  -- The new value keeps the entry's freshness deadline: it lives no longer than the
+  -- value it replaces would have.
+  local meta = {inv = stamp, by = ARGV[4], null = {}, skip = {}, fresh = fresh}
   write_fields(key, meta, 6)
   write_meta(key, meta)
   redis.call('PEXPIRE', key, ttl)

@@ -1,0 +1,390 @@
+//! When the database fails or is slow (`fail_safe`, `fail_safe_throttle`, `hard_timeout`), on
+//! every backend: an expired copy answers a failed or timed-out load, and never a copy that a
+//! write invalidated, whether before the load or during it; the throttle spares the
+//! database; near copies never outlive the fresh time. Each test fails without the mechanism
+//! it names (the control functions show what happens without it).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cache_core::{cached_delete, cached_get, Cache, LoadTimeout};
+use cache_integration_tests::Backend;
+use serde::{Deserialize, Serialize};
+
+macro_rules! on_every_backend {
+    ($($test:ident),* $(,)?) => {
+        mod on_redis {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test(super::Backend::Redis(cache_integration_tests::RedisServer::start())).await;
+            })*
+        }
+        mod on_redis_with_near_cache {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test(super::Backend::RedisNear(cache_integration_tests::RedisServer::start())).await;
+            })*
+        }
+        mod on_cluster {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test(super::Backend::shared_cluster(stringify!($test))).await;
+            })*
+        }
+        mod on_memory {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test(super::Backend::Memory(String::new())).await;
+            })*
+        }
+        mod on_memory_with_near_cache {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test(super::Backend::MemoryNear(String::new())).await;
+            })*
+        }
+    };
+}
+
+on_every_backend!(
+    a_failed_load_returns_the_expired_copy,
+    without_fail_safe_a_failed_load_is_the_error,
+    fresh_entries_are_hits_and_expired_ones_are_not,
+    an_invalidation_destroys_the_copy,
+    an_invalidation_during_the_failing_load_destroys_the_copy,
+    a_tag_invalidation_destroys_the_copy,
+    the_throttle_spares_the_database_and_a_success_ends_it,
+    hard_timeout_returns_the_copy_or_the_timeout_error,
+    a_near_copy_never_outlives_the_fresh_time,
+    the_handles_default_applies_and_zero_turns_it_off,
+);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Price {
+    id: i64,
+    cents: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum DbError {
+    Down,
+    TimedOut(LoadTimeout),
+}
+
+impl From<LoadTimeout> for DbError {
+    fn from(timeout: LoadTimeout) -> Self {
+        DbError::TimedOut(timeout)
+    }
+}
+
+/// A database that can be made to fail or to stall, counting its calls.
+#[derive(Default)]
+struct Db {
+    prices: Mutex<HashMap<i64, i64>>,
+    failing: AtomicBool,
+    stalling: AtomicBool,
+    calls: AtomicUsize,
+    /// Reprices (id, cents) through this catalog inside the next load, before it answers:
+    /// a write that completes meanwhile.
+    during_load: Mutex<Option<(Catalog, i64, i64)>>,
+}
+
+#[derive(Clone)]
+struct Catalog {
+    cache: Cache,
+    db: Arc<Db>,
+}
+
+impl Catalog {
+    fn new(cache: Cache) -> Catalog {
+        Catalog {
+            cache,
+            db: Arc::default(),
+        }
+    }
+
+    fn set(&self, id: i64, cents: i64) {
+        self.db.prices.lock().unwrap().insert(id, cents);
+    }
+
+    fn calls(&self) -> usize {
+        self.db.calls.load(Ordering::SeqCst)
+    }
+
+    fn fail(&self, failing: bool) {
+        self.db.failing.store(failing, Ordering::SeqCst);
+    }
+
+    async fn load(&self, id: i64) -> Result<Option<Price>, DbError> {
+        self.db.calls.fetch_add(1, Ordering::SeqCst);
+        let during = self.db.during_load.lock().unwrap().take();
+        if let Some((writer, id, cents)) = during {
+            Box::pin(writer.reprice(id, cents)).await.unwrap();
+        }
+        if self.db.stalling.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        }
+        if self.db.failing.load(Ordering::SeqCst) {
+            return Err(DbError::Down);
+        }
+        let cents = self.db.prices.lock().unwrap().get(&id).copied();
+        Ok(cents.map(|cents| Price { id, cents }))
+    }
+
+    #[cached_get(prefix = "price", key = "id", schema = Price, ttl = 1, fail_safe = "1m",
+        fail_safe_throttle = "0s", tags = ["catalog"], cache = self.cache)]
+    async fn price(&self, id: i64) -> Result<Option<Price>, DbError> {
+        self.load(id).await
+    }
+
+    /// With the default throttle (30 s).
+    #[cached_get(prefix = "price", key = "id", schema = Price, ttl = 1, fail_safe = "1m",
+        tags = ["catalog"], cache = self.cache)]
+    async fn price_throttled(&self, id: i64) -> Result<Option<Price>, DbError> {
+        self.load(id).await
+    }
+
+    /// The control: no fail-safe.
+    #[cached_get(prefix = "price", key = "id", schema = Price, ttl = 1, tags = ["catalog"],
+        cache = self.cache)]
+    async fn price_plain(&self, id: i64) -> Result<Option<Price>, DbError> {
+        self.load(id).await
+    }
+
+    /// Whatever the handle says (`fail_safe` on the builder).
+    #[cached_get(prefix = "price", key = "id", schema = Price, ttl = 1, fail_safe_throttle = "0s",
+        cache = self.cache)]
+    async fn price_by_handle(&self, id: i64) -> Result<Option<Price>, DbError> {
+        self.load(id).await
+    }
+
+    /// The handle's fail-safe turned off for this function.
+    #[cached_get(prefix = "price", key = "id", schema = Price, ttl = 1, fail_safe = "0s",
+        cache = self.cache)]
+    async fn price_opted_out(&self, id: i64) -> Result<Option<Price>, DbError> {
+        self.load(id).await
+    }
+
+    #[cached_get(prefix = "price", key = "id", schema = Price, ttl = 1, fail_safe = "1m",
+        fail_safe_throttle = "0s", hard_timeout = "300ms", cache = self.cache)]
+    async fn price_bounded(&self, id: i64) -> Result<Option<Price>, DbError> {
+        self.load(id).await
+    }
+
+    #[cached_get(prefix = "price", key = "id", schema = Price, ttl = 1, hard_timeout = "300ms",
+        cache = self.cache)]
+    async fn price_bounded_without_copy(&self, id: i64) -> Result<Option<Price>, DbError> {
+        self.load(id).await
+    }
+
+    #[cached_delete(prefix = "price", key = "id", cache = self.cache)]
+    async fn reprice(&self, id: i64, cents: i64) -> Result<(), DbError> {
+        self.set(id, cents);
+        Ok(())
+    }
+
+    #[cached_delete(prefix = "price", key = "id", tags = ["catalog"], cache = self.cache)]
+    async fn reprice_all(&self, id: i64, cents: i64) -> Result<(), DbError> {
+        self.set(id, cents);
+        Ok(())
+    }
+}
+
+/// Long enough for a `ttl = 1` entry to be past its fresh time (and its near copy gone).
+async fn expire() {
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+}
+
+fn price(id: i64, cents: i64) -> Option<Price> {
+    Some(Price { id, cents })
+}
+
+async fn a_failed_load_returns_the_expired_copy(backend: Backend) {
+    let catalog = Catalog::new(backend.cache());
+    catalog.set(1, 100);
+    assert_eq!(catalog.price(1).await, Ok(price(1, 100)));
+    expire().await;
+    catalog.fail(true);
+    assert_eq!(
+        catalog.price(1).await,
+        Ok(price(1, 100)),
+        "the expired copy"
+    );
+    let stats = catalog.cache.stats();
+    assert_eq!(stats.stale_served, 1);
+    assert_eq!(catalog.calls(), 2, "the function was asked first");
+    // Once it answers again, its value is cached and returned.
+    catalog.fail(false);
+    catalog.set(1, 150);
+    assert_eq!(catalog.price(1).await, Ok(price(1, 150)));
+    assert_eq!(catalog.price(1).await, Ok(price(1, 150)));
+    assert_eq!(catalog.calls(), 3, "the second read is a hit");
+}
+
+async fn without_fail_safe_a_failed_load_is_the_error(backend: Backend) {
+    let catalog = Catalog::new(backend.cache());
+    catalog.set(1, 100);
+    assert_eq!(catalog.price(1).await, Ok(price(1, 100)));
+    expire().await;
+    catalog.fail(true);
+    assert_eq!(catalog.price_plain(1).await, Err(DbError::Down));
+    assert_eq!(catalog.cache.stats().stale_served, 0);
+    // Nothing was ever cached for a key whose first load fails: the error, with fail-safe.
+    assert_eq!(catalog.price(2).await, Err(DbError::Down));
+}
+
+async fn fresh_entries_are_hits_and_expired_ones_are_not(backend: Backend) {
+    let catalog = Catalog::new(backend.cache());
+    catalog.set(1, 100);
+    assert_eq!(catalog.price(1).await, Ok(price(1, 100)));
+    catalog.set(1, 120); // Changed behind the cache's back: the TTL bounds how long it shows.
+    assert_eq!(
+        catalog.price(1).await,
+        Ok(price(1, 100)),
+        "a hit while fresh"
+    );
+    assert_eq!(catalog.calls(), 1);
+    expire().await;
+    // Kept in Redis for the fail-safe, but past its fresh time: every function loads, the
+    // ones without fail-safe too.
+    assert_eq!(catalog.price_plain(1).await, Ok(price(1, 120)));
+    assert_eq!(catalog.calls(), 2);
+    assert_eq!(catalog.cache.stats().stale_served, 0);
+}
+
+async fn an_invalidation_destroys_the_copy(backend: Backend) {
+    let catalog = Catalog::new(backend.cache());
+    catalog.set(1, 100);
+    assert_eq!(catalog.price(1).await, Ok(price(1, 100)));
+    expire().await;
+    catalog.reprice(1, 200).await.unwrap();
+    catalog.fail(true);
+    assert_eq!(
+        catalog.price(1).await,
+        Err(DbError::Down),
+        "the copy a write invalidated must never come back"
+    );
+    assert_eq!(catalog.cache.stats().stale_served, 0);
+    // Also when the write came while the entry was still fresh.
+    catalog.fail(false);
+    assert_eq!(catalog.price(1).await, Ok(price(1, 200)));
+    catalog.reprice(1, 300).await.unwrap();
+    expire().await;
+    catalog.fail(true);
+    assert_eq!(catalog.price(1).await, Err(DbError::Down));
+}
+
+async fn an_invalidation_during_the_failing_load_destroys_the_copy(backend: Backend) {
+    let catalog = Catalog::new(backend.cache());
+    catalog.set(1, 100);
+    assert_eq!(catalog.price(1).await, Ok(price(1, 100)));
+    expire().await;
+    // Another process's write completes while this call's load is running, then the load
+    // fails: the copy it read before the load is older than that write.
+    let writer = Catalog {
+        cache: catalog.cache.clone(),
+        db: Arc::clone(&catalog.db),
+    };
+    *catalog.db.during_load.lock().unwrap() = Some((writer, 1, 200));
+    catalog.fail(true);
+    assert_eq!(
+        catalog.price(1).await,
+        Err(DbError::Down),
+        "a write completed during the load: the copy is older than it"
+    );
+    assert_eq!(catalog.cache.stats().stale_served, 0);
+}
+
+async fn a_tag_invalidation_destroys_the_copy(backend: Backend) {
+    let catalog = Catalog::new(backend.cache());
+    catalog.set(1, 100);
+    catalog.set(2, 100);
+    assert_eq!(catalog.price(1).await, Ok(price(1, 100)));
+    assert_eq!(catalog.price(2).await, Ok(price(2, 100)));
+    expire().await;
+    // Invalidates entry 3 and the tag `catalog`, which both entries are registered under.
+    catalog.reprice_all(3, 1).await.unwrap();
+    catalog.fail(true);
+    assert_eq!(catalog.price(1).await, Err(DbError::Down));
+    assert_eq!(catalog.price(2).await, Err(DbError::Down));
+    assert_eq!(catalog.cache.stats().stale_served, 0);
+}
+
+async fn the_throttle_spares_the_database_and_a_success_ends_it(backend: Backend) {
+    let catalog = Catalog::new(backend.cache());
+    catalog.set(1, 100);
+    assert_eq!(catalog.price_throttled(1).await, Ok(price(1, 100)));
+    expire().await;
+    catalog.fail(true);
+    for _ in 0..5 {
+        assert_eq!(catalog.price_throttled(1).await, Ok(price(1, 100)));
+    }
+    assert_eq!(catalog.calls(), 2, "one failure, then the throttle answers");
+    assert_eq!(catalog.cache.stats().stale_served, 5);
+    // Without a throttle, each call asks the database (and still gets the copy).
+    for _ in 0..3 {
+        assert_eq!(catalog.price(1).await, Ok(price(1, 100)));
+    }
+    assert_eq!(catalog.calls(), 5);
+    // A write ends what the throttle can return: the copy is gone with it.
+    catalog.reprice(1, 200).await.unwrap();
+    assert_eq!(catalog.price_throttled(1).await, Err(DbError::Down));
+    catalog.fail(false);
+    assert_eq!(catalog.price_throttled(1).await, Ok(price(1, 200)));
+}
+
+async fn hard_timeout_returns_the_copy_or_the_timeout_error(backend: Backend) {
+    let catalog = Catalog::new(backend.cache());
+    catalog.set(1, 100);
+    assert_eq!(catalog.price_bounded(1).await, Ok(price(1, 100)));
+    expire().await;
+    catalog.db.stalling.store(true, Ordering::SeqCst);
+    let answered = tokio::time::timeout(Duration::from_secs(20), catalog.price_bounded(1))
+        .await
+        .expect("hard_timeout ends the call long before the stalled load would");
+    assert_eq!(answered, Ok(price(1, 100)), "the expired copy");
+    let no_copy = tokio::time::timeout(
+        Duration::from_secs(20),
+        catalog.price_bounded_without_copy(9),
+    )
+    .await
+    .expect("hard_timeout ends the call");
+    assert_eq!(
+        no_copy,
+        Err(DbError::TimedOut(LoadTimeout {
+            after: Duration::from_millis(300)
+        }))
+    );
+    let stats = catalog.cache.stats();
+    assert_eq!((stats.loader_timeouts, stats.stale_served), (2, 1));
+}
+
+async fn a_near_copy_never_outlives_the_fresh_time(backend: Backend) {
+    // Entries live a minute in Redis for the fail-safe; their near copies only their TTL.
+    let catalog = Catalog::new(backend.cache());
+    catalog.set(1, 100);
+    assert_eq!(catalog.price(1).await, Ok(price(1, 100)));
+    assert_eq!(catalog.price(1).await, Ok(price(1, 100)));
+    catalog.set(1, 120);
+    expire().await;
+    assert_eq!(
+        catalog.price(1).await,
+        Ok(price(1, 120)),
+        "past the TTL the database answers, not a near copy"
+    );
+    assert_eq!(catalog.calls(), 2);
+}
+
+async fn the_handles_default_applies_and_zero_turns_it_off(backend: Backend) {
+    let catalog =
+        Catalog::new(backend.cache_with(|builder| builder.fail_safe(Duration::from_secs(60))));
+    catalog.set(1, 100);
+    assert_eq!(catalog.price_by_handle(1).await, Ok(price(1, 100)));
+    expire().await;
+    catalog.fail(true);
+    assert_eq!(catalog.price_opted_out(1).await, Err(DbError::Down));
+    assert_eq!(catalog.price_by_handle(1).await, Ok(price(1, 100)));
+    assert_eq!(catalog.cache.stats().stale_served, 1);
+}
