@@ -230,6 +230,42 @@ pub fn schema<S: CacheSchema>() -> Schema<S> {
     }
 }
 
+// By hand: a derive would ask `S: Clone`, and these are only function pointers.
+impl<S> Clone for Schema<S> {
+    fn clone(&self) -> Self {
+        Schema {
+            fields: self.fields,
+            decode: self.decode,
+            encode: self.encode,
+            near: self.near.clone(),
+        }
+    }
+}
+
+impl<S> Clone for NearOps<S> {
+    fn clone(&self) -> Self {
+        NearOps {
+            get: self.get,
+            insert: self.insert,
+        }
+    }
+}
+
+impl<S, R> Clone for Output<S, R> {
+    fn clone(&self) -> Self {
+        Output {
+            from_hit: self.from_hit,
+            to_fill: self.to_fill,
+            failed: self.failed,
+            absent: self.absent.as_ref().map(|absence| Absence {
+                value: absence.value,
+                is: absence.is,
+            }),
+            timed_out: self.timed_out,
+        }
+    }
+}
+
 impl<S> Schema<S> {
     /// The near cache's operations for `S`, as [`NearProbe`] found them.
     #[must_use]
@@ -349,9 +385,67 @@ pub fn output_caching_absence<S, R: AbsentOutput<S>>() -> Output<S, R> {
     }
 }
 
+/// What `refresh_after` and `soft_timeout` need of the receiver and of each owned
+/// parameter: the function runs again in the background after the call returned, on copies.
+#[diagnostic::on_unimplemented(
+    message = "`refresh_after` and `soft_timeout` run the function in the background after the call returned, on a copy of `{Self}`, so it must be `Clone + Send + Sync + 'static`",
+    label = "`{Self}` is not `Clone + Send + Sync + 'static`",
+    note = "a repository that holds a pool (`PgPool`, `deadpool_redis::Pool`, an `Arc`) derives `Clone` at the cost of a reference count"
+)]
+pub trait Detachable: Sized {
+    /// The copy the background load runs on.
+    fn detached(&self) -> Self;
+}
+
+impl<T: Clone + Send + Sync + 'static> Detachable for T {
+    fn detached(&self) -> Self {
+        self.clone()
+    }
+}
+
+/// [`Detachable`] for a borrowed parameter (`&str`, `&[i64]`, `&Uuid`): the background load
+/// borrows from an owned copy (`String`, `Vec<i64>`, `Uuid`).
+#[diagnostic::on_unimplemented(
+    message = "`refresh_after` and `soft_timeout` run the function in the background, on an owned copy of each parameter: `{Self}` must be `ToOwned` into a `Send + Sync + 'static` type",
+    label = "no owned copy of `{Self}` can outlive the call"
+)]
+pub trait DetachableRef {
+    /// The owned copy.
+    type Owned: std::borrow::Borrow<Self> + Send + Sync + 'static;
+    /// Makes it.
+    fn detached_ref(&self) -> Self::Owned;
+}
+
+impl<U: ?Sized + ToOwned> DetachableRef for U
+where
+    U::Owned: Send + Sync + 'static,
+{
+    type Owned = U::Owned;
+    fn detached_ref(&self) -> Self::Owned {
+        self.to_owned()
+    }
+}
+
+/// The error types `hard_timeout` can return: those that convert from [`LoadTimeout`].
+#[diagnostic::on_unimplemented(
+    message = "`hard_timeout` returns `Err(E::from(cache_core::LoadTimeout))` when the function outlasts it, so `{Self}` must implement `From<cache_core::LoadTimeout>`",
+    label = "the function's error type `{Self}` has no `From<cache_core::LoadTimeout>`",
+    note = "for a foreign error type (such as `sqlx::Error`), return an error enum of your own with a variant for the timeout"
+)]
+pub trait TimeoutError: Sized {
+    /// The error for a timeout.
+    fn timed_out(timeout: LoadTimeout) -> Self;
+}
+
+impl<E: From<LoadTimeout>> TimeoutError for E {
+    fn timed_out(timeout: LoadTimeout) -> Self {
+        E::from(timeout)
+    }
+}
+
 /// The tags of one `cached_get` call: those known from the parameters, rendered before the
 /// call, and a function rendering those that name fields of the value.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Tags<T> {
     /// Tags made of parameters only.
     pub from_parameters: Vec<String>,

@@ -381,7 +381,7 @@ impl CacheBuilder {
 
     /// Fail-safe for every function that does not set `fail_safe` itself: entries stay in
     /// Redis this long after their TTL as expired copies, which are never hits; when a
-    /// miss's load fails (`Err`) or times out (`hard_timeout`, `soft_timeout`), the call
+    /// miss's load fails (`Err`) or times out (`hard_timeout`), the call
     /// returns the expired copy instead, if no invalidation removed it. An invalidation
     /// removes the copy with the entry, so nothing a write replaced comes back. Zero (the
     /// default) turns it off. See the README's "When the database is down or slow".

@@ -8,10 +8,11 @@
 
 pub use crate::adapt::{
     key_value, output, output_caching_absence, schema, tag_value, AbsentOutput, AnyOutcome,
-    CacheSchema, CachedOutput, KeyPart, KeyValue, NearCapable, NearIncapable, NearOps, NearProbe,
-    OptionalKey, Outcome, Output, PlainKey, ResultOutcome, Schema, TagValue, Tags,
+    CacheSchema, CachedOutput, Detachable, DetachableRef, KeyPart, KeyValue, NearCapable,
+    NearIncapable, NearOps, NearProbe, OptionalKey, Outcome, Output, PlainKey, ResultOutcome,
+    Schema, TagValue, Tags, TimeoutError,
 };
 pub use crate::after_write::{invalidate, write_through};
 pub use crate::function::{entry_key, installed, Learned, Resilience, Spec};
 pub use crate::key::KeySegment;
-pub use crate::read_through::{get_or_fill, near_hit};
+pub use crate::read_through::{get_or_fill, get_or_fill_detached, near_hit};

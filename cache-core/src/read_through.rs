@@ -15,7 +15,7 @@
 //! ```
 
 use std::future::Future;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -83,23 +83,8 @@ where
         engine.record(metrics, Seen::NoKey);
         return body.await;
     };
-    if spec.learned.uncacheable.load(Ordering::Relaxed) {
-        engine.record(metrics, Seen::Uncacheable);
+    let Some(fields) = fields_to_read(engine, spec, &schema) else {
         return body.await;
-    }
-    let fields = match spec.learned.fields.get() {
-        Some(fields) => fields,
-        None => match (schema.fields)() {
-            Ok(fields) => fields,
-            Err(error) => {
-                if spec.learned.first_warning() {
-                    tracing::warn!(prefix = spec.prefix, %error, "schema cannot be cached; this function always runs");
-                }
-                spec.learned.uncacheable.store(true, Ordering::Relaxed);
-                engine.record(metrics, Seen::Uncacheable);
-                return body.await;
-            }
-        },
     };
     let policy = Policy::of(engine, spec, &output);
     let call = Call {
@@ -111,6 +96,7 @@ where
         output: &output,
         tags: &tags,
         policy,
+        refresh_due: AtomicBool::new(false),
     };
     let started = metrics.start();
     match call.lookup().await {
@@ -137,6 +123,221 @@ where
             .await;
             metrics.finished(started, GetResult::Miss);
             result
+        }
+    }
+}
+
+/// The schema's fields to read, once the function's first call learnt them; `None` when the
+/// schema cannot be cached (the call runs the function).
+fn fields_to_read<S>(
+    engine: &Engine,
+    spec: &'static Spec,
+    schema: &Schema<S>,
+) -> Option<&'static [&'static str]> {
+    let metrics = spec.metrics();
+    if spec.learned.uncacheable.load(Ordering::Relaxed) {
+        engine.record(metrics, Seen::Uncacheable);
+        return None;
+    }
+    if let Some(fields) = spec.learned.fields.get() {
+        return Some(fields);
+    }
+    match (schema.fields)() {
+        Ok(fields) => Some(fields),
+        Err(error) => {
+            if spec.learned.first_warning() {
+                tracing::warn!(prefix = spec.prefix, %error, "schema cannot be cached; this function always runs");
+            }
+            spec.learned.uncacheable.store(true, Ordering::Relaxed);
+            engine.record(metrics, Seen::Uncacheable);
+            None
+        }
+    }
+}
+
+/// `cached_get` with `refresh_after` or `soft_timeout`: as [`get_or_fill`], with the function
+/// given as `loader`, which makes its future from copies of the receiver and parameters, so
+/// that it can also run after the call returned. A hit past the refresh point returns at once
+/// and starts one background load (one per handle, by single flight; one across processes,
+/// by the entry's lease), whose fill is stamp-checked as any. A miss that found an expired
+/// copy loads in the background and waits `soft_timeout` for it; then it returns the copy
+/// (read again) and the load goes on, filling when it completes.
+#[allow(clippy::too_many_arguments)]
+pub async fn get_or_fill_detached<S, R, T, L, Fut>(
+    cache: Option<Cache>,
+    spec: &'static Spec,
+    key: Option<String>,
+    schema: Schema<S>,
+    output: Output<S, R>,
+    tags: Tags<T>,
+    loader: L,
+) -> R
+where
+    S: Send + Sync + 'static,
+    R: Send + 'static,
+    T: Fn(&S) -> Vec<String> + Clone + Send + Sync + 'static,
+    L: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = R> + Send + 'static,
+{
+    let Some(cache) = cache.filter(Cache::is_enabled) else {
+        return loader().await;
+    };
+    let engine = cache.engine();
+    let metrics = spec.metrics();
+    let Some(key) = key else {
+        engine.record(metrics, Seen::NoKey);
+        return loader().await;
+    };
+    let Some(fields) = fields_to_read(engine, spec, &schema) else {
+        return loader().await;
+    };
+    let policy = Policy::of(engine, spec, &output);
+    let call = Call {
+        engine,
+        spec,
+        key: &key,
+        fields,
+        schema: &schema,
+        output: &output,
+        tags: &tags,
+        policy,
+        refresh_due: AtomicBool::new(false),
+    };
+    let started = metrics.start();
+    match call.lookup().await {
+        Step::Done(result) => {
+            metrics.hit();
+            metrics.finished(started, GetResult::Hit);
+            if call.refresh_due.load(Ordering::Relaxed) {
+                let parts = Parts::of(&call);
+                tokio::spawn(parts.load_in_background(loader));
+            }
+            result
+        }
+        Step::Bypass => {
+            metrics.bypass();
+            let result = loader().await;
+            metrics.finished(started, GetResult::Bypass);
+            result
+        }
+        Step::Load(miss) => {
+            metrics.miss();
+            let span = tracing::debug_span!("cache.miss", prefix = spec.prefix, key = %key);
+            let result = match call.policy.soft_timeout {
+                Some(soft) if miss.expired.is_some() => {
+                    Box::pin(tracing::Instrument::instrument(
+                        call.soft_load(miss, soft, loader),
+                        span,
+                    ))
+                    .await
+                }
+                _ => {
+                    Box::pin(tracing::Instrument::instrument(
+                        call.after_miss(miss, loader()),
+                        span,
+                    ))
+                    .await
+                }
+            };
+            metrics.finished(started, GetResult::Miss);
+            result
+        }
+    }
+}
+
+/// What a load returned, for the fill: borrowing only the value, so that the fill's future
+/// does not hold the whole return type (an `Err` need not be `Sync`).
+#[derive(Clone, Copy)]
+enum Outcome<'a, S> {
+    Value(&'a S),
+    /// An absence to cache (`cache_none`).
+    Absent,
+    /// Nothing to cache (`Err`, or `None` without `cache_none`).
+    Nothing,
+}
+
+/// A call's context, owned, for a load that runs in a task of its own.
+struct Parts<S, R, T> {
+    engine: Arc<Engine>,
+    spec: &'static Spec,
+    key: String,
+    fields: &'static [&'static str],
+    schema: Schema<S>,
+    output: Output<S, R>,
+    tags: Tags<T>,
+    policy: Policy,
+}
+
+/// How a background load ended.
+enum Background<R, L> {
+    /// Loaded (and filled unless an invalidation raced it).
+    Loaded(R),
+    /// The function failed (`Some`) or timed out (`None`).
+    Failed(Option<R>),
+    /// Not loaded: another call of this handle, or another process, is loading the entry,
+    /// or Redis did not answer. The loader comes back, unused.
+    Skipped(L),
+}
+
+impl<S, R, T: Clone> Parts<S, R, T> {
+    fn of(call: &Call<'_, S, R, T>) -> Self {
+        Parts {
+            engine: Arc::clone(call.engine),
+            spec: call.spec,
+            key: call.key.to_owned(),
+            fields: call.fields,
+            schema: call.schema.clone(),
+            output: call.output.clone(),
+            tags: call.tags.clone(),
+            policy: call.policy,
+        }
+    }
+}
+
+impl<S, R, T: Fn(&S) -> Vec<String>> Parts<S, R, T> {
+    /// One load of the entry and its fill, which replaces the entry (a refresh must give it
+    /// a new TTL, and a merge never extends one). Only one at a time: single flight in this
+    /// handle, the entry's lease across processes (given back if the load fails or the task
+    /// ends without a fill, whatever ends it).
+    async fn load_in_background<L, Fut>(self, loader: L) -> Background<R, L>
+    where
+        L: FnOnce() -> Fut,
+        Fut: Future<Output = R>,
+    {
+        let call = Call {
+            engine: &self.engine,
+            spec: self.spec,
+            key: &self.key,
+            fields: self.fields,
+            schema: &self.schema,
+            output: &self.output,
+            tags: &self.tags,
+            policy: self.policy,
+            refresh_due: AtomicBool::new(false),
+        };
+        let Flight::Leader(_leading) = call.engine.flights().join(call.flight_key()) else {
+            return Background::Skipped(loader);
+        };
+        let mut lease = match call.engine.acquire_lease(call.key).await {
+            Ok(Some(lease)) => Some(lease),
+            Ok(None) | Err(_) => return Background::Skipped(loader),
+        };
+        let read_at = Instant::now();
+        let Ok(seen) = call.engine.clock(call.key, call.spec.tagged).await else {
+            return Background::Skipped(loader);
+        };
+        match call.load(loader()).await {
+            Ok(result) => {
+                let outcome = call.outcome(&result);
+                if call
+                    .fill_loaded(outcome, seen, read_at, true, &mut lease)
+                    .await
+                {
+                    call.engine.count_refresh();
+                }
+                Background::Loaded(result)
+            }
+            Err(failed) => Background::Failed(failed),
         }
     }
 }
@@ -169,6 +370,12 @@ struct Policy {
     /// The longest the function may run; then the call returns the copy or the user's
     /// timeout error (only when the return type converts [`LoadTimeout`]).
     hard_timeout: Option<Duration>,
+    /// How long a miss that found an expired copy waits for the load before returning the
+    /// copy (`get_or_fill_detached` only).
+    soft_timeout: Option<Duration>,
+    /// `refresh_after`: how long before the end of its fresh time a hit starts a refresh
+    /// (the TTL times one minus the fraction; `get_or_fill_detached` only).
+    refresh_window: Option<Duration>,
 }
 
 impl Policy {
@@ -176,11 +383,19 @@ impl Policy {
         let ms = |ms: Option<u64>| ms.map(Duration::from_millis);
         let resilience = &spec.resilience;
         let fail_safe = engine.fail_safe_for(ms(resilience.fail_safe_ms));
+        let ttl = engine.ttl_or_default(spec.ttl_secs.map(Duration::from_secs));
+        let refresh_window = resilience
+            .refresh_after
+            .filter(|fraction| (0.0..1.0).contains(fraction))
+            .map(|fraction| ttl.mul_f64(1.0 - fraction));
         Policy {
-            grace: fail_safe,
+            // A refresh needs the fresh time recorded, with or without a fail-safe.
+            grace: fail_safe.or(refresh_window.map(|_| Duration::ZERO)),
             fail_safe: fail_safe.is_some(),
             throttle: engine.fail_safe_throttle_for(ms(resilience.fail_safe_throttle_ms)),
             hard_timeout: ms(resilience.hard_timeout_ms).filter(|_| output.timed_out.is_some()),
+            soft_timeout: ms(resilience.soft_timeout_ms).filter(|_| fail_safe.is_some()),
+            refresh_window,
         }
     }
 }
@@ -195,6 +410,8 @@ struct Call<'a, S, R, T> {
     output: &'a Output<S, R>,
     tags: &'a Tags<T>,
     policy: Policy,
+    /// A hit found the entry past its refresh point (`refresh_after`).
+    refresh_due: AtomicBool,
 }
 
 enum Step<R> {
@@ -277,6 +494,12 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
                     && !self.tag_checked(&value, &copyable.tags, tag_mark).await
                 {
                     return bypass();
+                }
+                if let (Some(window), Some(fresh)) = (self.policy.refresh_window, copyable.fresh_ms)
+                {
+                    if u128::from(fresh) < window.as_millis() {
+                        self.refresh_due.store(true, Ordering::Relaxed);
+                    }
                 }
                 if let (Some(ticket), 1..) = (ticket, copyable.ttl_ms) {
                     self.keep_near(ticket, &value, copyable);
@@ -384,10 +607,18 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
             // The entry's tags, and this function's (which its fills register too).
             let mut tags = copyable.tags;
             merge_tags(&mut tags, &self.tags.of(value));
-            // Never past the entry's fresh time: after it, only the fail-safe may read it.
-            let ttl_ms = copyable
-                .fresh_ms
-                .map_or(copyable.ttl_ms, |fresh| fresh.min(copyable.ttl_ms));
+            // Never past the entry's fresh time: after it, only the fail-safe may read it. With
+            // `refresh_after`, not past the refresh point either, so that a hot entry's reads
+            // reach Redis, where one of them starts the refresh.
+            let window_ms = self.policy.refresh_window.map_or(0, |window| {
+                u64::try_from(window.as_millis()).unwrap_or(u64::MAX)
+            });
+            let ttl_ms = copyable.fresh_ms.map_or(copyable.ttl_ms, |fresh| {
+                fresh.saturating_sub(window_ms).min(copyable.ttl_ms)
+            });
+            if ttl_ms == 0 {
+                return;
+            }
             let copy = NearCopy {
                 ttl: Duration::from_millis(ttl_ms),
                 bytes: copyable.bytes,
@@ -427,11 +658,15 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
         Step::Load(miss)
     }
 
+    /// The single flight's key: this entry and schema.
+    fn flight_key(&self) -> String {
+        format!("{}\u{0}{}", self.key, std::any::type_name::<S>())
+    }
+
     /// Concurrent misses of this entry and schema through this handle load once; the one that
     /// loads first defers to another process that holds the entry's lease.
     async fn after_miss(&self, miss: Miss<R>, body: impl Future<Output = R>) -> R {
-        let flight_key = format!("{}\u{0}{}", self.key, std::any::type_name::<S>());
-        let flight = self.engine.flights().join(flight_key);
+        let flight = self.engine.flights().join(self.flight_key());
         let result = match flight {
             // The guard lives until the fill is done: followers wake to a filled entry.
             Flight::Leader(_leading) => self.finish(self.across_processes(miss).await, body).await,
@@ -476,12 +711,47 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
             Ok(result) => result,
             Err(failed) => return self.after_failure(failed).await,
         };
+        let outcome = self.outcome(&result);
+        self.fill_loaded(outcome, seen, read_at, stale, &mut lease)
+            .await;
+        result
+    }
+
+    /// What a load returned, as far as the cache is concerned.
+    fn outcome<'r>(&self, result: &'r R) -> Outcome<'r, S> {
+        match (self.output.to_fill)(result) {
+            Some(value) => Outcome::Value(value),
+            None if self
+                .output
+                .absent
+                .as_ref()
+                .is_some_and(|absence| (absence.is)(result)) =>
+            {
+                Outcome::Absent
+            }
+            None => Outcome::Nothing,
+        }
+    }
+
+    /// Caches what a load returned (a value, or an absence with `cache_none`), checked
+    /// against the clock read `seen` before the load; `true` if it went in. `replace`: the
+    /// entry's other fields are dropped (its tags went stale, or a refresh gives it a new
+    /// TTL).
+    async fn fill_loaded(
+        &self,
+        loaded: Outcome<'_, S>,
+        seen: ClockRead,
+        read_at: Instant,
+        replace: bool,
+        lease: &mut Option<Lease>,
+    ) -> bool {
         if self.policy.fail_safe {
             self.engine.end_throttle(self.key);
         }
+        let stale = replace;
         let ttl = self.spec.ttl_secs.map(Duration::from_secs);
         // Failures are logged and counted inside; the caller gets its value regardless.
-        if let Some(value) = (self.output.to_fill)(&result) {
+        if let Outcome::Value(value) = loaded {
             match (self.schema.encode)(value) {
                 Ok(fields) if self.engine.check_size(&fields).is_err() => {
                     if self.spec.learned.first_warning() {
@@ -505,7 +775,7 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
                         replace: stale,
                         grace: self.policy.grace,
                     };
-                    self.store(fill, &mut lease).await;
+                    return self.store(fill, lease).await;
                 }
                 Err(error) => {
                     if self.spec.learned.first_warning() {
@@ -513,8 +783,8 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
                     }
                 }
             }
-        } else if let Some(absence) = &self.output.absent {
-            if (absence.is)(&result) {
+        } else if let (Outcome::Absent, Some(_)) = (loaded, &self.output.absent) {
+            {
                 let ttl = self
                     .spec
                     .none_ttl_secs
@@ -530,10 +800,10 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
                     // Absences are not kept for the fail-safe: a copy is a value.
                     grace: None,
                 };
-                self.store(fill, &mut lease).await;
+                return self.store(fill, lease).await;
             }
         }
-        result
+        false
     }
 }
 
@@ -568,20 +838,9 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
             } else {
                 StaleBecause::TimedOut
             };
-            match self.look_up(false).await {
-                // Filled meanwhile (by another process), a cached absence, or the throttle's
-                // copy (counted where it was found).
-                Step::Done(result) => return result,
-                Step::Load(Miss {
-                    expired: Some(copy),
-                    ..
-                }) => {
-                    self.engine
-                        .served_stale(self.spec.prefix, self.key, because);
-                    self.engine.throttle(self.key, self.policy.throttle);
-                    return copy;
-                }
-                Step::Load(_) | Step::Bypass => {}
+            if let Some(answer) = self.copy_now(because).await {
+                self.engine.throttle(self.key, self.policy.throttle);
+                return answer;
             }
         }
         match failed {
@@ -599,10 +858,72 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
     }
 }
 
+impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
+    /// What the entry answers now, read again: a value filled meanwhile (by another call or
+    /// process), a cached absence, or the expired copy (counted as served `because`); `None`
+    /// when it holds none of them, e.g. because an invalidation removed the copy.
+    async fn copy_now(&self, because: StaleBecause) -> Option<R> {
+        match self.look_up(false).await {
+            // The throttle's copy is counted where it was found.
+            Step::Done(result) => Some(result),
+            Step::Load(Miss {
+                expired: Some(copy),
+                ..
+            }) => {
+                self.engine
+                    .served_stale(self.spec.prefix, self.key, because);
+                Some(copy)
+            }
+            Step::Load(_) | Step::Bypass => None,
+        }
+    }
+
+    /// A miss that found an expired copy, with `soft_timeout`: the load runs in a task of its
+    /// own (filling when it completes, whoever waits), and the call waits `soft` for it.
+    /// Then it returns the copy as Redis holds it now; if an invalidation removed it, it
+    /// waits for the load after all. Another call or process already loading the entry: the
+    /// copy at once.
+    async fn soft_load<L, Fut>(&self, miss: Miss<R>, soft: Duration, loader: L) -> R
+    where
+        S: Send + Sync + 'static,
+        R: Send + 'static,
+        T: Clone + Send + Sync + 'static,
+        L: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+    {
+        let mut task = tokio::spawn(Parts::of(self).load_in_background(loader));
+        let ended = match tokio::time::timeout(soft, &mut task).await {
+            Ok(ended) => ended,
+            Err(_) => {
+                self.engine.count_loader_timeout();
+                if let Some(answer) = self.copy_now(StaleBecause::TimedOut).await {
+                    return answer;
+                }
+                task.await
+            }
+        };
+        match ended {
+            Ok(Background::Loaded(result)) => result,
+            Ok(Background::Failed(failed)) => self.after_failure(failed).await,
+            Ok(Background::Skipped(loader)) => match miss.expired {
+                Some(copy) => {
+                    self.engine
+                        .served_stale(self.spec.prefix, self.key, StaleBecause::Loading);
+                    copy
+                }
+                None => self.after_miss(miss, loader()).await,
+            },
+            // The function panicked in the task: the caller sees the panic, as without it.
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(_) => panic!("the runtime shut down while the function ran"),
+        }
+    }
+}
+
 impl<S, R, T> Call<'_, S, R, T> {
     /// Stores a loaded value (or absence), counts how it went, and keeps the lease's promise
     /// when the value went in.
-    async fn store(&self, fill: Loaded<'_>, lease: &mut Option<Lease>) {
+    async fn store(&self, fill: Loaded<'_>, lease: &mut Option<Lease>) -> bool {
         let span = tracing::debug_span!("cache.fill", prefix = self.spec.prefix, key = self.key);
         let filled = tracing::Instrument::instrument(
             self.engine.fill_after_miss(
@@ -624,9 +945,13 @@ impl<S, R, T> Call<'_, S, R, T> {
                 if let (true, Some(lease)) = (stored, lease) {
                     lease.filled();
                 }
+                stored
             }
-            Err(Error::CircuitOpen) => {}
-            Err(_) => self.spec.metrics().error(),
+            Err(Error::CircuitOpen) => false,
+            Err(_) => {
+                self.spec.metrics().error();
+                false
+            }
         }
     }
 

@@ -46,10 +46,9 @@ pub struct Stats {
     /// (`fail_safe`), or while a failure's throttle lasts (`fail_safe_throttle`). Never a
     /// copy that an invalidation removed. Not in `hits`.
     pub stale_served: u64,
-    /// Loads that outlasted `soft_timeout` or `hard_timeout`.
+    /// Loads that outlasted `hard_timeout` or `soft_timeout`.
     pub loader_timeouts: u64,
-    /// Background loads started by `refresh_after` (or a `soft_timeout`) that refreshed an
-    /// entry before it expired.
+    /// Background loads (`refresh_after`, `soft_timeout`) whose value went into the cache.
     pub refreshes: u64,
 }
 

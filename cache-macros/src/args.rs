@@ -37,6 +37,8 @@ mod kw {
     syn::custom_keyword!(fail_safe);
     syn::custom_keyword!(fail_safe_throttle);
     syn::custom_keyword!(hard_timeout);
+    syn::custom_keyword!(soft_timeout);
+    syn::custom_keyword!(refresh_after);
 }
 
 /// An argument's value together with the span of its name, for diagnostics about the
@@ -63,6 +65,9 @@ pub(crate) struct CacheArgs {
     pub(crate) fail_safe: Option<Arg<Lit>>,
     pub(crate) fail_safe_throttle: Option<Arg<Lit>>,
     pub(crate) hard_timeout: Option<Arg<Lit>>,
+    pub(crate) soft_timeout: Option<Arg<Lit>>,
+    /// A fraction of the TTL, `0.8`.
+    pub(crate) refresh_after: Option<Arg<Lit>>,
     /// `crate = "path"`.
     pub(crate) krate: Option<Arg<Path>>,
 }
@@ -139,6 +144,8 @@ impl Parse for CacheArgs {
                 fail_safe: input.parse()?,
                 fail_safe_throttle: input.parse()?,
                 hard_timeout: input.parse()?,
+                soft_timeout: input.parse()?,
+                refresh_after: input.parse()?,
                 cache: input.parse()?,
             );
             if input.is_empty() {

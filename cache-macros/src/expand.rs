@@ -73,11 +73,18 @@ fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn, shape: &Shape<'
         let fail_safe = optional_u64(checked.fail_safe_ms);
         let throttle = optional_u64(checked.fail_safe_throttle_ms);
         let hard_timeout = optional_u64(checked.hard_timeout_ms);
+        let soft_timeout = optional_u64(checked.soft_timeout_ms);
+        let refresh_after = match checked.refresh_after {
+            Some(fraction) => quote!(::core::option::Option::Some(#fraction)),
+            None => quote!(::core::option::Option::None),
+        };
         quote! {
             #krate::__private::Resilience {
                 fail_safe_ms: #fail_safe,
                 fail_safe_throttle_ms: #throttle,
                 hard_timeout_ms: #hard_timeout,
+                soft_timeout_ms: #soft_timeout,
+                refresh_after: #refresh_after,
                 ..#krate::__private::Resilience::DEFAULT
             }
         }
@@ -160,12 +167,37 @@ fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn, shape: &Shape<'
                 output_adapter = quote_spanned! {span=>
                     #output_adapter.on_timeout(
                         |__cache_timeout: #krate::LoadTimeout| -> #output {
-                            ::core::result::Result::Err(::core::convert::From::from(__cache_timeout))
+                            ::core::result::Result::Err(
+                                #krate::__private::TimeoutError::timed_out(__cache_timeout),
+                            )
                         }
                     )
                 };
             }
             let tags = get_tags(krate, &checked.tags, schema);
+            let call = match checked.detached {
+                Some(span) => {
+                    let loader = crate::detach::loader(
+                        krate,
+                        function,
+                        quote!(#pin_type #(#statements)*),
+                        span,
+                    );
+                    quote! {
+                        let __cache_loader = #loader;
+                        ::std::boxed::Box::pin(#krate::__private::get_or_fill_detached(
+                            __cache_handle, &__CACHE_SPEC, __cache_key, __cache_schema,
+                            __cache_adapter, __cache_tags, __cache_loader,
+                        )).await
+                    }
+                }
+                None => quote! {
+                    ::std::boxed::Box::pin(#krate::__private::get_or_fill(
+                        __cache_handle, &__CACHE_SPEC, __cache_key, __cache_schema,
+                        __cache_adapter, __cache_tags, #body,
+                    )).await
+                },
+            };
             quote! {
                 #prologue
                 let __cache_schema = #schema_codec;
@@ -181,10 +213,7 @@ fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn, shape: &Shape<'
                 // Boxed: the Redis path's future (about 4 KB, most of it redis-rs' send
                 // future) would otherwise be part of this function's future, created and
                 // moved by every call, near hits included.
-                ::std::boxed::Box::pin(#krate::__private::get_or_fill(
-                    __cache_handle, &__CACHE_SPEC, __cache_key, __cache_schema, __cache_adapter,
-                    __cache_tags, #body,
-                )).await
+                #call
             }
         }
         _ => {

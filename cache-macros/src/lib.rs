@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 mod args;
+mod detach;
 mod expand;
 mod refuse;
 mod shape;

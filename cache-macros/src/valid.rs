@@ -33,6 +33,12 @@ pub(crate) struct Checked {
     /// The `hard_timeout` argument's name, where a return type that cannot carry the
     /// timeout error is reported.
     pub(crate) hard_timeout_span: Option<Span>,
+    pub(crate) soft_timeout_ms: Option<u64>,
+    pub(crate) refresh_after: Option<f64>,
+    /// `soft_timeout` or `refresh_after`: the function also runs in the background, from
+    /// copies of its receiver and parameters; the span of the argument that asked, where
+    /// what cannot be copied is reported.
+    pub(crate) detached: Option<Span>,
     pub(crate) cache: Option<Expr>,
     /// `crate = "path"`: where `cache-core` is, for users who renamed the dependency.
     pub(crate) krate: TokenStream,
@@ -210,6 +216,44 @@ pub(crate) fn check(
     );
     let hard_timeout_span = args.hard_timeout.as_ref().map(|arg| arg.name_span);
     let hard_timeout_ms = get_only_duration(args.hard_timeout, "hard_timeout", None);
+    let soft_span = args.soft_timeout.as_ref().map(|arg| arg.name_span);
+    let soft_timeout_ms = get_only_duration(args.soft_timeout, "soft_timeout", None);
+    if let (Some(span), None | Some(0)) = (soft_span, fail_safe_ms) {
+        errors.push(syn::Error::new(
+            span,
+            "`soft_timeout` returns the expired copy while the load goes on, so it needs `fail_safe = \"…\"` on this function (the copies to return)",
+        ));
+    }
+    let refresh_span = args.refresh_after.as_ref().map(|arg| arg.name_span);
+    let refresh_after = args.refresh_after.and_then(|arg| {
+        if kind != MacroKind::Get {
+            errors.push(syn::Error::new(
+                arg.name_span,
+                format!("#[{}] takes no `refresh_after`: it is for reads (`cached_get`)", kind.name()),
+            ));
+            return None;
+        }
+        let fraction = match &arg.value {
+            syn::Lit::Float(float) => float.base10_parse::<f64>().ok(),
+            _ => None,
+        };
+        match fraction {
+            Some(fraction) if fraction > 0.0 && fraction < 1.0 => Some(fraction),
+            _ => {
+                errors.push(syn::Error::new_spanned(
+                    &arg.value,
+                    "`refresh_after` is a fraction of the TTL between 0 and 1, such as `0.8`: a hit after 80 % of the TTL starts a refresh",
+                ));
+                None
+            }
+        }
+    });
+    let detached = soft_span.or(refresh_span);
+    if let Some(span) = detached {
+        if let Err(error) = crate::detach::check(function, span) {
+            errors.push(error);
+        }
+    }
 
     let tags = args
         .tags
@@ -263,6 +307,9 @@ pub(crate) fn check(
             fail_safe_throttle_ms,
             hard_timeout_ms,
             hard_timeout_span,
+            soft_timeout_ms,
+            refresh_after,
+            detached,
             cache: args.cache.map(|cache| cache.value),
             krate,
             output,

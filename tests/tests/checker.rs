@@ -30,6 +30,17 @@ enum Outage {
     Failover,
 }
 
+/// How the database behaves.
+#[derive(Clone, Copy, PartialEq)]
+enum Loaders {
+    /// Every load answers (after a random while).
+    Steady,
+    /// A quarter of the loads fail (`Err`) and one in sixteen stalls past `hard_timeout`;
+    /// writes are rare, so that entries live past their TTL and the fail-safe answers with
+    /// expired copies, which must still never be older than a completed write.
+    Failing,
+}
+
 /// Memory pressure on the Redis backend.
 #[derive(Clone, Copy)]
 struct Pressure {
@@ -42,7 +53,7 @@ macro_rules! checker_runs {
         $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn $name() {
             let pressure: Option<Pressure> = $pressure;
-            run_checker(Backend::Redis(RedisServer::start()), Outage::None, pressure).await;
+            run_checker(Backend::Redis(RedisServer::start()), Outage::None, pressure, Loaders::Steady).await;
         })*
     };
 }
@@ -64,18 +75,81 @@ checker_runs!(
 /// completed through the other handle more than 5 ms before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn checker_on_redis_with_near_caches() {
-    run_checker(Backend::RedisNear(RedisServer::start()), Outage::None, None).await;
+    run_checker(
+        Backend::RedisNear(RedisServer::start()),
+        Outage::None,
+        None,
+        Loaders::Steady,
+    )
+    .await;
+}
+
+/// Loaders that fail and stall at random, read through the fail-safe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checker_with_failing_loaders_on_redis() {
+    run_checker(
+        Backend::Redis(RedisServer::start()),
+        Outage::None,
+        None,
+        Loaders::Failing,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checker_with_failing_loaders_on_redis_with_near_caches() {
+    run_checker(
+        Backend::RedisNear(RedisServer::start()),
+        Outage::None,
+        None,
+        Loaders::Failing,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checker_with_failing_loaders_on_cluster() {
+    run_checker(
+        Backend::shared_cluster("checker-failing"),
+        Outage::None,
+        None,
+        Loaders::Failing,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checker_with_failing_loaders_on_memory() {
+    run_checker(
+        Backend::Memory(cache_integration_tests::unique_namespace("checker-failing")),
+        Outage::None,
+        None,
+        Loaders::Failing,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn checker_on_cluster() {
-    run_checker(Backend::shared_cluster("checker"), Outage::None, None).await;
+    run_checker(
+        Backend::shared_cluster("checker"),
+        Outage::None,
+        None,
+        Loaders::Steady,
+    )
+    .await;
 }
 
 /// Near caches on the cluster: tracking on every primary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn checker_on_cluster_with_near_caches() {
-    run_checker(Backend::shared_cluster_near("checker"), Outage::None, None).await;
+    run_checker(
+        Backend::shared_cluster_near("checker"),
+        Outage::None,
+        None,
+        Loaders::Steady,
+    )
+    .await;
 }
 
 /// A primary serving the hot rows is killed a second into the run; its replica takes over
@@ -98,7 +172,13 @@ async fn checker_on_cluster_with_a_failover() {
             (killed, Instant::now())
         })
     };
-    run_checker(Backend::Cluster(cluster, namespace), Outage::Failover, None).await;
+    run_checker(
+        Backend::Cluster(cluster, namespace),
+        Outage::Failover,
+        None,
+        Loaders::Steady,
+    )
+    .await;
     let finished = Instant::now();
     let (killed, promoted) = killer.join().unwrap();
     assert!(
@@ -114,7 +194,7 @@ async fn checker_on_cluster_with_a_failover() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn checker_on_memory() {
     let name = cache_integration_tests::unique_namespace("checker");
-    run_checker(Backend::Memory(name), Outage::None, None).await;
+    run_checker(Backend::Memory(name), Outage::None, None, Loaders::Steady).await;
 }
 
 /// Near caches over one in-process store: a read from memory is never older than any write
@@ -122,7 +202,13 @@ async fn checker_on_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn checker_on_memory_with_near_caches() {
     let name = cache_integration_tests::unique_namespace("checker");
-    run_checker(Backend::MemoryNear(name), Outage::None, None).await;
+    run_checker(
+        Backend::MemoryNear(name),
+        Outage::None,
+        None,
+        Loaders::Steady,
+    )
+    .await;
 }
 
 /// A handle on the backend as the checker configures it.
@@ -271,9 +357,28 @@ struct ReadSeen {
 }
 
 /// A database that sleeps a random while between reading a row and returning it, so reads
-/// constantly race writes.
+/// constantly race writes; with [`Loaders::Failing`], one that also fails and stalls.
 struct SlowDatabase {
     rows: Mutex<HashMap<i64, Account>>,
+    failing: bool,
+    dice: AtomicU64,
+}
+
+impl SlowDatabase {
+    /// One in `sides`, from a shared xorshift: which load fails is random across tasks.
+    fn roll(&self, sides: u64) -> bool {
+        let mut next = 0;
+        let _ = self
+            .dice
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |mut x| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                next = x;
+                Some(x)
+            });
+        next % sides == 0
+    }
 }
 
 struct CheckedRepo {
@@ -294,6 +399,21 @@ impl CheckedRepo {
         let version = self.db.rows.lock().unwrap()[&id].version;
         tokio::time::sleep(delay).await;
         Version { id, version }
+    }
+
+    /// The fail-safe's reader: a failed or stalled load returns the expired copy.
+    #[cached_get(prefix = "checked-safe", key = "id", schema = Version, cache = self.cache, ttl = 1,
+        tags = ["checked:{id}"], fail_safe = "1m", fail_safe_throttle = "100ms", hard_timeout = "20ms")]
+    async fn version_fail_safe(&self, id: i64, delay: Duration) -> Result<Version, String> {
+        let version = self.db.rows.lock().unwrap()[&id].version;
+        if self.db.failing && self.db.roll(16) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        tokio::time::sleep(delay).await;
+        if self.db.failing && self.db.roll(4) {
+            return Err("the database is down".into());
+        }
+        Ok(Version { id, version })
     }
 
     #[cached_get(prefix = "checked-email", key = "email", schema = Account, cache = self.cache, tags = ["checked:{id}"])]
@@ -451,8 +571,15 @@ async fn delivered(cache: &Cache) -> Instant {
     Instant::now()
 }
 
-async fn run_checker(backend: Backend, outage: Outage, pressure: Option<Pressure>) {
-    const KEYS: i64 = 4;
+async fn run_checker(
+    backend: Backend,
+    outage: Outage,
+    pressure: Option<Pressure>,
+    loaders: Loaders,
+) {
+    let failing = loaders == Loaders::Failing;
+    // Rare writes over more keys with failing loaders: entries must outlive their TTL.
+    let keys: i64 = if failing { 16 } else { 4 };
     const TASKS: u64 = 8;
     // CHECKER_OPERATIONS raises the total for a longer run by hand; CI runs the default.
     let default_total = if pressure.is_some() { 6_000 } else { 12_000 };
@@ -463,8 +590,10 @@ async fn run_checker(backend: Backend, outage: Outage, pressure: Option<Pressure
         .div_ceil(TASKS);
     let db = Arc::new(SlowDatabase {
         rows: Mutex::new(HashMap::new()),
+        failing,
+        dice: AtomicU64::new(0x2545_F491_4F6C_DD1D),
     });
-    for id in 0..KEYS {
+    for id in 0..keys {
         let account = Account {
             id,
             email: format!("u{id}@example.com"),
@@ -502,7 +631,7 @@ async fn run_checker(backend: Backend, outage: Outage, pressure: Option<Pressure
             tokio::spawn(async move {
                 let mut random = Random(0x9E37_79B9_7F4A_7C15 ^ (task + 1));
                 for _ in 0..operations_per_task {
-                    let id = random.below(KEYS as u64) as i64;
+                    let id = random.below(keys as u64) as i64;
                     let delay = Duration::from_micros(random.below(1_500));
                     // One call in eight is given up by its caller after a random while (a
                     // client that disconnected, a request timeout).
@@ -510,7 +639,17 @@ async fn run_checker(backend: Backend, outage: Outage, pressure: Option<Pressure
                         0 => Duration::from_micros(random.below(2_000)),
                         _ => Duration::from_secs(3600),
                     };
-                    let kind = random.below(12);
+                    let kind = if failing {
+                        // One write in a hundred, half the reads through the fail-safe.
+                        match random.below(200) {
+                            0 => 0,
+                            1 => 2,
+                            draw if draw % 2 == 0 => 12,
+                            _ => 3 + random.below(9),
+                        }
+                    } else {
+                        random.below(12)
+                    };
                     if kind < 3 {
                         let committed = Arc::new(AtomicU64::new(0));
                         let write = async {
@@ -576,6 +715,12 @@ async fn run_checker(backend: Backend, outage: Outage, pressure: Option<Pressure
                                 .await
                                 .map(|account| account.version),
                             5 | 6 => Some(repo.version(id, delay).await.version),
+                            // A failure returns no version: nothing to check.
+                            12 => repo
+                                .version_fail_safe(id, delay)
+                                .await
+                                .ok()
+                                .map(|version| version.version),
                             _ => Some(repo.get(id, delay).await.version),
                         }
                     };
@@ -673,6 +818,13 @@ async fn run_checker(backend: Backend, outage: Outage, pressure: Option<Pressure
         operations as f64 / elapsed.as_secs_f64(),
     );
     println!("handle stats: {stats:?}");
+    let stale_served: u64 = stats.iter().map(|s| s.stale_served).sum();
+    if failing {
+        println!(
+            "expired copies returned by the fail-safe (allowed: none older than a completed write): {stale_served}, loads timed out: {}",
+            stats.iter().map(|s| s.loader_timeouts).sum::<u64>()
+        );
+    }
     if let Some(longest) = stalls
         .periods
         .iter()
@@ -691,7 +843,7 @@ async fn run_checker(backend: Backend, outage: Outage, pressure: Option<Pressure
         );
     }
     assert!(operations >= (default_total as usize) * 3 / 4);
-    if pressure.is_none() {
+    if pressure.is_none() && !failing {
         assert!(
             stats.iter().map(|s| s.hits).sum::<u64>() > 0,
             "the cache was used"
@@ -699,6 +851,12 @@ async fn run_checker(backend: Backend, outage: Outage, pressure: Option<Pressure
         assert!(
             stats.iter().map(|s| s.refused_fills).sum::<u64>() > 0,
             "races were provoked"
+        );
+    }
+    if failing {
+        assert!(
+            stale_served > 0,
+            "the fail-safe answered with expired copies"
         );
     }
     assert!(

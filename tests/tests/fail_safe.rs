@@ -59,6 +59,11 @@ on_every_backend!(
     hard_timeout_returns_the_copy_or_the_timeout_error,
     a_near_copy_never_outlives_the_fresh_time,
     the_handles_default_applies_and_zero_turns_it_off,
+    refresh_after_refreshes_a_hot_entry_before_it_expires,
+    concurrent_hits_past_the_refresh_point_refresh_once,
+    a_write_during_a_refresh_refuses_its_fill,
+    soft_timeout_returns_the_copy_and_the_load_fills_later,
+    soft_timeout_waits_for_the_load_when_a_write_removed_the_copy,
 );
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,6 +90,8 @@ struct Db {
     prices: Mutex<HashMap<i64, i64>>,
     failing: AtomicBool,
     stalling: AtomicBool,
+    /// How long a stalled load sleeps.
+    stall: Mutex<Duration>,
     calls: AtomicUsize,
     /// Reprices (id, cents) through this catalog inside the next load, before it answers:
     /// a write that completes meanwhile.
@@ -117,20 +124,47 @@ impl Catalog {
         self.db.failing.store(failing, Ordering::SeqCst);
     }
 
+    /// Reads the row, then runs `during_load` (a write completing after the read), stalls
+    /// if asked, and answers (or fails).
     async fn load(&self, id: i64) -> Result<Option<Price>, DbError> {
         self.db.calls.fetch_add(1, Ordering::SeqCst);
+        let cents = self.db.prices.lock().unwrap().get(&id).copied();
         let during = self.db.during_load.lock().unwrap().take();
         if let Some((writer, id, cents)) = during {
             Box::pin(writer.reprice(id, cents)).await.unwrap();
         }
         if self.db.stalling.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_secs(30)).await;
+            let stall = *self.db.stall.lock().unwrap();
+            tokio::time::sleep(if stall.is_zero() {
+                Duration::from_secs(30)
+            } else {
+                stall
+            })
+            .await;
         }
         if self.db.failing.load(Ordering::SeqCst) {
             return Err(DbError::Down);
         }
-        let cents = self.db.prices.lock().unwrap().get(&id).copied();
         Ok(cents.map(|cents| Price { id, cents }))
+    }
+
+    fn stall_for(&self, stall: Duration) {
+        *self.db.stall.lock().unwrap() = stall;
+        self.db.stalling.store(true, Ordering::SeqCst);
+    }
+
+    /// A hit past half the TTL returns at once and refreshes in the background.
+    #[cached_get(prefix = "price", key = "id", schema = Price, ttl = 1, refresh_after = 0.5,
+        cache = self.cache)]
+    async fn price_refreshed(&self, id: i64) -> Result<Option<Price>, DbError> {
+        self.load(id).await
+    }
+
+    /// A miss with an expired copy waits 200 ms for the database, then returns the copy.
+    #[cached_get(prefix = "price", key = "id", schema = Price, ttl = 1, fail_safe = "1m",
+        fail_safe_throttle = "0s", soft_timeout = "200ms", cache = self.cache)]
+    async fn price_soft(&self, id: i64) -> Result<Option<Price>, DbError> {
+        self.load(id).await
     }
 
     #[cached_get(prefix = "price", key = "id", schema = Price, ttl = 1, fail_safe = "1m",
@@ -387,4 +421,136 @@ async fn the_handles_default_applies_and_zero_turns_it_off(backend: Backend) {
     assert_eq!(catalog.price_opted_out(1).await, Err(DbError::Down));
     assert_eq!(catalog.price_by_handle(1).await, Ok(price(1, 100)));
     assert_eq!(catalog.cache.stats().stale_served, 1);
+}
+
+/// Waits (bounded) until `done` holds: for what a background task does.
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not happen within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn refresh_after_refreshes_a_hot_entry_before_it_expires(backend: Backend) {
+    let catalog = Catalog::new(backend.cache());
+    catalog.set(1, 100);
+    assert_eq!(catalog.price_refreshed(1).await, Ok(price(1, 100)));
+    catalog.set(1, 150);
+    // Past half the TTL: the hit answers at once, with what the entry holds…
+    tokio::time::sleep(Duration::from_millis(650)).await;
+    assert_eq!(catalog.price_refreshed(1).await, Ok(price(1, 100)));
+    // …and one background load refreshes it.
+    eventually("the refresh", || catalog.calls() == 2).await;
+    eventually("the refresh's fill", || {
+        catalog.cache.stats().refreshes == 1
+    })
+    .await;
+    backend.settle().await;
+    assert_eq!(catalog.price_refreshed(1).await, Ok(price(1, 150)));
+    // Past the first fill's TTL the entry is still fresh: the hot key never missed.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(catalog.price_refreshed(1).await, Ok(price(1, 150)));
+    let stats = catalog.cache.stats();
+    assert_eq!(stats.misses, 1, "only the first read missed: {stats:?}");
+    assert_eq!(catalog.calls(), 2);
+}
+
+async fn concurrent_hits_past_the_refresh_point_refresh_once(backend: Backend) {
+    let catalog = Catalog::new(backend.cache());
+    catalog.set(1, 100);
+    assert_eq!(catalog.price_refreshed(1).await, Ok(price(1, 100)));
+    catalog.stall_for(Duration::from_millis(300));
+    tokio::time::sleep(Duration::from_millis(650)).await;
+    let reads: Vec<_> = (0..20)
+        .map(|_| {
+            let catalog = catalog.clone();
+            tokio::spawn(async move { catalog.price_refreshed(1).await })
+        })
+        .collect();
+    for read in reads {
+        assert_eq!(
+            read.await.unwrap(),
+            Ok(price(1, 100)),
+            "hits answer at once"
+        );
+    }
+    eventually("the refresh's fill", || {
+        catalog.cache.stats().refreshes == 1
+    })
+    .await;
+    // A second handle (another process) sees the lease or the refreshed entry.
+    assert_eq!(catalog.calls(), 2, "one refresh for twenty hits");
+}
+
+async fn a_write_during_a_refresh_refuses_its_fill(backend: Backend) {
+    let catalog = Catalog::new(backend.cache());
+    catalog.set(1, 100);
+    assert_eq!(catalog.price_refreshed(1).await, Ok(price(1, 100)));
+    tokio::time::sleep(Duration::from_millis(650)).await;
+    // The refresh reads 100, then a write of 300 completes, then the refresh would fill.
+    let writer = catalog.clone();
+    *catalog.db.during_load.lock().unwrap() = Some((writer, 1, 300));
+    assert_eq!(catalog.price_refreshed(1).await, Ok(price(1, 100)));
+    eventually("the refresh", || catalog.calls() == 2).await;
+    eventually("the refused fill", || {
+        catalog.cache.stats().refused_fills == 1
+    })
+    .await;
+    backend.settle().await;
+    assert_eq!(
+        catalog.price_refreshed(1).await,
+        Ok(price(1, 300)),
+        "the write's value, never the refresh's older one"
+    );
+    assert_eq!(catalog.cache.stats().refreshes, 0);
+}
+
+async fn soft_timeout_returns_the_copy_and_the_load_fills_later(backend: Backend) {
+    let catalog = Catalog::new(backend.cache());
+    catalog.set(1, 100);
+    assert_eq!(catalog.price_soft(1).await, Ok(price(1, 100)));
+    expire().await;
+    catalog.set(1, 150);
+    catalog.stall_for(Duration::from_secs(1));
+    assert_eq!(
+        catalog.price_soft(1).await,
+        Ok(price(1, 100)),
+        "the copy, after 200 ms"
+    );
+    let stats = catalog.cache.stats();
+    assert_eq!((stats.loader_timeouts, stats.stale_served), (1, 1));
+    // The load went on without the caller and filled the entry.
+    eventually("the background fill", || {
+        catalog.cache.stats().refreshes == 1
+    })
+    .await;
+    backend.settle().await;
+    assert_eq!(catalog.price_soft(1).await, Ok(price(1, 150)));
+    assert_eq!(catalog.calls(), 2);
+}
+
+async fn soft_timeout_waits_for_the_load_when_a_write_removed_the_copy(backend: Backend) {
+    let catalog = Catalog::new(backend.cache());
+    catalog.set(1, 100);
+    assert_eq!(catalog.price_soft(1).await, Ok(price(1, 100)));
+    expire().await;
+    catalog.set(1, 150);
+    catalog.stall_for(Duration::from_secs(1));
+    // The load reads 150; a write of 300 completes and removes the copy; the load stalls.
+    let writer = catalog.clone();
+    *catalog.db.during_load.lock().unwrap() = Some((writer, 1, 300));
+    let answer = catalog.price_soft(1).await;
+    assert_eq!(
+        answer,
+        Ok(price(1, 150)),
+        "not the copy the write removed: the load's value"
+    );
+    assert_eq!(catalog.cache.stats().stale_served, 0);
+    catalog.db.stalling.store(false, Ordering::SeqCst);
+    backend.settle().await;
+    assert_eq!(catalog.price_soft(1).await, Ok(price(1, 300)));
 }

@@ -48,6 +48,8 @@ pub(crate) enum StaleBecause {
     TimedOut,
     /// A failure's throttle lasts: the function was not asked.
     Throttled,
+    /// `soft_timeout`: another call or process is loading the entry.
+    Loading,
 }
 
 impl StaleBecause {
@@ -56,6 +58,7 @@ impl StaleBecause {
             StaleBecause::Failed => "the function failed",
             StaleBecause::TimedOut => "the function timed out",
             StaleBecause::Throttled => "a recent failure's throttle lasts",
+            StaleBecause::Loading => "another call is loading it (soft_timeout)",
         }
     }
 }
@@ -115,13 +118,13 @@ impl Engine {
         }
     }
 
-    /// Counts a load that outlasted its timeout.
-    pub(crate) fn count_loader_timeout(&self) {
-        self.counters.bump(Counter::LoaderTimeouts);
-    }
-
     /// Counts a background refresh that filled its entry.
     pub(crate) fn count_refresh(&self) {
         self.counters.bump(Counter::Refreshes);
+    }
+
+    /// Counts a load that outlasted its timeout.
+    pub(crate) fn count_loader_timeout(&self) {
+        self.counters.bump(Counter::LoaderTimeouts);
     }
 }

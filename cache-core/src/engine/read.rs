@@ -22,8 +22,8 @@ pub(crate) struct Copyable {
     /// function reads it now. A copy carries them, so that an invalidation of any of them
     /// evicts it, even when the function reading it names none.
     pub(crate) tags: Vec<String>,
-    /// How long the entry stays fresh, in ms, when its fill recorded it (`fail_safe`,
-    /// `refresh_after`): a copy must not outlive it, nor a refresh wait past it.
+    /// How long the entry stays fresh, in ms, when its fill recorded it (`fail_safe`): a
+    /// near copy must not outlive it.
     pub(crate) fresh_ms: Option<u64>,
 }
 

@@ -15,7 +15,7 @@
 //! | `skip:<c>` | fields skipped by `skip_serializing_if`, not stored (sorted) |
 //! | `lease:<token>@<deadline µs>` | a loader's lease on a freshly invalidated entry, live until the deadline (Redis' clock) |
 //! | `tags:<born>:<t1,t2>` | registered under these tags (percent-encoded, sorted) by fills whose oldest load read the clock at `born` |
-//! | `fresh:<deadline µs>` | fresh until this deadline (Redis' clock); after it the entry is an expired copy, kept for `fail_safe` but never a hit. Written only by fills of functions with `fail_safe` or `refresh_after`; an entry without it is fresh for as long as Redis keeps it |
+//! | `fresh:<deadline µs>` | fresh until this deadline (Redis' clock); after it the entry is an expired copy, kept for `fail_safe` but never a hit. Written only by fills of functions with `fail_safe`; an entry without it is fresh for as long as Redis keeps it |
 //!
 //! Unknown tokens are ignored, so that a newer version may add some.
 

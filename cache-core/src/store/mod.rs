@@ -80,8 +80,7 @@ pub(crate) struct EntryRead {
     /// The stamps of the tags the read was asked to fetch with it (`None`: not fetched; a
     /// stamp `None`: gone), in the order asked.
     pub(crate) stamps: Option<Vec<Option<u64>>>,
-    /// How long the entry stays fresh, in ms, when a fill with `fail_safe` or
-    /// `refresh_after` recorded it (`fresh:` in `__meta`); `Some(0)`: expired, a copy that
+    /// How long the entry stays fresh, in ms, when a fill with `fail_safe` recorded it (`fresh:` in `__meta`); `Some(0)`: expired, a copy that
     /// only the fail-safe may return. `None`: fresh for as long as it lives.
     pub(crate) fresh_left_ms: Option<u64>,
 }
@@ -291,8 +290,7 @@ pub(crate) struct Fill<'a> {
     /// How long the tombstone left by a refused fill lives.
     pub(crate) lease_time: Duration,
     /// `Some`: record when the entry stops being fresh (`ttl` from now), and keep it this
-    /// much longer as an expired copy for the fail-safe (`fail_safe`; zero for
-    /// `refresh_after` alone). `None`: the entry is fresh until Redis drops it at `ttl`.
+    /// much longer as an expired copy for the fail-safe (`fail_safe`). `None`: the entry is fresh until Redis drops it at `ttl`.
     pub(crate) grace: Option<Duration>,
 }
 
