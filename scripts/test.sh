@@ -38,6 +38,8 @@ RUSTC_BOOTSTRAP=1 RUSTDOCFLAGS="--cfg docsrs -D warnings" \
 grep -q "Available on <strong>crate feature <code>axum" target/docsrs/doc/cache_core/struct.ResponseCache.html
 echo "== module layering (no circle, no upward import)"
 python3 scripts/imports.py
+echo "== Markdown links (anchors, files, nothing outside the repository)"
+python3 scripts/links.py
 echo "== doctests"
 cargo test --workspace --doc --locked
 echo "== tests"

@@ -13,42 +13,98 @@ use crate::near::{Near, NearCopy, Ticket};
 use crate::{Error, LoadTimeout};
 
 /// A value an entry key is made of (a parameter, or a field of one), for the choice
-/// [`OptionalKey`] and [`PlainKey`] make by autoref specialization.
+/// [`OptionalKey`] and [`PlainKey`] make by autoref specialization. Neither asks for
+/// `Display`: [`key_value`] does, so that a value that cannot be in a key is one error in
+/// [`KeyValue`]'s words, not a method that "exists but its trait bounds were not satisfied".
 #[derive(Debug)]
 pub struct KeyPart<'a, T>(pub &'a T);
 
-/// An `Option` in a key: `None` bypasses the cache.
+/// An `Option` in a key: `None` bypasses the cache. Found first by
+/// `(&&KeyPart(&place)).key_part()` (its `&self` is `&&KeyPart`, the receiver as written).
 pub trait OptionalKey<'a> {
+    /// What the key displays.
+    type Value;
     /// The value to display in the key, `None` for `None`.
-    fn key_part(&self) -> Option<&'a (dyn Display + 'a)>;
+    fn key_part(&self) -> Option<&'a Self::Value>;
 }
 
-impl<'a, T: Display> OptionalKey<'a> for &&KeyPart<'a, Option<T>> {
-    fn key_part(&self) -> Option<&'a (dyn Display + 'a)> {
-        self.0.as_ref().map(|value| value as &dyn Display)
+impl<'a, T> OptionalKey<'a> for &KeyPart<'a, Option<T>> {
+    type Value = T;
+    fn key_part(&self) -> Option<&'a T> {
+        self.0.as_ref()
     }
 }
 
-impl<'a, 'b: 'a, T: Display> OptionalKey<'a> for &&KeyPart<'a, &'b Option<T>> {
-    fn key_part(&self) -> Option<&'a (dyn Display + 'a)> {
-        self.0.as_ref().map(|value| value as &dyn Display)
+impl<'a, 'b: 'a, T> OptionalKey<'a> for &KeyPart<'a, &'b Option<T>> {
+    type Value = T;
+    fn key_part(&self) -> Option<&'a T> {
+        self.0.as_ref()
     }
 }
 
-/// Any other value in a key: as it displays.
-#[diagnostic::on_unimplemented(
-    message = "a cache key is made of values that implement `Display` (or `Option`s of them)",
-    label = "this key reads a value that does not implement `Display`"
-)]
+/// Any other value in a key: as it displays. Found after [`OptionalKey`] (one dereference
+/// further), so it never takes an `Option`.
 pub trait PlainKey<'a> {
+    /// What the key displays.
+    type Value;
     /// The value to display in the key.
-    fn key_part(&self) -> Option<&'a (dyn Display + 'a)>;
+    fn key_part(&self) -> Option<&'a Self::Value>;
 }
 
-impl<'a, T: Display> PlainKey<'a> for &KeyPart<'a, T> {
-    fn key_part(&self) -> Option<&'a (dyn Display + 'a)> {
+impl<'a, T> PlainKey<'a> for KeyPart<'a, T> {
+    type Value = T;
+    fn key_part(&self) -> Option<&'a T> {
         Some(self.0)
     }
+}
+
+/// A value that can be written into a key: one that implements `Display`. Asked for by
+/// [`key_value`], at the key as written, so that the error names the type and says what to
+/// do instead (rustc reports the root obligation's message when the failing bound is on
+/// the same type).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is used in the key, so it must implement `Display`",
+    label = "this key reads a `{Self}`, which does not implement `Display`",
+    note = "implement `Display` for it, or key by a field that does: `key = \"{{kind.code}}\"`; a tuple by its fields: `key = \"{{at.0}}:{{at.1}}\"`",
+    note = "a slice or `Vec` cannot be one key: batch reads are planned (`cached_get_many`); meanwhile key by a field path that identifies the call"
+)]
+pub trait KeyValue {
+    /// The value as the key displays it.
+    fn as_display(&self) -> &(dyn Display + '_);
+}
+
+impl<T: Display> KeyValue for T {
+    fn as_display(&self) -> &(dyn Display + '_) {
+        self
+    }
+}
+
+/// A key part as the key displays it, `None` for an `Option` that is `None`.
+pub fn key_value<'a, T: KeyValue + 'a>(part: Option<&'a T>) -> Option<&'a (dyn Display + 'a)> {
+    part.map(KeyValue::as_display)
+}
+
+/// A parameter value that can be written into a tag: one that implements `Display`. Asked
+/// for by [`tag_value`], at the tag as written (as [`KeyValue`] for keys).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is used in a tag, so it must implement `Display`",
+    label = "this tag reads a `{Self}`, which does not implement `Display`",
+    note = "implement `Display` for it, or name a field that does: `tags = [\"kind:{{kind.code}}\"]`"
+)]
+pub trait TagValue {
+    /// The value as the tag displays it.
+    fn as_display(&self) -> &(dyn Display + '_);
+}
+
+impl<T: Display> TagValue for T {
+    fn as_display(&self) -> &(dyn Display + '_) {
+        self
+    }
+}
+
+/// A tag's parameter value as the tag displays it.
+pub fn tag_value<T: TagValue>(value: &T) -> &(dyn Display + '_) {
+    value.as_display()
 }
 
 /// The return types a `cached_get` function may have, for its schema `S`.
@@ -153,8 +209,19 @@ pub struct Schema<S> {
     pub(crate) near: Option<NearOps<S>>,
 }
 
+/// A type that can be a schema: serde's two traits. Asked for by [`schema`], at the type in
+/// `schema = …`, so that a schema without them is an error in these words.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is the schema of a cached function, so it must implement `Serialize` and `Deserialize`",
+    label = "`{Self}` is stored as a hash of its fields: it needs serde's `Serialize` and `Deserialize`",
+    note = "derive them on the struct: `#[derive(serde::Serialize, serde::Deserialize)]`"
+)]
+pub trait CacheSchema: Serialize + DeserializeOwned {}
+
+impl<S: Serialize + DeserializeOwned> CacheSchema for S {}
+
 /// The codec of schema `S`.
-pub fn schema<S: Serialize + DeserializeOwned>() -> Schema<S> {
+pub fn schema<S: CacheSchema>() -> Schema<S> {
     Schema {
         fields: schema_field_names::<S>,
         decode: codec::decode::<S>,

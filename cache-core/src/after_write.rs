@@ -3,6 +3,7 @@
 
 use crate::adapt::{Output, Schema};
 use crate::codec::EncodedField;
+use crate::engine::Seen;
 use crate::function::Spec;
 use crate::metrics::PrefixMetrics;
 use crate::{Cache, Error};
@@ -19,6 +20,10 @@ pub async fn invalidate(
     };
     let keys: Vec<String> = key.into_iter().collect();
     if keys.is_empty() && tags.is_empty() {
+        // A `None` key and no tags: the call did not touch Redis.
+        if cache.is_enabled() {
+            cache.engine().record(spec.metrics(), Seen::NoKey);
+        }
         return;
     }
     let span = tracing::debug_span!("cache.invalidate", prefix = spec.prefix, ?keys, ?tags);
@@ -26,15 +31,23 @@ pub async fn invalidate(
     // even if our caller stops waiting; never the caller's problem.
     let outcome =
         tracing::Instrument::instrument(cache.engine().invalidate_all(keys, tags), span).await;
-    count_write(spec, &outcome, PrefixMetrics::invalidation);
+    count_write(&cache, spec, &outcome, PrefixMetrics::invalidation);
 }
 
 /// Counts a write's cache step: `counted` when it went through, an error when Redis failed
-/// it (it is then pending, delivered later).
-fn count_write<T>(spec: &'static Spec, outcome: &Result<T, Error>, counted: fn(&PrefixMetrics)) {
+/// it (it is then pending, delivered later), a bypass when the breaker kept it from Redis.
+fn count_write<T>(
+    cache: &Cache,
+    spec: &'static Spec,
+    outcome: &Result<T, Error>,
+    counted: fn(&PrefixMetrics),
+) {
     match outcome {
         Ok(_) => counted(spec.metrics()),
-        Err(Error::CircuitOpen) => {}
+        Err(Error::CircuitOpen) => {
+            cache.engine().count_bypass();
+            spec.metrics().bypass();
+        }
         Err(_) => spec.metrics().error(),
     }
 }
@@ -88,7 +101,7 @@ pub async fn write_through<S, R>(
         span,
     )
     .await;
-    count_write(spec, &outcome, PrefixMetrics::written_through);
+    count_write(&cache, spec, &outcome, PrefixMetrics::written_through);
 }
 
 fn version_of(fields: &[EncodedField], version_field: &str) -> Option<u64> {

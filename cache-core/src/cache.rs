@@ -62,13 +62,15 @@ impl Cache {
         }
         let key = self.engine.key(prefix, key);
         if self.engine.reads_blocked(&key, &[]).await {
+            self.engine.count_bypass();
             return Err(Error::InvalidationPending);
         }
-        match self
+        let read = self
             .engine
             .read_entry(&key, fields, codec::decode::<T>, true, &[])
-            .await?
-        {
+            .await;
+        self.engine.count_if_bypassed(&read);
+        match read? {
             Lookup::Hit(value, _) => Ok(Some(value)),
             Lookup::Absent { .. } | Lookup::Miss { .. } => Ok(None),
         }
@@ -100,9 +102,12 @@ impl Cache {
         }
         let key = self.engine.key(prefix, key);
         if self.engine.reads_blocked(&key, &[]).await {
+            self.engine.count_bypass();
             return Err(Error::InvalidationPending);
         }
-        self.engine.put(&key, &fields).await
+        let put = self.engine.put(&key, &fields).await;
+        self.engine.count_if_bypassed(&put);
+        put
     }
 
     /// Drops the entry `{prefix}:{key}`. If Redis cannot be reached the invalidation is kept
@@ -119,7 +124,9 @@ impl Cache {
     ) -> Result<(), Error> {
         check_segment("prefix", prefix)?;
         let key = self.engine.key(prefix, key);
-        self.engine.invalidate_all(vec![key], Vec::new()).await
+        let invalidated = self.engine.invalidate_all(vec![key], Vec::new()).await;
+        self.engine.count_if_bypassed(&invalidated);
+        invalidated
     }
 
     /// Drops every entry registered under `tag` (by a `tags = [...]` argument of
@@ -129,9 +136,12 @@ impl Cache {
     ///
     /// As [`invalidate`](Self::invalidate).
     pub async fn invalidate_tag(&self, tag: &str) -> Result<(), Error> {
-        self.engine
+        let invalidated = self
+            .engine
             .invalidate_all(Vec::new(), vec![tag.to_owned()])
-            .await
+            .await;
+        self.engine.count_if_bypassed(&invalidated);
+        invalidated
     }
 
     /// The handle's counters.

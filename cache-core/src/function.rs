@@ -68,6 +68,8 @@ pub struct Learned {
     pub(crate) uncacheable: AtomicBool,
     /// Set once this function's misuse was logged: one warning per function per process.
     warned: AtomicBool,
+    /// Set once this function was said to run uncached for want of an installed handle.
+    warned_uninstalled: AtomicBool,
     /// This prefix's metrics, registered on the first call.
     #[cfg(feature = "metrics")]
     metrics: OnceLock<PrefixMetrics>,
@@ -81,6 +83,7 @@ impl Learned {
             fields: OnceLock::new(),
             uncacheable: AtomicBool::new(false),
             warned: AtomicBool::new(false),
+            warned_uninstalled: AtomicBool::new(false),
             #[cfg(feature = "metrics")]
             metrics: OnceLock::new(),
         }
@@ -114,9 +117,23 @@ impl Spec {
     }
 }
 
-/// The handle a call uses when the macro has no `cache = …`: the installed one.
-pub fn installed() -> Option<Cache> {
-    crate::cache::installed()
+/// The handle a call uses when the macro has no `cache = …`: the installed one. Without
+/// one the call runs uncached, and the first such call of each function says so in one
+/// `warn` line: a forgotten `install` is otherwise invisible.
+pub fn installed(spec: &Spec) -> Option<Cache> {
+    let cache = crate::cache::installed();
+    if cache.is_none()
+        && !spec
+            .learned
+            .warned_uninstalled
+            .swap(true, Ordering::Relaxed)
+    {
+        tracing::warn!(
+            prefix = spec.prefix,
+            "this cached function runs uncached: no handle is installed (`cache_core::install`) and its attribute has no `cache = …` (said once for this function)"
+        );
+    }
+    cache
 }
 
 /// Builds the entry key before the body takes ownership of the parameters.

@@ -7,9 +7,10 @@
 //! - [`invalidate`] and [`write_through`]: after a write (`after_write.rs`).
 
 pub use crate::adapt::{
-    output, output_caching_absence, schema, AbsentOutput, AnyOutcome, CachedOutput, Detachable,
-    DetachableRef, KeyPart, NearCapable, NearIncapable, NearOps, NearProbe, OptionalKey, Outcome,
-    Output, PlainKey, ResultOutcome, Schema, Tags, TimeoutError,
+    key_value, output, output_caching_absence, schema, tag_value, AbsentOutput, AnyOutcome,
+    CacheSchema, CachedOutput, Detachable, DetachableRef, KeyPart, KeyValue, NearCapable,
+    NearIncapable, NearOps, NearProbe, OptionalKey, Outcome, Output, PlainKey, ResultOutcome,
+    Schema, TagValue, Tags, TimeoutError,
 };
 pub use crate::after_write::{invalidate, write_through};
 pub use crate::function::{entry_key, installed, Learned, Resilience, Spec};

@@ -74,11 +74,15 @@ where
     F: Future<Output = R>,
     T: Fn(&S) -> Vec<String>,
 {
-    let (Some(cache), Some(key)) = (cache.filter(Cache::is_enabled), key) else {
+    let Some(cache) = cache.filter(Cache::is_enabled) else {
         return body.await;
     };
     let engine = cache.engine();
     let metrics = spec.metrics();
+    let Some(key) = key else {
+        engine.record(metrics, Seen::NoKey);
+        return body.await;
+    };
     let Some(fields) = fields_to_read(engine, spec, &schema) else {
         return body.await;
     };
@@ -175,11 +179,15 @@ where
     L: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = R> + Send + 'static,
 {
-    let (Some(cache), Some(key)) = (cache.filter(Cache::is_enabled), key) else {
+    let Some(cache) = cache.filter(Cache::is_enabled) else {
         return loader().await;
     };
     let engine = cache.engine();
     let metrics = spec.metrics();
+    let Some(key) = key else {
+        engine.record(metrics, Seen::NoKey);
+        return loader().await;
+    };
     let Some(fields) = fields_to_read(engine, spec, &schema) else {
         return loader().await;
     };
@@ -449,9 +457,17 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
     }
 
     /// [`lookup`](Self::lookup); `count_misses` off while polling for another's fill.
+    /// A bypass is counted for the call's first lookup only (`count_misses`): one call
+    /// counts once, however often it polls.
     async fn look_up(&self, count_misses: bool) -> Step<R> {
+        let bypass = || {
+            if count_misses {
+                self.engine.count_bypass();
+            }
+            Step::Bypass
+        };
         if self.engine.reads_blocked(self.key, &[]).await {
-            return Step::Bypass;
+            return bypass();
         }
         let tag_mark = self.engine.tag_delivery_mark();
         // Taken before the read is sent: an invalidation arriving meanwhile keeps the reply
@@ -477,7 +493,7 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
                 if (tag_mark.is_some() || self.engine.tag_invalidations_pending())
                     && !self.tag_checked(&value, &copyable.tags, tag_mark).await
                 {
-                    return Step::Bypass;
+                    return bypass();
                 }
                 if let (Some(window), Some(fresh)) = (self.policy.refresh_window, copyable.fresh_ms)
                 {
@@ -555,10 +571,9 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
                 })
             }
             // Redis did not answer: filling would most likely fail too.
-            Err(error) => {
-                if !matches!(error, Error::CircuitOpen) {
-                    self.spec.metrics().error();
-                }
+            Err(Error::CircuitOpen) => bypass(),
+            Err(_) => {
+                self.spec.metrics().error();
                 Step::Bypass
             }
         }
@@ -572,8 +587,8 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
         if self.engine.reads_blocked(self.key, &tags).await {
             return false;
         }
+        // Not counted here: the caller counts the call's bypass once.
         if tag_mark.is_some_and(|mark| self.engine.delivered_since(mark)) {
-            self.engine.count_bypass();
             return false;
         }
         true

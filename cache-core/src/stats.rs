@@ -25,7 +25,9 @@ pub struct Stats {
     /// Redis operations that failed: refused, timed out, dropped, or an error reply.
     pub errors: u64,
     /// Calls that did not touch Redis: circuit breaker open, a pending invalidation on the
-    /// key, a `None` key, or a schema that cannot be stored as a hash.
+    /// key, a `None` key, or a schema that cannot be stored as a hash. Each call counts
+    /// once (the macros' calls and the direct API's); the background delivery of pending
+    /// invalidations is no call and counts nothing.
     pub bypassed: u64,
     /// Invalidations that could not be delivered yet and wait for Redis to come back.
     pub pending_invalidations: u64,

@@ -108,7 +108,7 @@ fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn, shape: &Shape<'
         None => (
             quote! {
                 let __cache_installed: ::core::option::Option<#krate::Cache> =
-                    #krate::__private::installed();
+                    #krate::__private::installed(&__CACHE_SPEC);
                 let __cache_handle_ref: ::core::option::Option<&#krate::Cache> =
                     ::core::option::Option::as_ref(&__cache_installed);
             },
@@ -220,7 +220,7 @@ fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn, shape: &Shape<'
             let tags = checked
                 .tags
                 .iter()
-                .map(|tag| render_tag(tag, |expr| expr.clone()));
+                .map(|tag| render_tag(tag, |expr| tag_value(krate, tag, expr)));
             let after_success = match (&checked.schema, &checked.version) {
                 (Some(schema), Some(version)) => {
                     let (schema_codec, output_adapter) = adapters(krate, schema, output, false);
@@ -267,6 +267,7 @@ fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn, shape: &Shape<'
 /// The entry key: `None` (bypass) when a place holding an `Option` is `None`.
 fn key(key: &Template, krate: &TokenStream) -> TokenStream {
     let span = key.literal.span();
+    let krate_at_key = respan(krate, span);
     let mut template = String::new();
     let mut values = Vec::new();
     for part in &key.parts {
@@ -275,9 +276,9 @@ fn key(key: &Template, krate: &TokenStream) -> TokenStream {
             TemplatePart::Param(place) => {
                 template.push_str("{}");
                 // Autoref specialization: `Option`s give `None` for `None`, other values
-                // are taken as they display.
+                // are taken as they display; `key_value` asks for `Display`, in our words.
                 values.push(quote_spanned! {span=>
-                    (&&#krate::__private::KeyPart(&#place)).key_part()
+                    #krate_at_key::__private::key_value((&&#krate::__private::KeyPart(&#place)).key_part())
                 });
             }
             // `valid` reads no value fields into keys.
@@ -370,6 +371,27 @@ fn render_tag(tag: &Template, mut param: impl FnMut(&TokenStream) -> TokenStream
     quote!(::std::format!(#template #(, #values)*))
 }
 
+/// A parameter read into a tag, through `tag_value`: a value without `Display` is an error
+/// at the tag, in the library's words.
+fn tag_value(krate: &TokenStream, tag: &Template, place: &TokenStream) -> TokenStream {
+    let span = tag.literal.span();
+    let krate = respan(krate, span);
+    quote_spanned!(span=> #krate::__private::tag_value(&#place))
+}
+
+/// `tokens` (a path) with every token at `span`, so that an error about a call of it points
+/// at the user's token alone, not at the whole attribute.
+fn respan(tokens: &TokenStream, span: proc_macro2::Span) -> TokenStream {
+    tokens
+        .clone()
+        .into_iter()
+        .map(|mut token| {
+            token.set_span(span);
+            token
+        })
+        .collect()
+}
+
 /// `cached_get`'s tags: those made of parameters only are rendered before the call; those
 /// naming fields of the value are rendered from it, with their parameters rendered before
 /// the call too (the body may take ownership of them).
@@ -378,15 +400,16 @@ fn get_tags(krate: &TokenStream, tags: &[Template], schema: &syn::Type) -> Token
         tags.iter().partition(|tag| tag.reads_value());
     let from_parameters = from_parameters
         .into_iter()
-        .map(|tag| render_tag(tag, |place| place.clone()));
+        .map(|tag| render_tag(tag, |place| tag_value(krate, tag, place)));
     let mut captured = Vec::new();
     let from_value: Vec<TokenStream> = from_value
         .into_iter()
         .map(|tag| {
             render_tag(tag, |place| {
                 let name = format_ident!("__cache_tag_param{}", captured.len());
+                let value = tag_value(krate, tag, place);
                 captured.push(quote! {
-                    let #name = ::std::string::ToString::to_string(&#place);
+                    let #name = ::std::string::ToString::to_string(#value);
                 });
                 quote!(#name)
             })

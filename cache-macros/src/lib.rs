@@ -14,6 +14,7 @@
 mod args;
 mod detach;
 mod expand;
+mod refuse;
 mod shape;
 mod valid;
 
@@ -35,7 +36,7 @@ use crate::args::MacroKind;
 /// |---|---|
 /// | `prefix = "user"` | required: the entry's prefix; not empty, no `:`, not starting with `__` |
 /// | `key = "id"` | required: a parameter, a field path into one or into `self` (`"req.id"`, `"self.tenant"`, `"path.0"`), or a template of them (`"{self.tenant}:{id}"`); their `Display` text completes the key. In a template of several values each value's `%` and `:` are escaped and the values are separated by text holding a `:` (a compile error otherwise), so two tuples never share a key (`cache_core::KeySegment` writes a part alike). An `Option` that is `None` bypasses the cache |
-/// | `schema = T` | required: the struct read from and written to the hash (`Serialize + Deserialize`) |
+/// | `schema = T` | required: the struct read from and written to the hash (`Serialize + Deserialize`); a type written as a collection, map, tuple, array, reference, `Option`, `Result` or single value is a compile error at the type |
 /// | `ttl = 60` | seconds (1 to ten years); default: the handle's `default_ttl` |
 /// | `tags = ["user:{id}", "team:{team_id}"]` | tags to register the entry under; `{name}` is a parameter (or a path into one or `self`) or a field of the returned value |
 /// | `cache_none = true` | cache absences (`None`, `Ok(None)`) too, for `none_ttl` seconds |

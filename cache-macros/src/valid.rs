@@ -9,6 +9,7 @@ use syn::parse::Parser as _;
 use syn::{Expr, FnArg, Ident, ItemFn, LitStr, Member, Pat, ReturnType, Type};
 
 use crate::args::{Arg, CacheArgs, MacroKind};
+use crate::refuse;
 use crate::shape::{self, Shape};
 
 /// Everything the expansion needs, known to be consistent with the function.
@@ -108,7 +109,10 @@ pub(crate) fn check(
 
     let key = required(kind, args.key, "key = \"<parameter>\"", &mut errors).and_then(|key| {
         match parse_key(key.value, &params) {
-            Ok(key) => Some(key),
+            Ok(key) => {
+                errors.extend(refuse::list_key(&key.literal, function));
+                Some(key)
+            }
             Err(error) => {
                 errors.push(error);
                 None
@@ -136,6 +140,7 @@ pub(crate) fn check(
         }
         (_, None) => None,
     };
+    errors.extend(schema.as_ref().and_then(refuse::schema));
     let version = match (kind, args.version, &schema) {
         (MacroKind::Update, Some(version), Some(_)) => Some(version.value),
         (MacroKind::Update, Some(version), None) => {
@@ -410,6 +415,12 @@ impl Errors {
         match &mut self.0 {
             Some(first) => first.combine(error),
             None => self.0 = Some(error),
+        }
+    }
+
+    fn extend(&mut self, error: Option<syn::Error>) {
+        if let Some(error) = error {
+            self.push(error);
         }
     }
 

@@ -1,4 +1,4 @@
-//! Settings from the environment, with the embedded defaults of API.md §6.
+//! Settings from the environment, with the defaults the README's table under "The example server" lists.
 
 use std::net::SocketAddr;
 

@@ -1,8 +1,8 @@
 //! The source tutorial's users API (FastAPI + PostgreSQL + redis-py) ported to Rust, with
-//! every cached read going through `cache-core`. See `SEED_API.md` for the routes; `main.rs`
+//! every cached read going through `cache-core`. See `routes.rs` for the routes; `main.rs`
 //! for how to run it.
 
-// The public fields are the API's JSON keys and SQL columns, documented in SEED_API.md.
+// The public fields are the API's JSON keys and SQL columns, as the original API has them.
 #![allow(missing_docs)]
 
 pub mod auth;

@@ -1,5 +1,5 @@
 //! The repository: plain CRUD functions over the database, each cached read and each write
-//! with one attribute, exactly as in the table "What is cached" of SEED_API.md.
+//! with one attribute, as the README's table under "The example server" lists them.
 
 use std::fmt;
 

@@ -1,4 +1,4 @@
-//! The HTTP routes of SEED_API.md. Handlers stay thin: parse, check in the documented order,
+//! The HTTP routes of the ported users API (README, "The example server"). Handlers stay thin: parse, check in the documented order,
 //! call the repository.
 
 use std::collections::HashMap;

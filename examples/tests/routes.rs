@@ -1,4 +1,4 @@
-//! Every route of SEED_API.md driven in process (`oneshot`): status codes, bodies, JSON key
+//! Every route of the example server driven in process (`oneshot`): status codes, bodies, JSON key
 //! order, validation, the order of the checks, and the token rules.
 
 mod common;

@@ -58,13 +58,13 @@ impl Backend {
     }
 
     /// Whether the handles' near caches hear of writes through other handles from Redis's
-    /// pushes, up to 5 ms late (API.md §2); `mem://` tells them before the write returns.
+    /// pushes, up to 5 ms late (README, "Near cache"); `mem://` tells them before the write returns.
     pub fn near_caches_hear_late(&self) -> bool {
         matches!(self, Backend::RedisNear(_) | Backend::ClusterNear(..))
     }
 
     /// Waits until a write through the other handle has reached this one's near cache: Redis
-    /// pushes it within 5 ms (API.md §2); the in-process store before the write returns.
+    /// pushes it within 5 ms (README, "Near cache"); the in-process store before the write returns.
     pub async fn settle(&self) {
         if self.near_caches_hear_late() {
             tokio::time::sleep(Duration::from_millis(5)).await;

@@ -1,4 +1,4 @@
-//! The behavioural suite of API.md §4, run on a real redis-server (as the default user and as
+//! The behavioural suite (README, "Correct under concurrency"), run on a real redis-server (as the default user and as
 //! a user with exactly the README's ACL rule), on the shared Redis Cluster, and on `mem://`.
 
 use std::time::Duration;

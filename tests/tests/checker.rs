@@ -258,7 +258,7 @@ const ABANDONED_WRITE_GRACE: Duration = Duration::from_millis(500);
 /// or pending: its steps' timeouts (three steps of the checker's 1 s operation timeout).
 const OUTAGE_ABANDONED_WRITE_GRACE: Duration = Duration::from_secs(3);
 
-/// How late a write through one handle may reach the other's near cache (API.md §2).
+/// How late a write through one handle may reach the other's near cache (README, "Near cache").
 const NEAR_PUSH_WINDOW: Duration = Duration::from_millis(5);
 
 /// Measures the machine's stalls while the checker runs: a thread that sleeps 1 ms at a
@@ -769,7 +769,7 @@ async fn run_checker(
     let reads = reads.lock().unwrap();
     // A read is stale when a write of a newer version had completed before it started: the
     // newest such write is what it missed. With near caches, a write through the other handle
-    // reaches this one's memory by Redis' push: the contract gives it 5 ms (API.md §2), plus
+    // reaches this one's memory by Redis' push: the contract gives it 5 ms (README, "Near cache"), plus
     // whatever the whole machine stalled in between (`watch_stalls`).
     let missed: Vec<(&ReadSeen, &WriteDone)> = reads
         .iter()

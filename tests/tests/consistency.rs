@@ -1,4 +1,4 @@
-//! Correct under concurrency (API.md §4): tags, no stale set across handles, single flight,
+//! Correct under concurrency (README, "Correct under concurrency"): tags, no stale set across handles, single flight,
 //! negative caching, write-through. Every test runs on Redis, on the shared Redis Cluster (in
 //! a namespace of its own), on `mem://`, and on Redis, the cluster and `mem://` with near caches on both
 //! handles; the randomized checker is in `checker.rs`.

@@ -1,4 +1,4 @@
-//! API.md §5 with real faults: a refused port, a listener that never answers, a server that
+//! "When Redis is down, slow or wrong" (README) with real faults: a refused port, a listener that never answers, a server that
 //! is stopped and restarted, a proxy that is cut. The cache must never turn a working call
 //! into a failing one, and an invalidation it could not deliver must not be forgotten.
 
@@ -471,4 +471,57 @@ async fn a_connection_slower_than_one_timeout_is_made_once_and_then_used() {
         "{stats:?}"
     );
     assert_eq!(proxy.connections(), 1, "one connection, made once");
+}
+
+/// `Stats::bypassed` counts calls, as documented: each call that did not touch Redis once
+/// (a `None` key, the breaker open, an invalidation of its key pending), and nothing else.
+/// During an outage the background delivery of a pending invalidation keeps retrying (and
+/// the breaker keeps rejecting it): those retries are no calls and count nothing.
+#[tokio::test(flavor = "current_thread")]
+async fn bypassed_counts_calls_none_keys_included_background_retries_excluded() {
+    let mut server = RedisServer::start();
+    let repo = repo_at(&server.url(), |builder| {
+        builder
+            .breaker_threshold(1)
+            .breaker_cooldown(Duration::from_secs(60))
+    });
+    for _ in 0..7 {
+        assert!(repo.get_user_maybe(None).await.is_none());
+    }
+    assert_eq!(repo.get_user_maybe(Some(1)).await.unwrap().id, 1);
+    assert_eq!(repo.get_user(1).await.unwrap().unwrap().id, 1);
+    assert_eq!(repo.get_user(1).await.unwrap().unwrap().id, 1);
+    let stats = repo.cache.stats();
+    assert_eq!(
+        (stats.bypassed, stats.hits),
+        (7, 2),
+        "seven `None` keys bypassed, the other calls read Redis: {stats:?}"
+    );
+
+    server.stop();
+    // The write's invalidation fails: it is kept, blocks reads of user 1, and a background
+    // task retries it while the breaker (opened by that one failure) rejects the retries.
+    repo.rename(1, "renamed").await.unwrap();
+    assert_eq!(repo.cache.stats().pending_invalidations, 1);
+    let before = repo.cache.stats();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle = repo.cache.stats();
+    assert_eq!(idle.pending_invalidations, 1, "still undelivered: {idle:?}");
+    assert_eq!(
+        idle.bypassed, before.bypassed,
+        "no call, no bypass: background retries are not calls ({before:?} → {idle:?})"
+    );
+
+    let calls = 8;
+    for _ in 0..calls {
+        assert_eq!(repo.get_user(1).await.unwrap().unwrap().name, "renamed");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let after = repo.cache.stats();
+    assert_eq!(
+        after.bypassed - idle.bypassed,
+        calls,
+        "each call during the outage bypassed once, retries going on: {after:?}"
+    );
+    assert_eq!(after.pending_invalidations, 1, "{after:?}");
 }

@@ -880,3 +880,49 @@ async fn a_large_tag_is_stamped_at_once_and_its_entries_tombstoned_in_batches() 
         assert_eq!(field(&server, &format!("item:{id}"), "name"), None);
     }
 }
+
+/// A function without `cache = …` in a process that never called `cache_core::install`
+/// runs uncached, and says so: one `warn` line per function, on its first call, however many
+/// calls follow (nextest runs each test in its own process, so nothing is installed here).
+#[tokio::test(flavor = "current_thread")]
+async fn a_function_without_an_installed_handle_says_once_that_it_runs_uncached() {
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Item {
+        id: i64,
+    }
+    #[cache_core::cached_get(prefix = "uninstalled", key = "id", schema = Item)]
+    async fn item(id: i64) -> Option<Item> {
+        Some(Item { id })
+    }
+    #[cache_core::cached_get(prefix = "uninstalled-too", key = "id", schema = Item)]
+    async fn other_item(id: i64) -> Option<Item> {
+        Some(Item { id })
+    }
+
+    assert!(
+        cache_core::installed().is_none(),
+        "this test needs a process of its own"
+    );
+    let (log, _capturing) = CapturedLog::start();
+    for id in 0..5 {
+        assert_eq!(item(id).await, Some(Item { id }));
+    }
+    other_item(1).await;
+    other_item(2).await;
+    let lines = log.lines();
+    let uncached: Vec<&String> = lines
+        .iter()
+        .filter(|line| line.contains("runs uncached") && line.contains("cache_core::install"))
+        .collect();
+    assert_eq!(uncached.len(), 2, "one line per function: {lines:#?}");
+    assert!(
+        uncached[0].contains("WARN") && uncached[0].contains("prefix=\"uninstalled\""),
+        "{}",
+        uncached[0]
+    );
+    assert!(
+        uncached[1].contains("prefix=\"uninstalled-too\""),
+        "{}",
+        uncached[1]
+    );
+}

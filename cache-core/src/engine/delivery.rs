@@ -37,11 +37,8 @@ impl Engine {
             // Rare, and a large future: boxed so that it does not weigh on every read.
             Box::pin(self.deliver_pending()).await;
         }
-        let blocked = self.pending.blocks(key, tags);
-        if blocked {
-            self.count_bypass();
-        }
-        blocked
+        // Counted as a bypass by the call, which knows whether it is its first read.
+        self.pending.blocks(key, tags)
     }
 
     /// Tries to deliver the pending invalidations now.

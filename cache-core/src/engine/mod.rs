@@ -77,6 +77,8 @@ pub(crate) enum Seen {
     Coalesced,
     /// The function's schema cannot be cached: the call skips the cache.
     Uncacheable,
+    /// The call's key is `None` (an `Option` in it is): the call skips the cache.
+    NoKey,
 }
 
 /// One handle's state, shared by its clones.
@@ -267,7 +269,7 @@ impl Engine {
                 self.counters.bump(Counter::Coalesced);
                 metrics.coalesced();
             }
-            Seen::Uncacheable => {
+            Seen::Uncacheable | Seen::NoKey => {
                 self.counters.bump(Counter::Bypassed);
                 metrics.bypass();
             }
@@ -291,8 +293,21 @@ impl Engine {
         self.counters.bump(Counter::Misses);
     }
 
+    /// Counts one call that did not touch Redis. Calls only: never an operation of a
+    /// call or of a background delivery.
     pub(crate) fn count_bypass(&self) {
         self.counters.bump(Counter::Bypassed);
+    }
+
+    /// Counts a call of the direct API that ended without touching Redis (the breaker open,
+    /// or an invalidation of its key pending).
+    pub(crate) fn count_if_bypassed<T>(&self, outcome: &Result<T, Error>) {
+        if matches!(
+            outcome,
+            Err(Error::CircuitOpen | Error::InvalidationPending)
+        ) {
+            self.count_bypass();
+        }
     }
 
     /// Runs one store operation under the breaker and the timeout, counting and logging
@@ -304,7 +319,8 @@ impl Engine {
     ) -> Result<T, Error> {
         let admission = self.breaker.admit();
         if admission == Admission::Rejected {
-            self.count_bypass();
+            // Not counted here: an operation is not a call (a call may run several, and
+            // background deliveries are none); calls count their bypass where they end.
             return Err(Error::CircuitOpen);
         }
         let probe = self.breaker.probe_guard(admission);
