@@ -105,7 +105,7 @@ mod near;
 mod private;
 mod read_through;
 mod redact;
-#[cfg(feature = "axum")]
+#[cfg(any(feature = "axum", feature = "actix"))]
 mod response;
 mod source;
 mod stats;
@@ -123,8 +123,12 @@ pub use crate::cache::{install, installed, Cache};
 pub use crate::error::Error;
 pub use crate::key::KeySegment;
 pub use crate::redact::redact_url;
+#[cfg(any(feature = "axum", feature = "actix"))]
+pub use crate::response::ResponseCache;
+#[cfg(feature = "actix")]
+pub use crate::response::ResponseCacheMiddleware;
 #[cfg(feature = "axum")]
-pub use crate::response::{ResponseCache, ResponseCacheService};
+pub use crate::response::ResponseCacheService;
 pub use crate::source::RedisSource;
 pub use crate::stats::Stats;
 
