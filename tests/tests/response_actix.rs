@@ -1,0 +1,595 @@
+//! The response cache as an actix-web middleware (`ResponseCache`, feature `actix`) on a real
+//! redis-server, driven through actix-web's own service stack: the same cache, `ETag` /
+//! `If-None-Match` / `304`, tags and invalidation as with axum (tests/response.rs), and the
+//! poisoning cases of tests/response_poisoning.rs (spellings of an id, repeated and encoded
+//! parameters, a handler's `Vary`, hosts, `no-cache`, users), one actix app each.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::{ready, Ready};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Payload, Service, ServiceResponse};
+use actix_web::http::{header, Method, StatusCode};
+use actix_web::{test, web, App, FromRequest, HttpRequest, HttpResponse};
+use cache_core::{cached_update, Cache, ResponseCache};
+use cache_integration_tests::RedisServer;
+use serde_json::{json, Value};
+
+struct Db {
+    cache: Cache,
+    names: Mutex<BTreeMap<i64, String>>,
+    runs: AtomicUsize,
+}
+
+impl Db {
+    #[cached_update(prefix = "user", key = "id", tags = ["user:{id}", "users:list"], cache = self.cache)]
+    async fn rename(&self, id: i64, name: String) -> Result<(), String> {
+        self.names.lock().unwrap().insert(id, name);
+        Ok(())
+    }
+
+    fn ran(&self) {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn runs(&self) -> usize {
+        self.runs.load(Ordering::SeqCst)
+    }
+}
+
+type Shared = web::Data<Db>;
+
+fn db(cache: Cache) -> Shared {
+    web::Data::new(Db {
+        cache,
+        names: Mutex::new((1..=3).map(|id| (id, format!("user{id}"))).collect()),
+        runs: AtomicUsize::new(0),
+    })
+}
+
+fn redis_cache(server: &RedisServer) -> Cache {
+    Cache::builder().url(server.url()).build().unwrap()
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: header::HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+}
+
+async fn send<S, B>(
+    app: &S,
+    method: Method,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: &'static str,
+) -> Answer
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let mut request = test::TestRequest::default().method(method).uri(uri);
+    for (name, value) in headers {
+        request = request.insert_header((*name, *value));
+    }
+    if !body.is_empty() {
+        request = request
+            .insert_header((header::CONTENT_TYPE, "application/json"))
+            .set_payload(body);
+    }
+    let response = test::call_service(app, request.to_request()).await;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = test::read_body(response).await;
+    Answer {
+        status,
+        headers,
+        body: String::from_utf8(bytes.to_vec()).unwrap(),
+    }
+}
+
+async fn get_at<S, B>(app: &S, uri: &str) -> Answer
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    send(app, Method::GET, uri, &[], "").await
+}
+
+async fn user(db: Shared, id: web::Path<i64>) -> HttpResponse {
+    db.ran();
+    let id = id.into_inner();
+    let name = db.names.lock().unwrap().get(&id).cloned();
+    match name {
+        Some(name) => HttpResponse::Ok().json(json!({ "id": id, "name": name })),
+        None => HttpResponse::NotFound().finish(),
+    }
+}
+
+async fn list(db: Shared) -> HttpResponse {
+    db.ran();
+    let names: Vec<String> = db.names.lock().unwrap().values().cloned().collect();
+    HttpResponse::Ok().json(names)
+}
+
+async fn put_user(db: Shared, id: web::Path<i64>, body: web::Json<Value>) -> HttpResponse {
+    let name = body["name"].as_str().unwrap_or_default().to_owned();
+    db.rename(id.into_inner(), name).await.unwrap();
+    HttpResponse::NoContent().finish()
+}
+
+fn user_cache(db: &Shared) -> ResponseCache {
+    ResponseCache::new(db.cache.clone(), "resp_user")
+        .unwrap()
+        .cache_control(header_value("public, max-age=0, must-revalidate"))
+        .actix_tags_from(|id: web::Path<i64>| [format!("user:{}", id.into_inner())])
+}
+
+fn header_value(text: &'static str) -> cache_core_http::HeaderValue {
+    cache_core_http::HeaderValue::from_static(text)
+}
+
+/// `http` 1, the types `ResponseCache`'s options take, whichever framework serves it.
+mod cache_core_http {
+    pub(crate) use axum::http::HeaderValue;
+}
+
+/// The end-to-end case of the issue: an actix app caches a page, validates its `ETag` with a
+/// `304` without the handler, and drops the page when a write through the app changes it.
+#[tokio::test]
+async fn an_actix_app_caches_validates_etags_and_drops_pages_on_writes() {
+    let server = RedisServer::start();
+    let db = db(redis_cache(&server));
+    let app = test::init_service(
+        App::new()
+            .app_data(db.clone())
+            .service(
+                web::resource("/users/{id}")
+                    .wrap(user_cache(&db))
+                    .route(web::get().to(user))
+                    .route(web::put().to(put_user)),
+            )
+            .service(
+                web::resource("/users")
+                    .wrap(
+                        ResponseCache::new(db.cache.clone(), "resp_users")
+                            .unwrap()
+                            .tags(["users:list"]),
+                    )
+                    .route(web::get().to(list)),
+            ),
+    )
+    .await;
+
+    let first = get_at(&app, "/users/1").await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.header("x-cache"), Some("miss"));
+    let etag = first.header("etag").unwrap().to_owned();
+    assert!(etag.starts_with('"'), "a strong ETag: {etag}");
+    assert_eq!(
+        first.header("cache-control"),
+        Some("public, max-age=0, must-revalidate")
+    );
+    let list_before = get_at(&app, "/users").await;
+
+    let second = get_at(&app, "/users/1").await;
+    assert_eq!(db.runs(), 2, "the second answer came from Redis");
+    assert_eq!(second.header("x-cache"), Some("hit"));
+    assert_eq!(second.body, first.body);
+    assert_eq!(second.header("etag"), Some(etag.as_str()));
+    assert_eq!(second.header("content-type"), Some("application/json"));
+    assert!(second.header("age").is_some());
+    let stored: Option<String> = redis::cmd("HGET")
+        .arg("resp_user:/users/1")
+        .arg("body")
+        .query(&mut server.connection())
+        .unwrap();
+    assert_eq!(stored.as_deref(), Some(first.body.as_str()));
+
+    let revalidated = send(
+        &app,
+        Method::GET,
+        "/users/1",
+        &[("if-none-match", &etag)],
+        "",
+    )
+    .await;
+    assert_eq!(revalidated.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(revalidated.body, "");
+    assert_eq!(revalidated.header("etag"), Some(etag.as_str()));
+    let other = send(
+        &app,
+        Method::GET,
+        "/users/1",
+        &[("if-none-match", "\"other\"")],
+        "",
+    )
+    .await;
+    assert_eq!(other.status, StatusCode::OK);
+    assert_eq!(other.body, first.body);
+    get_at(&app, "/users").await;
+    assert_eq!(
+        db.runs(),
+        2,
+        "revalidations and hits did not run the handlers"
+    );
+
+    let put = send(&app, Method::PUT, "/users/1", &[], r#"{"name":"renamed"}"#).await;
+    assert_eq!(put.status, StatusCode::NO_CONTENT);
+    let after = get_at(&app, "/users/1").await;
+    assert_eq!(after.header("x-cache"), Some("miss"));
+    assert!(after.body.contains("renamed"), "{}", after.body);
+    assert_ne!(after.header("etag"), Some(etag.as_str()));
+    let list_after = get_at(&app, "/users").await;
+    assert!(list_after.body.contains("renamed"), "{}", list_after.body);
+    assert_ne!(list_after.body, list_before.body);
+    let old = send(
+        &app,
+        Method::GET,
+        "/users/1",
+        &[("if-none-match", &etag)],
+        "",
+    )
+    .await;
+    assert_eq!(
+        old.status,
+        StatusCode::OK,
+        "the old ETag no longer revalidates"
+    );
+}
+
+/// `GET /api/users/01`, a write to user 1, `GET /api/users/01`: the tag is the one the
+/// handler's id gives, so the write drops the page whatever spelling made it.
+#[tokio::test]
+async fn a_write_is_seen_through_every_spelling_of_the_id() {
+    let server = RedisServer::start();
+    let db = db(redis_cache(&server));
+    let app = test::init_service(
+        App::new().app_data(db.clone()).service(
+            web::resource("/api/users/{id}")
+                .wrap(user_cache(&db))
+                .route(web::get().to(user)),
+        ),
+    )
+    .await;
+
+    for spelling in ["01", "+1", "%31", "1"] {
+        let uri = format!("/api/users/{spelling}");
+        assert!(get_at(&app, &uri).await.body.contains("user1"), "{uri}");
+        let again = get_at(&app, &uri).await;
+        assert_eq!(again.header("x-cache"), Some("hit"), "{uri}");
+    }
+    db.rename(1, "renamed".into()).await.unwrap();
+    for spelling in ["01", "+1", "%31", "1"] {
+        let uri = format!("/api/users/{spelling}");
+        let after = get_at(&app, &uri).await;
+        assert!(after.body.contains("renamed"), "{uri}: {}", after.body);
+    }
+    let runs = db.runs();
+    get_at(&app, "/api/users/%31").await;
+    get_at(&app, "/api/users/1").await;
+    assert_eq!(db.runs(), runs, "`%31` and `1` are one entry");
+}
+
+async fn page(db: Shared, request: HttpRequest) -> HttpResponse {
+    db.ran();
+    // What actix-web's `web::Query<HashMap<…>>` reads: the last value of a repeated name.
+    let query = web::Query::<HashMap<String, String>>::from_query(request.query_string())
+        .map(web::Query::into_inner)
+        .unwrap_or_default();
+    HttpResponse::Ok().json(json!({ "page": query.get("page"), "last": query.get("last") }))
+}
+
+/// A parameter given twice is never cached (handlers differ in which value they take); an
+/// encoded name is the name it decodes to.
+#[tokio::test]
+async fn repeated_and_encoded_parameters_are_read_as_the_handler_reads_them() {
+    let server = RedisServer::start();
+    let db = db(redis_cache(&server));
+    let app = test::init_service(
+        App::new().app_data(db.clone()).service(
+            web::resource("/page")
+                .wrap(ResponseCache::new(db.cache.clone(), "resp_page").unwrap())
+                .route(web::get().to(page)),
+        ),
+    )
+    .await;
+
+    let one = get_at(&app, "/page?last=10").await;
+    assert_eq!(one.header("x-cache"), Some("miss"));
+    let twice = get_at(&app, "/page?last=10&last=0").await;
+    assert_eq!(twice.header("x-cache"), None, "not looked up");
+    assert_ne!(twice.body, one.body);
+    let again = get_at(&app, "/page?last=10&last=0").await;
+    assert_eq!(again.header("x-cache"), None);
+
+    let plain = get_at(&app, "/page?page=9").await;
+    let encoded = get_at(&app, "/page?%70age=9").await;
+    assert_eq!(encoded.header("x-cache"), Some("hit"));
+    assert_eq!(encoded.body, plain.body);
+}
+
+async fn negotiated(request: HttpRequest) -> HttpResponse {
+    let json = request
+        .headers()
+        .get(header::ACCEPT)
+        .is_some_and(|accept| accept.as_bytes().starts_with(b"application/json"));
+    let mut response = HttpResponse::Ok();
+    response.insert_header((header::VARY, "Accept"));
+    if json {
+        response.json(json!({ "hello": "json" }))
+    } else {
+        response.body("<p>hello html</p>")
+    }
+}
+
+/// A handler's `Vary` the key does not hold is not stored; once `vary` keys it, each
+/// `Accept` gets its own entry.
+#[tokio::test]
+async fn the_handlers_vary_never_serves_another_request() {
+    let server = RedisServer::start();
+    let cache = redis_cache(&server);
+    let app = test::init_service(
+        App::new()
+            .service(
+                web::resource("/unkeyed")
+                    .wrap(ResponseCache::new(cache.clone(), "resp_unkeyed").unwrap())
+                    .route(web::get().to(negotiated)),
+            )
+            .service(
+                web::resource("/keyed")
+                    .wrap(
+                        ResponseCache::new(cache.clone(), "resp_keyed")
+                            .unwrap()
+                            .vary([axum::http::header::ACCEPT]),
+                    )
+                    .route(web::get().to(negotiated)),
+            ),
+    )
+    .await;
+    let json = [("accept", "application/json")];
+    let html = [("accept", "text/html")];
+    for path in ["/unkeyed", "/keyed"] {
+        let first = send(&app, Method::GET, path, &json, "").await;
+        assert!(first.body.contains("json"), "{path}");
+        let other = send(&app, Method::GET, path, &html, "").await;
+        assert!(other.body.contains("html"), "{path}: {}", other.body);
+        let back = send(&app, Method::GET, path, &json, "").await;
+        assert!(back.body.contains("json"), "{path}: {}", back.body);
+    }
+    let unkeyed = send(&app, Method::GET, "/unkeyed", &json, "").await;
+    assert_eq!(
+        unkeyed.header("x-cache"),
+        None,
+        "answered as the handler made it"
+    );
+    let stored: Vec<String> = redis::cmd("KEYS")
+        .arg("resp_unkeyed*")
+        .query(&mut server.connection())
+        .unwrap();
+    assert!(stored.is_empty(), "never stored: {stored:?}");
+    let keyed = send(&app, Method::GET, "/keyed", &html, "").await;
+    assert_eq!(keyed.header("x-cache"), Some("hit"));
+    assert_eq!(keyed.header("vary"), Some("accept"));
+}
+
+/// The user a bearer token names, as an actix-web authentication extractor would give it;
+/// a request without one is rejected.
+struct Bearer(String);
+
+impl FromRequest for Bearer {
+    type Error = actix_web::Error;
+    type Future = Ready<Result<Self, actix_web::Error>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let token = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .filter(|token| !token.starts_with("revoked"));
+        ready(match token {
+            Some(token) => Ok(Bearer(token.to_owned())),
+            None => Err(actix_web::error::ErrorUnauthorized("no session")),
+        })
+    }
+}
+
+async fn mine(db: Shared, request: HttpRequest) -> HttpResponse {
+    db.ran();
+    match Bearer::extract(&request).await {
+        Ok(Bearer(token)) => {
+            HttpResponse::Ok().body(format!("the page of {}", token.trim_end_matches("-secret")))
+        }
+        Err(_) => HttpResponse::Unauthorized().finish(),
+    }
+}
+
+/// Per-user pages: each user has its own entry, a request with credentials but no
+/// `actix_per_user` is never looked up, a revoked token is answered by the handler, and the
+/// token never reaches Redis.
+#[tokio::test]
+async fn per_user_pages_follow_the_authentication_and_keep_tokens_out_of_redis() {
+    let server = RedisServer::start();
+    let db = db(redis_cache(&server));
+    let app = test::init_service(
+        App::new()
+            .app_data(db.clone())
+            .service(
+                web::resource("/me")
+                    .wrap(
+                        ResponseCache::new(db.cache.clone(), "resp_me")
+                            .unwrap()
+                            .actix_per_user(|Bearer(user)| Some(user)),
+                    )
+                    .route(web::get().to(mine)),
+            )
+            .service(
+                web::resource("/shared")
+                    .wrap(ResponseCache::new(db.cache.clone(), "resp_shared").unwrap())
+                    .route(web::get().to(mine)),
+            ),
+    )
+    .await;
+    let alice = [("authorization", "Bearer alice-secret")];
+    let bob = [("authorization", "Bearer bob-secret")];
+    assert!(send(&app, Method::GET, "/me", &alice, "")
+        .await
+        .body
+        .contains("alice"));
+    let bobs = send(&app, Method::GET, "/me", &bob, "").await;
+    assert!(bobs.body.contains("bob"), "{}", bobs.body);
+    let alice_again = send(&app, Method::GET, "/me", &alice, "").await;
+    assert_eq!(alice_again.header("x-cache"), Some("hit"));
+    assert!(alice_again.body.contains("alice"));
+    let revoked = send(
+        &app,
+        Method::GET,
+        "/me",
+        &[("authorization", "Bearer revoked-alice-secret")],
+        "",
+    )
+    .await;
+    assert_eq!(
+        revoked.status,
+        StatusCode::UNAUTHORIZED,
+        "the handler answered"
+    );
+    assert_eq!(revoked.header("x-cache"), None, "not looked up");
+
+    for _ in 0..2 {
+        let shared = send(&app, Method::GET, "/shared", &alice, "").await;
+        assert_eq!(shared.header("x-cache"), None, "a private request");
+    }
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query(&mut server.connection())
+        .unwrap();
+    assert!(!keys.is_empty());
+    for key in keys {
+        assert!(!key.contains("secret"), "{key}");
+        let fields: Vec<String> = redis::cmd("HVALS")
+            .arg(&key)
+            .query(&mut server.connection())
+            .unwrap_or_default();
+        assert!(
+            fields.iter().all(|field| !field.contains("secret")),
+            "{key}"
+        );
+    }
+}
+
+async fn hosted(db: Shared, request: HttpRequest) -> HttpResponse {
+    db.ran();
+    let header_text = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .map_or(String::new(), |value| value.to_str().unwrap().to_owned())
+    };
+    let name = db.names.lock().unwrap()[&1].clone();
+    HttpResponse::Ok().body(format!(
+        "<a href=\"https://{}{}/\">{name}</a>",
+        header_text("host"),
+        header_text("x-forwarded-host")
+    ))
+}
+
+/// A client's `no-cache` is answered by the handler; hosts and forwarded hosts key the
+/// entry; a `HEAD` has no body.
+#[tokio::test]
+async fn no_cache_head_and_hosts_are_answered_as_http_says() {
+    let server = RedisServer::start();
+    let db = db(redis_cache(&server));
+    let app = test::init_service(
+        App::new().app_data(db.clone()).service(
+            web::resource("/home")
+                .wrap(ResponseCache::new(db.cache.clone(), "resp_home").unwrap())
+                .route(web::get().to(hosted))
+                .route(web::head().to(hosted)),
+        ),
+    )
+    .await;
+    let a = [("host", "a.example")];
+    let first = send(&app, Method::GET, "/home", &a, "").await;
+    assert!(first.body.contains("a.example"));
+    db.names.lock().unwrap().insert(1, "changed".into());
+    let cached = send(&app, Method::GET, "/home", &a, "").await;
+    assert_eq!(cached.header("x-cache"), Some("hit"));
+    assert!(!cached.body.contains("changed"));
+    let fresh = send(
+        &app,
+        Method::GET,
+        "/home",
+        &[("host", "a.example"), ("cache-control", "no-cache")],
+        "",
+    )
+    .await;
+    assert!(fresh.body.contains("changed"), "{}", fresh.body);
+    let other = send(&app, Method::GET, "/home", &[("host", "b.example")], "").await;
+    assert!(other.body.contains("b.example"), "{}", other.body);
+    let forwarded = send(
+        &app,
+        Method::GET,
+        "/home",
+        &[("host", "a.example"), ("x-forwarded-host", "evil.example")],
+        "",
+    )
+    .await;
+    assert!(forwarded.body.contains("evil.example"));
+    let plain = send(&app, Method::GET, "/home", &a, "").await;
+    assert!(!plain.body.contains("evil"), "{}", plain.body);
+
+    let head = send(&app, Method::HEAD, "/home", &a, "").await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(head.body, "");
+}
+
+/// Redis down: the handler answers every request, nothing fails.
+#[tokio::test]
+async fn redis_down_means_the_handler_answers() {
+    let server = RedisServer::start();
+    let db = db(redis_cache(&server));
+    let app = test::init_service(
+        App::new().app_data(db.clone()).service(
+            web::resource("/users/{id}")
+                .wrap(user_cache(&db))
+                .route(web::get().to(user)),
+        ),
+    )
+    .await;
+    get_at(&app, "/users/1").await;
+    drop(server);
+    for _ in 0..2 {
+        let answer = get_at(&app, "/users/1").await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert!(answer.body.contains("user1"));
+    }
+}
+
+/// An axum extractor given to a cache an actix app wraps would leave its tags out: refused
+/// when the app is built.
+#[tokio::test]
+#[should_panic(expected = "axum extractor")]
+async fn an_axum_extractor_is_refused_by_an_actix_app() {
+    let cache = Cache::builder().url("mem://").build().unwrap();
+    let wrong = ResponseCache::new(cache, "resp_wrong")
+        .unwrap()
+        .tags_from(|axum::extract::Path(id): axum::extract::Path<i64>| [format!("user:{id}")]);
+    let _app = test::init_service(
+        App::new().service(
+            web::resource("/users/{id}")
+                .wrap(wrong)
+                .route(web::get().to(HttpResponse::Ok)),
+        ),
+    )
+    .await;
+}
