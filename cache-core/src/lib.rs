@@ -53,7 +53,7 @@
 //! | connections the application already has (pools, managers, cluster clients) | [`RedisSource`] |
 //! | Redis Cluster, TLS (feature `tls`), ACL users | [`CacheBuilder::cluster_nodes`], [`CacheBuilder::tls_ca_pem`] |
 //! | decoded values in process memory, kept coherent by Redis' pushes | [`CacheBuilder::near_cache`] |
-//! | whole responses of axum routes (feature `axum`) | [`ResponseCache`] |
+//! | whole responses of axum or actix-web routes (feature `axum` or `actix`) | [`ResponseCache`] |
 //! | counters; metrics per prefix (feature `metrics`) | [`Stats`], [`Cache::stats`] |
 //! | what can go wrong | [`Error`] |
 //!
@@ -65,7 +65,8 @@
 //! `macros` (default): the attributes. `tls`: `rediss://` through rustls. `connection-manager`
 //! and `deadpool`: a `ConnectionManager` or a `deadpool_redis::Pool` as the handle's
 //! connection. `metrics`: counters and latency histograms per prefix through the `metrics`
-//! facade. `axum`: `ResponseCache`, a tower layer caching whole responses.
+//! facade. `axum`: `ResponseCache`, a tower layer caching whole responses. `actix`: the same
+//! `ResponseCache` as an actix-web 4 middleware, without axum or tower.
 //!
 //! # Words
 //!

@@ -504,7 +504,7 @@ async fn hosted(db: Shared, request: HttpRequest) -> HttpResponse {
 }
 
 /// A client's `no-cache` is answered by the handler; hosts and forwarded hosts key the
-/// entry; a `HEAD` has no body.
+/// entry; a `HEAD` goes to the app's `HEAD` route, not to the cache.
 #[tokio::test]
 async fn no_cache_head_and_hosts_are_answered_as_http_says() {
     let server = RedisServer::start();
@@ -548,9 +548,11 @@ async fn no_cache_head_and_hosts_are_answered_as_http_says() {
     let plain = send(&app, Method::GET, "/home", &a, "").await;
     assert!(!plain.body.contains("evil"), "{}", plain.body);
 
+    let runs = db.runs();
     let head = send(&app, Method::HEAD, "/home", &a, "").await;
     assert_eq!(head.status, StatusCode::OK);
-    assert_eq!(head.body, "");
+    assert_eq!(head.header("x-cache"), None, "not looked up");
+    assert_eq!(db.runs(), runs + 1, "the HEAD route answered");
 }
 
 /// Redis down: the handler answers every request, nothing fails.

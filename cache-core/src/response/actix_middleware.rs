@@ -242,8 +242,9 @@ where
         }
     }
 
-    /// Making it a `GET` needs the request unshared, which actix-web asserts by panicking:
-    /// a `HEAD` is answered by the handler instead.
+    /// Making it a `GET` needs the request unshared, which actix-web asserts by panicking
+    /// (and its routes do not answer a `HEAD` with their `GET` handler anyway): a `HEAD` is
+    /// answered by the app's own `HEAD` route, without the cache.
     fn make_get(&mut self) -> bool {
         false
     }
@@ -342,25 +343,9 @@ impl<B: MessageBody + 'static> Handled for ActixResponse<B> {
         )
     }
 
+    /// Kept as it is: actix-http sends a `HEAD`'s response without its body, with the
+    /// `Content-Length` of the body, and would send `0` for a body taken away here.
     fn without_body(self) -> Self {
-        let ActixResponse::Made(response) = self else {
-            return self;
-        };
-        let (request, response) = response.into_parts();
-        let length = match response.body().size() {
-            BodySize::Sized(size) => Some(size),
-            _ => None,
-        };
-        let (mut response, _) = response.into_parts();
-        if let Some(length) = length {
-            let name = actix_web::http::header::CONTENT_LENGTH;
-            if !response.headers().contains_key(&name) {
-                response
-                    .headers_mut()
-                    .insert(name, actix_web::http::header::HeaderValue::from(length));
-            }
-        }
-        let response = response.set_body(EitherBody::right(BoxBody::new(())));
-        ActixResponse::Made(ServiceResponse::new(request, response))
+        self
     }
 }
