@@ -7,7 +7,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::{ready, Ready};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Payload, Service, ServiceResponse};
@@ -16,11 +17,19 @@ use actix_web::{test, web, App, FromRequest, HttpRequest, HttpResponse};
 use cache_core::{cached_update, Cache, ResponseCache};
 use cache_integration_tests::RedisServer;
 use serde_json::{json, Value};
+use tokio::sync::Notify;
 
 struct Db {
     cache: Cache,
     names: Mutex<BTreeMap<i64, String>>,
     runs: AtomicUsize,
+    /// When set, `GET /users/{id}` reads the data, then waits here before answering.
+    gate: Mutex<Option<Arc<Gate>>>,
+}
+
+struct Gate {
+    read: Notify,
+    open: Notify,
 }
 
 impl Db {
@@ -46,6 +55,7 @@ fn db(cache: Cache) -> Shared {
         cache,
         names: Mutex::new((1..=3).map(|id| (id, format!("user{id}"))).collect()),
         runs: AtomicUsize::new(0),
+        gate: Mutex::new(None),
     })
 }
 
@@ -108,6 +118,11 @@ async fn user(db: Shared, id: web::Path<i64>) -> HttpResponse {
     db.ran();
     let id = id.into_inner();
     let name = db.names.lock().unwrap().get(&id).cloned();
+    let gate = db.gate.lock().unwrap().clone();
+    if let Some(gate) = gate {
+        gate.read.notify_one();
+        gate.open.notified().await;
+    }
     match name {
         Some(name) => HttpResponse::Ok().json(json!({ "id": id, "name": name })),
         None => HttpResponse::NotFound().finish(),
@@ -594,4 +609,199 @@ async fn an_axum_extractor_is_refused_by_an_actix_app() {
         ),
     )
     .await;
+}
+
+fn users_app_routes(
+    db: &Shared,
+) -> App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new().app_data(db.clone()).service(
+        web::resource("/users/{id}")
+            .wrap(user_cache(db))
+            .route(web::get().to(user))
+            .route(web::put().to(put_user)),
+    )
+}
+
+/// The handler read the data, a write lands, then the handler answers: what it made is
+/// answered but not stored, so the next request sees the write.
+#[tokio::test]
+async fn a_response_made_before_a_write_is_not_stored_after_it() {
+    let server = RedisServer::start();
+    let db = db(redis_cache(&server));
+    let app = test::init_service(users_app_routes(&db)).await;
+    let gate = Arc::new(Gate {
+        read: Notify::new(),
+        open: Notify::new(),
+    });
+    *db.gate.lock().unwrap() = Some(gate.clone());
+    let (old, ()) = tokio::join!(get_at(&app, "/users/3"), async {
+        // The handler has read "user3"; the write lands before it answers.
+        gate.read.notified().await;
+        *db.gate.lock().unwrap() = None;
+        let put = send(&app, Method::PUT, "/users/3", &[], r#"{"name":"new"}"#).await;
+        assert_eq!(put.status, StatusCode::NO_CONTENT);
+        gate.open.notify_one();
+    });
+    assert!(old.body.contains("user3"), "it answers what it read");
+    let next = get_at(&app, "/users/3").await;
+    assert!(
+        next.body.contains("new"),
+        "the response made before the write was not stored: {}",
+        next.body
+    );
+}
+
+/// Concurrent misses of one page run the handler once.
+#[tokio::test]
+async fn concurrent_misses_run_the_handler_once() {
+    let server = RedisServer::start();
+    let db = db(redis_cache(&server));
+    let app = test::init_service(users_app_routes(&db)).await;
+    let gate = Arc::new(Gate {
+        read: Notify::new(),
+        open: Notify::new(),
+    });
+    *db.gate.lock().unwrap() = Some(gate.clone());
+    let (a, b, c, d, ()) = tokio::join!(
+        get_at(&app, "/users/2"),
+        get_at(&app, "/users/2"),
+        get_at(&app, "/users/2"),
+        get_at(&app, "/users/2"),
+        async {
+            gate.read.notified().await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            *db.gate.lock().unwrap() = None;
+            gate.open.notify_one();
+        }
+    );
+    for answer in [a, b, c, d] {
+        assert_eq!(answer.status, StatusCode::OK);
+        assert!(answer.body.contains("user2"));
+    }
+    assert_eq!(db.runs(), 1, "one handler run for four concurrent misses");
+}
+
+async fn big(db: Shared) -> HttpResponse {
+    db.ran();
+    HttpResponse::Ok().body("x".repeat(4096))
+}
+
+async fn streamed(db: Shared) -> HttpResponse {
+    db.ran();
+    HttpResponse::Ok().body(Chunks(["a", "b"].into()))
+}
+
+/// A body of ready chunks that does not announce its size, as a streaming body does not.
+struct Chunks(std::collections::VecDeque<&'static str>);
+
+impl MessageBody for Chunks {
+    type Error = std::convert::Infallible;
+
+    fn size(&self) -> actix_web::body::BodySize {
+        actix_web::body::BodySize::Stream
+    }
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<web::Bytes, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|chunk| Ok(web::Bytes::from(chunk))))
+    }
+}
+
+/// Errors, bodies over `max_body`, bodies of unknown size and `Set-Cookie` are answered as
+/// the handler made them and never stored.
+#[tokio::test]
+async fn failures_big_bodies_streams_and_cookies_are_not_stored() {
+    let server = RedisServer::start();
+    let db = db(redis_cache(&server));
+    let cache = db.cache.clone();
+    let wrapped = |prefix: &str| ResponseCache::new(cache.clone(), prefix).unwrap();
+    let app =
+        test::init_service(
+            App::new()
+                .app_data(db.clone())
+                .service(
+                    web::resource("/users/{id}")
+                        .wrap(user_cache(&db))
+                        .route(web::get().to(user)),
+                )
+                .service(
+                    web::resource("/big")
+                        .wrap(wrapped("resp_big").max_body(1024))
+                        .route(web::get().to(big)),
+                )
+                .service(
+                    web::resource("/streamed")
+                        .wrap(wrapped("resp_streamed"))
+                        .route(web::get().to(streamed)),
+                )
+                .service(web::resource("/cookie").wrap(wrapped("resp_cookie")).route(
+                    web::get().to(|db: Shared| async move {
+                        db.ran();
+                        HttpResponse::Ok()
+                            .insert_header((header::SET_COOKIE, "session=1"))
+                            .body("personal")
+                    }),
+                )),
+        )
+        .await;
+    for _ in 0..2 {
+        assert_eq!(
+            get_at(&app, "/users/99").await.status,
+            StatusCode::NOT_FOUND
+        );
+    }
+    assert_eq!(db.runs(), 2, "a 404 is not stored");
+    for _ in 0..2 {
+        assert_eq!(get_at(&app, "/big").await.body.len(), 4096);
+    }
+    assert_eq!(db.runs(), 4, "a body over max_body is not stored");
+    for _ in 0..2 {
+        assert_eq!(get_at(&app, "/streamed").await.body, "ab");
+    }
+    assert_eq!(db.runs(), 6, "a body of unknown size is not stored");
+    for _ in 0..2 {
+        let answer = get_at(&app, "/cookie").await;
+        assert_eq!(answer.header("set-cookie"), Some("session=1"));
+    }
+    assert_eq!(db.runs(), 8, "a response setting a cookie is not stored");
+}
+
+/// Scopes keep their prefix in the key: two tenants' `/users/1` are two entries.
+#[tokio::test]
+async fn scopes_keep_their_prefix_in_the_key() {
+    let server = RedisServer::start();
+    let cache = redis_cache(&server);
+    let tenant = |name: &'static str| {
+        web::scope(if name == "a" {
+            "/tenant-a"
+        } else {
+            "/tenant-b"
+        })
+        .service(
+            web::resource("/users/{id}")
+                .wrap(ResponseCache::new(cache.clone(), "resp_tenant").unwrap())
+                .route(web::get().to(move |id: web::Path<i64>| async move {
+                    format!("{name}'s user {}", id.into_inner())
+                })),
+        )
+    };
+    let app = test::init_service(App::new().service(tenant("a")).service(tenant("b"))).await;
+    assert_eq!(get_at(&app, "/tenant-a/users/1").await.body, "a's user 1");
+    let b = get_at(&app, "/tenant-b/users/1").await;
+    assert_eq!(b.body, "b's user 1");
+    assert_eq!(b.header("x-cache"), Some("miss"));
+    assert_eq!(
+        get_at(&app, "/tenant-a/users/1").await.header("x-cache"),
+        Some("hit")
+    );
 }
