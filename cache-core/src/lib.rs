@@ -136,6 +136,11 @@ pub use crate::stats::Stats;
 /// The `redis` crate this library is built on, so that users get a matching version.
 pub use redis;
 
+/// The `http` crate (1.x) whose types `ResponseCache`'s options take (`HeaderName`,
+/// `HeaderValue`, the `Parts` `cache_if` sees), for actix-web 4 apps, which use `http` 0.2.
+#[cfg(any(feature = "axum", feature = "actix"))]
+pub use http;
+
 #[cfg(feature = "macros")]
 #[doc(inline)]
 pub use cache_macros::{cached_delete, cached_get, cached_update};

@@ -148,13 +148,9 @@ fn user_cache(db: &Shared) -> ResponseCache {
         .actix_tags_from(|id: web::Path<i64>| [format!("user:{}", id.into_inner())])
 }
 
-fn header_value(text: &'static str) -> cache_core_http::HeaderValue {
-    cache_core_http::HeaderValue::from_static(text)
-}
-
-/// `http` 1, the types `ResponseCache`'s options take, whichever framework serves it.
-mod cache_core_http {
-    pub(crate) use axum::http::HeaderValue;
+/// `http` 1, the types `ResponseCache`'s options take, re-exported for actix-web apps.
+fn header_value(text: &'static str) -> cache_core::http::HeaderValue {
+    cache_core::http::HeaderValue::from_static(text)
 }
 
 /// The end-to-end case of the issue: an actix app caches a page, validates its `ETag` with a
@@ -364,7 +360,7 @@ async fn the_handlers_vary_never_serves_another_request() {
                     .wrap(
                         ResponseCache::new(cache.clone(), "resp_keyed")
                             .unwrap()
-                            .vary([axum::http::header::ACCEPT]),
+                            .vary([cache_core::http::header::ACCEPT]),
                     )
                     .route(web::get().to(negotiated)),
             ),
@@ -595,7 +591,7 @@ async fn redis_down_means_the_handler_answers() {
 /// An axum extractor given to a cache an actix app wraps would leave its tags out: refused
 /// when the app is built.
 #[tokio::test]
-#[should_panic(expected = "axum extractor")]
+#[should_panic(expected = "wrapped by actix holds an extractor for axum")]
 async fn an_axum_extractor_is_refused_by_an_actix_app() {
     let cache = Cache::builder().url("mem://").build().unwrap();
     let wrong = ResponseCache::new(cache, "resp_wrong")
@@ -804,4 +800,87 @@ async fn scopes_keep_their_prefix_in_the_key() {
         get_at(&app, "/tenant-a/users/1").await.header("x-cache"),
         Some("hit")
     );
+}
+
+async fn ranged(request: HttpRequest) -> HttpResponse {
+    if request.headers().contains_key(header::RANGE) {
+        HttpResponse::PartialContent()
+            .insert_header((header::CONTENT_RANGE, "bytes 0-1/10"))
+            .body("01")
+    } else {
+        HttpResponse::Ok().body("0123456789")
+    }
+}
+
+/// A `206` answering a `Range` is never stored, so the whole page is never served a part.
+#[tokio::test]
+async fn partial_content_never_serves_another_request() {
+    let server = RedisServer::start();
+    let app = test::init_service(
+        App::new().service(
+            web::resource("/ranged")
+                .wrap(ResponseCache::new(redis_cache(&server), "resp_ranged").unwrap())
+                .route(web::get().to(ranged)),
+        ),
+    )
+    .await;
+    let part = send(&app, Method::GET, "/ranged", &[("range", "bytes=0-1")], "").await;
+    assert_eq!(part.status, StatusCode::PARTIAL_CONTENT);
+    let whole = get_at(&app, "/ranged").await;
+    assert_eq!(whole.status, StatusCode::OK);
+    assert_eq!(whole.body, "0123456789");
+}
+
+/// Parameters in another order share an entry; with `query_params`, only the listed ones
+/// key it; a request `cache_if` refuses is not looked up (`cache_if` sees the request as
+/// `http` 1 parts, converted from actix-web's).
+#[tokio::test]
+async fn queries_in_another_order_share_an_entry_and_only_listed_ones_key_it() {
+    let server = RedisServer::start();
+    let db = db(redis_cache(&server));
+    let app = test::init_service(
+        App::new()
+            .app_data(db.clone())
+            .service(
+                web::resource("/page")
+                    .wrap(ResponseCache::new(db.cache.clone(), "resp_page").unwrap())
+                    .route(web::get().to(page)),
+            )
+            .service(
+                web::resource("/only")
+                    .wrap(
+                        ResponseCache::new(db.cache.clone(), "resp_only")
+                            .unwrap()
+                            .query_params(["page"])
+                            .cache_if(|parts| parts.uri.query() != Some("uncached")),
+                    )
+                    .route(web::get().to(page)),
+            ),
+    )
+    .await;
+    get_at(&app, "/page?page=1&last=10").await;
+    let again = get_at(&app, "/page?last=10&page=1").await;
+    assert_eq!(again.header("x-cache"), Some("hit"));
+    assert_eq!(db.runs(), 1);
+
+    get_at(&app, "/only?page=2").await;
+    let junk = get_at(&app, "/only?junk=1&page=2").await;
+    assert_eq!(junk.header("x-cache"), Some("hit"));
+    let other = get_at(&app, "/only?page=3").await;
+    assert_eq!(other.header("x-cache"), Some("miss"));
+    let refused = get_at(&app, "/only?uncached").await;
+    assert_eq!(refused.header("x-cache"), None);
+    assert_eq!(db.runs(), 4);
+}
+
+/// And the other way round: an actix-web extractor in a cache an axum route is layered with.
+#[tokio::test]
+#[should_panic(expected = "wrapped by axum holds an extractor for actix")]
+async fn an_actix_extractor_is_refused_by_an_axum_layer() {
+    let cache = Cache::builder().url("mem://").build().unwrap();
+    let wrong = ResponseCache::new(cache, "resp_wrong")
+        .unwrap()
+        .actix_per_user(|Bearer(user)| Some(user));
+    let _router: axum::Router =
+        axum::Router::new().route("/me", axum::routing::get(|| async { "" }).layer(wrong));
 }

@@ -208,8 +208,8 @@ impl Config {
         ] {
             if let Some(given) = extractor.filter(|given| *given != framework) {
                 panic!(
-                    "ResponseCache for {framework} was given a {given} extractor ({option}): \
-                     use the {framework} form of the option"
+                    "ResponseCache wrapped by {framework} holds an extractor for {given} \
+                     ({option}): give it the {framework} form of the option"
                 );
             }
         }
