@@ -884,3 +884,131 @@ async fn an_actix_extractor_is_refused_by_an_axum_layer() {
     let _router: axum::Router =
         axum::Router::new().route("/me", axum::routing::get(|| async { "" }).layer(wrong));
 }
+
+/// One HTTP/1.1 exchange over TCP, as a client sends it: status, headers (names
+/// lowercased) and the bytes after them.
+async fn over_tcp(address: std::net::SocketAddr, head: &str, body: &str) -> WireAnswer {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!(
+        "{head}\r\nHost: test.example\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|line| line.split_once(": "))
+        .map(|(name, value)| (name.to_ascii_lowercase(), value.to_owned()))
+        .collect();
+    WireAnswer {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+struct WireAnswer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl WireAnswer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(named, _)| named == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// The same on the wire: a real `HttpServer` on a loopback port (its own actix system on a
+/// thread, stopped at the end), a client speaking HTTP/1.1 over TCP. A page is cached, its
+/// `ETag` answered `304` without the handler, a `HEAD` answered by its route without body
+/// and with the page's length, and a `PUT` drops the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tcp_an_actix_server_caches_validates_and_drops_pages() {
+    let server = RedisServer::start();
+    let db = db(redis_cache(&server));
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let app_db = db.clone();
+    let thread = std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let http = actix_web::HttpServer::new(move || {
+                App::new().app_data(app_db.clone()).service(
+                    web::resource("/users/{id}")
+                        .wrap(user_cache(&app_db))
+                        .route(web::get().to(user))
+                        .route(web::head().to(user))
+                        .route(web::put().to(put_user)),
+                )
+            })
+            .workers(1)
+            .disable_signals()
+            .bind(("127.0.0.1", 0))
+            .unwrap();
+            let address = http.addrs()[0];
+            let running = http.run();
+            sender.send((address, running.handle())).unwrap();
+            running.await
+        })
+    });
+    let (address, handle) = receiver.recv().unwrap();
+
+    let first = over_tcp(address, "GET /users/1 HTTP/1.1", "").await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("x-cache"), Some("miss"));
+    assert!(first.body.contains("user1"), "{}", first.body);
+    let etag = first.header("etag").unwrap().to_owned();
+    let hit = over_tcp(address, "GET /users/1 HTTP/1.1", "").await;
+    assert_eq!(hit.header("x-cache"), Some("hit"));
+    assert_eq!(hit.body, first.body);
+    assert_eq!(
+        hit.header("content-length"),
+        Some(first.body.len().to_string().as_str())
+    );
+    let revalidated = over_tcp(
+        address,
+        &format!("GET /users/1 HTTP/1.1\r\nIf-None-Match: {etag}"),
+        "",
+    )
+    .await;
+    assert_eq!(revalidated.status, 304);
+    assert_eq!(revalidated.body, "");
+    assert_eq!(db.runs(), 1, "the hit and the 304 did not run the handler");
+
+    let head = over_tcp(address, "HEAD /users/1 HTTP/1.1", "").await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.body, "", "no body on the wire");
+    assert_eq!(
+        head.header("content-length"),
+        Some(first.body.len().to_string().as_str()),
+        "the GET's length"
+    );
+
+    let put = over_tcp(
+        address,
+        "PUT /users/1 HTTP/1.1\r\nContent-Type: application/json",
+        r#"{"name":"renamed"}"#,
+    )
+    .await;
+    assert_eq!(put.status, 204);
+    let after = over_tcp(address, "GET /users/1 HTTP/1.1", "").await;
+    assert_eq!(after.header("x-cache"), Some("miss"));
+    assert!(after.body.contains("renamed"), "{}", after.body);
+
+    handle.stop(true).await;
+    thread.join().unwrap().unwrap();
+}
