@@ -148,9 +148,13 @@ where
         let service = Rc::clone(&self.service);
         let config = Arc::clone(&self.config);
         Box::pin(async move {
-            let Some(parts) = parts_of(&request) else {
-                // Not expressible as `http` 1 types (never seen from a real client): the
-                // handler answers, nothing is looked up.
+            // Only a `GET` may use the cache (a `HEAD` goes to its own route, see
+            // `make_get`); and a request not expressible as `http` 1 types (never seen from
+            // a real client) is not looked up either. Nothing is converted for the others.
+            let parts = (request.method() == actix_web::http::Method::GET)
+                .then(|| parts_of(&request))
+                .flatten();
+            let Some(parts) = parts else {
                 let response = service.call(request).await?;
                 return Ok(response.map_into_left_body());
             };
