@@ -35,7 +35,14 @@ RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p cache-core -p cache-macros --a
 # differ.
 RUSTC_BOOTSTRAP=1 RUSTDOCFLAGS="--cfg docsrs -D warnings" \
   cargo doc --no-deps -p cache-core --all-features --locked --target-dir target/docsrs
-grep -q "Available on <strong>crate feature <code>axum" target/docsrs/doc/cache_core/struct.ResponseCache.html
+grep -q "Available on <strong>crate features <code>axum</code> or <code>actix" target/docsrs/doc/cache_core/struct.ResponseCache.html
+grep -q "Available on <strong>crate feature <code>actix" target/docsrs/doc/cache_core/struct.ResponseCacheMiddleware.html
+echo "== the actix feature builds without axum or tower"
+if cargo tree -p cache-core --no-default-features --features actix --locked -e normal --prefix none \
+  | grep -E '^(axum|tower)'; then
+  echo "cache-core's actix feature pulls in axum or tower" >&2
+  exit 1
+fi
 echo "== module layering (no circle, no upward import)"
 python3 scripts/imports.py
 echo "== Markdown links (anchors, files, nothing outside the repository)"

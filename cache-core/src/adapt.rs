@@ -312,7 +312,7 @@ impl<S: Clone + Send + Sync + 'static> NearCapable<S> for &NearProbe<S> {
 }
 
 /// The near cache's operations for a type known to fit it, for the runtime's own schemas.
-#[cfg(feature = "axum")]
+#[cfg(any(feature = "axum", feature = "actix"))]
 pub(crate) fn near_ops<S: Clone + Send + Sync + 'static>() -> Option<NearOps<S>> {
     NearCapable::near_ops(&&NearProbe::<S>::NEW)
 }

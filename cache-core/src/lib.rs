@@ -53,7 +53,7 @@
 //! | connections the application already has (pools, managers, cluster clients) | [`RedisSource`] |
 //! | Redis Cluster, TLS (feature `tls`), ACL users | [`CacheBuilder::cluster_nodes`], [`CacheBuilder::tls_ca_pem`] |
 //! | decoded values in process memory, kept coherent by Redis' pushes | [`CacheBuilder::near_cache`] |
-//! | whole responses of axum routes (feature `axum`) | [`ResponseCache`] |
+//! | whole responses of axum or actix-web routes (feature `axum` or `actix`) | [`ResponseCache`] |
 //! | counters; metrics per prefix (feature `metrics`) | [`Stats`], [`Cache::stats`] |
 //! | what can go wrong | [`Error`] |
 //!
@@ -65,7 +65,8 @@
 //! `macros` (default): the attributes. `tls`: `rediss://` through rustls. `connection-manager`
 //! and `deadpool`: a `ConnectionManager` or a `deadpool_redis::Pool` as the handle's
 //! connection. `metrics`: counters and latency histograms per prefix through the `metrics`
-//! facade. `axum`: `ResponseCache`, a tower layer caching whole responses.
+//! facade. `axum`: `ResponseCache`, a tower layer caching whole responses. `actix`: the same
+//! `ResponseCache` as an actix-web 4 middleware, without axum or tower.
 //!
 //! # Words
 //!
@@ -105,7 +106,7 @@ mod near;
 mod private;
 mod read_through;
 mod redact;
-#[cfg(feature = "axum")]
+#[cfg(any(feature = "axum", feature = "actix"))]
 mod response;
 mod source;
 mod stats;
@@ -123,13 +124,22 @@ pub use crate::cache::{install, installed, Cache};
 pub use crate::error::{Error, LoadTimeout};
 pub use crate::key::KeySegment;
 pub use crate::redact::redact_url;
+#[cfg(any(feature = "axum", feature = "actix"))]
+pub use crate::response::ResponseCache;
+#[cfg(feature = "actix")]
+pub use crate::response::ResponseCacheMiddleware;
 #[cfg(feature = "axum")]
-pub use crate::response::{ResponseCache, ResponseCacheService};
+pub use crate::response::ResponseCacheService;
 pub use crate::source::RedisSource;
 pub use crate::stats::Stats;
 
 /// The `redis` crate this library is built on, so that users get a matching version.
 pub use redis;
+
+/// The `http` crate (1.x) whose types `ResponseCache`'s options take (`HeaderName`,
+/// `HeaderValue`, the `Parts` `cache_if` sees), for actix-web 4 apps, which use `http` 0.2.
+#[cfg(any(feature = "axum", feature = "actix"))]
+pub use http;
 
 #[cfg(feature = "macros")]
 #[doc(inline)]

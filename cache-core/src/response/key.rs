@@ -5,9 +5,9 @@
 //! Two requests share an entry only if the handler cannot tell them apart, so the key is made
 //! from the request *as the handler reads it*, not as it was typed:
 //!
-//! - the whole path as the client sent it (`OriginalUri`: under `Router::nest` the request's
-//!   own URI has lost the prefix), each segment percent-decoded and encoded again one fixed
-//!   way (`/users/%31` and `/users/1` are one entry; `/a%2Fb` and `/a/b` are not);
+//! - the whole path as the client sent it (the framework's adapter hands it over: under
+//!   axum's `Router::nest` the request's own URI has lost the prefix, so it is
+//!   `OriginalUri`), each segment percent-decoded and encoded again one fixed way (`/users/%31` and `/users/1` are one entry; `/a%2Fb` and `/a/b` are not);
 //! - the query's parameters decoded (`%70age` is `page`, `+` is a space), filtered by name,
 //!   sorted and encoded again; a name given twice makes the request uncacheable, since
 //!   handlers differ in which value they take;
@@ -15,13 +15,12 @@
 //!   route is host-independent, and the `vary` headers), and the user's hashed identity.
 //!
 //! Every part is encoded so that no separator can appear inside one: the key text is
-//! injective in what it is made of.
+//! injective in what it is made of. Framework-free: `http` types only.
 
 use std::fmt::Write as _;
 
-use axum::extract::OriginalUri;
-use axum::http::header::{self, HeaderName};
-use axum::http::request::Parts;
+use http::header::{self, HeaderMap, HeaderName};
+use http::Uri;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 /// Everything but the unreserved characters of RFC 3986 is encoded, `%` included, so that
@@ -54,11 +53,7 @@ pub(super) struct KeyedBy<'a> {
 
 /// The canonical key text of a request, or `None` when it must not use the cache (a query
 /// parameter given twice, or a path or query that is not UTF-8 once decoded).
-pub(super) fn key_text(parts: &Parts, keyed_by: &KeyedBy<'_>) -> Option<String> {
-    let uri = parts
-        .extensions
-        .get::<OriginalUri>()
-        .map_or(&parts.uri, |original| &original.0);
+pub(super) fn key_text(uri: &Uri, headers: &HeaderMap, keyed_by: &KeyedBy<'_>) -> Option<String> {
     let mut key = String::with_capacity(uri.path().len() + 16);
     for (index, segment) in uri.path().split('/').enumerate() {
         if index > 0 {
@@ -82,7 +77,7 @@ pub(super) fn key_text(parts: &Parts, keyed_by: &KeyedBy<'_>) -> Option<String> 
         key.extend(utf8_percent_encode(value, COMPONENT));
     }
     for name in keyed_by.headers {
-        let mut values = parts.headers.get_all(name).iter().peekable();
+        let mut values = headers.get_all(name).iter().peekable();
         if values.peek().is_none() {
             continue;
         }
@@ -130,10 +125,9 @@ pub(super) fn query_pairs(query: &str) -> Option<Vec<(String, String)>> {
 /// Whether the client asked not to be answered from a cache (`Cache-Control: no-cache`,
 /// `no-store` or `max-age=0`, or `Pragma: no-cache`): the handler answers, and what it makes
 /// is not stored in place of what others are served.
-pub(super) fn refuses_stored_answers(parts: &Parts) -> bool {
+pub(super) fn refuses_stored_answers(headers: &HeaderMap) -> bool {
     let directives = |name: HeaderName| {
-        parts
-            .headers
+        headers
             .get_all(name)
             .iter()
             .filter_map(|value| value.to_str().ok())
@@ -152,7 +146,8 @@ pub(super) fn refuses_stored_answers(parts: &Parts) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::Request;
+    use http::request::Parts;
+    use http::Request;
     use proptest::prelude::*;
 
     fn parts(uri: &str, headers: &[(&str, &str)]) -> Parts {
@@ -163,13 +158,18 @@ mod tests {
         request.body(()).unwrap().into_parts().0
     }
 
+    fn headers(uri: &str, headers: &[(&str, &str)]) -> HeaderMap {
+        parts(uri, headers).headers
+    }
+
     fn key(uri: &str) -> Option<String> {
         let everything = KeyedBy {
             query_params: None,
             headers: &[],
             user: None,
         };
-        key_text(&parts(uri, &[]), &everything)
+        let parts = parts(uri, &[]);
+        key_text(&parts.uri, &parts.headers, &everything)
     }
 
     #[test]
@@ -209,7 +209,10 @@ mod tests {
             headers: &[],
             user: None,
         };
-        let of = |uri: &str| key_text(&parts(uri, &[]), &keyed_by);
+        let of = |uri: &str| {
+            let parts = parts(uri, &[]);
+            key_text(&parts.uri, &parts.headers, &keyed_by)
+        };
         assert_eq!(of("/p?junk=1&junk=2&page=3"), of("/p?page=3"));
         assert_eq!(of("/p?%70age=9"), of("/p?page=9"));
         assert_ne!(of("/p?%70age=9"), of("/p"));
@@ -222,7 +225,10 @@ mod tests {
             headers: &HOST_HEADERS,
             user: None,
         };
-        let of = |headers: &[(&str, &str)]| key_text(&parts("/p", headers), &keyed_by);
+        let of = |headers: &[(&str, &str)]| {
+            let parts = parts("/p", headers);
+            key_text(&parts.uri, &parts.headers, &keyed_by)
+        };
         assert_ne!(of(&[("host", "a.example")]), of(&[("host", "b.example")]));
         assert_eq!(of(&[("host", "A.example")]), of(&[("host", "a.example")]));
         assert_ne!(
@@ -232,37 +238,20 @@ mod tests {
     }
 
     #[test]
-    fn the_original_uri_of_a_nested_route_keys_it() {
-        let mut nested = parts("/users/1", &[]);
-        nested
-            .extensions
-            .insert(OriginalUri("/tenant-a/users/1".parse().unwrap()));
-        let everything = KeyedBy {
-            query_params: None,
-            headers: &[],
-            user: None,
-        };
-        assert_eq!(
-            key_text(&nested, &everything).as_deref(),
-            Some("/tenant-a/users/1")
-        );
-    }
-
-    #[test]
     fn clients_refusing_stored_answers_are_seen() {
-        assert!(refuses_stored_answers(&parts(
+        assert!(refuses_stored_answers(&headers(
             "/",
             &[("cache-control", "No-Cache")]
         )));
-        assert!(refuses_stored_answers(&parts(
+        assert!(refuses_stored_answers(&headers(
             "/",
             &[("cache-control", "max-stale, max-age=0")]
         )));
-        assert!(refuses_stored_answers(&parts(
+        assert!(refuses_stored_answers(&headers(
             "/",
             &[("pragma", "no-cache")]
         )));
-        assert!(!refuses_stored_answers(&parts(
+        assert!(!refuses_stored_answers(&headers(
             "/",
             &[("cache-control", "max-age=60")]
         )));

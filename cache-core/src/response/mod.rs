@@ -1,5 +1,5 @@
-//! Whole responses of `GET`/`HEAD` routes cached in Redis (feature `axum`): a tower layer
-//! over the same [`Cache`] handle and the same protocol as `#[cached_get]`, so that the writes
+//! Whole responses of `GET`/`HEAD` routes cached in Redis (feature `axum` or `actix`): a
+//! tower layer or an actix-web middleware over the same [`Cache`] handle and the same protocol as `#[cached_get]`, so that the writes
 //! that invalidate the data (`#[cached_update]` / `#[cached_delete]` tags, `invalidate_tag`)
 //! drop the responses made from it, with the entries' guarantees: a response computed before
 //! a write is never stored after the write's invalidation, concurrent misses run the handler
@@ -7,24 +7,24 @@
 //!
 //! A response is stored as one hash (`{namespace}:{prefix}:{path}?{query}…`) whose fields are
 //! its status, the headers kept, the body (UTF-8), a strong `ETag` and when it was made.
+//!
+//! One implementation, two thin adapters: this module, `key` and `stored` hold everything
+//! the cache decides (the options, which requests are looked up, the key, what is stored,
+//! the answer, `304`s, tags) over `http` 1 types; an adapter ([`Exchange`] for a request,
+//! [`Handled`] for the handler's response) only moves a framework's request and response in
+//! and out: `axum` (a tower `Layer`) and `actix` (an actix-web 4 `Transform`, converting its
+//! `http` 0.2 types at the boundary). Neither adapter decides anything.
 
-use std::convert::Infallible;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::FromRequestParts;
-use axum::http::header::{self, HeaderName, HeaderValue};
-use axum::http::request::Parts;
-use axum::http::{Method, Request};
-use axum::response::Response;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Method, StatusCode, Uri};
 use sha2::{Digest as _, Sha256};
-use tower_layer::Layer;
-use tower_service::Service;
 
 use crate::adapt::{near_ops, output, schema, Tags};
 use crate::builder::MAX_DURATION;
@@ -33,21 +33,31 @@ use crate::key::check_segment;
 use crate::read_through::{get_or_fill, near_hit};
 use crate::{Cache, Error};
 
+#[cfg(feature = "actix")]
+mod actix_middleware;
+#[cfg(feature = "axum")]
+mod axum_layer;
 mod key;
 mod stored;
 
+#[cfg(feature = "actix")]
+pub use self::actix_middleware::ResponseCacheMiddleware;
+#[cfg(feature = "axum")]
+pub use self::axum_layer::ResponseCacheService;
 use key::{key_text, refuses_stored_answers, KeyedBy, HOST_HEADERS};
-use stored::{
-    answer, storable_head, stored_form, without_body, Answering, NotStored, StoredResponse,
-};
+use stored::{answer, storable_head, stored_form, Answer, Answering, NotStored, StoredResponse};
 
 /// The default largest body cached: larger ones are answered, not stored.
 const DEFAULT_MAX_BODY: usize = 256 * 1024;
 
-/// Caches whole responses of a route's `GET` and `HEAD` requests; a [`tower_layer::Layer`]
-/// for axum's `MethodRouter::layer` / `Router::route_layer`.
+/// Caches whole responses of a route's `GET` and `HEAD` requests: with feature `axum`, a
+/// `tower_layer::Layer` for axum's `MethodRouter::layer` / `Router::route_layer`; with
+/// feature `actix`, an actix-web `Transform` for `App::wrap` / `Scope::wrap` /
+/// `Resource::wrap` (see [`actix_tags_from`](Self::actix_tags_from)). The key, the storage
+/// and the HTTP rules below are the same for both.
 ///
 /// ```no_run
+/// # #[cfg(feature = "axum")] {
 /// use std::time::Duration;
 /// use axum::{extract::Path, routing::get, Router};
 /// use cache_core::{Cache, ResponseCache};
@@ -67,6 +77,7 @@ const DEFAULT_MAX_BODY: usize = 256 * 1024;
 ///     ),
 /// );
 /// # Ok(()) }
+/// # }
 /// ```
 ///
 /// A hit does not run the handler: whatever the handler checks (authentication,
@@ -100,11 +111,38 @@ pub struct ResponseCache {
     config: Arc<Config>,
 }
 
-/// Something read from a request by an axum extractor (`Path`, `Query`, `Extension`, a
-/// tuple of them, …): `None` when the extractor rejects the request.
-type Extract<T> = dyn for<'a> Fn(&'a mut Parts) -> Pin<Box<dyn Future<Output = Option<T>> + Send + 'a>>
-    + Send
-    + Sync;
+/// Something read from a request by the framework's own extractors (axum's
+/// `FromRequestParts`, actix-web's `FromRequest`): `None` when the extractor rejects it.
+/// Each adapter runs only its own framework's kind and refuses the other at build time.
+enum Extractor<T> {
+    #[cfg(feature = "axum")]
+    Axum(Arc<self::axum_layer::Extract<T>>),
+    #[cfg(feature = "actix")]
+    Actix(Arc<self::actix_middleware::Extract<T>>),
+}
+
+impl<T> Clone for Extractor<T> {
+    fn clone(&self) -> Self {
+        match self {
+            #[cfg(feature = "axum")]
+            Extractor::Axum(extract) => Extractor::Axum(Arc::clone(extract)),
+            #[cfg(feature = "actix")]
+            Extractor::Actix(extract) => Extractor::Actix(Arc::clone(extract)),
+        }
+    }
+}
+
+impl<T> Extractor<T> {
+    /// The framework the extractor is for, for the message of an adapter refusing it.
+    fn framework(&self) -> &'static str {
+        match self {
+            #[cfg(feature = "axum")]
+            Extractor::Axum(_) => "axum",
+            #[cfg(feature = "actix")]
+            Extractor::Actix(_) => "actix",
+        }
+    }
+}
 
 /// Whether a request may use the cache at all.
 type Admits = dyn Fn(&Parts) -> bool + Send + Sync;
@@ -125,7 +163,7 @@ struct Config {
     /// Tags every response of the route carries.
     tags: Vec<String>,
     /// Tags made from the request by the handler's own extractors.
-    tags_from: Option<Arc<Extract<Vec<String>>>>,
+    tags_from: Option<Extractor<Vec<String>>>,
     vary: Vec<HeaderName>,
     host_independent: bool,
     /// The request headers that key an entry: the host headers (unless host-independent),
@@ -133,7 +171,7 @@ struct Config {
     keyed_headers: Vec<HeaderName>,
     cache_control: Option<HeaderValue>,
     max_body: usize,
-    per_user: Option<Arc<Extract<String>>>,
+    per_user: Option<Extractor<String>>,
     private_headers: Vec<HeaderName>,
     /// `None`: every query parameter is part of the key; else only these.
     query_params: Option<Vec<String>>,
@@ -162,6 +200,25 @@ impl Config {
             }))
         })
     }
+
+    /// Panics when an option was given for another framework than the adapter's: its tags
+    /// or users would be missing, and pages served stale or to the wrong user.
+    fn check_framework(&self, framework: &str) {
+        for (option, extractor) in [
+            (
+                "tags_from",
+                self.tags_from.as_ref().map(Extractor::framework),
+            ),
+            ("per_user", self.per_user.as_ref().map(Extractor::framework)),
+        ] {
+            if let Some(given) = extractor.filter(|given| *given != framework) {
+                panic!(
+                    "ResponseCache wrapped by {framework} holds an extractor for {given} \
+                     ({option}): give it the {framework} form of the option"
+                );
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for ResponseCache {
@@ -179,22 +236,6 @@ impl std::fmt::Debug for ResponseCache {
             .field("cache_if", &self.config.admits.is_some())
             .finish_non_exhaustive()
     }
-}
-
-/// Runs the extractor `E` on a request's parts and `then` on what it produced.
-fn extractor<E, T>(then: impl Fn(E) -> Option<T> + Send + Sync + 'static) -> Arc<Extract<T>>
-where
-    E: FromRequestParts<()> + Send + 'static,
-    T: 'static,
-{
-    let then = Arc::new(then);
-    Arc::new(move |parts: &mut Parts| {
-        let then = Arc::clone(&then);
-        Box::pin(async move {
-            let extracted = E::from_request_parts(parts, &()).await.ok()?;
-            then(extracted)
-        })
-    })
 }
 
 impl ResponseCache {
@@ -288,22 +329,6 @@ impl ResponseCache {
         self.configure(|config| config.tags = tags)
     }
 
-    /// Tags made from the request by an axum extractor, the same the handler takes (`Path`,
-    /// `Query`, a tuple of them, …), so that they are rendered from the values the handler
-    /// reads, as `#[cached_get]` renders its tags: `Path(id): Path<i64>` gives `user:1` for
-    /// `/users/01` and `/users/+1` alike. A request the extractor rejects is not looked up.
-    /// Added to the [`tags`](Self::tags).
-    #[must_use]
-    pub fn tags_from<E, F, I>(self, tags: F) -> Self
-    where
-        E: FromRequestParts<()> + Send + 'static,
-        F: Fn(E) -> I + Send + Sync + 'static,
-        I: IntoIterator<Item = String>,
-    {
-        let extract = extractor(move |extracted: E| Some(tags(extracted).into_iter().collect()));
-        self.configure(|config| config.tags_from = Some(extract))
-    }
-
     /// Request headers whose values are part of the key (`Accept`, `Accept-Language`, …),
     /// listed in the responses' `Vary`. A response whose own `Vary` names a header not keyed
     /// is answered and not stored.
@@ -371,107 +396,77 @@ impl ResponseCache {
         let headers: Vec<HeaderName> = headers.into_iter().collect();
         self.configure(|config| config.private_headers = headers)
     }
-
-    /// Caches the route per user: `user` receives what the route's authentication produced,
-    /// through an axum extractor (an `Extension` an auth middleware outside this layer set,
-    /// or an extractor that verifies the token itself), and names the user (`Some(id)`), or
-    /// `None` to answer without the cache. A request the extractor rejects (no session, a
-    /// revoked or expired token) is not looked up, so the handler answers it. The name is
-    /// hashed (SHA-256) before it joins the key: tokens reach neither Redis nor the logs.
-    ///
-    /// The extractor runs on every request, hits included: it is what authenticates a hit,
-    /// since the handler does not run. An extractor that trusts an unverified claim lets
-    /// anyone read anyone's page.
-    #[must_use]
-    pub fn per_user<E, F>(self, user: F) -> Self
-    where
-        E: FromRequestParts<()> + Send + 'static,
-        F: Fn(E) -> Option<String> + Send + Sync + 'static,
-    {
-        let extract = extractor(user);
-        self.configure(|config| config.per_user = Some(extract))
-    }
 }
 
-impl<S> Layer<S> for ResponseCache {
-    type Service = ResponseCacheService<S>;
+/// A framework's request as the response cache handles it: its head as `http` 1 types,
+/// what its extractors say, and the handler that answers it.
+trait Exchange: Sized {
+    /// The framework's response.
+    type Response: Handled;
 
-    fn layer(&self, inner: S) -> Self::Service {
-        self.config.spec();
-        ResponseCacheService {
-            inner,
-            config: Arc::clone(&self.config),
-        }
-    }
+    /// The request's method, URI and headers (the URI as the handler's router received it).
+    fn parts(&self) -> &Parts;
+
+    /// The URI the key is made from: the one the client sent.
+    fn key_uri(&self) -> &Uri;
+
+    /// Runs an extractor of this framework on the request; `None` when it rejects it.
+    fn extract<T: 'static>(&mut self, extractor: &Extractor<T>) -> impl Future<Output = Option<T>>;
+
+    /// Makes the request a `GET`, so that the handler makes the whole response of a `HEAD`;
+    /// `false` when the framework cannot, and the `HEAD` is then answered by the handler.
+    fn make_get(&mut self) -> bool;
+
+    /// The framework's response for an answer of the cache.
+    fn answer(&self, answer: Answer) -> Self::Response;
+
+    /// The handler's response (called once).
+    fn run(&mut self) -> impl Future<Output = Self::Response>;
 }
 
-/// The service [`ResponseCache`] wraps a route in.
-#[derive(Clone)]
-pub struct ResponseCacheService<S> {
-    inner: S,
-    config: Arc<Config>,
-}
+/// A framework's response as the response cache reads it.
+trait Handled: Sized {
+    /// Its status.
+    fn status(&self) -> StatusCode;
 
-impl<S> std::fmt::Debug for ResponseCacheService<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseCacheService")
-            .field("prefix", &self.config.prefix)
-            .finish_non_exhaustive()
-    }
-}
+    /// Its headers, as `http` 1 types.
+    fn headers(&self) -> HeaderMap;
 
-impl<S> Service<Request<Body>> for ResponseCacheService<S>
-where
-    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    /// The exact size its body announces, if it does.
+    fn announced(&self) -> Option<u64>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
+    /// Reads the body (at most `max` bytes): the response with the same body in memory and
+    /// its bytes, or the response (with an empty body) and `None` when reading it failed.
+    fn read_body(self, max: usize) -> impl Future<Output = (Self, Option<Bytes>)>;
 
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
-        // The clone that was polled ready serves this request; the fresh one waits for the
-        // next `poll_ready` (tower's rule for services that are cloned into futures).
-        let fresh = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, fresh);
-        let config = Arc::clone(&self.config);
-        Box::pin(async move { Ok(config.respond(request, inner).await) })
-    }
+    /// The response to a `HEAD`: without its body, with its length.
+    fn without_body(self) -> Self;
 }
 
 impl Config {
-    async fn respond<S>(&self, request: Request<Body>, inner: S) -> Response
-    where
-        S: Service<Request<Body>, Response = Response, Error = Infallible> + Send,
-        S::Future: Send,
-    {
-        let head = request.method() == Method::HEAD;
-        if !(head || request.method() == Method::GET) || !self.cache.is_enabled() {
-            return call(inner, request).await;
+    /// Answers a request: from the cache, or through the handler (storing what it made).
+    async fn respond<X: Exchange>(&self, mut exchange: X) -> X::Response {
+        let method = exchange.parts().method.clone();
+        let head = method == Method::HEAD;
+        if !(head || method == Method::GET) || !self.cache.is_enabled() {
+            return exchange.run().await;
         }
-        let (mut parts, body) = request.into_parts();
-        let Some(looked_up) = self.lookup(&mut parts).await else {
-            let response = call(inner, Request::from_parts(parts, body)).await;
+        let looked_up = self.lookup(&mut exchange).await;
+        let Some(looked_up) = looked_up.filter(|_| !head || exchange.make_get()) else {
+            let response = exchange.run().await;
             return if head {
-                without_body(response)
+                response.without_body()
             } else {
                 response
             };
         };
-        let if_none_match = parts.headers.get(header::IF_NONE_MATCH).cloned();
-        // The handler makes the whole response (a `HEAD` is answered from it without body).
-        parts.method = Method::GET;
-        let request = Request::from_parts(parts, body);
+        let if_none_match = exchange.parts().headers.get(header::IF_NONE_MATCH).cloned();
 
         let cache = Some(&self.cache);
         let spec = self.spec();
         let entry_key = Some(self.cache.engine().key(spec.prefix, &looked_up.key));
         let schema = schema::<StoredResponse>().with_near(near_ops::<StoredResponse>());
-        let adapter = output::<StoredResponse, Result<StoredResponse, Response>>();
+        let adapter = output::<StoredResponse, Result<StoredResponse, X::Response>>();
         let answering = |hit| Answering {
             if_none_match: if_none_match.as_ref(),
             head,
@@ -480,12 +475,13 @@ impl Config {
             vary: &self.vary,
         };
         if let Some(Ok(stored)) = near_hit(cache, spec, entry_key.as_deref(), &schema, &adapter) {
-            return answer(stored, &answering(true));
+            return exchange.answer(answer(stored, &answering(true)));
         }
         let ran = AtomicBool::new(false);
         let load = async {
             ran.store(true, Ordering::Relaxed);
-            self.storable(call(inner, request).await).await
+            let response = exchange.run().await;
+            self.storable(response).await
         };
         let tags = Tags {
             from_parameters: looked_up.tags,
@@ -502,32 +498,32 @@ impl Config {
         ))
         .await;
         match made {
-            Ok(stored) => answer(stored, &answering(!ran.load(Ordering::Relaxed))),
-            Err(response) if head => without_body(response),
+            Ok(stored) => exchange.answer(answer(stored, &answering(!ran.load(Ordering::Relaxed)))),
+            Err(response) if head => response.without_body(),
             Err(response) => response,
         }
     }
 
     /// The key and tags of a request that may use the cache; `None` when it may not.
-    async fn lookup(&self, parts: &mut Parts) -> Option<LookedUp> {
-        if refuses_stored_answers(parts)
+    async fn lookup<X: Exchange>(&self, exchange: &mut X) -> Option<LookedUp> {
+        let parts = exchange.parts();
+        if refuses_stored_answers(&parts.headers)
             || self.admits.as_ref().is_some_and(|admits| !admits(parts))
         {
             return None;
         }
+        let private = self
+            .private_headers
+            .iter()
+            .any(|name| parts.headers.contains_key(name));
         let user = match &self.per_user {
-            Some(user_of) => Some(hashed(&user_of(parts).await?)),
-            None if self
-                .private_headers
-                .iter()
-                .any(|name| parts.headers.contains_key(name)) =>
-            {
-                return None
-            }
+            Some(user_of) => Some(hashed(&exchange.extract(user_of).await?)),
+            None if private => return None,
             None => None,
         };
         let key = key_text(
-            parts,
+            exchange.key_uri(),
+            &exchange.parts().headers,
             &KeyedBy {
                 query_params: self.query_params.as_deref(),
                 headers: &self.keyed_headers,
@@ -536,16 +532,29 @@ impl Config {
         )?;
         let mut tags = self.tags.clone();
         if let Some(tags_of) = &self.tags_from {
-            tags.extend(tags_of(parts).await?);
+            tags.extend(exchange.extract(tags_of).await?);
         }
         Some(LookedUp { key, tags })
     }
 
     /// The stored form of the response the handler made, or the response back when it is
     /// not to be stored.
-    async fn storable(&self, response: Response) -> Result<StoredResponse, Response> {
-        match storable_head(&response, self.max_body, &self.keyed_headers) {
-            Ok(()) => stored_form(response, self.max_body).await,
+    async fn storable<R: Handled>(&self, response: R) -> Result<StoredResponse, R> {
+        let headers = response.headers();
+        let status = response.status();
+        match storable_head(
+            status,
+            &headers,
+            response.announced(),
+            self.max_body,
+            &self.keyed_headers,
+        ) {
+            Ok(()) => {
+                let (response, bytes) = response.read_body(self.max_body).await;
+                bytes
+                    .and_then(|bytes| stored_form(status, &headers, &bytes))
+                    .ok_or(response)
+            }
             Err(NotStored::VariesBy(name)) => {
                 if !self.warned_vary.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
@@ -576,16 +585,6 @@ fn hashed(user: &str) -> String {
         .iter()
         .map(|byte| format!("{byte:02x}"))
         .collect()
-}
-
-async fn call<S>(mut inner: S, request: Request<Body>) -> Response
-where
-    S: Service<Request<Body>, Response = Response, Error = Infallible>,
-{
-    match inner.call(request).await {
-        Ok(response) => response,
-        Err(never) => match never {},
-    }
 }
 
 #[cfg(test)]

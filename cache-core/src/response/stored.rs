@@ -1,15 +1,16 @@
 //! A response as the response cache keeps it: which responses may be stored (RFC 9111's
 //! rules, narrowed to what is safe to serve to another request with the same key), the
 //! stored form, and the answer made from it (`304`, `HEAD`, `Age`, `ETag`, `Vary`).
+//! Framework-free: statuses, header maps and bytes of the `http` crate; each framework's
+//! adapter turns an [`Answer`] into its own response.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::body::{Body, HttpBody as _};
-use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use axum::http::StatusCode;
-use axum::response::Response;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 /// A response as stored: one field each. The texts are shared (`Arc<str>`), so that a copy
@@ -54,19 +55,20 @@ pub(super) enum NotStored {
     VariesBy(String),
 }
 
-/// Whether a response may be stored, given the request headers that key it.
+/// Whether a response may be stored, given its status, headers and the size its body
+/// announces, and the request headers that key it.
 pub(super) fn storable_head(
-    response: &Response,
+    status: StatusCode,
+    headers: &HeaderMap,
+    announced: Option<u64>,
     max_body: usize,
     keyed_headers: &[HeaderName],
 ) -> Result<(), NotStored> {
-    let headers = response.headers();
     let refused_by_cache_control = headers.get_all(header::CACHE_CONTROL).iter().any(|value| {
         let value = String::from_utf8_lossy(value.as_bytes()).to_ascii_lowercase();
         value.contains("no-store") || value.contains("private")
     });
-    let announced = response.body().size_hint().upper();
-    if !STORED_STATUSES.contains(&response.status().as_u16())
+    if !STORED_STATUSES.contains(&status.as_u16())
         || headers.contains_key(header::SET_COOKIE)
         || refused_by_cache_control
         || announced.is_none_or(|size| size > max_body as u64)
@@ -97,24 +99,16 @@ fn vary_names(headers: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
-/// The stored form of a response [`storable_head`] accepted, or the response back when its
-/// body is not to be stored.
-pub(super) async fn stored_form(
-    response: Response,
-    max_body: usize,
-) -> Result<StoredResponse, Response> {
-    let (parts, body) = response.into_parts();
-    let bytes = match axum::body::to_bytes(body, max_body).await {
-        Ok(bytes) => bytes,
-        // The body failed while being read: answer with what the handler's status says and
-        // nothing stored.
-        Err(_) => return Err(Response::from_parts(parts, Body::empty())),
-    };
-    let Ok(text) = std::str::from_utf8(&bytes) else {
-        return Err(Response::from_parts(parts, Body::from(bytes)));
-    };
+/// The stored form of a response [`storable_head`] accepted, once its body is read; `None`
+/// when the body is not UTF-8.
+pub(super) fn stored_form(
+    status: StatusCode,
+    headers: &HeaderMap,
+    bytes: &[u8],
+) -> Option<StoredResponse> {
+    let text = std::str::from_utf8(bytes).ok()?;
     let mut lines = String::new();
-    for (name, value) in &parts.headers {
+    for (name, value) in headers {
         if NOT_STORED.contains(name) {
             continue;
         }
@@ -122,21 +116,29 @@ pub(super) async fn stored_form(
             let _ = writeln!(lines, "{name}: {value}");
         }
     }
-    let etag = match parts
-        .headers
+    let etag = match headers
         .get(header::ETAG)
         .and_then(|etag| etag.to_str().ok())
     {
         Some(etag) => etag.to_owned(),
-        None => format!("\"{:016x}\"", fnv1a(parts.status.as_u16(), &bytes)),
+        None => format!("\"{:016x}\"", fnv1a(status.as_u16(), bytes)),
     };
-    Ok(StoredResponse {
-        status: parts.status.as_u16(),
+    Some(StoredResponse {
+        status: status.as_u16(),
         headers: lines.into(),
         body: text.into(),
         etag: etag.into(),
         made_at_ms: now_ms(),
     })
+}
+
+/// The response made from a stored one, for the framework's adapter to send as it is.
+#[derive(Debug)]
+pub(super) struct Answer {
+    pub(super) status: StatusCode,
+    pub(super) headers: HeaderMap,
+    /// Empty for a `304` and a `HEAD` (whose `Content-Length` is the `GET`'s).
+    pub(super) body: Bytes,
 }
 
 /// How a stored response is sent.
@@ -150,7 +152,7 @@ pub(super) struct Answering<'a> {
 }
 
 /// The response to send from a stored one: `304` when the client has it.
-pub(super) fn answer(stored: StoredResponse, how: &Answering<'_>) -> Response {
+pub(super) fn answer(stored: StoredResponse, how: &Answering<'_>) -> Answer {
     let mut headers = HeaderMap::new();
     for line in stored.headers.lines() {
         let Some((name, value)) = line.split_once(": ") else {
@@ -193,32 +195,22 @@ pub(super) fn answer(stored: StoredResponse, how: &Answering<'_>) -> Response {
         .if_none_match
         .is_some_and(|tags| matches_etag(tags, &stored.etag));
     let (status, body) = if not_modified {
-        (StatusCode::NOT_MODIFIED, Body::empty())
+        (StatusCode::NOT_MODIFIED, Bytes::new())
     } else if how.head {
         // A `HEAD` says how long the `GET`'s body is (RFC 9110 §9.3.2).
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(stored.body.len()));
-        (status_of(stored.status), Body::empty())
+        (status_of(stored.status), Bytes::new())
     } else {
-        let body = axum::body::Bytes::from_owner(SharedText(stored.body));
-        (status_of(stored.status), Body::from(body))
+        (
+            status_of(stored.status),
+            Bytes::from_owner(SharedText(stored.body)),
+        )
     };
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    *response.headers_mut() = headers;
-    response
-}
-
-/// A response the handler made for a `HEAD`, without its body but with its length.
-pub(super) fn without_body(mut response: Response) -> Response {
-    if let Some(length) = response.body().size_hint().exact() {
-        if !response.headers().contains_key(header::CONTENT_LENGTH) {
-            response
-                .headers_mut()
-                .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-        }
+    Answer {
+        status,
+        headers,
+        body,
     }
-    *response.body_mut() = Body::empty();
-    response
 }
 
 /// A shared text as the bytes of a body, without copying it.
@@ -284,26 +276,33 @@ mod tests {
         assert_ne!(fnv1a(200, b"{}"), fnv1a(201, b"{}"));
     }
 
-    fn response(status: u16, headers: &[(&str, &str)]) -> Response {
-        let mut response = Response::new(Body::from("body"));
-        *response.status_mut() = StatusCode::from_u16(status).unwrap();
+    fn response(status: u16, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap) {
+        let mut map = HeaderMap::new();
         for (name, value) in headers {
-            response.headers_mut().append(
+            map.append(
                 HeaderName::from_bytes(name.as_bytes()).unwrap(),
                 HeaderValue::from_str(value).unwrap(),
             );
         }
-        response
+        (StatusCode::from_u16(status).unwrap(), map)
+    }
+
+    fn storable(
+        (status, headers): &(StatusCode, HeaderMap),
+        max_body: usize,
+        keyed: &[HeaderName],
+    ) -> Result<(), NotStored> {
+        storable_head(*status, headers, Some(4), max_body, keyed)
     }
 
     #[test]
     fn only_reusable_statuses_are_stored_never_partial_content() {
         for status in [200, 203, 204, 301, 308] {
-            assert_eq!(storable_head(&response(status, &[]), 1024, &[]), Ok(()));
+            assert_eq!(storable(&response(status, &[]), 1024, &[]), Ok(()));
         }
         for status in [201, 206, 302, 303, 307, 404, 500] {
             assert_eq!(
-                storable_head(&response(status, &[]), 1024, &[]),
+                storable(&response(status, &[]), 1024, &[]),
                 Err(NotStored::Unsuitable),
                 "{status}"
             );
@@ -315,12 +314,12 @@ mod tests {
         let accept = [header::ACCEPT];
         let varies = response(200, &[("vary", "Accept, Accept-Encoding")]);
         assert_eq!(
-            storable_head(&varies, 1024, &accept),
+            storable(&varies, 1024, &accept),
             Err(NotStored::VariesBy("accept-encoding".to_owned()))
         );
         let star = response(200, &[("vary", "*")]);
-        assert!(storable_head(&star, 1024, &accept).is_err());
+        assert!(storable(&star, 1024, &accept).is_err());
         let keyed = response(200, &[("vary", "accept")]);
-        assert_eq!(storable_head(&keyed, 1024, &accept), Ok(()));
+        assert_eq!(storable(&keyed, 1024, &accept), Ok(()));
     }
 }
