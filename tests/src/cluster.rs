@@ -157,6 +157,9 @@ impl RedisCluster {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if self.node(index).is_some() {
+                if !self.tls {
+                    crate::server::assert_expected_version(&format!("redis://127.0.0.1:{port}"));
+                }
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -208,7 +211,7 @@ impl RedisCluster {
             };
             redis::Client::build_with_tls(url, certificates).ok()?
         } else {
-            redis::Client::open(format!("redis://127.0.0.1:{}", self.ports[index])).ok()?
+            crate::server::inspection_client(&format!("redis://127.0.0.1:{}", self.ports[index]))
         };
         client
             .get_connection_with_timeout(Duration::from_millis(500))

@@ -39,9 +39,10 @@ impl CommandLog {
     pub fn take_client_commands(&self) -> Vec<String> {
         static MARK: AtomicU64 = AtomicU64::new(0);
         let marker = format!("monitor-mark-{}", MARK.fetch_add(1, Ordering::Relaxed));
-        let mut connection = redis::Client::open(format!("redis://127.0.0.1:{}", self.port))
-            .and_then(|client| client.get_connection())
-            .expect("connect for the marker");
+        let mut connection =
+            crate::server::inspection_client(&format!("redis://127.0.0.1:{}", self.port))
+                .get_connection()
+                .expect("connect for the marker");
         redis::cmd("ECHO")
             .arg(&marker)
             .query::<String>(&mut connection)

@@ -141,11 +141,10 @@ impl RedisServer {
                 if ping.is_ok_and(|output| output.stdout.starts_with(b"PONG")) {
                     return;
                 }
-            } else if let Ok(client) = redis::Client::open(self.url().as_str()) {
-                if let Ok(mut connection) = client.get_connection() {
-                    if redis::cmd("PING").query::<String>(&mut connection).is_ok() {
-                        return;
-                    }
+            } else if let Ok(mut connection) = inspection_client(&self.url()).get_connection() {
+                if redis::cmd("PING").query::<String>(&mut connection).is_ok() {
+                    assert_expected_version(&self.url());
+                    return;
                 }
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -242,10 +241,12 @@ impl RedisServer {
         self.spawn();
     }
 
-    /// A plain synchronous connection for inspecting and planting data.
+    /// A plain synchronous connection for inspecting and planting data (see
+    /// [`inspection_client`]: nothing of it shows in `MONITOR` or `INFO commandstats` but
+    /// what the test sends).
     pub fn connection(&self) -> redis::Connection {
-        redis::Client::open(self.url().as_str())
-            .and_then(|client| client.get_connection())
+        inspection_client(&self.url())
+            .get_connection()
             .expect("connect to the test redis-server")
     }
 
@@ -287,8 +288,43 @@ pub(crate) fn make_certificates(dir: &std::path::Path) {
     }
 }
 
-fn redis_server_binary() -> String {
+/// The server binary tests start: `REDIS_SERVER_BIN` (the test command's compatibility
+/// matrix sets it to Redis 6.2 and Valkey 8.1, README "Tested servers"), else `redis-server`.
+pub fn redis_server_binary() -> String {
     std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".to_owned())
+}
+
+/// When `REDIS_SERVER_VERSION` is set (the matrix sets it beside `REDIS_SERVER_BIN`), panics
+/// unless the server at `url` says it is that version (`redis_version` or `valkey_version`
+/// in `INFO server` starts with it): a matrix run cannot pass on another server than the
+/// one it names.
+pub fn assert_expected_version(url: &str) {
+    let Ok(expected) = std::env::var("REDIS_SERVER_VERSION") else {
+        return;
+    };
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query(&mut inspection_client(url).get_connection().expect("connect"))
+        .expect("INFO server");
+    let versions: Vec<&str> = info
+        .lines()
+        .filter(|line| line.starts_with("redis_version:") || line.starts_with("valkey_version:"))
+        .collect();
+    assert!(
+        versions.iter().any(|line| line
+            .split_once(':')
+            .is_some_and(|(_, version)| version.starts_with(&expected))),
+        "REDIS_SERVER_VERSION={expected}, but the server at {url} says {versions:?}"
+    );
+}
+
+/// A client for the tests' own connections: it does not send `CLIENT SETINFO` on connecting
+/// (Redis 7.2+ and Valkey run it, and it would show in `MONITOR` and `INFO commandstats`
+/// beside the library's commands; Redis 7.0 refuses it unseen, 6.2 counts it as `client`).
+pub fn inspection_client(url: &str) -> redis::Client {
+    let info = redis::IntoConnectionInfo::into_connection_info(url).expect("a valid test URL");
+    let settings = info.redis_settings().clone().set_skip_set_lib_name();
+    redis::Client::open(info.set_redis_settings(settings)).expect("a valid test URL")
 }
 
 /// A port that was free a moment ago on 127.0.0.1.
