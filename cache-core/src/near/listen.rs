@@ -1,6 +1,7 @@
-//! The listener: RESP3 connections of its own with `CLIENT TRACKING … BCAST`, the pushes
-//! they hear applied to the near cache, and the health checks and probes that tell whether
-//! it hears at all (the near cache serves nothing while it does not).
+//! The listener: RESP3 connections of its own with `CLIENT TRACKING … BCAST` (to one server,
+//! to every primary of a cluster, or to the primary Redis Sentinel names), the pushes they
+//! hear applied to the near cache, and the health checks and probes that tell whether it
+//! hears at all and at the right node (the near cache serves nothing while it does not).
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
