@@ -145,7 +145,7 @@ impl RedisSentinel {
             text.push_str(&format!("requirepass {password}\n"));
         }
         std::fs::write(&config, text).expect("write the sentinel's config");
-        let child = Command::new(redis_server_binary())
+        let mut child = Command::new(redis_server_binary())
             .arg(&config)
             .arg("--sentinel")
             .stdout(Stdio::null())
@@ -162,6 +162,8 @@ impl RedisSentinel {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("the sentinel on port {port} did not start");
     }
 
