@@ -232,6 +232,27 @@ impl RedisSentinel {
         port
     }
 
+    /// Asks a sentinel for a failover (`SENTINEL FAILOVER`) with the primary alive: its
+    /// replica is promoted and the old primary made a replica of it. Answers the old port.
+    pub fn fail_over(&self) -> u16 {
+        let port = self.primary_port().expect("the sentinels name a primary");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // Refused while the sentinels are still busy with a previous one: asked again.
+        while Instant::now() < deadline {
+            let mut connection = connect(self.sentinel_ports[0], self.sentinel_password.as_deref())
+                .expect("connect to a sentinel");
+            let asked: redis::RedisResult<()> = redis::cmd("SENTINEL")
+                .arg("FAILOVER")
+                .arg(MASTER_NAME)
+                .query(&mut connection);
+            if asked.is_ok() {
+                return port;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the sentinels refused a failover");
+    }
+
     /// Waits (60 s at most) until the sentinels name a primary other than `old`, and that
     /// node says it is a primary.
     pub fn wait_for_failover(&self, old: u16) -> u16 {
