@@ -27,22 +27,41 @@ pub struct RedisSentinel {
     /// `requirepass` of the data nodes, and of the sentinels.
     data_password: Option<String>,
     sentinel_password: Option<String>,
+    /// The data nodes speak only TLS (to clients, to their replica and to the sentinels),
+    /// with certificates of a CA made in `dir`; the sentinels speak plain.
+    data_tls: bool,
 }
 
 impl RedisSentinel {
     /// Starts the primary and its replica, waits until the replica is in sync, then starts
     /// three sentinels (quorum 2) and waits until each knows the replica and the other two.
     pub fn start() -> RedisSentinel {
-        RedisSentinel::start_with(None, None)
+        RedisSentinel::start_with(None, None, false)
+    }
+
+    /// As [`start`](Self::start), the data nodes speaking only TLS, with a server
+    /// certificate for `127.0.0.1` signed by a CA made for them ([`ca_pem`](Self::ca_pem));
+    /// the sentinels speak plain (and TLS to the data nodes).
+    pub fn start_with_tls_data_nodes() -> RedisSentinel {
+        RedisSentinel::start_with(None, None, true)
+    }
+
+    /// The CA certificate (PEM) of the data nodes of [`start_with_tls_data_nodes`](Self::start_with_tls_data_nodes).
+    pub fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(self.dir.join("ca.crt")).expect("the CA made for the data nodes")
     }
 
     /// As [`start`](Self::start), the data nodes asking for `data_password` (the replica and
     /// the sentinels give it) and the sentinels for `sentinel_password`.
     pub fn start_with_passwords(data_password: &str, sentinel_password: &str) -> RedisSentinel {
-        RedisSentinel::start_with(Some(data_password), Some(sentinel_password))
+        RedisSentinel::start_with(Some(data_password), Some(sentinel_password), false)
     }
 
-    fn start_with(data_password: Option<&str>, sentinel_password: Option<&str>) -> RedisSentinel {
+    fn start_with(
+        data_password: Option<&str>,
+        sentinel_password: Option<&str>,
+        data_tls: bool,
+    ) -> RedisSentinel {
         let data_ports = [free_port(), free_port()];
         let dir = std::env::temp_dir().join(format!(
             "cache-test-sentinel-{}-{}",
@@ -50,6 +69,9 @@ impl RedisSentinel {
             data_ports[0]
         ));
         std::fs::create_dir_all(&dir).expect("create sentinel dir");
+        if data_tls {
+            crate::server::make_certificates(&dir);
+        }
         let mut group = RedisSentinel {
             data_ports,
             data: [None, None],
@@ -58,6 +80,7 @@ impl RedisSentinel {
             dir,
             data_password: data_password.map(str::to_owned),
             sentinel_password: sentinel_password.map(str::to_owned),
+            data_tls,
         };
         group.spawn_data(0, None);
         group.spawn_data(1, Some(data_ports[0]));
@@ -98,8 +121,19 @@ impl RedisSentinel {
         let dir = self.dir.join(format!("data-{index}"));
         std::fs::create_dir_all(&dir).expect("create node dir");
         let mut command = Command::new(redis_server_binary());
+        if self.data_tls {
+            let file = |name: &str| self.dir.join(name).display().to_string();
+            command
+                .args(["--port", "0", "--tls-port", &port.to_string()])
+                .args(["--tls-replication", "yes", "--tls-auth-clients", "no"])
+                .args(["--tls-cert-file", &file("server.crt")])
+                .args(["--tls-key-file", &file("server.key")])
+                .args(["--tls-ca-cert-file", &file("ca.crt")]);
+        } else {
+            command.args(["--port", &port.to_string()]);
+        }
         command
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .args(["--repl-diskless-sync-delay", "0"])
             .arg("--dir")
@@ -139,6 +173,15 @@ impl RedisSentinel {
         );
         if let Some(password) = &self.data_password {
             text.push_str(&format!("sentinel auth-pass {MASTER_NAME} {password}\n"));
+        }
+        if self.data_tls {
+            let file = |name: &str| self.dir.join(name).display().to_string();
+            text.push_str(&format!(
+                "tls-replication yes\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n",
+                file("server.crt"),
+                file("server.key"),
+                file("ca.crt")
+            ));
         }
         // Sentinels give their own password to one another too.
         if let Some(password) = &self.sentinel_password {
@@ -214,7 +257,7 @@ impl RedisSentinel {
     /// A plain connection to the current primary, for inspecting and planting data.
     pub fn primary(&self) -> redis::Connection {
         let port = self.primary_port().expect("the sentinels name a primary");
-        connect(port, self.data_password.as_deref()).expect("connect to the primary")
+        self.connect_data(port).expect("connect to the primary")
     }
 
     /// Kills the primary with SIGKILL and answers its port.
@@ -300,10 +343,24 @@ fn connect(port: u16, password: Option<&str>) -> Option<redis::Connection> {
 }
 
 impl RedisSentinel {
+    fn connect_data(&self, port: u16) -> Option<redis::Connection> {
+        if !self.data_tls {
+            return connect(port, self.data_password.as_deref());
+        }
+        let certificates = redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(self.ca_pem()),
+        };
+        redis::Client::build_with_tls(format!("rediss://127.0.0.1:{port}"), certificates)
+            .ok()?
+            .get_connection_with_timeout(Duration::from_millis(500))
+            .ok()
+    }
+
     fn info(&self, port: u16, section: &str) -> Option<String> {
         redis::cmd("INFO")
             .arg(section)
-            .query(&mut connect(port, self.data_password.as_deref())?)
+            .query(&mut self.connect_data(port)?)
             .ok()
     }
 

@@ -2,8 +2,9 @@
 //! own (a primary, its replica, three sentinels on loopback, `tests/src/sentinel.rs`): the
 //! basic behaviour, invalidations that wait for the replica, the primary killed with
 //! `SIGKILL` (the handle follows the promoted replica, no read after an acknowledged
-//! invalidation returns the old value, the near cache serves no stale copy), credentials for
-//! sentinels and data nodes apart, configuration errors and the environment. The behaviour
+//! invalidation returns the old value, the near cache serves no stale copy), a failover with
+//! the old primary alive, credentials and TLS for sentinels and data nodes apart,
+//! configuration errors and the environment. The behaviour
 //! suite and the randomized checker also run behind Sentinel (`on_sentinel` in
 //! `behaviour.rs`, `checker_on_sentinel_*` in `checker.rs`).
 
@@ -366,6 +367,41 @@ async fn sentinels_and_data_nodes_take_credentials_apart() {
     assert!(
         !lines.iter().any(|line| line.contains("secret")),
         "no password is logged: {lines:?}"
+    );
+}
+
+/// TLS on one side only: the sentinels plain, the data nodes TLS-only with a private CA
+/// (`sentinel_primary_url("rediss://…")` and `tls_ca_pem`); a plain primary URL fails open.
+#[tokio::test]
+async fn the_data_nodes_speak_tls_and_the_sentinels_plain() {
+    let group = RedisSentinel::start_with_tls_data_nodes();
+    let build = |primary: &str| {
+        UserRepo::new(
+            Cache::builder()
+                .sentinel(MASTER_NAME, group.sentinel_urls())
+                .sentinel_primary_url(primary)
+                .tls_ca_pem(group.ca_pem())
+                .operation_timeout(Duration::from_secs(1))
+                .build()
+                .unwrap(),
+        )
+    };
+    let repo = build("rediss://primary");
+    repo.insert(Row::sample(1));
+    repo.get_user(1).await.unwrap();
+    repo.get_user(1).await.unwrap();
+    assert_eq!(repo.loads(), 1, "a hit over TLS to the primary");
+    repo.rename(1, "renamed").await.unwrap();
+    assert_eq!(repo.get_user(1).await.unwrap().unwrap().name, "renamed");
+    assert_eq!(repo.cache.stats().errors, 0);
+    let plain = build("redis://primary");
+    plain.insert(Row::sample(1));
+    plain.get_user(1).await.unwrap();
+    plain.get_user(1).await.unwrap();
+    assert_eq!(
+        plain.loads(),
+        2,
+        "plain connections to TLS-only nodes fail open"
     );
 }
 
