@@ -62,7 +62,9 @@ impl RedisSentinel {
         sentinel_password: Option<&str>,
         data_tls: bool,
     ) -> RedisSentinel {
-        let data_ports = [free_port(), free_port()];
+        let mut ports = distinct_ports(5).into_iter();
+        let mut next_port = || ports.next().expect("five ports");
+        let data_ports = [next_port(), next_port()];
         let dir = std::env::temp_dir().join(format!(
             "cache-test-sentinel-{}-{}",
             std::process::id(),
@@ -83,16 +85,22 @@ impl RedisSentinel {
             data_tls,
         };
         group.spawn_data(0, None);
-        group.spawn_data(1, Some(data_ports[0]));
+        group.spawn_data(1, Some(group.data_ports[0]));
         group.wait_until(Duration::from_secs(30), "the replica to sync", |group| {
             group
                 .info(group.data_ports[1], "replication")
                 .is_some_and(|info| info.contains("master_link_status:up"))
         });
         for _ in 0..3 {
-            let port = free_port();
+            let mut port = next_port();
+            // A port another test took since it was chosen: another one.
+            let child = loop {
+                match group.spawn_sentinel(port) {
+                    Some(child) => break child,
+                    None => port = free_port(),
+                }
+            };
             group.sentinel_ports.push(port);
-            let child = group.spawn_sentinel(port);
             group.sentinels.push(Some(child));
         }
         group.wait_until(
@@ -116,7 +124,18 @@ impl RedisSentinel {
         group
     }
 
+    /// Starts data node `index`, on another port if its own was taken meanwhile.
     fn spawn_data(&mut self, index: usize, replica_of: Option<u16>) {
+        for _ in 0..5 {
+            if self.try_spawn_data(index, replica_of) {
+                return;
+            }
+            self.data_ports[index] = free_port();
+        }
+        panic!("no data node could start");
+    }
+
+    fn try_spawn_data(&mut self, index: usize, replica_of: Option<u16>) -> bool {
         let port = self.data_ports[index];
         let dir = self.dir.join(format!("data-{index}"));
         std::fs::create_dir_all(&dir).expect("create node dir");
@@ -149,18 +168,30 @@ impl RedisSentinel {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (the test command installs it)");
-        self.data[index] = Some(child);
+        let mut child = child;
+        let pid = format!("process_id:{}\r\n", child.id());
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if self.info(port, "server").is_some() {
-                return;
+            // Ours, not another test's server on a port taken meanwhile.
+            if self
+                .info(port, "server")
+                .is_some_and(|info| info.contains(&pid))
+            {
+                self.data[index] = Some(child);
+                return true;
+            }
+            if child.try_wait().ok().flatten().is_some() {
+                return false;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("redis-server on port {port} did not start");
     }
 
-    fn spawn_sentinel(&self, port: u16) -> Child {
+    /// A sentinel on `port`; `None` when the port was taken meanwhile (it exited).
+    fn spawn_sentinel(&self, port: u16) -> Option<Child> {
         let config = self.dir.join(format!("sentinel-{port}.conf"));
         let primary = self.data_ports[0];
         let mut text = format!(
@@ -195,13 +226,24 @@ impl RedisSentinel {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (it runs the sentinels too)");
+        let pid = format!("process_id:{}\r\n", child.id());
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if self
-                .sentinel_command(port, &["get-master-addr-by-name", MASTER_NAME])
-                .is_some()
+            let ours = connect(port, self.sentinel_password.as_deref()).is_some_and(|mut c| {
+                redis::cmd("INFO")
+                    .arg("server")
+                    .query::<String>(&mut c)
+                    .is_ok_and(|info| info.contains(&pid))
+            });
+            if ours
+                && self
+                    .sentinel_command(port, &["get-master-addr-by-name", MASTER_NAME])
+                    .is_some()
             {
-                return child;
+                return Some(child);
+            }
+            if child.try_wait().ok().flatten().is_some() {
+                return None;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -329,6 +371,18 @@ impl Drop for RedisSentinel {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// `count` free loopback ports, no two alike (a port just freed may be handed out again).
+fn distinct_ports(count: usize) -> Vec<u16> {
+    let mut ports: Vec<u16> = Vec::with_capacity(count);
+    while ports.len() < count {
+        let port = free_port();
+        if !ports.contains(&port) {
+            ports.push(port);
+        }
+    }
+    ports
 }
 
 fn connect(port: u16, password: Option<&str>) -> Option<redis::Connection> {
