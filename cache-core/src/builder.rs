@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cache::Cache;
-use crate::connect::{cluster_store, redis_store, require_runtime, TlsOptions};
+use crate::connect::{cluster_store, redis_store, require_runtime, sentinel_store, TlsOptions};
 use crate::engine::{Engine, Settings};
 use crate::key::check_segment;
 use crate::near::{self, Near};
@@ -64,7 +64,7 @@ const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_secs(2);
 ///     .near_cache(10_000)                                // values kept in process memory (0: off)
 ///     .near_max_bytes(64 << 20)                          // and at most about this many bytes
 ///     .near_max_age(Duration::from_secs(60))             // re-read from Redis at least this often
-///     .cluster_replica_acks(1)                           // on a cluster: replicas per invalidation
+///     .cluster_replica_acks(1)                           // on a cluster or Sentinel: replicas per invalidation
 ///     .build()?;
 /// assert!(cache.is_enabled());
 ///
@@ -75,6 +75,7 @@ const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_secs(2);
 ///     Cache::builder().url("mem://").breaker_threshold(0),
 ///     Cache::builder().url("postgres://localhost"),
 ///     Cache::builder().cluster_nodes(Vec::<String>::new()),
+///     Cache::builder().sentinel("mymaster", Vec::<String>::new()),
 /// ] {
 ///     assert!(matches!(builder.build(), Err(cache_core::Error::Config(_))));
 /// }
@@ -87,6 +88,9 @@ pub struct CacheBuilder {
     source: Option<RedisSource>,
     cluster_nodes: Option<Vec<String>>,
     cluster_replica_acks: u32,
+    /// The master's name and the sentinels' URLs.
+    sentinel: Option<(String, Vec<String>)>,
+    sentinel_primary_url: Option<String>,
     near_entries: usize,
     near_max_bytes: Option<u64>,
     near_max_age: Duration,
@@ -123,6 +127,17 @@ impl std::fmt::Debug for CacheBuilder {
                         .collect::<Vec<_>>()
                 }),
             )
+            .field(
+                "sentinel",
+                &self.sentinel.as_ref().map(|(master, sentinels)| {
+                    let urls: Vec<String> = sentinels.iter().map(|url| redact_url(url)).collect();
+                    (master, urls)
+                }),
+            )
+            .field(
+                "sentinel_primary_url",
+                &self.sentinel_primary_url.as_deref().map(redact_url),
+            )
             .field("namespace", &self.namespace)
             .field("default_ttl", &self.default_ttl)
             .field("operation_timeout", &self.operation_timeout)
@@ -149,6 +164,8 @@ impl Default for CacheBuilder {
             source: None,
             cluster_nodes: None,
             cluster_replica_acks: 1,
+            sentinel: None,
+            sentinel_primary_url: None,
             near_entries: 0,
             near_max_bytes: None,
             near_max_age: DEFAULT_NEAR_MAX_AGE,
@@ -188,6 +205,8 @@ impl Cache {
     /// |---|---|---|
     /// | `REDIS_URL` | as [`CacheBuilder::url`] | `redis://127.0.0.1:6379` |
     /// | `REDIS_CLUSTER_NODES` | comma-separated node URLs, as [`CacheBuilder::cluster_nodes`] (instead of `REDIS_URL`) | none |
+    /// | `REDIS_SENTINEL_NODES` + `REDIS_SENTINEL_MASTER` | comma-separated sentinel URLs and the master's name, as [`CacheBuilder::sentinel`] (instead of `REDIS_URL`) | none |
+    /// | `REDIS_SENTINEL_PRIMARY_URL` | as [`CacheBuilder::sentinel_primary_url`] | `redis://` without credentials |
     /// | `CACHE_NAMESPACE` | as [`CacheBuilder::namespace`] | none |
     /// | `CACHE_DEFAULT_TTL_SECS` | as [`CacheBuilder::default_ttl`] | 3600 |
     /// | `CACHE_TIMEOUT_MS` | as [`CacheBuilder::operation_timeout`] | 250 |
@@ -277,9 +296,36 @@ impl CacheBuilder {
         self
     }
 
-    /// On a Redis Cluster, how many replicas must hold an invalidation before the write that
-    /// made it returns (Redis `WAIT`, for at most a quarter of the operation timeout), so that a
-    /// primary failing over right after it cannot lose it. Default 1; 0 for a cluster
+    /// Redis Sentinel instead of [`url`](Self::url): the name of the master the sentinels
+    /// monitor, and the URLs of some sentinels (`redis://` or `rediss://`, with
+    /// `user:password@` where the sentinels ask for one). Every connection asks them where
+    /// the primary is (and checks its `ROLE`), so that after a failover the next connection
+    /// goes to the promoted replica; how the data nodes are reached (their credentials,
+    /// database and TLS) is [`sentinel_primary_url`](Self::sentinel_primary_url).
+    /// Invalidations wait for [`cluster_replica_acks`](Self::cluster_replica_acks) replicas.
+    pub fn sentinel<I, S>(mut self, master_name: impl Into<String>, sentinel_urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let urls = sentinel_urls.into_iter().map(Into::into).collect();
+        self.sentinel = Some((master_name.into(), urls));
+        self
+    }
+
+    /// Behind [`sentinel`](Self::sentinel), how the primary is reached: the scheme
+    /// (`rediss://` for TLS), `user:password@` and `/db` of this URL, its host and port
+    /// replaced by those the sentinels name (`rediss://cache:secret@primary/0`).
+    /// Default: `redis://`, no credentials, database 0.
+    pub fn sentinel_primary_url(mut self, url: impl Into<String>) -> Self {
+        self.sentinel_primary_url = Some(url.into());
+        self
+    }
+
+    /// On a Redis Cluster or behind [`sentinel`](Self::sentinel), how many replicas must hold
+    /// an invalidation before the write that made it returns (Redis `WAIT`, for at most a
+    /// quarter of the operation timeout), so that a
+    /// primary failing over right after it cannot lose it. Default 1; 0 for a primary
     /// without replicas (each invalidation would otherwise wait out the timeout).
     pub fn cluster_replica_acks(mut self, replicas: u32) -> Self {
         self.cluster_replica_acks = replicas;
@@ -456,6 +502,18 @@ impl CacheBuilder {
             let near = self.near(near::ListenTo::Cluster(seeds));
             return Ok(self.assemble(Store::Redis(Box::new(store)), true, near));
         }
+        if let Some((master, sentinels)) = &self.sentinel {
+            let (store, sentinels) = sentinel_store(
+                master,
+                sentinels,
+                self.sentinel_primary_url.as_deref(),
+                self.operation_timeout,
+                &self.tls,
+                self.cluster_replica_acks,
+            )?;
+            let near = self.near(near::ListenTo::Sentinel(sentinels));
+            return Ok(self.assemble(Store::Redis(Box::new(store)), true, near));
+        }
         let (store, near) = match self.url.strip_prefix(MEMORY_SCHEME) {
             Some(name) => {
                 let store: Arc<MemoryStore> = if name.is_empty() {
@@ -566,6 +624,28 @@ impl CacheBuilder {
                 .map(str::trim)
                 .filter(|node| !node.is_empty());
             builder = builder.cluster_nodes(nodes.map(str::to_owned).collect::<Vec<_>>());
+        }
+        match (
+            std::env::var("REDIS_SENTINEL_MASTER"),
+            std::env::var("REDIS_SENTINEL_NODES"),
+        ) {
+            (Ok(master), Ok(nodes)) => {
+                let nodes = nodes
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|node| !node.is_empty());
+                builder =
+                    builder.sentinel(master.trim(), nodes.map(str::to_owned).collect::<Vec<_>>());
+            }
+            (Err(_), Err(_)) => {}
+            _ => {
+                return Err(Error::Config(
+                    "REDIS_SENTINEL_NODES and REDIS_SENTINEL_MASTER go together: set both".into(),
+                ))
+            }
+        }
+        if let Ok(url) = std::env::var("REDIS_SENTINEL_PRIMARY_URL") {
+            builder = builder.sentinel_primary_url(url);
         }
         if let Ok(namespace) = std::env::var("CACHE_NAMESPACE") {
             builder = builder.namespace(namespace);

@@ -1,11 +1,12 @@
-//! How a handle reaches Redis: checking URLs and cluster seeds, opening redis-rs clients
-//! (TLS with the `tls` feature, the CA and identity given to the builder), and the store over
-//! one server or a cluster. Nothing connects here: connections are made lazily by the store.
+//! How a handle reaches Redis: checking URLs, cluster seeds and sentinels, opening redis-rs
+//! clients (TLS with the `tls` feature, the CA and identity given to the builder), and the
+//! store over one server, a cluster, or the primary Redis Sentinel names. Nothing connects here: connections are made lazily by the store.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::redact::redact_url;
-use crate::store::RedisStore;
+use crate::store::{RedisStore, Sentinels};
 use crate::Error;
 
 /// What `rediss://` connections trust and present, beyond the system's root certificates.
@@ -91,6 +92,64 @@ pub(crate) fn cluster_store(
     // members it drains): a quarter of the operation timeout each keeps it within.
     let store = RedisStore::cluster(client, replica_acks, operation_timeout / 4);
     Ok((store, seeds))
+}
+
+/// The store of the primary that Redis Sentinel names for `master`: `sentinels` are the
+/// sentinels' URLs (each with its own scheme and credentials), `primary_url` how to reach the
+/// data nodes (its scheme, credentials, database and TLS; its host and port are replaced by
+/// the primary's). Also answers the sentinels, for the near cache's listener.
+pub(crate) fn sentinel_store(
+    master: &str,
+    sentinels: &[String],
+    primary_url: Option<&str>,
+    operation_timeout: Duration,
+    tls: &TlsOptions,
+    replica_acks: u32,
+) -> Result<(RedisStore, Arc<Sentinels>), Error> {
+    if master.trim().is_empty() {
+        return Err(Error::Config("sentinel needs the master's name".into()));
+    }
+    if sentinels.is_empty() {
+        return Err(Error::Config(
+            "sentinel needs at least one sentinel URL".into(),
+        ));
+    }
+    let mut clients = Vec::with_capacity(sentinels.len());
+    for sentinel in sentinels {
+        let scheme = sentinel.split_once("://").map(|(scheme, _)| scheme);
+        if !matches!(scheme, Some("redis" | "rediss")) {
+            return Err(Error::Config(format!(
+                "unsupported sentinel URL `{}`: expected redis:// or rediss://",
+                redact_url(sentinel)
+            )));
+        }
+        clients.push(open_client(sentinel, scheme == Some("rediss"), tls)?);
+    }
+    let primary_url = primary_url.unwrap_or("redis://primary");
+    let scheme = primary_url.split_once("://").map(|(scheme, _)| scheme);
+    if !matches!(scheme, Some("redis" | "rediss")) {
+        return Err(Error::Config(format!(
+            "unsupported sentinel primary URL `{}`: expected redis:// or rediss://",
+            redact_url(primary_url)
+        )));
+    }
+    let template = open_client(primary_url, scheme == Some("rediss"), tls)?;
+    require_runtime()?;
+    let sentinels = Arc::new(Sentinels::new(
+        master.to_owned(),
+        clients,
+        template,
+        operation_timeout,
+    ));
+    // A quarter of the timeout, as on a cluster: a `WAIT` holds the shared connection, and
+    // every command queued behind it, for as long as the replica does not answer.
+    let store = RedisStore::sentinel(
+        sentinels.clone(),
+        operation_timeout,
+        replica_acks,
+        operation_timeout / 4,
+    );
+    Ok((store, sentinels))
 }
 
 #[cfg(feature = "tls")]

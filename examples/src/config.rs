@@ -14,6 +14,12 @@ pub struct Config {
     /// `REDIS_CLUSTER_NODES`: comma-separated node URLs of a Redis Cluster, used instead of
     /// `REDIS_URL` when set.
     pub redis_cluster_nodes: Option<Vec<String>>,
+    /// `REDIS_SENTINEL_MASTER` and `REDIS_SENTINEL_NODES` (comma-separated sentinel URLs):
+    /// the primary Redis Sentinel names, used instead of `REDIS_URL` when set (both or none).
+    pub redis_sentinel: Option<(String, Vec<String>)>,
+    /// `REDIS_SENTINEL_PRIMARY_URL`: how the primary is reached behind Sentinel (scheme,
+    /// credentials, database); default `redis://` without credentials.
+    pub redis_sentinel_primary_url: Option<String>,
     /// `CACHE_NAMESPACE`: puts every cache key under `{namespace}:`; default none.
     pub cache_namespace: Option<String>,
     /// `CACHE_NEAR_ENTRIES`: near cache size (values kept in process memory); 0 (default)
@@ -52,6 +58,23 @@ impl std::fmt::Debug for Config {
                         .collect::<Vec<_>>()
                 }),
             )
+            .field(
+                "redis_sentinel",
+                &self.redis_sentinel.as_ref().map(|(master, sentinels)| {
+                    let sentinels: Vec<String> = sentinels
+                        .iter()
+                        .map(|sentinel| cache_core::redact_url(sentinel))
+                        .collect();
+                    (master, sentinels)
+                }),
+            )
+            .field(
+                "redis_sentinel_primary_url",
+                &self
+                    .redis_sentinel_primary_url
+                    .as_deref()
+                    .map(cache_core::redact_url),
+            )
             .field("cache_namespace", &self.cache_namespace)
             .field("near_entries", &self.near_entries)
             .field("cache_enabled", &self.cache_enabled)
@@ -72,8 +95,8 @@ pub struct ConfigError {
 }
 
 impl Config {
-    /// The cache these settings ask for: off, a Redis Cluster, or the one server (or
-    /// `mem://`) of `REDIS_URL`.
+    /// The cache these settings ask for: off, a Redis Cluster, the primary Redis Sentinel
+    /// names, or the one server (or `mem://`) of `REDIS_URL`.
     ///
     /// # Errors
     ///
@@ -82,9 +105,16 @@ impl Config {
         if !self.cache_enabled {
             return Ok(cache_core::Cache::disabled());
         }
-        let mut builder = match &self.redis_cluster_nodes {
-            Some(nodes) => cache_core::Cache::builder().cluster_nodes(nodes.clone()),
-            None => cache_core::Cache::builder().url(&self.redis_url),
+        let mut builder = match (&self.redis_cluster_nodes, &self.redis_sentinel) {
+            (Some(nodes), _) => cache_core::Cache::builder().cluster_nodes(nodes.clone()),
+            (None, Some((master, sentinels))) => {
+                let builder = cache_core::Cache::builder().sentinel(master, sentinels.clone());
+                match &self.redis_sentinel_primary_url {
+                    Some(url) => builder.sentinel_primary_url(url),
+                    None => builder,
+                }
+            }
+            (None, None) => cache_core::Cache::builder().url(&self.redis_url),
         };
         if let Some(namespace) = &self.cache_namespace {
             builder = builder.namespace(namespace);
@@ -96,6 +126,17 @@ impl Config {
     pub fn cache_location(&self) -> String {
         match (&self.redis_cluster_nodes, self.cache_enabled) {
             (_, false) => "off".to_owned(),
+            (None, true) if self.redis_sentinel.is_some() => {
+                let (master, sentinels) = self.redis_sentinel.as_ref().expect("checked");
+                format!(
+                    "sentinel master {master} at {}",
+                    sentinels
+                        .iter()
+                        .map(|sentinel| cache_core::redact_url(sentinel))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )
+            }
             (Some(nodes), true) => format!(
                 "cluster {}",
                 nodes
@@ -133,14 +174,18 @@ impl Config {
             redis_url: var("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
             cache_namespace: var("CACHE_NAMESPACE"),
             near_entries: parsed("CACHE_NEAR_ENTRIES", var("CACHE_NEAR_ENTRIES"), "0")?,
-            redis_cluster_nodes: var("REDIS_CLUSTER_NODES").map(|nodes| {
-                nodes
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|node| !node.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            }),
+            redis_cluster_nodes: var("REDIS_CLUSTER_NODES").map(|nodes| list(&nodes)),
+            redis_sentinel: match (var("REDIS_SENTINEL_MASTER"), var("REDIS_SENTINEL_NODES")) {
+                (Some(master), Some(nodes)) => Some((master, list(&nodes))),
+                (None, None) => None,
+                _ => {
+                    return Err(ConfigError {
+                        name: "REDIS_SENTINEL_MASTER",
+                        problem: "set together with REDIS_SENTINEL_NODES, or neither".into(),
+                    })
+                }
+            },
+            redis_sentinel_primary_url: var("REDIS_SENTINEL_PRIMARY_URL"),
             cache_enabled: on_off("CACHE_MODE", var("CACHE_MODE"))?,
             cache_responses: on_off("CACHE_RESPONSES", var("CACHE_RESPONSES"))?,
             access_secret: var("ACCESS_TOKEN_SECRET")
@@ -175,6 +220,15 @@ where
         name,
         problem: format!("`{text}`: {error}"),
     })
+}
+
+/// A comma-separated list, its items trimmed, empty ones left out.
+fn list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 fn random_secret() -> String {

@@ -1,6 +1,6 @@
 //! Run with: `bash scripts/run-example.sh` (starts a private redis-server when `REDIS_URL` is
 //! not set), or `cargo run --release -p example-server` with the environment of
-//! `example_server::config::Config` (`APP_ADDR`, `DATABASE_URL`, `REDIS_URL`, `REDIS_CLUSTER_NODES`, `CACHE_MODE`,
+//! `example_server::config::Config` (`APP_ADDR`, `DATABASE_URL`, `REDIS_URL`, `REDIS_CLUSTER_NODES`, `REDIS_SENTINEL_MASTER`/`REDIS_SENTINEL_NODES`, `CACHE_MODE`,
 //! `JWT_SECRET`, `BCRYPT_COST`, …).
 
 use example_server::auth::Auth;

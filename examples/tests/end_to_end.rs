@@ -758,3 +758,47 @@ async fn responses_are_not_poisoned_by_other_spellings_of_a_request(database_url
         body.len().to_string()
     );
 }
+
+/// The example server as `REDIS_SENTINEL_MASTER` and `REDIS_SENTINEL_NODES` configure it,
+/// behind Redis Sentinel (a primary, its replica, three sentinels): the password change
+/// (bug 3) and updates read back at once (bug 6).
+#[tokio::test]
+async fn behind_redis_sentinel_the_tutorial_bugs_stay_fixed() {
+    let group = cache_integration_tests::sentinel::RedisSentinel::start();
+    let variables = [
+        (
+            "REDIS_SENTINEL_MASTER",
+            cache_integration_tests::sentinel::MASTER_NAME.to_owned(),
+        ),
+        ("REDIS_SENTINEL_NODES", group.sentinels_variable()),
+    ];
+    let config = example_server::config::Config::from_vars(|name| {
+        variables
+            .iter()
+            .find(|(variable, _)| *variable == name)
+            .map(|(_, value)| value.clone())
+    })
+    .unwrap();
+    assert!(config.cache_location().starts_with("sentinel "));
+    let database_url = common::sqlite_url();
+    let server = Running::start(&database_url, config.cache().unwrap()).await;
+    let (id, token) = only_the_new_password_logs_in(&server).await;
+    let path = format!("/api/users/{id}");
+    assert_eq!(server.get(&path).await.1["name"], "carol");
+    for round in 0..5 {
+        let name = format!("carol{round}");
+        let status = server
+            .send(
+                reqwest::Method::PUT,
+                &path,
+                Some(&token),
+                json!({"name": name, "age": 30, "birthday": "1990-05-17"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(server.get(&path).await.1["name"], name.as_str());
+    }
+    let stats = server.stats();
+    assert!(stats.hits > 0, "{stats:?}");
+    assert_eq!(stats.errors, 0, "{stats:?}");
+}

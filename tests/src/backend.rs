@@ -1,5 +1,5 @@
-//! The backend matrix the suites run on (redis-server, Redis Cluster, `mem://`, each with and
-//! without near caches), and how a test gets a cache handle on each: one definition, so that
+//! The backend matrix the suites run on (redis-server, Redis Cluster, Redis Sentinel,
+//! `mem://`, each with and without near caches), and how a test gets a cache handle on each: one definition, so that
 //! every suite covers the same backends the same way.
 
 use std::sync::{Arc, Mutex};
@@ -8,6 +8,7 @@ use std::time::Duration;
 use cache_core::{Cache, CacheBuilder};
 
 use crate::cluster::RedisCluster;
+use crate::sentinel::{RedisSentinel, MASTER_NAME};
 use crate::server::{unique_namespace, RedisServer};
 
 /// Where a test runs; two handles on one backend play two processes. The servers live as
@@ -24,6 +25,11 @@ pub enum Backend {
     Cluster(Arc<Mutex<RedisCluster>>, String),
     /// A cluster, with a near cache on every handle (tracking on every primary).
     ClusterNear(Arc<Mutex<RedisCluster>>, String),
+    /// A primary, its replica and three sentinels; handles find the primary through the
+    /// sentinels. Behind a lock so that a test can kill the primary while handles use it.
+    Sentinel(Arc<Mutex<RedisSentinel>>),
+    /// Behind Sentinel, with a near cache on every handle (tracking on the primary).
+    SentinelNear(Arc<Mutex<RedisSentinel>>),
     /// `mem://{name}`: one store shared by every handle of the process that names it; with
     /// an empty name (`mem://`), a private store for each handle.
     Memory(String),
@@ -52,6 +58,8 @@ impl Backend {
             Backend::RedisNear(_) => "redis with near caches",
             Backend::Cluster(..) => "cluster",
             Backend::ClusterNear(..) => "cluster with near caches",
+            Backend::Sentinel(_) => "sentinel",
+            Backend::SentinelNear(_) => "sentinel with near caches",
             Backend::Memory(_) => "mem://",
             Backend::MemoryNear(_) => "mem:// with near caches",
         }
@@ -60,7 +68,10 @@ impl Backend {
     /// Whether the handles' near caches hear of writes through other handles from Redis's
     /// pushes, up to 5 ms late (README, "Near cache"); `mem://` tells them before the write returns.
     pub fn near_caches_hear_late(&self) -> bool {
-        matches!(self, Backend::RedisNear(_) | Backend::ClusterNear(..))
+        matches!(
+            self,
+            Backend::RedisNear(_) | Backend::ClusterNear(..) | Backend::SentinelNear(_)
+        )
     }
 
     /// Waits until a write through the other handle has reached this one's near cache: Redis
@@ -83,6 +94,12 @@ impl Backend {
                 .cluster_nodes(cluster.lock().unwrap().nodes())
                 .namespace(namespace)
                 .near_cache(1_000),
+            Backend::Sentinel(group) => {
+                Cache::builder().sentinel(MASTER_NAME, group.lock().unwrap().sentinel_urls())
+            }
+            Backend::SentinelNear(group) => Cache::builder()
+                .sentinel(MASTER_NAME, group.lock().unwrap().sentinel_urls())
+                .near_cache(1_000),
             Backend::Memory(name) => Cache::builder().url(format!("mem://{name}")),
             Backend::MemoryNear(name) => Cache::builder()
                 .url(format!("mem://{name}"))
@@ -96,6 +113,13 @@ impl Backend {
     /// A new handle on the backend.
     pub fn cache(&self) -> Cache {
         self.cache_with(|builder| builder)
+    }
+}
+
+impl Backend {
+    /// A private Sentinel group ([`RedisSentinel::start`]).
+    pub fn sentinel() -> Backend {
+        Backend::Sentinel(Arc::new(Mutex::new(RedisSentinel::start())))
     }
 }
 

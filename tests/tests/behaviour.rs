@@ -1,5 +1,6 @@
-//! The behavioural suite (README, "Correct under concurrency"), run on a real redis-server (as the default user and as
-//! a user with exactly the README's ACL rule), on the shared Redis Cluster, and on `mem://`.
+//! The behavioural suite (README, "Correct under concurrency"), run on a real redis-server (as
+//! the default user and as a user with exactly the README's ACL rule), on the shared Redis
+//! Cluster, behind Redis Sentinel, and on `mem://`.
 
 use std::time::Duration;
 
@@ -62,6 +63,14 @@ macro_rules! on_both_backends {
             $(#[tokio::test]
             async fn $test() {
                 super::$test(super::Backend::shared_cluster_near(stringify!($test))).await;
+            })*
+        }
+        /// Behind Redis Sentinel (a primary, its replica, three sentinels of the test's own):
+        /// invalidations wait for the replica.
+        mod on_sentinel {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test(super::Backend::sentinel()).await;
             })*
         }
         /// `mem://`: every handle a private store.

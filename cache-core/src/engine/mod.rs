@@ -356,6 +356,13 @@ impl Engine {
             // Redis answered, so it is reachable: the error is about this request only.
             Ok(Err(error)) => {
                 let reachable = !is_outage(&error);
+                if reachable
+                    && error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+                {
+                    // A demoted primary: the next call connects anew, which behind Sentinel
+                    // asks the sentinels for the new one.
+                    self.store.connection_failed();
+                }
                 (Error::Redis(error), reachable)
             }
             Err(_elapsed) => (Error::Timeout(waited), false),

@@ -1,6 +1,7 @@
-//! The listener: RESP3 connections of its own with `CLIENT TRACKING … BCAST`, the pushes
-//! they hear applied to the near cache, and the health checks and probes that tell whether
-//! it hears at all (the near cache serves nothing while it does not).
+//! The listener: RESP3 connections of its own with `CLIENT TRACKING … BCAST` (to one server,
+//! to every primary of a cluster, or to the primary Redis Sentinel names), the pushes they
+//! hear applied to the near cache, and the health checks and probes that tell whether it
+//! hears at all and at the right node (the near cache serves nothing while it does not).
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -11,6 +12,7 @@ use redis::{AsyncConnectionConfig, Client, PushInfo, PushKind, Value};
 use super::topology::{cluster_primaries, host_of, primaries, resp3, same_primaries, Primary};
 use super::{Near, HEALTH_CHECK};
 use crate::key;
+use crate::store::{is_primary, Sentinels};
 
 /// Where the listener's connections go.
 #[derive(Debug)]
@@ -21,6 +23,9 @@ pub(crate) enum ListenTo {
     /// found with `CLUSTER SLOTS` (every write, ours or another client's, lands on a primary,
     /// and a primary's tracking names every key it changes).
     Cluster(Vec<Client>),
+    /// The primary Redis Sentinel names: one connection, to the primary the sentinels name
+    /// when it connects, and made again when they name another (asked every health check).
+    Sentinel(Arc<Sentinels>),
 }
 
 /// Listens for Redis' invalidations on connections of its own, for as long as the handle
@@ -40,7 +45,7 @@ pub(crate) fn listen(
             Some(client) => ListenTo::Server(Box::new(client)),
             None => return,
         },
-        ListenTo::Cluster(seeds) => ListenTo::Cluster(seeds),
+        other => other,
     };
     let tracked = Tracked {
         prefixes: match namespace {
@@ -107,8 +112,22 @@ async fn hear(
     operation_timeout: Duration,
 ) -> bool {
     let prefixes = &tracked.prefixes;
+    let mut sentinel = None;
     let (clients, cluster) = match listen_to {
         ListenTo::Server(client) => (vec![Client::clone(client)], None),
+        ListenTo::Sentinel(sentinels) => {
+            let Some(address) = sentinels.primary_address().await else {
+                return false;
+            };
+            let Some(client) = sentinels
+                .client_at(&address)
+                .and_then(|client| resp3(&client, None))
+            else {
+                return false;
+            };
+            sentinel = Some((sentinels.clone(), address));
+            (vec![client], None)
+        }
         ListenTo::Cluster(seeds) => {
             let Some(found) = primaries(seeds, operation_timeout).await else {
                 return false;
@@ -133,6 +152,17 @@ async fn hear(
         }
     }
     drop(sender);
+    // Behind Sentinel, the node named must be the primary (a sentinel may name a demoted
+    // one for a moment after a failover): writes land on the primary only.
+    if let (Some((sentinels, _)), Some(first)) = (&sentinel, connections.first_mut()) {
+        if !is_primary(first, operation_timeout).await {
+            tracing::debug!(
+                ?sentinels,
+                "the node the sentinels name is not a primary yet"
+            );
+            return false;
+        }
+    }
     // Redis accepted tracking; whether its pushes reach us (a proxy may drop them) is
     // another matter: a key of ours written on every connection must come back as a push.
     let probes: Vec<String> = match &cluster {
@@ -165,6 +195,7 @@ async fn hear(
         near.clone(),
         connections,
         cluster.map(|known| (known, host_of(&clients[0]).unwrap_or_default())),
+        sentinel,
         operation_timeout,
         sick,
     ));
@@ -199,16 +230,20 @@ impl Drop for AbortOnDrop {
 }
 
 /// Every [`HEALTH_CHECK`], that every connection answers a `PING` within the timeout and (on
-/// a cluster) that the primaries are those it connected to; says `sick` when not, or when
-/// the near cache was dropped.
+/// a cluster) that the primaries are those it connected to, (behind Sentinel) that the node
+/// is still a primary and the sentinels name no other; says `sick` when not, or when the
+/// near cache was dropped.
 async fn check_health(
     near: Weak<Near>,
     mut connections: Vec<MultiplexedConnection>,
     cluster: Option<(Vec<Primary>, String)>,
+    sentinel: Option<(Arc<Sentinels>, (String, u16))>,
     operation_timeout: Duration,
     sick: tokio::sync::oneshot::Sender<()>,
 ) {
     let mut every = tokio::time::interval(HEALTH_CHECK);
+    // Kept from one check to the next, made again after it failed.
+    let mut to_sentinel: Option<MultiplexedConnection> = None;
     loop {
         every.tick().await;
         if near.strong_count() == 0 {
@@ -228,6 +263,24 @@ async fn check_health(
             match cluster_primaries(first, node_host, operation_timeout).await {
                 Some(now) if same_primaries(&now, known) => {}
                 _ => break,
+            }
+        }
+        // Behind Sentinel: a failover (the sentinels name another primary, or this one was
+        // demoted) means writes land elsewhere. Sentinels that do not answer cannot say so;
+        // the node's own `ROLE` still can.
+        if let (Some((sentinels, tracked)), Some(first)) = (&sentinel, connections.first_mut()) {
+            if !is_primary(first, operation_timeout).await {
+                break;
+            }
+            if to_sentinel.is_none() {
+                to_sentinel = sentinels.connect_sentinel().await;
+            }
+            if let Some(connection) = &mut to_sentinel {
+                match sentinels.ask_on(connection).await {
+                    Some(named) if named == *tracked => {}
+                    Some(_) => break,
+                    None => to_sentinel = None,
+                }
             }
         }
     }

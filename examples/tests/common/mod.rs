@@ -23,6 +23,8 @@ pub fn config() -> Config {
         database_url: String::new(),
         redis_url: String::new(),
         redis_cluster_nodes: None,
+        redis_sentinel: None,
+        redis_sentinel_primary_url: None,
         cache_namespace: None,
         near_entries: 0,
         cache_enabled: true,

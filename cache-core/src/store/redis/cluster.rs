@@ -1,6 +1,7 @@
 //! The steps only a Redis Cluster takes: a script touches one slot, so tags are checked and
 //! stamped in their own slots, entries are invalidated slot by slot, members are pruned across
-//! slots, and invalidations wait for replicas (`WAIT`) so that a failover cannot lose them.
+//! slots, and invalidations wait for replicas (`WAIT`) so that a failover cannot lose them
+//! (that wait is Sentinel's too: one primary, its replicas promoted by the sentinels).
 
 use std::time::Duration;
 
@@ -172,18 +173,28 @@ impl RedisStore {
     }
 
     /// Cluster: waits until `replica_acks` replicas of the primary serving `slot` have what
-    /// this connection wrote there (`WAIT`), at most `replica_wait`. Replication is
-    /// asynchronous: without this, a primary killed right after acknowledging an
-    /// invalidation could take it along, and its promoted replica would serve the old entry
-    /// until its TTL. Replicas that do not acknowledge in time fail the step (the
-    /// invalidation stays pending and is delivered again); a primary without replicas is
-    /// not waited for.
+    /// this connection wrote there (`WAIT`), at most `replica_wait`; behind Sentinel the same
+    /// on the one primary (`slot` is then 0). Replication is asynchronous: without this, a
+    /// primary killed right after acknowledging an invalidation could take it along, and its
+    /// promoted replica would serve the old entry until its TTL. Replicas that do not
+    /// acknowledge in time fail the step (the invalidation stays pending and is delivered
+    /// again); a primary without replicas is not waited for (behind Sentinel, once the
+    /// sentinels confirmed it is still the primary: a primary cut off from its replica, which
+    /// was promoted meanwhile, also has none).
     pub(super) async fn replicated(&self, connection: &mut Link, slot: u16) -> StoreResult<()> {
-        let Link::Cluster(connection) = connection else {
-            return Ok(());
-        };
         if self.replica_acks == 0 {
             return Ok(());
+        }
+        let sentinels = self.connection.sentinels();
+        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
+            slot,
+            SlotAddr::Master,
+        )));
+        match (&*connection, sentinels) {
+            (Link::Cluster(_), _) => {}
+            // A primary found without replicas when connected: nothing to wait for.
+            (Link::Single(_), Some(sentinels)) if !sentinels.unreplicated() => {}
+            _ => return Ok(()),
         }
         let now = std::time::Instant::now();
         {
@@ -199,14 +210,7 @@ impl RedisStore {
         let mut wait = redis::cmd("WAIT");
         wait.arg(self.replica_acks)
             .arg(ttl_millis(self.replica_wait));
-        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
-            slot,
-            SlotAddr::Master,
-        )));
-        let acks = connection
-            .route_command(wait, route.clone())
-            .await
-            .and_then(Value::extract_error)?;
+        let acks = on_primary(connection, wait, &route).await?;
         if matches!(acks, Value::Int(acks) if acks >= i64::from(self.replica_acks)) {
             return Ok(());
         }
@@ -215,10 +219,7 @@ impl RedisStore {
         // One whose replicas lag could lose the invalidation if it died now: the step
         // fails, so the invalidation stays pending and is delivered again (to the promoted
         // replica, if it comes to that).
-        let role = connection
-            .route_command(redis::cmd("ROLE"), route)
-            .await
-            .and_then(Value::extract_error)?;
+        let role = on_primary(connection, redis::cmd("ROLE"), &route).await?;
         let replicas = match role {
             Value::Array(parts) => match parts.get(2) {
                 Some(Value::Array(replicas)) => replicas.len(),
@@ -227,6 +228,15 @@ impl RedisStore {
             _ => 0,
         };
         if replicas == 0 {
+            if let Some(sentinels) = sentinels {
+                if !sentinels.still_primary().await {
+                    self.connection.discard();
+                    return Err(redis::RedisError::from((
+                        redis::ErrorKind::Io,
+                        "the primary has no replica, and the sentinels do not vouch for it",
+                    )));
+                }
+            }
             tracing::debug!(slot, "the primary has no replica to wait for");
             self.unreplicated
                 .lock_recovered()
@@ -238,6 +248,20 @@ impl RedisStore {
             "no replica acknowledged the invalidation in time",
         )))
     }
+}
+
+/// `command` on the primary: routed to the one serving the route's slot on a cluster, sent
+/// as it is on one server's connection.
+async fn on_primary(
+    connection: &mut Link,
+    command: redis::Cmd,
+    route: &RoutingInfo,
+) -> StoreResult<Value> {
+    let reply = match connection {
+        Link::Cluster(connection) => connection.route_command(command, route.clone()).await,
+        other => command.query_async::<Value>(other).await,
+    };
+    reply.and_then(Value::extract_error)
 }
 
 /// Cluster: removes from a tag's member set those of `sample` whose entries are gone, off the

@@ -9,13 +9,14 @@
 //! cluster); the [`Connection`] is the slot holding the current link, made and replaced here.
 //! The near cache's listener opens connections of its own, from `near::ListenTo`.
 
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use redis::aio::MultiplexedConnection;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, Client, Value};
 
+use super::sentinel::Sentinels;
 use crate::locks::RwLockExt as _;
 use crate::store::StoreResult;
 
@@ -65,6 +66,8 @@ impl redis::aio::ConnectionLike for Link {
 /// How to make the [`Link`].
 pub(super) enum Opener {
     Single(Client, AsyncConnectionConfig),
+    /// The primary the sentinels name, asked anew for every connection (see `sentinel`).
+    Sentinel(Arc<Sentinels>, AsyncConnectionConfig),
     Cluster(ClusterClient),
     /// A connection the application gave: used as it is, never replaced (one that
     /// reconnects by itself does so inside).
@@ -124,6 +127,13 @@ impl Connection {
                 })
                 .await?
             }
+            Opener::Sentinel(sentinels, config) => {
+                let (sentinels, config) = (sentinels.clone(), config.clone());
+                in_task(&mut connecting, async move {
+                    Ok(Link::Single(sentinels.connect_primary(&config).await?))
+                })
+                .await?
+            }
             Opener::Cluster(client) => {
                 let client = client.clone();
                 in_task(&mut connecting, async move {
@@ -159,8 +169,17 @@ impl Connection {
         self.current.read_recovered().is_some()
     }
 
+    /// The sentinels, when the primary is found through them.
+    pub(super) fn sentinels(&self) -> Option<&Sentinels> {
+        match &self.opener {
+            Opener::Sentinel(sentinels, _) => Some(sentinels),
+            _ => None,
+        }
+    }
+
     /// Forgets the connection, so the next call makes a new one: after an I/O error, and
-    /// after a timeout (a connection whose peer vanished may never error by itself). A
+    /// after a timeout (a connection whose peer vanished may never error by itself), and
+    /// after `READONLY` (behind Sentinel, the next connection asks for the new primary). A
     /// cluster connection is kept: it reconnects each node by itself and refreshes the slot
     /// map when a node fails over; making it again would reconnect every node.
     pub(super) fn discard(&self) {

@@ -7,7 +7,9 @@
 mod cluster;
 mod link;
 mod scripts;
+mod sentinel;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::{AsyncConnectionConfig, Client, Value};
@@ -19,6 +21,7 @@ use self::scripts::{
     NEW_STAMP_SCRIPT, RELEASE_LEASE_SCRIPT, STAMP_TAG_SCRIPT, TAG_FILL_SCRIPT,
     WRITE_THROUGH_SCRIPT,
 };
+pub(crate) use self::sentinel::{is_primary, Sentinels};
 use super::meta::Meta;
 use super::{
     parse_stamp, ttl_millis, Absences, ClockRead, Drain, EntryRead, EntryTags, Fill, FillBody,
@@ -30,8 +33,8 @@ use crate::key;
 pub(crate) struct RedisStore {
     connection: Connection,
     cluster: bool,
-    /// On a cluster, how many replicas must have an invalidation before it counts as done
-    /// (`WAIT`), so that a failover cannot lose it; 0: don't wait.
+    /// On a cluster or behind Sentinel, how many replicas must have an invalidation before
+    /// it counts as done (`WAIT`), so that a failover cannot lose it; 0: don't wait.
     replica_acks: u32,
     /// The longest `WAIT` for them: past it, the invalidation is done all the same.
     replica_wait: Duration,
@@ -67,6 +70,22 @@ impl RedisStore {
         // second timer per command.
         let config = AsyncConnectionConfig::new().set_connection_timeout(Some(operation_timeout));
         Self::with(Opener::Single(client, config))
+    }
+
+    /// The primary named by Redis Sentinel, asked of the sentinels for every connection;
+    /// invalidations wait for `replica_acks` replicas, `replica_wait` at most.
+    pub(crate) fn sentinel(
+        sentinels: Arc<Sentinels>,
+        operation_timeout: Duration,
+        replica_acks: u32,
+        replica_wait: Duration,
+    ) -> Self {
+        let config = AsyncConnectionConfig::new().set_connection_timeout(Some(operation_timeout));
+        RedisStore {
+            replica_acks,
+            replica_wait,
+            ..Self::with(Opener::Sentinel(sentinels, config))
+        }
     }
 
     /// A connection the application gave, to one server.
@@ -316,6 +335,8 @@ impl RedisStore {
                 .await?;
             return Ok((written, drain));
         }
+        // Behind Sentinel: the one primary's replicas (nothing to wait for on one server).
+        self.replicated(&mut connection, 0).await?;
         Ok((written, Drain::from_reply(&mut reply)))
     }
 
@@ -458,6 +479,7 @@ impl RedisStore {
             invocation.arg(key::bucket_field(entry, key::CLOCK_BUCKETS));
         }
         let mut reply: Vec<String> = invocation.invoke_async(&mut connection).await?;
+        self.replicated(&mut connection, 0).await?;
         Ok(Drain::from_reply(&mut reply))
     }
 }
