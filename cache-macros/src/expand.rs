@@ -85,7 +85,6 @@ fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn, shape: &Shape<'
                 hard_timeout_ms: #hard_timeout,
                 soft_timeout_ms: #soft_timeout,
                 refresh_after: #refresh_after,
-                ..#krate::__private::Resilience::DEFAULT
             }
         }
     };

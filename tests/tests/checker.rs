@@ -226,7 +226,7 @@ async fn sentinel_failover(near: bool) {
     } else {
         Backend::Sentinel(group)
     };
-    run_checker(backend, Outage::Failover, None).await;
+    run_checker(backend, Outage::Failover, None, Loaders::Steady).await;
     let finished = Instant::now();
     let (killed, promoted) = killer.join().unwrap();
     assert!(
@@ -689,6 +689,11 @@ async fn run_checker(
             tokio::spawn(async move {
                 let mut random = Random(0x9E37_79B9_7F4A_7C15 ^ (task + 1));
                 for _ in 0..operations_per_task {
+                    if failing {
+                        // Paced, so that the run outlasts the TTL many times over and entries
+                        // expire between the rare writes: the fail-safe's copies get read.
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
                     let id = random.below(keys as u64) as i64;
                     let delay = Duration::from_micros(random.below(1_500));
                     // One call in eight is given up by its caller after a random while (a
