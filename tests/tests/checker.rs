@@ -329,6 +329,39 @@ fn watch_stalls(stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<(Instant, 
     })
 }
 
+/// The same measure inside the test's runtime, where the near cache's listener handles Redis'
+/// pushes: a task that sleeps 1 ms at a time and records every period it was woken more than
+/// a millisecond late. A runtime whose workers are all busy delays the push's handling as it
+/// delays this task, while the machine's threads may all get their turn (so
+/// [`watch_stalls`] sees nothing); a push is late by no more than its runtime's stall.
+async fn watch_runtime_stalls(stop: Arc<AtomicBool>) -> Vec<(Instant, Instant)> {
+    let mut stalls = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let asleep = Instant::now() + Duration::from_millis(1);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let woke = Instant::now();
+        // Tokio's timer ticks by the millisecond: up to one more is its rounding.
+        if woke > asleep + Duration::from_millis(2) {
+            stalls.push((asleep, woke));
+        }
+    }
+    stalls
+}
+
+/// Merges stall periods seen by several watchers into time order, overlaps joined (a stall
+/// both saw counts once).
+fn merge_stalls(mut periods: Vec<(Instant, Instant)>) -> Vec<(Instant, Instant)> {
+    periods.sort_unstable();
+    let mut merged: Vec<(Instant, Instant)> = Vec::with_capacity(periods.len());
+    for (start, end) in periods {
+        match merged.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => merged.push((start, end)),
+        }
+    }
+    merged
+}
+
 /// The stalls [`watch_stalls`] saw (in time order, apart from one another), with the running
 /// total of their lengths, so that what lies between two instants is two binary searches
 /// away: the checker asks for each pair of a read and an older write (millions), and the
@@ -367,6 +400,26 @@ impl Stalls {
         let cut_back = self.periods[last - 1].1.saturating_duration_since(to);
         whole.saturating_sub(cut_front + cut_back)
     }
+}
+
+#[test]
+fn stalls_seen_by_two_watchers_count_once() {
+    let t = Instant::now();
+    let at = |ms| t + Duration::from_millis(ms);
+    let merged = merge_stalls(vec![
+        (at(10), at(14)),
+        (at(1), at(3)),
+        (at(12), at(20)),
+        (at(30), at(31)),
+    ]);
+    assert_eq!(
+        merged,
+        vec![(at(1), at(3)), (at(10), at(20)), (at(30), at(31))]
+    );
+    assert_eq!(
+        Stalls::new(merged).between(at(0), at(40)),
+        Duration::from_millis(13)
+    );
 }
 
 /// [`Stalls::between`] agrees with summing each period's overlap.
@@ -663,6 +716,7 @@ async fn run_checker(
     }
     let stop = Arc::new(AtomicBool::new(false));
     let stall_watch = watch_stalls(stop.clone());
+    let runtime_watch = tokio::spawn(watch_runtime_stalls(stop.clone()));
     let pressure_threads = match (&backend, pressure) {
         (Backend::Redis(server), Some(pressure)) => apply_pressure(server, pressure, stop.clone()),
         _ => Vec::new(),
@@ -816,7 +870,9 @@ async fn run_checker(
         .into_iter()
         .map(|thread| thread.join().unwrap())
         .collect();
-    let stalls = Stalls::new(stall_watch.join().unwrap());
+    let mut periods = stall_watch.join().unwrap();
+    periods.extend(runtime_watch.await.unwrap());
+    let stalls = Stalls::new(merge_stalls(periods));
 
     let writes = writes.lock().unwrap();
     let reads = reads.lock().unwrap();

@@ -21,6 +21,15 @@ macro_rules! on_every_backend {
                 super::$test(super::Backend::Redis(cache_integration_tests::RedisServer::start())).await;
             })*
         }
+        /// As a user with exactly the README's ACL rule (the scripts call `TIME`, `PTTL`).
+        mod on_redis_as_acl_user {
+            $(#[tokio::test]
+            async fn $test() {
+                let mut server = cache_integration_tests::RedisServer::start();
+                server.add_cache_user(&["price:*", "__cache::*"]);
+                super::$test(super::Backend::Redis(server)).await;
+            })*
+        }
         mod on_redis_with_near_cache {
             $(#[tokio::test]
             async fn $test() {
