@@ -83,20 +83,8 @@ where
         engine.record(metrics, Seen::NoKey);
         return body.await;
     };
-    let Some(fields) = fields_to_read(engine, spec, &schema) else {
+    let Some(call) = Call::prepare(engine, spec, &key, &schema, &output, &tags) else {
         return body.await;
-    };
-    let policy = Policy::of(engine, spec, &output);
-    let call = Call {
-        engine,
-        spec,
-        key: &key,
-        fields,
-        schema: &schema,
-        output: &output,
-        tags: &tags,
-        policy,
-        refresh_due: AtomicBool::new(false),
     };
     let started = metrics.start();
     match call.lookup().await {
@@ -188,20 +176,8 @@ where
         engine.record(metrics, Seen::NoKey);
         return loader().await;
     };
-    let Some(fields) = fields_to_read(engine, spec, &schema) else {
+    let Some(call) = Call::prepare(engine, spec, &key, &schema, &output, &tags) else {
         return loader().await;
-    };
-    let policy = Policy::of(engine, spec, &output);
-    let call = Call {
-        engine,
-        spec,
-        key: &key,
-        fields,
-        schema: &schema,
-        output: &output,
-        tags: &tags,
-        policy,
-        refresh_due: AtomicBool::new(false),
     };
     let started = metrics.start();
     match call.lookup().await {
@@ -304,17 +280,14 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Parts<S, R, T> {
         L: FnOnce() -> Fut,
         Fut: Future<Output = R>,
     {
-        let call = Call {
-            engine: &self.engine,
-            spec: self.spec,
-            key: &self.key,
-            fields: self.fields,
-            schema: &self.schema,
-            output: &self.output,
-            tags: &self.tags,
-            policy: self.policy,
-            refresh_due: AtomicBool::new(false),
-        };
+        let call = Call::with(
+            &self.engine,
+            self.spec,
+            &self.key,
+            self.fields,
+            (&self.schema, &self.output, &self.tags),
+            self.policy,
+        );
         let Flight::Leader(_leading) = call.engine.flights().join(call.flight_key()) else {
             return Background::Skipped(loader);
         };
@@ -412,6 +385,51 @@ struct Call<'a, S, R, T> {
     policy: Policy,
     /// A hit found the entry past its refresh point (`refresh_after`).
     refresh_due: AtomicBool,
+}
+
+impl<'a, S, R, T> Call<'a, S, R, T> {
+    /// The call's context, or `None` when the schema cannot be cached (the call runs the
+    /// function).
+    fn prepare(
+        engine: &'a Arc<Engine>,
+        spec: &'static Spec,
+        key: &'a str,
+        schema: &'a Schema<S>,
+        output: &'a Output<S, R>,
+        tags: &'a Tags<T>,
+    ) -> Option<Self> {
+        let fields = fields_to_read(engine, spec, schema)?;
+        let policy = Policy::of(engine, spec, output);
+        Some(Call::with(
+            engine,
+            spec,
+            key,
+            fields,
+            (schema, output, tags),
+            policy,
+        ))
+    }
+
+    fn with(
+        engine: &'a Arc<Engine>,
+        spec: &'static Spec,
+        key: &'a str,
+        fields: &'static [&'static str],
+        (schema, output, tags): (&'a Schema<S>, &'a Output<S, R>, &'a Tags<T>),
+        policy: Policy,
+    ) -> Self {
+        Call {
+            engine,
+            spec,
+            key,
+            fields,
+            schema,
+            output,
+            tags,
+            policy,
+            refresh_due: AtomicBool::new(false),
+        }
+    }
 }
 
 enum Step<R> {
