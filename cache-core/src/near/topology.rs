@@ -16,24 +16,8 @@ pub(super) fn resp3(client: &Client, address: Option<(&str, u16)>) -> Option<Cli
     let info = info.set_redis_settings(settings);
     let info = match address {
         None => info,
-        Some((host, port)) => {
-            let addr = match info.addr().clone() {
-                ConnectionAddr::Tcp(..) => ConnectionAddr::Tcp(host.to_owned(), port),
-                ConnectionAddr::TcpTls {
-                    insecure,
-                    tls_params,
-                    ..
-                } => ConnectionAddr::TcpTls {
-                    host: host.to_owned(),
-                    port,
-                    insecure,
-                    tls_params,
-                },
-                // A Unix socket (or anything newer) is not a cluster node's address.
-                _ => return None,
-            };
-            info.set_addr(addr)
-        }
+        // A Unix socket (or anything newer) is not a cluster node's address.
+        Some((host, port)) => crate::store::at_tcp_address(info, host, port)?,
     };
     Client::open(info).ok()
 }

@@ -47,7 +47,7 @@ use std::time::Duration;
 use ::redis::Value;
 
 pub(crate) use self::memory::{shared as shared_memory, ChangeListener, MemoryStore};
-pub(crate) use self::redis::{is_primary, Link, RedisStore, Sentinels};
+pub(crate) use self::redis::{at_tcp_address, is_primary, Link, RedisStore, Sentinels};
 use crate::codec::{EncodedField, Stored};
 use crate::key::TagKeys;
 use crate::time::millis;

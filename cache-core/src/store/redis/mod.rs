@@ -21,7 +21,7 @@ use self::scripts::{
     NEW_STAMP_SCRIPT, RELEASE_LEASE_SCRIPT, STAMP_TAG_SCRIPT, TAG_FILL_SCRIPT,
     WRITE_THROUGH_SCRIPT,
 };
-pub(crate) use self::sentinel::{is_primary, Sentinels};
+pub(crate) use self::sentinel::{at_tcp_address, is_primary, Sentinels};
 use super::meta::Meta;
 use super::{
     parse_stamp, ttl_millis, Absences, ClockRead, Drain, EntryRead, EntryTags, Fill, FillBody,

@@ -21,7 +21,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, ConnectionAddr, Value};
+use redis::{AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, Value};
 
 use crate::locks::MutexExt as _;
 use crate::store::StoreResult;
@@ -226,7 +226,17 @@ const UNREPLICATED_FOR: Duration = Duration::from_secs(10);
 
 /// `client`'s settings (credentials, database, protocol, TLS) at another TCP address.
 fn at_address(client: &Client, host: &str, port: u16) -> Option<Client> {
-    let info = client.get_connection_info().clone();
+    let info = at_tcp_address(client.get_connection_info().clone(), host, port)?;
+    Client::open(info).ok()
+}
+
+/// `info` (credentials, database, protocol, TLS) at another TCP address: a node a sentinel
+/// or a cluster names. `None` for a Unix socket (or anything newer), which names no node.
+pub(crate) fn at_tcp_address(
+    info: ConnectionInfo,
+    host: &str,
+    port: u16,
+) -> Option<ConnectionInfo> {
     let addr = match info.addr().clone() {
         ConnectionAddr::Tcp(..) => ConnectionAddr::Tcp(host.to_owned(), port),
         ConnectionAddr::TcpTls {
@@ -241,7 +251,7 @@ fn at_address(client: &Client, host: &str, port: u16) -> Option<Client> {
         },
         _ => return None,
     };
-    Client::open(info.set_addr(addr)).ok()
+    Some(info.set_addr(addr))
 }
 
 fn io_error(message: String) -> redis::RedisError {
