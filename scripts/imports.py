@@ -58,7 +58,7 @@ print("edges:", edges)
 # The layering, top first: what the user and the macros call, the handle, the engine and what it
 # runs on, then the leaves. A module imports only modules below it.
 LAYERS = [
-    "lib", "private", "response", "after_write", "read_through", "function", "adapt",
+    "lib", "private", "response", "after_write", "read_many", "read_through", "function", "adapt",
     "builder", "cache", "connect", "engine", "near", "store", "guard", "flight", "metrics",
     "stats", "codec", "key", "source", "redact", "time", "locks", "error",
 ]

@@ -27,6 +27,8 @@ const DEFAULT_MAX_PENDING_INVALIDATIONS: usize = 100_000;
 const DEFAULT_MAX_VALUE_SIZE: usize = 1 << 20;
 const DEFAULT_LEASE_TIME: Duration = Duration::from_secs(10);
 const DEFAULT_LEASE_WAIT: Duration = Duration::from_millis(300);
+/// The most entries per pipeline of a batch read.
+const DEFAULT_BATCH_SIZE: usize = 128;
 const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(30);
 const DEFAULT_FAIL_SAFE_THROTTLE: Duration = Duration::from_secs(30);
 const DEFAULT_NEAR_MAX_AGE: Duration = Duration::from_secs(60);
@@ -103,6 +105,7 @@ pub struct CacheBuilder {
     max_value_size: usize,
     lease_time: Duration,
     lease_wait: Duration,
+    batch_size: usize,
     negative_ttl: Duration,
     fail_safe: Duration,
     fail_safe_throttle: Duration,
@@ -147,6 +150,7 @@ impl std::fmt::Debug for CacheBuilder {
             .field("max_value_size", &self.max_value_size)
             .field("lease_time", &self.lease_time)
             .field("lease_wait", &self.lease_wait)
+            .field("batch_size", &self.batch_size)
             .field("negative_ttl", &self.negative_ttl)
             .field("fail_safe", &self.fail_safe)
             .field("fail_safe_throttle", &self.fail_safe_throttle)
@@ -178,6 +182,7 @@ impl Default for CacheBuilder {
             max_value_size: DEFAULT_MAX_VALUE_SIZE,
             lease_time: DEFAULT_LEASE_TIME,
             lease_wait: DEFAULT_LEASE_WAIT,
+            batch_size: DEFAULT_BATCH_SIZE,
             negative_ttl: DEFAULT_NEGATIVE_TTL,
             fail_safe: Duration::ZERO,
             fail_safe_throttle: DEFAULT_FAIL_SAFE_THROTTLE,
@@ -399,6 +404,15 @@ impl CacheBuilder {
         self
     }
 
+    /// The most entries one round trip of a batch read (`#[cached_get_many]`,
+    /// [`Cache::get_many`](crate::Cache::get_many)) carries: more ids are read in several
+    /// pipelines, sent together, so that no single reply grows without bound. Default: 128;
+    /// at least 1.
+    pub fn batch_size(mut self, entries: usize) -> Self {
+        self.batch_size = entries;
+        self
+    }
+
     /// Trusts this CA (PEM) for `rediss://` connections instead of the system's root
     /// certificates: a private CA, as managed Redis offerings and self-hosted TLS use.
     #[cfg(feature = "tls")]
@@ -456,6 +470,11 @@ impl CacheBuilder {
     pub fn build(self) -> Result<Cache, Error> {
         if let Some(namespace) = &self.namespace {
             check_segment("namespace", namespace)?;
+        }
+        if self.batch_size == 0 {
+            return Err(Error::Config(
+                "batch_size is 0; a batch read needs at least 1 entry per round trip".into(),
+            ));
         }
         for (option, duration) in [
             ("default_ttl", self.default_ttl),
@@ -608,6 +627,7 @@ impl CacheBuilder {
             negative_ttl: self.negative_ttl,
             fail_safe: self.fail_safe,
             fail_safe_throttle: self.fail_safe_throttle,
+            batch_size: self.batch_size,
         };
         Cache::over(Arc::new(Engine::new(settings, store, enabled, near)))
     }

@@ -110,6 +110,83 @@ impl Cache {
         put
     }
 
+    /// Reads the entries `{prefix}:{key}` of many keys as `T`, in one round trip (a
+    /// pipeline of at most [`batch_size`](crate::CacheBuilder::batch_size) reads; more are
+    /// sent as several pipelines at once; on a cluster one per slot). One answer per key, in
+    /// order: `Some` where every field of `T` is present and decodes. An entry whose
+    /// invalidation still waits for Redis is `None` (this handle does not read it).
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Self::get), except that a pending invalidation is not one.
+    pub async fn get_many<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+        keys: &[impl Display],
+    ) -> Result<Vec<Option<T>>, Error> {
+        check_segment("prefix", prefix)?;
+        let fields = schema_field_names::<T>()?;
+        if !self.is_enabled() || keys.is_empty() {
+            return Ok(keys.iter().map(|_| None).collect());
+        }
+        let keys: Vec<String> = keys
+            .iter()
+            .map(|key| self.engine.key(prefix, key))
+            .collect();
+        let blocked = self
+            .engine
+            .reads_blocked_many(keys.iter().map(String::as_str))
+            .await;
+        if blocked.iter().any(|&blocked| blocked) {
+            self.engine.count_bypass();
+        }
+        let readable: Vec<&str> = keys
+            .iter()
+            .zip(&blocked)
+            .filter(|(_, &blocked)| !blocked)
+            .map(|(key, _)| key.as_str())
+            .collect();
+        let chunks = readable.chunks(self.engine.batch_size()).map(|chunk| {
+            self.engine
+                .read_entries(chunk, fields, codec::decode::<T>, true)
+        });
+        let mut lookups = Vec::with_capacity(readable.len());
+        for chunk in futures_util::future::join_all(chunks).await {
+            self.engine.count_if_bypassed(&chunk);
+            lookups.extend(chunk?);
+        }
+        let mut lookups = lookups.into_iter().peekable();
+        // Blocked entries were not read: they take no lookup.
+        Ok(blocked
+            .into_iter()
+            .map(|blocked| match lookups.next_if(|_| !blocked) {
+                Some(Lookup::Hit(value, _)) => Some(value),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// [`put`](Self::put) for many entries, sent together: each `(key, value)` pair's fields
+    /// merged into `{prefix}:{key}`, with the default TTL. Unconditional, as `put`.
+    ///
+    /// # Errors
+    ///
+    /// As [`put`](Self::put): the first error met; the entries before it may be written.
+    pub async fn put_many<T: Serialize + DeserializeOwned>(
+        &self,
+        prefix: &str,
+        entries: &[(impl Display, T)],
+    ) -> Result<(), Error> {
+        check_segment("prefix", prefix)?;
+        let puts = entries
+            .iter()
+            .map(|(key, value)| self.put(prefix, key, value));
+        futures_util::future::join_all(puts)
+            .await
+            .into_iter()
+            .collect()
+    }
+
     /// Drops the entry `{prefix}:{key}`. If Redis cannot be reached the invalidation is kept
     /// and delivered once it can, and until then this handle does not read that entry.
     ///

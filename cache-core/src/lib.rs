@@ -104,6 +104,7 @@ mod locks;
 mod metrics;
 mod near;
 mod private;
+mod read_many;
 mod read_through;
 mod redact;
 #[cfg(any(feature = "axum", feature = "actix"))]

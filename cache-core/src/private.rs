@@ -4,6 +4,7 @@
 //! - [`Spec`], [`Learned`], [`installed`], [`entry_key`]: the function (`function.rs`);
 //! - the adapters of the user's types (`adapt.rs`);
 //! - [`near_hit`] and [`get_or_fill`]: `#[cached_get]`'s call (`read_through.rs`);
+//! - [`get_many`] and the batch return types: `#[cached_get_many]`'s call (`read_many/`);
 //! - [`invalidate`] and [`write_through`]: after a write (`after_write.rs`).
 
 pub use crate::adapt::{
@@ -15,4 +16,7 @@ pub use crate::adapt::{
 pub use crate::after_write::{invalidate, write_through};
 pub use crate::function::{entry_key, installed, Learned, Resilience, Spec};
 pub use crate::key::KeySegment;
+pub use crate::read_many::{
+    get_many, rows_by_field, rows_by_ids, BatchOutput, BatchRows, RowsByField, RowsByIds,
+};
 pub use crate::read_through::{get_or_fill, get_or_fill_detached, near_hit};

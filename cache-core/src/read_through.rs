@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::adapt::{Output, Schema, Tags};
+use crate::adapt::{NearOps, Output, Schema, Tags};
 use crate::codec::{EncodedField, FieldValue};
 use crate::engine::{Copyable, Engine, Lease, Lookup, Seen, StaleBecause};
 use crate::flight::{wait_for_leader, Flight};
@@ -117,7 +117,7 @@ where
 
 /// The schema's fields to read, once the function's first call learnt them; `None` when the
 /// schema cannot be cached (the call runs the function).
-fn fields_to_read<S>(
+pub(crate) fn fields_to_read<S>(
     engine: &Engine,
     spec: &'static Spec,
     schema: &Schema<S>,
@@ -621,28 +621,18 @@ impl<S, R, T: Fn(&S) -> Vec<String>> Call<'_, S, R, T> {
     /// Keeps a value read from Redis in the near cache, if `ticket` says no invalidation
     /// crossed the read.
     fn keep_near(&self, ticket: Ticket, value: &S, copyable: Copyable) {
-        if let (Some(near), Some(ops)) = (self.engine.near(), self.schema.near.as_ref()) {
-            // The entry's tags, and this function's (which its fills register too).
-            let mut tags = copyable.tags;
-            merge_tags(&mut tags, &self.tags.of(value));
-            // Never past the entry's fresh time: after it, only the fail-safe may read it. With
-            // `refresh_after`, not past the refresh point either, so that a hot entry's reads
-            // reach Redis, where one of them starts the refresh.
-            let window_ms = self.policy.refresh_window.map_or(0, |window| {
-                u64::try_from(window.as_millis()).unwrap_or(u64::MAX)
-            });
-            let ttl_ms = copyable.fresh_ms.map_or(copyable.ttl_ms, |fresh| {
-                fresh.saturating_sub(window_ms).min(copyable.ttl_ms)
-            });
-            if ttl_ms == 0 {
-                return;
-            }
-            let copy = NearCopy {
-                ttl: Duration::from_millis(ttl_ms),
-                bytes: copyable.bytes,
-                tags,
-            };
-            (ops.insert)(near, ticket, self.key, value, copy);
+        if let Some(ops) = self.schema.near.as_ref() {
+            let tags = self.tags.of(value);
+            keep_near(
+                self.engine,
+                ops,
+                ticket,
+                self.key,
+                value,
+                copyable,
+                &tags,
+                self.policy.refresh_window,
+            );
         }
     }
 
@@ -973,54 +963,102 @@ impl<S, R, T> Call<'_, S, R, T> {
         }
     }
 
-    /// After the first encoding of the schema: the fields worth reading are those it writes
-    /// (serde's list also holds aliases), and the value must decode back from what it wrote,
-    /// or no read of this function could ever hit (a field skipped without `default`): then
-    /// calls skip the cache instead of paying a read and a fill each, and it is said once.
+    /// See [`learn_from`].
     fn learn_from(&self, encoded: &[EncodedField]) {
-        let learned = &self.spec.learned;
-        if learned.fields.get().is_some() {
-            return;
-        }
-        let written: Vec<&'static str> = self
-            .fields
-            .iter()
-            .copied()
-            .filter(|field| encoded.iter().any(|(name, _)| name == field))
-            .collect();
-        let fields: &'static [&'static str] = if written.len() == self.fields.len() {
-            self.fields
-        } else {
-            // Once per function and process: a few names.
-            Box::leak(written.into_boxed_slice())
-        };
-        let mut values: Vec<FieldValue> = fields
-            .iter()
-            .filter_map(|field| {
-                encoded
-                    .iter()
-                    .find(|(name, _)| name == field)
-                    .map(|(_, value)| value.clone())
-            })
-            .collect();
-        let mut stored = values.iter_mut().map(FieldValue::as_stored);
-        if let Err(error) = (self.schema.decode)(fields, &mut stored) {
-            learned.uncacheable.store(true, Ordering::Relaxed);
-            if learned.first_warning() {
-                tracing::warn!(
-                    prefix = self.spec.prefix,
-                    schema = std::any::type_name::<S>(),
-                    %error,
-                    "the schema does not decode from what it stores (a field skipped by `skip_serializing_if` needs `#[serde(default)]`), so it could never be a hit; this function now skips the cache"
-                );
-            }
-        }
-        let _ = learned.fields.set(fields);
+        learn_from(self.spec, self.fields, self.schema, encoded);
     }
 }
 
+/// After the first encoding of the schema: the fields worth reading are those it writes
+/// (serde's list also holds aliases), and the value must decode back from what it wrote,
+/// or no read of this function could ever hit (a field skipped without `default`): then
+/// calls skip the cache instead of paying a read and a fill each, and it is said once.
+pub(crate) fn learn_from<S>(
+    spec: &'static Spec,
+    asked: &'static [&'static str],
+    schema: &Schema<S>,
+    encoded: &[EncodedField],
+) {
+    let learned = &spec.learned;
+    if learned.fields.get().is_some() {
+        return;
+    }
+    let written: Vec<&'static str> = asked
+        .iter()
+        .copied()
+        .filter(|field| encoded.iter().any(|(name, _)| name == field))
+        .collect();
+    let fields: &'static [&'static str] = if written.len() == asked.len() {
+        asked
+    } else {
+        // Once per function and process: a few names.
+        Box::leak(written.into_boxed_slice())
+    };
+    let mut values: Vec<FieldValue> = fields
+        .iter()
+        .filter_map(|field| {
+            encoded
+                .iter()
+                .find(|(name, _)| name == field)
+                .map(|(_, value)| value.clone())
+        })
+        .collect();
+    let mut stored = values.iter_mut().map(FieldValue::as_stored);
+    if let Err(error) = (schema.decode)(fields, &mut stored) {
+        learned.uncacheable.store(true, Ordering::Relaxed);
+        if learned.first_warning() {
+            tracing::warn!(
+                prefix = spec.prefix,
+                schema = std::any::type_name::<S>(),
+                %error,
+                "the schema does not decode from what it stores (a field skipped by `skip_serializing_if` needs `#[serde(default)]`), so it could never be a hit; this function now skips the cache"
+            );
+        }
+    }
+    let _ = learned.fields.set(fields);
+}
+
+/// Keeps `value`, read from Redis at `key`, in the near cache if `ticket` says no
+/// invalidation crossed the read: with the entry's tags and the function's (`tags`, which
+/// its fills register too), never past the entry's fresh time, nor past the refresh point
+/// (`refresh_window` before it), so that a hot entry's reads reach Redis, where one of them
+/// starts the refresh.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn keep_near<S>(
+    engine: &Engine,
+    ops: &NearOps<S>,
+    ticket: Ticket,
+    key: &str,
+    value: &S,
+    copyable: Copyable,
+    tags: &[String],
+    refresh_window: Option<Duration>,
+) {
+    let Some(near) = engine.near() else {
+        return;
+    };
+    let mut copy_tags = copyable.tags;
+    merge_tags(&mut copy_tags, tags);
+    // After the fresh time only the fail-safe may read the entry.
+    let window_ms = refresh_window.map_or(0, |window| {
+        u64::try_from(window.as_millis()).unwrap_or(u64::MAX)
+    });
+    let ttl_ms = copyable.fresh_ms.map_or(copyable.ttl_ms, |fresh| {
+        fresh.saturating_sub(window_ms).min(copyable.ttl_ms)
+    });
+    if ttl_ms == 0 {
+        return;
+    }
+    let copy = NearCopy {
+        ttl: Duration::from_millis(ttl_ms),
+        bytes: copyable.bytes,
+        tags: copy_tags,
+    };
+    (ops.insert)(near, ticket, key, value, copy);
+}
+
 /// Adds to `tags` those of `more` it lacks (a handful each: a scan beats a set).
-fn merge_tags(tags: &mut Vec<String>, more: &[String]) {
+pub(crate) fn merge_tags(tags: &mut Vec<String>, more: &[String]) {
     for tag in more {
         if !tags.contains(tag) {
             tags.push(tag.clone());

@@ -41,6 +41,27 @@ impl Engine {
         self.pending.blocks(key, tags)
     }
 
+    /// [`reads_blocked`](Self::reads_blocked) for many entries (read without tags known),
+    /// delivering at most once.
+    pub(crate) async fn reads_blocked_many<'k>(
+        self: &Arc<Self>,
+        keys: impl ExactSizeIterator<Item = &'k str>,
+    ) -> Vec<bool> {
+        if self.pending.is_empty() {
+            return vec![false; keys.len()];
+        }
+        if self.delivery.permit() {
+            Box::pin(self.deliver_pending()).await;
+        }
+        keys.map(|key| self.pending.blocks(key, &[])).collect()
+    }
+
+    /// Whether an undelivered invalidation concerns the entry at `key` or one of `tags`,
+    /// without trying to deliver first.
+    pub(crate) fn blocks(&self, key: &str, tags: &[String]) -> bool {
+        self.pending.blocks(key, tags)
+    }
+
     /// Tries to deliver the pending invalidations now.
     async fn deliver_pending(self: &Arc<Self>) {
         let delivery = self

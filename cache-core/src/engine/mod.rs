@@ -65,6 +65,7 @@ pub(crate) struct Settings {
     pub(crate) negative_ttl: Duration,
     pub(crate) fail_safe: Duration,
     pub(crate) fail_safe_throttle: Duration,
+    pub(crate) batch_size: usize,
 }
 
 /// What a call saw that the handle and the function both count ([`Engine::record`]).
@@ -104,6 +105,8 @@ pub(crate) struct Engine {
     longest_ttl_ms: AtomicU64,
     lease_time: Duration,
     lease_wait: Duration,
+    /// The most entries one pipeline of a batch read carries (`CacheBuilder::batch_size`).
+    batch_size: usize,
     negative_ttl: Duration,
     /// The fail-safe's defaults, for functions that set none (see `fail_safe.rs`).
     fail_safe: Duration,
@@ -139,6 +142,7 @@ impl Engine {
             negative_ttl,
             fail_safe,
             fail_safe_throttle,
+            batch_size,
         } = settings;
         Engine {
             store,
@@ -162,6 +166,7 @@ impl Engine {
             fail_safe,
             fail_safe_throttle,
             throttled: Throttled::default(),
+            batch_size,
             flights: Flights::default(),
             counters: Counters::default(),
             near,
@@ -236,6 +241,10 @@ impl Engine {
 
     pub(crate) fn flight_wait(&self) -> Duration {
         self.lease_time
+    }
+
+    pub(crate) fn batch_size(&self) -> usize {
+        self.batch_size
     }
 
     pub(crate) fn lease_wait(&self) -> Duration {

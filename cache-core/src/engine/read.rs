@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::Engine;
 use crate::codec;
 use crate::stats::Counter;
-use crate::store::{ClockRead, EntryTags};
+use crate::store::{ClockRead, EntryRead, EntryTags};
 use crate::Error;
 
 /// What the near cache needs to know of a value read from Redis to keep a copy.
@@ -96,14 +96,13 @@ impl Engine {
         } else {
             Vec::new()
         };
-        let mut read = self
+        let read = self
             .guarded(
                 "read",
                 self.store
                     .read(key, fields, &self.owner, self.near.is_some(), &stamp_keys),
             )
             .await?;
-        let counters = &self.counters;
         let stale = match &read.tags {
             Some(tags) if read.absent || read.is_complete(fields) => {
                 match Self::stale_by_fetched(tags, known_tags, read.stamps.as_deref()) {
@@ -114,9 +113,78 @@ impl Engine {
             }
             _ => false,
         };
+        Ok(self.classify(key, read, fields, decode, count_misses, stale))
+    }
+
+    /// [`read_entry`](Self::read_entry) for many entries in one round trip (see
+    /// [`Store::read_many`](crate::store::Store::read_many)), and the stamps of every tag
+    /// they name in one more, only if one has tags. Each entry's outcome, in the order of
+    /// `keys`; misses counted with `count_misses` (as for [`read_entry`](Self::read_entry)).
+    pub(crate) async fn read_entries<S>(
+        &self,
+        keys: &[&str],
+        fields: &'static [&'static str],
+        decode: codec::DecodeFn<S>,
+        count_misses: bool,
+    ) -> Result<Vec<Lookup<S>>, Error> {
+        let reads = self
+            .guarded(
+                "read many",
+                self.store
+                    .read_many(keys, fields, &self.owner, self.near.is_some()),
+            )
+            .await?;
+        let checked = |read: &EntryRead| read.absent || read.is_complete(fields);
+        let mut names: Vec<String> = Vec::new();
+        for tags in reads
+            .iter()
+            .filter(|read| checked(read))
+            .filter_map(|read| read.tags.as_ref())
+        {
+            for name in &tags.names {
+                if !names.contains(name) {
+                    names.push(name.clone());
+                }
+            }
+        }
+        let stamps = if names.is_empty() {
+            Vec::new()
+        } else {
+            let stamp_keys = self.stamp_keys(&names);
+            self.guarded("tag stamps", self.store.tag_stamps(&stamp_keys))
+                .await?
+        };
+        Ok(keys
+            .iter()
+            .zip(reads)
+            .map(|(key, read)| {
+                let stale = match &read.tags {
+                    Some(tags) if checked(&read) => {
+                        // Every name is among those fetched: `Some`.
+                        Self::stale_by_fetched(tags, &names, Some(&stamps)).unwrap_or(true)
+                    }
+                    _ => false,
+                };
+                self.classify(key, read, fields, decode, count_misses, stale)
+            })
+            .collect())
+    }
+
+    /// What a read found, once its tags were checked (`stale`: one was invalidated after
+    /// some of its fields were loaded).
+    fn classify<S>(
+        &self,
+        key: &str,
+        mut read: EntryRead,
+        fields: &'static [&'static str],
+        decode: codec::DecodeFn<S>,
+        count_misses: bool,
+        stale: bool,
+    ) -> Lookup<S> {
+        let counters = &self.counters;
         let expired = read.is_expired();
         if read.absent && !stale && !expired {
-            return Ok(Lookup::Absent { seen: read.stamp });
+            return Lookup::Absent { seen: read.stamp };
         }
         let mut copy = None;
         if read.is_complete(fields) && !stale {
@@ -132,7 +200,7 @@ impl Engine {
                 Ok(value) if expired => copy = Some((value, copyable)),
                 Ok(value) => {
                     counters.bump(Counter::Hits);
-                    return Ok(Lookup::Hit(value, copyable));
+                    return Lookup::Hit(value, copyable);
                 }
                 // Garbage is a miss; the fill that follows overwrites it.
                 Err(error) => {
@@ -143,14 +211,25 @@ impl Engine {
         if count_misses {
             counters.bump(Counter::Misses);
         }
-        Ok(Lookup::Miss {
+        Lookup::Miss {
             seen: read.stamp,
             // A herd forms where a hot entry expires as where it was invalidated.
             tombstone: read.is_tombstone(fields) || copy.is_some(),
             leased: read.leased,
             stale,
             expired: copy,
-        })
+        }
+    }
+
+    /// The clocks misses of many entries read before loading (see [`Engine::clock`]): one
+    /// read on one server, one per slot on a cluster. In the order of `keys`.
+    pub(crate) async fn clocks(
+        &self,
+        keys: &[&str],
+        tagged: bool,
+    ) -> Result<Vec<ClockRead>, Error> {
+        let clocks = self.store.clock_many(&self.clock_key, keys, tagged);
+        self.guarded("clock", clocks).await
     }
 
     /// [`Engine::tags_stale`]'s answer from stamps read with the entry, when they cover every tag

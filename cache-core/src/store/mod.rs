@@ -393,6 +393,24 @@ impl Store {
         }
     }
 
+    /// [`read`](Self::read) for many entries in one round trip: a pipeline of `HMGET`s (on
+    /// a cluster, one pipeline per slot, all sent at once). In the order of `keys`.
+    pub(crate) async fn read_many(
+        &self,
+        keys: &[&str],
+        fields: &[&str],
+        owner: &str,
+        with_ttl: bool,
+    ) -> StoreResult<Vec<EntryRead>> {
+        match self {
+            Store::Redis(store) => store.read_many(keys, fields, owner, with_ttl).await,
+            Store::Memory(store) => Ok(keys
+                .iter()
+                .map(|key| store.read(key, fields, owner))
+                .collect()),
+        }
+    }
+
     /// Whether [`read`](Self::read) fetches tag stamps in the same round trip: on one Redis
     /// server (a cluster keeps them in other slots; the in-process store has no round trip).
     pub(crate) fn pipelines_tag_stamps(&self) -> bool {
@@ -494,6 +512,28 @@ impl Store {
                     entry: now,
                     tags: now,
                 })
+            }
+        }
+    }
+
+    /// [`clock`](Self::clock) for many entries: one `HGET` on one server (every entry has
+    /// the namespace clock); on a cluster one per slot among them, in parallel. In the
+    /// order of `keys`.
+    pub(crate) async fn clock_many(
+        &self,
+        clock: &str,
+        keys: &[&str],
+        tagged: bool,
+    ) -> StoreResult<Vec<ClockRead>> {
+        match self {
+            Store::Redis(store) => store.clock_many(clock, keys, tagged).await,
+            Store::Memory(store) => {
+                let now = store.clock();
+                let read = ClockRead {
+                    entry: now,
+                    tags: now,
+                };
+                Ok(vec![read; keys.len()])
             }
         }
     }

@@ -223,6 +223,100 @@ impl RedisStore {
         Ok(read)
     }
 
+    /// [`read`](Self::read) for many entries: one pipeline of `HMGET`s (each with a `PTTL`
+    /// when `with_ttl`). On a cluster, a pipeline goes to one node, so the keys are grouped
+    /// by slot and each group's pipeline is sent at the same time (the multiplexed
+    /// connections put those for one node on the wire together).
+    pub(crate) async fn read_many(
+        &self,
+        keys: &[&str],
+        fields: &[&str],
+        owner: &str,
+        with_ttl: bool,
+    ) -> StoreResult<Vec<EntryRead>> {
+        let connection = self.connection.get().await?;
+        if !self.cluster {
+            return read_group(connection, keys, fields, owner, with_ttl).await;
+        }
+        let mut groups: std::collections::BTreeMap<u16, Vec<usize>> = Default::default();
+        for (at, key) in keys.iter().enumerate() {
+            groups
+                .entry(key::slot_of(key.as_bytes()))
+                .or_default()
+                .push(at);
+        }
+        let reads = groups.into_values().map(|positions| {
+            let connection = connection.clone();
+            async move {
+                let group: Vec<&str> = positions.iter().map(|&at| keys[at]).collect();
+                let reads = read_group(connection, &group, fields, owner, with_ttl).await?;
+                Ok::<_, redis::RedisError>(positions.into_iter().zip(reads))
+            }
+        });
+        let mut found: Vec<Option<EntryRead>> = keys.iter().map(|_| None).collect();
+        for group in futures_util::future::try_join_all(reads).await? {
+            for (at, read) in group {
+                found[at] = Some(read);
+            }
+        }
+        Ok(found
+            .into_iter()
+            .map(|read| read.unwrap_or_else(|| EntryRead::missing(fields.len())))
+            .collect())
+    }
+
+    /// [`clock`](Self::clock) for many entries: the namespace clock once on one server; on a
+    /// cluster the clock of each slot among them once, and the namespace clock for tags.
+    pub(crate) async fn clock_many(
+        &self,
+        namespace_clock: &str,
+        keys: &[&str],
+        tagged: bool,
+    ) -> StoreResult<Vec<ClockRead>> {
+        let connection = self.connection.get().await?;
+        if !self.cluster {
+            let now = self
+                .clock_now(&mut connection.clone(), namespace_clock)
+                .await?;
+            let read = ClockRead {
+                entry: now,
+                tags: now,
+            };
+            return Ok(vec![read; keys.len()]);
+        }
+        let clocks: Vec<String> = keys
+            .iter()
+            .map(|key| self.entry_clock(namespace_clock, key).0)
+            .collect();
+        let mut distinct: Vec<&str> = clocks.iter().map(String::as_str).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let reads = distinct.iter().map(|clock| {
+            let mut connection = connection.clone();
+            async move { self.clock_now(&mut connection, clock).await }
+        });
+        let tags = async {
+            if tagged {
+                self.clock_now(&mut connection.clone(), namespace_clock)
+                    .await
+            } else {
+                Ok(0)
+            }
+        };
+        let (nows, tags) = tokio::join!(futures_util::future::try_join_all(reads), tags);
+        let (nows, tags) = (nows?, tags?);
+        Ok(clocks
+            .iter()
+            .map(|clock| {
+                let at = distinct.binary_search(&clock.as_str()).unwrap_or(0);
+                ClockRead {
+                    entry: nows[at],
+                    tags,
+                }
+            })
+            .collect())
+    }
+
     pub(crate) async fn release_lease(&self, key: &str, token: &str) -> StoreResult<()> {
         self.release_lease_script
             .key(key)
@@ -489,6 +583,45 @@ impl RedisStore {
 /// The entry's `HMGET`, then its `PTTL` (with `with_ttl`) and the `MGET` of `stamps` (if
 /// any), in one round trip: the reply, the TTL in ms (0: not asked or none) and the stamps.
 /// Without `stamps` the keys are one, hence one slot: a cluster sends it to that slot's node.
+/// One pipeline of `HMGET`s of `fields` and `__meta`, each followed by a `PTTL` when
+/// `with_ttl`; replies that are not hashes (another type under our key) are garbage: misses.
+async fn read_group(
+    mut connection: impl redis::aio::ConnectionLike,
+    keys: &[&str],
+    fields: &[&str],
+    owner: &str,
+    with_ttl: bool,
+) -> StoreResult<Vec<EntryRead>> {
+    let mut pipeline = redis::pipe();
+    for key in keys {
+        pipeline.cmd("HMGET").arg(*key).arg(fields).arg(META_FIELD);
+        if with_ttl {
+            pipeline.cmd("PTTL").arg(*key);
+        }
+    }
+    let per_key = 1 + usize::from(with_ttl);
+    let replies = connection
+        .req_packed_commands(&pipeline, 0, keys.len() * per_key)
+        .await?;
+    let mut replies = replies.into_iter();
+    let mut reads = Vec::with_capacity(keys.len());
+    for _ in keys {
+        let reply = match replies.next().unwrap_or(Value::Nil).extract_error() {
+            Ok(reply) => reply,
+            Err(error) if error.code() == Some("WRONGTYPE") => Value::Nil,
+            Err(error) => return Err(error),
+        };
+        let mut read = entry_read(reply, fields, owner);
+        if with_ttl {
+            if let Some(Value::Int(millis)) = replies.next() {
+                read.ttl_ms = u64::try_from(millis).unwrap_or(0);
+            }
+        }
+        reads.push(read);
+    }
+    Ok(reads)
+}
+
 async fn read_pipelined(
     mut connection: impl redis::aio::ConnectionLike,
     command: redis::Cmd,
