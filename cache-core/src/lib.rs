@@ -144,7 +144,7 @@ pub use http;
 
 #[cfg(feature = "macros")]
 #[doc(inline)]
-pub use cache_macros::{cached_delete, cached_get, cached_update};
+pub use cache_macros::{cached_delete, cached_get, cached_get_many, cached_update};
 
 /// The README's examples are compiled and run as doctests.
 #[cfg(doctest)]

@@ -10,6 +10,7 @@ use syn::{bracketed, Expr, Lit, LitBool, LitInt, LitStr, Path, Token, Type};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum MacroKind {
     Get,
+    GetMany,
     Update,
     Delete,
 }
@@ -18,6 +19,7 @@ impl MacroKind {
     pub(crate) fn name(self) -> &'static str {
         match self {
             MacroKind::Get => "cached_get",
+            MacroKind::GetMany => "cached_get_many",
             MacroKind::Update => "cached_update",
             MacroKind::Delete => "cached_delete",
         }
@@ -27,6 +29,8 @@ impl MacroKind {
 mod kw {
     syn::custom_keyword!(prefix);
     syn::custom_keyword!(key);
+    syn::custom_keyword!(keys);
+    syn::custom_keyword!(key_field);
     syn::custom_keyword!(schema);
     syn::custom_keyword!(ttl);
     syn::custom_keyword!(tags);
@@ -54,6 +58,10 @@ pub(crate) struct Arg<T> {
 pub(crate) struct CacheArgs {
     pub(crate) prefix: Option<Arg<LitStr>>,
     pub(crate) key: Option<Arg<LitStr>>,
+    /// `cached_get_many`: the parameter holding the ids.
+    pub(crate) keys: Option<Arg<LitStr>>,
+    /// `cached_get_many`: the field of the schema holding a row's id.
+    pub(crate) key_field: Option<Arg<LitStr>>,
     pub(crate) schema: Option<Arg<Type>>,
     pub(crate) ttl: Option<Arg<LitInt>>,
     pub(crate) tags: Option<Arg<Vec<LitStr>>>,
@@ -135,6 +143,8 @@ impl Parse for CacheArgs {
             parse_argument!(input, args,
                 prefix: input.parse()?,
                 key: input.parse()?,
+                keys: input.parse()?,
+                key_field: input.parse()?,
                 schema: input.parse()?,
                 ttl: input.parse()?,
                 tags: tag_list(input)?,

@@ -21,6 +21,14 @@ pub(crate) fn attribute(kind: MacroKind, args: TokenStream, item: TokenStream) -
         }
     };
     let shape = Shape::of(&function);
+    if kind == MacroKind::GetMany {
+        let expanded = syn::parse2::<CacheArgs>(args)
+            .and_then(|args| crate::many::expand(args, &function, shape.as_ref()));
+        return match expanded {
+            Ok(tokens) => tokens,
+            Err(error) => with_item(error, item),
+        };
+    }
     let expanded = syn::parse2::<CacheArgs>(args)
         .and_then(|args| valid::check(kind, args, &function, shape.as_ref()))
         .map(|checked| {
@@ -88,32 +96,7 @@ fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn, shape: &Shape<'
             }
         }
     };
-    // The handle is borrowed for the key and the near cache (a near hit clones nothing) and
-    // cloned only for the call's future; the borrow ends before the body's future takes
-    // the function's parameters (`&mut self` included).
-    let (handle_ref, handle) = match &checked.cache {
-        // The expression may be a `Cache`, a reference, an `Arc` or a `LazyLock`: deref
-        // coercion to `&Cache` accepts all of them, and errors point at the expression.
-        Some(cache) => (
-            quote_spanned! {cache.span()=>
-                let __cache_ref: &#krate::Cache = &(#cache);
-                let __cache_handle_ref: ::core::option::Option<&#krate::Cache> =
-                    ::core::option::Option::Some(__cache_ref);
-            },
-            quote! {
-                ::core::option::Option::map(__cache_handle_ref, ::core::clone::Clone::clone)
-            },
-        ),
-        None => (
-            quote! {
-                let __cache_installed: ::core::option::Option<#krate::Cache> =
-                    #krate::__private::installed(&__CACHE_SPEC);
-                let __cache_handle_ref: ::core::option::Option<&#krate::Cache> =
-                    ::core::option::Option::as_ref(&__cache_installed);
-            },
-            quote!(__cache_installed),
-        ),
-    };
+    let (handle_ref, handle) = handle(checked.cache.as_ref(), krate);
     let key = key(&checked.key, krate);
     // Pins the block's type to the declared return type before anything else in it is
     // checked, so `?` and type errors in the user's code read as they would without us (not
@@ -263,6 +246,35 @@ fn expand(kind: MacroKind, checked: &Checked, function: &ItemFn, shape: &Shape<'
     }
 }
 
+/// The handle, borrowed for the key and the near cache (a near hit clones nothing), and the
+/// expression cloning it for the call's future; the borrow ends before the body's future
+/// takes the function's parameters (`&mut self` included).
+pub(crate) fn handle(cache: Option<&syn::Expr>, krate: &TokenStream) -> (TokenStream, TokenStream) {
+    match cache {
+        // The expression may be a `Cache`, a reference, an `Arc` or a `LazyLock`: deref
+        // coercion to `&Cache` accepts all of them, and errors point at the expression.
+        Some(cache) => (
+            quote_spanned! {cache.span()=>
+                let __cache_ref: &#krate::Cache = &(#cache);
+                let __cache_handle_ref: ::core::option::Option<&#krate::Cache> =
+                    ::core::option::Option::Some(__cache_ref);
+            },
+            quote! {
+                ::core::option::Option::map(__cache_handle_ref, ::core::clone::Clone::clone)
+            },
+        ),
+        None => (
+            quote! {
+                let __cache_installed: ::core::option::Option<#krate::Cache> =
+                    #krate::__private::installed(&__CACHE_SPEC);
+                let __cache_handle_ref: ::core::option::Option<&#krate::Cache> =
+                    ::core::option::Option::as_ref(&__cache_installed);
+            },
+            quote!(__cache_installed),
+        ),
+    }
+}
+
 /// The entry key: `None` (bypass) when a place holding an `Option` is `None`.
 fn key(key: &Template, krate: &TokenStream) -> TokenStream {
     let span = key.literal.span();
@@ -314,7 +326,7 @@ fn key(key: &Template, krate: &TokenStream) -> TokenStream {
 /// The schema's codec and the return type's adapters. The two constructors carry the type
 /// checks: a schema without serde is reported at the schema, a return type that does not
 /// carry it at the return type, once each.
-fn adapters(
+pub(crate) fn adapters(
     krate: &TokenStream,
     schema: &syn::Type,
     output: &syn::Type,
@@ -340,7 +352,7 @@ fn adapters(
     (schema_codec, output_adapter)
 }
 
-fn optional_u64(value: Option<u64>) -> TokenStream {
+pub(crate) fn optional_u64(value: Option<u64>) -> TokenStream {
     match value {
         Some(value) => quote!(::core::option::Option::Some(#value)),
         None => quote!(::core::option::Option::None),
@@ -380,7 +392,7 @@ fn tag_value(krate: &TokenStream, tag: &Template, place: &TokenStream) -> TokenS
 
 /// `tokens` (a path) with every token at `span`, so that an error about a call of it points
 /// at the user's token alone, not at the whole attribute.
-fn respan(tokens: &TokenStream, span: proc_macro2::Span) -> TokenStream {
+pub(crate) fn respan(tokens: &TokenStream, span: proc_macro2::Span) -> TokenStream {
     tokens
         .clone()
         .into_iter()
@@ -394,7 +406,7 @@ fn respan(tokens: &TokenStream, span: proc_macro2::Span) -> TokenStream {
 /// `cached_get`'s tags: those made of parameters only are rendered before the call; those
 /// naming fields of the value are rendered from it, with their parameters rendered before
 /// the call too (the body may take ownership of them).
-fn get_tags(krate: &TokenStream, tags: &[Template], schema: &syn::Type) -> TokenStream {
+pub(crate) fn get_tags(krate: &TokenStream, tags: &[Template], schema: &syn::Type) -> TokenStream {
     let (from_value, from_parameters): (Vec<&Template>, Vec<&Template>) =
         tags.iter().partition(|tag| tag.reads_value());
     let from_parameters = from_parameters

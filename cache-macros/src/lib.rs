@@ -14,6 +14,7 @@
 mod args;
 mod detach;
 mod expand;
+mod many;
 mod refuse;
 mod shape;
 mod valid;
@@ -100,6 +101,51 @@ use crate::args::MacroKind;
 #[proc_macro_attribute]
 pub fn cached_get(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::attribute(MacroKind::Get, args.into(), item.into()).into()
+}
+
+/// Caches many entries at once: one Redis round trip for all the ids, the function called
+/// once with only the ids that missed, each row filled into its own entry.
+///
+/// ```ignore
+/// #[cached_get_many(prefix = "user", keys = "ids", schema = UserRead, key_field = "id")]
+/// async fn users(&self, ids: &[i64]) -> Result<Vec<UserRead>, sqlx::Error> {
+///     // runs only for the ids that missed (`ids` holds those)
+///     sqlx::query_as("SELECT … WHERE id = ANY($1)").bind(ids).fetch_all(&self.pool).await
+/// }
+/// ```
+///
+/// Each id is the key of one entry `{namespace}:{prefix}:{id}`, the same entry a
+/// `#[cached_get(prefix = "user", key = "id", schema = …)]` reads and a `#[cached_update]`
+/// invalidates: single and batch reads share entries.
+///
+/// # Arguments
+///
+/// | argument | |
+/// |---|---|
+/// | `prefix = "user"` | required, as for `cached_get` |
+/// | `keys = "ids"` | required: the parameter holding the ids, a `&[K]`, `&Vec<K>` or `Vec<K>` with `K: Display + Clone`; the body sees the ids that missed under the same name |
+/// | `schema = T` | required: the struct each entry holds, as for `cached_get` |
+/// | `key_field = "id"` | for `Vec<S>` returns: the field of `S` that holds a row's id (it must display as the id does) |
+/// | `ttl`, `tags`, `cache`, `crate` | as for `cached_get`; tags naming fields of the value are rendered per row |
+///
+/// # Return types
+///
+/// `Vec<S>` (with `key_field`: the rows found, one per distinct id in the order asked),
+/// `Vec<Option<S>>` (one per id asked, in order, duplicates included: the body returns one
+/// per id it was given), `HashMap<K, S>`, or a `Result` of one of them. An `Err` is returned
+/// as is, and nothing is cached.
+///
+/// # Behaviour
+///
+/// Duplicate ids are read and loaded once; an empty list makes no call at all. The near
+/// cache answers first; then one pipeline of reads (several, sent together, beyond the
+/// handle's `batch_size`; per slot on a cluster). The misses take part in the single flight
+/// and the leases as single reads do; their fills are checked against one clock read made
+/// before the function ran, so an invalidation during the load refuses them. When Redis
+/// cannot be read, the function runs with every id, as without the cache.
+#[proc_macro_attribute]
+pub fn cached_get_many(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::attribute(MacroKind::GetMany, args.into(), item.into()).into()
 }
 
 /// Invalidates the entry (and its tags) after an async write returned anything but `Err`.

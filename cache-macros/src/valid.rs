@@ -97,6 +97,17 @@ pub(crate) fn check(
     }
     let params = Params::of(function);
 
+    for (arg, name) in [(&args.keys, "keys"), (&args.key_field, "key_field")] {
+        if let Some(arg) = arg {
+            errors.push(syn::Error::new(
+                arg.name_span,
+                format!(
+                    "#[{}] takes no `{name}`: it is for batch reads, `#[cached_get_many(keys = \"ids\", …)]`",
+                    kind.name()
+                ),
+            ));
+        }
+    }
     let prefix = required(kind, args.prefix, "prefix = \"…\"", &mut errors).and_then(|prefix| {
         match prefix_problem(&prefix.value.value()) {
             Some(message) => {
@@ -130,7 +141,7 @@ pub(crate) fn check(
             ));
             None
         }
-        (MacroKind::Update, Some(schema)) => Some(schema.value),
+        (MacroKind::Update | MacroKind::GetMany, Some(schema)) => Some(schema.value),
         (MacroKind::Delete, Some(schema)) => {
             errors.push(syn::Error::new(
                 schema.name_span,
@@ -324,7 +335,7 @@ pub(crate) fn check(
 /// `cache-core/src/key.rs` (this crate cannot call it), in the same order, so that a prefix
 /// the macros accept never fails at run time. Change both together; the tests on both sides
 /// (and `tests/ui/fail/prefix-*.rs`) list the same refused samples.
-fn prefix_problem(text: &str) -> Option<&'static str> {
+pub(crate) fn prefix_problem(text: &str) -> Option<&'static str> {
     if text.is_empty() {
         Some("the prefix must not be empty")
     } else if text.contains(':') {
@@ -342,7 +353,7 @@ fn prefix_problem(text: &str) -> Option<&'static str> {
 /// mistakes (a duration in milliseconds, say) rather than intentions.
 const MAX_TTL_SECS: u64 = 10 * 365 * 24 * 60 * 60;
 
-fn seconds(name: &str, literal: &syn::LitInt, errors: &mut Errors) -> Option<u64> {
+pub(crate) fn seconds(name: &str, literal: &syn::LitInt, errors: &mut Errors) -> Option<u64> {
     match literal.base10_parse::<u64>() {
         Ok(secs) if (1..=MAX_TTL_SECS).contains(&secs) => Some(secs),
         _ => {
@@ -408,28 +419,28 @@ fn duration_ms(text: &str) -> Option<u64> {
 
 /// Collects every mistake, so that one run of the compiler shows them all, each at its place.
 #[derive(Default)]
-struct Errors(Option<syn::Error>);
+pub(crate) struct Errors(Option<syn::Error>);
 
 impl Errors {
-    fn push(&mut self, error: syn::Error) {
+    pub(crate) fn push(&mut self, error: syn::Error) {
         match &mut self.0 {
             Some(first) => first.combine(error),
             None => self.0 = Some(error),
         }
     }
 
-    fn extend(&mut self, error: Option<syn::Error>) {
+    pub(crate) fn extend(&mut self, error: Option<syn::Error>) {
         if let Some(error) = error {
             self.push(error);
         }
     }
 
-    fn finish(self) -> syn::Result<()> {
+    pub(crate) fn finish(self) -> syn::Result<()> {
         self.0.map_or(Ok(()), Err)
     }
 }
 
-fn required<T>(
+pub(crate) fn required<T>(
     kind: MacroKind,
     arg: Option<Arg<T>>,
     form: &str,
@@ -445,7 +456,7 @@ fn required<T>(
 }
 
 /// What the function's parameters offer to keys and tags.
-struct Params {
+pub(crate) struct Params {
     /// The named parameters.
     named: Vec<Ident>,
     /// Whether there is a `self`.
@@ -456,7 +467,7 @@ struct Params {
 }
 
 impl Params {
-    fn of(function: &ItemFn) -> Params {
+    pub(crate) fn of(function: &ItemFn) -> Params {
         let mut params = Params {
             named: Vec::new(),
             receiver: false,
@@ -475,7 +486,7 @@ impl Params {
     }
 
     /// Whether `root` (`self` or a name, raw or not) is a parameter.
-    fn has(&self, root: &Ident) -> bool {
+    pub(crate) fn has(&self, root: &Ident) -> bool {
         if root == "self" {
             return self.receiver;
         }
@@ -484,7 +495,7 @@ impl Params {
     }
 
     /// Why `name` is not a parameter, and what to write instead.
-    fn missing(&self, name: &Ident, whole: &str, what: &str) -> String {
+    pub(crate) fn missing(&self, name: &Ident, whole: &str, what: &str) -> String {
         if name == "self" {
             return format!("`{whole}`: this function has no `self`");
         }
@@ -676,7 +687,7 @@ fn placeholder(
             span,
         )));
     }
-    if kind == MacroKind::Get && root != "self" {
+    if matches!(kind, MacroKind::Get | MacroKind::GetMany) && root != "self" {
         let mut all = vec![Member::Named(root)];
         all.extend(members);
         return Ok(TemplatePart::Field(path_tokens(None, &all, span)));
@@ -724,7 +735,11 @@ fn parse_template(
     Ok(Template { literal, parts })
 }
 
-fn parse_tag(kind: MacroKind, literal: LitStr, params: &Params) -> syn::Result<Template> {
+pub(crate) fn parse_tag(
+    kind: MacroKind,
+    literal: LitStr,
+    params: &Params,
+) -> syn::Result<Template> {
     parse_template(kind, "tag", literal, params)
 }
 

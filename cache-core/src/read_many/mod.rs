@@ -99,10 +99,7 @@ where
             (answer, GetResult::Miss)
         }
         // Redis did not answer (or refused): the function, with every id.
-        Err(()) => {
-            batch.bypassed.store(true, Ordering::Relaxed);
-            (loader(ids.to_vec()).await, GetResult::Bypass)
-        }
+        Err(()) => (loader(ids.to_vec()).await, GetResult::Bypass),
     };
     // Once per call, however many of its entries skipped the cache.
     if batch.bypassed.load(Ordering::Relaxed) {
@@ -111,6 +108,17 @@ where
     }
     metrics.finished(started, result);
     answer
+}
+
+/// The ids of a batch call, checked where `keys` names them: each must display (it is a
+/// key) and be `Clone` (the function gets those that missed).
+pub fn ids_of<K: KeyValue + Clone>(ids: &[K]) -> &[K] {
+    ids
+}
+
+/// A row's id as its key displays it (`key_field`), checked where `key_field` names it.
+pub fn key_text<T: KeyValue>(id: &T) -> String {
+    id.as_display().to_string()
 }
 
 /// One batch call's context.
@@ -126,8 +134,8 @@ struct Batch<'a, K, S, T> {
     /// Each distinct id once, in the order of its first appearance: its position in `ids`
     /// and its entry key.
     distinct: Vec<(usize, String)>,
-    /// Some entry skipped the cache (an undelivered invalidation, Redis not answering): the
-    /// call counts one bypass.
+    /// Some entry skipped Redis (an undelivered invalidation, a tag check that failed, the
+    /// breaker open): the call counts one bypass.
     bypassed: AtomicBool,
 }
 
@@ -255,7 +263,11 @@ impl<'a, K: KeyValue, S, T: Fn(&S) -> Vec<String>> Batch<'a, K, S, T> {
         for chunk in join_all(chunks).await {
             match chunk {
                 Ok(chunk) => lookups.extend(chunk),
-                Err(Error::CircuitOpen) => return Err(()),
+                // The breaker is open: the call does not touch Redis.
+                Err(Error::CircuitOpen) => {
+                    self.bypassed.store(true, Ordering::Relaxed);
+                    return Err(());
+                }
                 Err(_) => {
                     self.spec.metrics().error();
                     return Err(());
