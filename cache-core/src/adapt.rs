@@ -66,7 +66,7 @@ impl<'a, T> PlainKey<'a> for KeyPart<'a, T> {
     message = "`{Self}` is used in the key, so it must implement `Display`",
     label = "this key reads a `{Self}`, which does not implement `Display`",
     note = "implement `Display` for it, or key by a field that does: `key = \"{{kind.code}}\"`; a tuple by its fields: `key = \"{{at.0}}:{{at.1}}\"`",
-    note = "a slice or `Vec` cannot be one key: batch reads are planned (`cached_get_many`); meanwhile key by a field path that identifies the call"
+    note = "a slice or `Vec` cannot be one key: read one entry per id with `#[cached_get_many(keys = \"ids\", …)]`, or key by a field path that identifies the call"
 )]
 pub trait KeyValue {
     /// The value as the key displays it.

@@ -17,7 +17,7 @@ pub use crate::after_write::{invalidate, write_through};
 pub use crate::function::{entry_key, installed, Learned, Resilience, Spec};
 pub use crate::key::KeySegment;
 pub use crate::read_many::{
-    get_many, ids_of, key_text, rows_by_field, rows_by_ids, BatchOutput, BatchRows, RowsByField,
-    RowsByIds,
+    get_many, ids_of, key_text, rows_by_field, rows_by_ids, BatchId, BatchOutput, BatchRows, Ids,
+    RowsByField, RowsByIds,
 };
 pub use crate::read_through::{get_or_fill, get_or_fill_detached, near_hit};

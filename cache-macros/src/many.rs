@@ -246,7 +246,7 @@ fn ids_parameter(
             ty,
             format!(
                 "`{name}` holds the ids of a batch read, so it must be a slice `&[K]`, a `&Vec<K>` or a `Vec<K>`, not `{}`: each id keys one entry",
-                ty.to_token_stream()
+                refuse::text(ty)
             ),
         ));
     };
@@ -299,14 +299,20 @@ fn rewrite(checked: &Checked, function: &ItemFn, shape: &Shape<'_>) -> TokenStre
     let ids = &checked.ids;
     let keys_span = checked.keys_literal.span();
     let krate_at_keys = respan(krate, keys_span);
+    // The parameter named at `keys`, so that an id type without `Display` is reported there.
+    let ids_at_keys = Ident::new(&ids.to_string(), keys_span);
+    let ids_check = quote_spanned! {keys_span=>
+        let __cache_ids = #krate_at_keys::__private::ids_of(&#ids_at_keys[..]);
+    };
     // The check that the rows say which id they answer, at the return type (or at
     // `key_field`, which only a `Vec<S>` takes), and the reader of a row's id.
+    let krate_at_output = respan(krate, output.span());
     let (rows_check, key_field) = match &checked.key_field {
         Some((literal, member)) => {
             let krate_at_field = respan(krate, literal.span());
             (
-                quote_spanned! {literal.span()=>
-                    #krate_at_field::__private::rows_by_field::<_, #schema, #output>(__cache_ids);
+                quote_spanned! {output.span()=>
+                    #krate_at_output::__private::rows_by_field::<_, #schema, #output>(&__cache_ids);
                 },
                 quote_spanned! {literal.span()=>
                     ::core::option::Option::Some(
@@ -317,15 +323,12 @@ fn rewrite(checked: &Checked, function: &ItemFn, shape: &Shape<'_>) -> TokenStre
                 },
             )
         }
-        None => {
-            let krate_at_output = respan(krate, output.span());
-            (
-                quote_spanned! {output.span()=>
-                    #krate_at_output::__private::rows_by_ids::<_, #schema, #output>(__cache_ids);
-                },
-                quote!(::core::option::Option::None),
-            )
-        }
+        None => (
+            quote_spanned! {output.span()=>
+                #krate_at_output::__private::rows_by_ids::<_, #schema, #output>(&__cache_ids);
+            },
+            quote!(::core::option::Option::None),
+        ),
     };
     let body = shape.body(function);
     let statements = body.statements;
@@ -348,6 +351,23 @@ fn rewrite(checked: &Checked, function: &ItemFn, shape: &Shape<'_>) -> TokenStre
         Holding::VecRef => quote!(&__cache_missing),
         Holding::Vec => quote!(__cache_missing),
     };
+    // The ids that missed, bound to the parameter's name for the body; the closure is
+    // written in the call, where `get_many`'s bound gives its parameter's type.
+    let loader = quote! {
+        move |__cache_missing: ::std::vec::Vec<_>| async move {
+            #[allow(unused_mut)]
+            let #mutability #ids = #misses;
+            #pin_type
+            #(#statements)*
+        }
+    };
+    // At the return type: a type that is no batch is reported there (as by `rows_by_ids`).
+    let call = quote_spanned! {output.span()=>
+        ::std::boxed::Box::pin(#krate_at_output::__private::get_many(
+            __cache_handle, &__CACHE_SPEC, __cache_ids, __cache_schema, #key_field, __cache_tags,
+            #loader,
+        )).await
+    };
     let rewritten = quote! {
         static __CACHE_SPEC: #krate::__private::Spec = #krate::__private::Spec {
             prefix: #prefix,
@@ -359,21 +379,12 @@ fn rewrite(checked: &Checked, function: &ItemFn, shape: &Shape<'_>) -> TokenStre
         };
         #handle_ref
         let _ = __cache_handle_ref;
-        let __cache_ids = #krate_at_keys::__private::ids_of(&#ids[..]);
+        #ids_check
         #rows_check
         let __cache_schema = #schema_codec;
         let __cache_handle: ::core::option::Option<#krate::Cache> = #handle;
         let __cache_tags = #tags;
-        ::std::boxed::Box::pin(#krate::__private::get_many(
-            __cache_handle, &__CACHE_SPEC, __cache_ids, __cache_schema, #key_field, __cache_tags,
-            move |__cache_missing: ::std::vec::Vec<_>| async move {
-                // The body runs on the ids that missed, under the parameter's name.
-                #[allow(unused_mut)]
-                let #mutability #ids = #misses;
-                #pin_type
-                #(#statements)*
-            },
-        )).await
+        #call
     };
     let attrs = shape::outer_attrs(function);
     let inner_attrs = &body.inner_attrs;

@@ -21,8 +21,9 @@ pub(crate) fn schema(schema: &Type) -> Option<syn::Error> {
     ))
 }
 
-const LIST: &str = "a list is many values, and one call caches one entry (batch reads are \
-                    planned as `cached_get_many`; meanwhile cache the read of one item per call)";
+const LIST: &str = "a list is many values, and each is an entry of its own: read them with \
+                    `#[cached_get_many(keys = \"ids\", schema = Item, …)]`, whose schema is \
+                    the item";
 
 /// What `ty` is, if its written form shows it is not a struct with named fields.
 fn not_a_struct(ty: &Type) -> Option<&'static str> {
@@ -101,10 +102,11 @@ pub(crate) fn list_key(key: &LitStr, function: &ItemFn) -> Option<syn::Error> {
             return Some(syn::Error::new_spanned(
                 key,
                 format!(
-                    "`{name}` is a list (`{}`), and one call caches one entry under one key: \
-                     batch reads are planned (`cached_get_many`); meanwhile key by a field path \
-                     that identifies the call (`key = \"{{req.tenant}}\"`), or cache the read of \
-                     one item in its own function and call it per item",
+                    "`{name}` is a list (`{}`), and one call of `cached_get` caches one entry under \
+                     one key: for one entry per id, use `#[cached_get_many(keys = \"{name}\", …)]`, \
+                     which reads them all in one round trip and calls the function once with \
+                     the misses; or key by a field path that identifies the call \
+                     (`key = \"{{req.tenant}}\"`)",
                     text(list)
                 ),
             ));
@@ -147,13 +149,14 @@ fn list_type(ty: &Type) -> Option<&Type> {
     }
 }
 
-fn text(ty: &Type) -> String {
+pub(crate) fn text(ty: &Type) -> String {
     quote::ToTokens::to_token_stream(ty)
         .to_string()
         .replace(" <", "<")
         .replace("< ", "<")
         .replace(" >", ">")
         .replace("& ", "&")
+        .replace(" :: ", "::")
         .replace(" ,", ",")
         .replace("[ ", "[")
         .replace(" ]", "]")

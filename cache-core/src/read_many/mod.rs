@@ -50,14 +50,13 @@ const LEASE_POLL: Duration = Duration::from_millis(5);
 pub async fn get_many<K, S, R, T, L, Fut>(
     cache: Option<Cache>,
     spec: &'static Spec,
-    ids: &[K],
+    ids: Ids<'_, K>,
     schema: Schema<S>,
     key_field: Option<fn(&S) -> String>,
     tags: Tags<T>,
     loader: L,
 ) -> R
 where
-    K: KeyValue + Clone,
     R: BatchOutput<K, S>,
     T: Fn(&S) -> Vec<String>,
     L: FnOnce(Vec<K>) -> Fut,
@@ -66,9 +65,9 @@ where
     let Some(cache) = cache.filter(Cache::is_enabled) else {
         return loader(ids.to_vec()).await;
     };
-    if ids.is_empty() {
+    if ids.ids.is_empty() {
         // No ids, no call: neither Redis nor the function.
-        return R::from_rows(R::Rows::answer(ids, &[], Found::new()));
+        return R::from_rows(R::Rows::answer(ids.ids, &[], Found::new()));
     }
     let engine = cache.engine();
     let Some(fields) = fields_to_read(engine, spec, &schema) else {
@@ -76,12 +75,12 @@ where
     };
     let metrics = spec.metrics();
     let started = metrics.start();
-    let batch = Batch::new(engine, spec, fields, &schema, &tags, ids);
+    let batch = Batch::new(engine, spec, fields, &schema, &tags, &ids);
     let (answer, result) = match batch.look_up().await {
         Ok(looked) if looked.misses.is_empty() => {
             let found = looked.found;
             (
-                R::from_rows(R::Rows::answer(ids, &batch.texts, found)),
+                R::from_rows(R::Rows::answer(ids.ids, &batch.texts, found)),
                 GetResult::Hit,
             )
         }
@@ -110,10 +109,52 @@ where
     answer
 }
 
-/// The ids of a batch call, checked where `keys` names them: each must display (it is a
-/// key) and be `Clone` (the function gets those that missed).
-pub fn ids_of<K: KeyValue + Clone>(ids: &[K]) -> &[K] {
-    ids
+/// A type that can be an id of a batch read: one that displays (each id keys one entry, by
+/// its text, as a single read of the entry displays its key) and clones (the function gets
+/// copies of the ids that missed). Asked for by [`ids_of`], at `keys`, in these words.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is an id of a batch read, so it must implement `Display` and `Clone`",
+    label = "each id keys one entry by its `Display` text, and the function gets copies of the ids that missed",
+    note = "implement `Display` for it as the single reads of these entries display their key, and derive `Clone`"
+)]
+pub trait BatchId {
+    /// The text of its key part.
+    fn key_text(&self) -> String;
+    /// A copy for the function.
+    fn copied(&self) -> Self;
+}
+
+impl<T: KeyValue + Clone> BatchId for T {
+    fn key_text(&self) -> String {
+        self.as_display().to_string()
+    }
+    fn copied(&self) -> Self {
+        self.clone()
+    }
+}
+
+/// A batch call's ids, with what the call does with them: made by [`ids_of`] where the
+/// type is checked, so that [`get_many`] asks nothing more of it.
+#[derive(Debug)]
+pub struct Ids<'a, K> {
+    ids: &'a [K],
+    text: fn(&K) -> String,
+    copied: fn(&K) -> K,
+}
+
+/// The ids of a batch call, checked where `keys` names them.
+pub fn ids_of<K: BatchId>(ids: &[K]) -> Ids<'_, K> {
+    Ids {
+        ids,
+        text: K::key_text,
+        copied: K::copied,
+    }
+}
+
+impl<K> Ids<'_, K> {
+    fn to_vec(&self) -> Vec<K> {
+        self.ids.iter().map(self.copied).collect()
+    }
 }
 
 /// A row's id as its key displays it (`key_field`), checked where `key_field` names it.
@@ -129,7 +170,7 @@ struct Batch<'a, K, S, T> {
     schema: &'a Schema<S>,
     tags: &'a Tags<T>,
     /// The caller's ids and the text of each one's key part, position by position.
-    ids: &'a [K],
+    ids: &'a Ids<'a, K>,
     texts: Vec<String>,
     /// Each distinct id once, in the order of its first appearance: its position in `ids`
     /// and its entry key.
@@ -163,16 +204,16 @@ struct Looked<S> {
     misses: Vec<Miss>,
 }
 
-impl<'a, K: KeyValue, S, T: Fn(&S) -> Vec<String>> Batch<'a, K, S, T> {
+impl<'a, K, S, T: Fn(&S) -> Vec<String>> Batch<'a, K, S, T> {
     fn new(
         engine: &'a Arc<Engine>,
         spec: &'static Spec,
         fields: &'static [&'static str],
         schema: &'a Schema<S>,
         tags: &'a Tags<T>,
-        ids: &'a [K],
+        ids: &'a Ids<'a, K>,
     ) -> Self {
-        let texts: Vec<String> = ids.iter().map(|id| id.as_display().to_string()).collect();
+        let texts: Vec<String> = ids.ids.iter().map(ids.text).collect();
         let mut seen: HashMap<&str, ()> = HashMap::with_capacity(texts.len());
         let mut distinct = Vec::with_capacity(texts.len());
         for (at, text) in texts.iter().enumerate() {
@@ -370,7 +411,6 @@ impl<'a, K: KeyValue, S, T: Fn(&S) -> Vec<String>> Batch<'a, K, S, T> {
         loader: L,
     ) -> R
     where
-        K: Clone,
         R: BatchOutput<K, S>,
         L: FnOnce(Vec<K>) -> Fut,
         Fut: Future<Output = R>,
@@ -477,13 +517,12 @@ impl<'a, K: KeyValue, S, T: Fn(&S) -> Vec<String>> Batch<'a, K, S, T> {
         loader: L,
     ) -> R
     where
-        K: Clone,
         R: BatchOutput<K, S>,
         L: FnOnce(Vec<K>) -> Fut,
         Fut: Future<Output = R>,
     {
         if misses.is_empty() {
-            return R::from_rows(R::Rows::answer(self.ids, &self.texts, found));
+            return R::from_rows(R::Rows::answer(self.ids.ids, &self.texts, found));
         }
         misses.sort_unstable_by_key(|miss| miss.at);
         // The stamps every fill is checked against, read before the load: only invalidations
@@ -500,13 +539,14 @@ impl<'a, K: KeyValue, S, T: Fn(&S) -> Vec<String>> Batch<'a, K, S, T> {
         };
         let asked: Vec<K> = misses
             .iter()
-            .map(|miss| self.ids[self.distinct[miss.at].0].clone())
+            .map(|miss| (self.ids.copied)(&self.ids.ids[self.distinct[miss.at].0]))
             .collect();
         let asked_texts: Vec<String> = misses
             .iter()
             .map(|miss| self.text(miss.at).to_owned())
             .collect();
-        let rows = match loader(asked.clone()).await.into_rows() {
+        let given = asked.iter().map(self.ids.copied).collect();
+        let rows = match loader(given).await.into_rows() {
             Ok(rows) => rows,
             // The function failed: its failure is the answer, as without the cache.
             Err(failed) => return failed,
@@ -536,7 +576,7 @@ impl<'a, K: KeyValue, S, T: Fn(&S) -> Vec<String>> Batch<'a, K, S, T> {
                 found.insert(text, value);
             }
         }
-        R::from_rows(R::Rows::answer(self.ids, &self.texts, found))
+        R::from_rows(R::Rows::answer(self.ids.ids, &self.texts, found))
     }
 
     /// Fills one entry with a loaded value, stamp-checked; keeps its lease's promise when it

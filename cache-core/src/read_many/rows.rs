@@ -184,7 +184,7 @@ batch_outputs! {
 
 /// Checks, where the macro names the return type, that its rows say which id each answers
 /// (no `key_field`).
-pub fn rows_by_ids<K, S, R>(_ids: &[K])
+pub fn rows_by_ids<K, S, R>(_ids: &super::Ids<'_, K>)
 where
     R: BatchOutput<K, S>,
     R::Rows: RowsByIds,
@@ -192,7 +192,7 @@ where
 }
 
 /// Checks, where the macro names the return type, that its rows are matched by `key_field`.
-pub fn rows_by_field<K, S, R>(_ids: &[K])
+pub fn rows_by_field<K, S, R>(_ids: &super::Ids<'_, K>)
 where
     R: BatchOutput<K, S>,
     R::Rows: RowsByField,
