@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use cache_core::{cached_get, cached_get_many, cached_update, Cache};
 use cache_integration_tests::{Backend, RedisServer};
@@ -91,6 +92,8 @@ struct Db {
     users: Mutex<HashMap<i64, User>>,
     asked: Mutex<Vec<Vec<i64>>>,
     failing: Mutex<bool>,
+    /// Queries take 50 ms.
+    slow: Mutex<bool>,
     /// Renames this user through the repository inside the next batch query, after the
     /// query read its rows: a write that completes during the load.
     during_load: Mutex<Option<(Repo, i64, String)>>,
@@ -130,6 +133,10 @@ impl Repo {
 
     async fn query(&self, ids: &[i64]) -> Result<Vec<User>, DbError> {
         self.db.asked.lock().unwrap().push(ids.to_vec());
+        let slow = *self.db.slow.lock().unwrap();
+        if slow {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         if *self.db.failing.lock().unwrap() {
             return Err(DbError);
         }
@@ -384,4 +391,131 @@ async fn a_pending_invalidation_keeps_its_entry_out_of_batches() {
     assert_eq!(repo.users(&[1, 2]).await, Ok(current));
     let asked = repo.asked();
     assert!(asked[1..].iter().any(|ids| ids.contains(&1)), "{asked:?}");
+}
+
+/// A repository whose queries take a while, to make calls overlap.
+fn slow_repo(cache: Cache) -> Repo {
+    let repo = Repo::new(cache);
+    *repo.db.slow.lock().unwrap() = true;
+    repo
+}
+
+/// Concurrent batches and single reads of overlapping ids through one handle load each id
+/// once: the single flight is per entry, shared by both kinds of read.
+#[tokio::test]
+async fn overlapping_calls_through_one_handle_load_each_id_once() {
+    let server = RedisServer::start();
+    let repo = slow_repo(Cache::builder().url(server.url()).build().unwrap());
+    let calls = (0..6).map(|task| {
+        let repo = repo.clone();
+        tokio::spawn(async move {
+            if task % 3 == 2 {
+                assert_eq!(repo.user(3).await, Ok(Some(user(3))));
+            } else {
+                let ids: Vec<i64> = (1..=8).collect();
+                assert_eq!(repo.users(&ids).await, Ok(users(&ids)));
+            }
+        })
+    });
+    for call in calls.collect::<Vec<_>>() {
+        call.await.unwrap();
+    }
+    let mut loaded: Vec<i64> = repo.asked().concat();
+    loaded.sort_unstable();
+    assert_eq!(loaded, (1..=8).collect::<Vec<i64>>(), "each id once");
+}
+
+/// Two processes (two handles) read freshly invalidated entries together: the leases make
+/// one of them load each entry, and the other wait for its fill.
+#[tokio::test]
+async fn two_processes_load_invalidated_entries_once() {
+    let server = RedisServer::start();
+    // Waits long enough for a busy machine: the test is about who loads, not how fast.
+    let handle = || {
+        Cache::builder()
+            .url(server.url())
+            .lease_wait(Duration::from_secs(10))
+            .build()
+            .unwrap()
+    };
+    let first = slow_repo(handle());
+    let second = Repo {
+        cache: handle(),
+        db: Arc::clone(&first.db),
+    };
+    let ids: Vec<i64> = (1..=6).collect();
+    assert_eq!(first.users(&ids).await, Ok(users(&ids)));
+    first.asked();
+    for &id in &ids {
+        first.rename(id, &format!("user {id}")).await.unwrap();
+    }
+    let (a, b) = tokio::join!(first.users(&ids), second.users(&ids));
+    assert_eq!(a, Ok(users(&ids)));
+    assert_eq!(b, Ok(users(&ids)));
+    let mut loaded: Vec<i64> = first.asked().concat();
+    loaded.sort_unstable();
+    assert_eq!(loaded, ids, "each invalidated entry loaded by one process");
+}
+
+/// A batch dropped during its load (a client gone, a timeout) gives back its flights and
+/// leases: the next calls, in this process or another, load at once instead of waiting.
+#[tokio::test]
+async fn a_cancelled_batch_gives_back_its_flights_and_leases() {
+    let server = RedisServer::start();
+    let first = slow_repo(Cache::builder().url(server.url()).build().unwrap());
+    let ids: Vec<i64> = (1..=4).collect();
+    assert_eq!(first.users(&ids).await, Ok(users(&ids)));
+    for &id in &ids {
+        first.rename(id, "renamed").await.unwrap();
+    }
+    let cancelled = tokio::time::timeout(Duration::from_millis(20), first.users(&ids)).await;
+    assert!(cancelled.is_err(), "dropped during its slow load");
+    *first.db.slow.lock().unwrap() = false;
+    let second = Repo {
+        cache: Cache::builder().url(server.url()).build().unwrap(),
+        db: Arc::clone(&first.db),
+    };
+    let renamed: Vec<User> = ids
+        .iter()
+        .map(|&id| User {
+            name: "renamed".into(),
+            ..user(id)
+        })
+        .collect();
+    assert_eq!(second.users(&ids).await, Ok(renamed.clone()));
+    assert_eq!(first.users(&ids).await, Ok(renamed));
+    assert_eq!(
+        (
+            first.cache.stats().coalesced,
+            second.cache.stats().coalesced
+        ),
+        (0, 0),
+        "nobody waited for the dropped call"
+    );
+}
+
+/// Garbage under an entry's key (another type, or fields that do not decode) is a miss, and
+/// the batch answers right.
+#[tokio::test]
+async fn garbage_in_redis_is_a_miss() {
+    let server = RedisServer::start();
+    let repo = Repo::new(Cache::builder().url(server.url()).build().unwrap());
+    let mut redis = server.connection();
+    redis::cmd("SET")
+        .arg("user:2")
+        .arg("not a hash")
+        .exec(&mut redis)
+        .unwrap();
+    redis::cmd("HSET")
+        .arg("user:3")
+        .arg("id")
+        .arg("three")
+        .arg("name")
+        .arg("x")
+        .arg("team")
+        .arg("0")
+        .exec(&mut redis)
+        .unwrap();
+    assert_eq!(repo.users(&[1, 2, 3]).await, Ok(users(&[1, 2, 3])));
+    assert_eq!(repo.asked(), [vec![1, 2, 3]]);
 }
