@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 
-use self::rows::Found;
 pub use self::rows::{rows_by_field, rows_by_ids, BatchOutput, BatchRows, RowsByField, RowsByIds};
+use self::rows::{Found, Layout};
 use crate::adapt::{KeyValue, Schema, Tags};
 use crate::engine::{Copyable, Engine, Lease, Lookup, Seen};
 use crate::flight::{wait_for_leader, Flight, LeaderGuard};
@@ -67,7 +67,11 @@ where
     };
     if ids.ids.is_empty() {
         // No ids, no call: neither Redis nor the function.
-        return R::from_rows(R::Rows::answer(ids.ids, &[], Found::new()));
+        let empty = Layout {
+            slots: &[],
+            firsts: &[],
+        };
+        return R::from_rows(R::Rows::answer(ids.ids, &empty, Found::new()));
     }
     let engine = cache.engine();
     let Some(fields) = fields_to_read(engine, spec, &schema) else {
@@ -79,10 +83,7 @@ where
     let (answer, result) = match batch.look_up().await {
         Ok(looked) if looked.misses.is_empty() => {
             let found = looked.found;
-            (
-                R::from_rows(R::Rows::answer(ids.ids, &batch.texts, found)),
-                GetResult::Hit,
-            )
+            (batch.answer(found), GetResult::Hit)
         }
         Ok(looked) => {
             let span = tracing::debug_span!(
@@ -175,6 +176,10 @@ struct Batch<'a, K, S, T> {
     /// Each distinct id once, in the order of its first appearance: its position in `ids`
     /// and its entry key.
     distinct: Vec<(usize, String)>,
+    /// For each position in `ids`, its distinct id's place in `distinct`.
+    slots: Vec<usize>,
+    /// For each distinct id, its first position in `ids`.
+    firsts: Vec<usize>,
     /// Some entry skipped Redis (an undelivered invalidation, a tag check that failed, the
     /// breaker open): the call counts one bypass.
     bypassed: AtomicBool,
@@ -214,13 +219,17 @@ impl<'a, K, S, T: Fn(&S) -> Vec<String>> Batch<'a, K, S, T> {
         ids: &'a Ids<'a, K>,
     ) -> Self {
         let texts: Vec<String> = ids.ids.iter().map(ids.text).collect();
-        let mut seen: HashMap<&str, ()> = HashMap::with_capacity(texts.len());
+        let mut seen: HashMap<&str, usize> = HashMap::with_capacity(texts.len());
         let mut distinct = Vec::with_capacity(texts.len());
+        let mut slots = Vec::with_capacity(texts.len());
         for (at, text) in texts.iter().enumerate() {
-            if seen.insert(text, ()).is_none() {
+            let slot = *seen.entry(text).or_insert_with(|| {
                 distinct.push((at, engine.key(spec.prefix, text)));
-            }
+                distinct.len() - 1
+            });
+            slots.push(slot);
         }
+        let firsts = distinct.iter().map(|(first, _)| *first).collect();
         Batch {
             engine,
             spec,
@@ -230,8 +239,19 @@ impl<'a, K, S, T: Fn(&S) -> Vec<String>> Batch<'a, K, S, T> {
             ids,
             texts,
             distinct,
+            slots,
+            firsts,
             bypassed: AtomicBool::new(false),
         }
+    }
+
+    /// The caller's answer, from what was found for each distinct id.
+    fn answer<R: BatchOutput<K, S>>(&self, found: Found<S>) -> R {
+        let layout = Layout {
+            slots: &self.slots,
+            firsts: &self.firsts,
+        };
+        R::from_rows(R::Rows::answer(self.ids.ids, &layout, found))
     }
 
     fn text(&self, at: usize) -> &str {
@@ -244,14 +264,14 @@ impl<'a, K, S, T: Fn(&S) -> Vec<String>> Batch<'a, K, S, T> {
 
     /// The near cache, then one read of the rest. `Err`: Redis did not answer.
     async fn look_up(&self) -> Result<Looked<S>, ()> {
-        let mut found = Found::with_capacity(self.distinct.len());
+        let mut found: Found<S> = (0..self.distinct.len()).map(|_| None).collect();
         let mut wanted = Vec::with_capacity(self.distinct.len());
         let near = self.schema.near.as_ref().zip(self.engine.near());
-        for at in 0..self.distinct.len() {
+        for (at, slot) in found.iter_mut().enumerate() {
             if let Some((ops, near)) = near {
                 if let Some(value) = (ops.get)(near, self.key(at)) {
                     self.engine.record(self.spec.metrics(), Seen::NearHit);
-                    found.insert(self.text(at).to_owned(), value);
+                    *slot = Some(value);
                     continue;
                 }
                 self.engine.record(self.spec.metrics(), Seen::NearMiss);
@@ -331,7 +351,7 @@ impl<'a, K, S, T: Fn(&S) -> Vec<String>> Batch<'a, K, S, T> {
                     if let (Some(ticket), 1..) = (ticket, copyable.ttl_ms) {
                         self.keep_near(at, ticket, &value, copyable);
                     }
-                    found.insert(self.text(at).to_owned(), value);
+                    found[at] = Some(value);
                 }
                 // Another function's cached absence: this one loads and overwrites it.
                 Lookup::Absent { seen } => {
@@ -522,7 +542,7 @@ impl<'a, K, S, T: Fn(&S) -> Vec<String>> Batch<'a, K, S, T> {
         Fut: Future<Output = R>,
     {
         if misses.is_empty() {
-            return R::from_rows(R::Rows::answer(self.ids.ids, &self.texts, found));
+            return self.answer(found);
         }
         misses.sort_unstable_by_key(|miss| miss.at);
         // The stamps every fill is checked against, read before the load: only invalidations
@@ -551,7 +571,8 @@ impl<'a, K, S, T: Fn(&S) -> Vec<String>> Batch<'a, K, S, T> {
             // The function failed: its failure is the answer, as without the cache.
             Err(failed) => return failed,
         };
-        let mut loaded: Found<S> = rows
+        // Each row to its miss, by the text of its id (rows for ids not asked are dropped).
+        let mut loaded: HashMap<String, S> = rows
             .keyed(&asked, &asked_texts, key_field)
             .into_iter()
             .collect();
@@ -571,12 +592,10 @@ impl<'a, K, S, T: Fn(&S) -> Vec<String>> Batch<'a, K, S, T> {
                 });
             join_all(fills).await;
         }
-        for text in asked_texts {
-            if let Some(value) = loaded.remove(&text) {
-                found.insert(text, value);
-            }
+        for miss in &misses {
+            found[miss.at] = loaded.remove(self.text(miss.at));
         }
-        R::from_rows(R::Rows::answer(self.ids.ids, &self.texts, found))
+        self.answer(found)
     }
 
     /// Fills one entry with a loaded value, stamp-checked; keeps its lease's promise when it

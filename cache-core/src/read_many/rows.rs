@@ -6,8 +6,17 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 
-/// What the batch found for each distinct id: the text of its key part → the value.
-pub(crate) type Found<S> = HashMap<String, S>;
+/// What the batch found: one slot per distinct id, in the order of their first appearance.
+pub(crate) type Found<S> = Vec<Option<S>>;
+
+/// Where the caller's ids are among the distinct ones.
+#[derive(Debug)]
+pub struct Layout<'a> {
+    /// For each position of the caller's ids, its distinct id's slot.
+    pub(crate) slots: &'a [usize],
+    /// For each distinct id, its first position among the caller's ids.
+    pub(crate) firsts: &'a [usize],
+}
 
 /// A collection of rows a batch function returns (see [`BatchOutput`]).
 pub trait BatchRows<K, S>: Sized {
@@ -21,9 +30,9 @@ pub trait BatchRows<K, S>: Sized {
         field: Option<fn(&S) -> String>,
     ) -> Vec<(String, S)>;
 
-    /// The answer to the caller's `ids` (key texts `texts`, position by position), from
-    /// what was found for each.
-    fn answer(ids: &[K], texts: &[String], found: Found<S>) -> Self;
+    /// The answer to the caller's `ids` laid out as `layout` says, from what was found for
+    /// each distinct id.
+    fn answer(ids: &[K], layout: &Layout<'_>, found: Found<S>) -> Self;
 }
 
 /// Rows that say which id each answers: by position or by key.
@@ -57,8 +66,8 @@ impl<K, S> BatchRows<K, S> for Vec<S> {
         self.into_iter().map(|row| (field(&row), row)).collect()
     }
 
-    fn answer(_ids: &[K], texts: &[String], mut found: Found<S>) -> Self {
-        texts.iter().filter_map(|text| found.remove(text)).collect()
+    fn answer(_ids: &[K], _layout: &Layout<'_>, found: Found<S>) -> Self {
+        found.into_iter().flatten().collect()
     }
 }
 
@@ -80,20 +89,21 @@ impl<K, S: Clone> BatchRows<K, S> for Vec<Option<S>> {
             .collect()
     }
 
-    fn answer(_ids: &[K], texts: &[String], mut found: Found<S>) -> Self {
+    fn answer(_ids: &[K], layout: &Layout<'_>, mut found: Found<S>) -> Self {
         // Each value is moved out at its id's last position and cloned before.
-        let mut last: HashMap<&str, usize> = HashMap::with_capacity(texts.len());
-        for (at, text) in texts.iter().enumerate() {
-            last.insert(text, at);
+        let mut left = vec![0usize; found.len()];
+        for &slot in layout.slots {
+            left[slot] += 1;
         }
-        texts
+        layout
+            .slots
             .iter()
-            .enumerate()
-            .map(|(at, text)| {
-                if last.get(text.as_str()) == Some(&at) {
-                    found.remove(text)
+            .map(|&slot| {
+                left[slot] -= 1;
+                if left[slot] == 0 {
+                    found[slot].take()
                 } else {
-                    found.get(text).cloned()
+                    found[slot].clone()
                 }
             })
             .collect()
@@ -119,11 +129,11 @@ where
             .collect()
     }
 
-    fn answer(ids: &[K], texts: &[String], mut found: Found<S>) -> Self {
+    fn answer(ids: &[K], layout: &Layout<'_>, found: Found<S>) -> Self {
         let mut answer = HashMap::with_capacity_and_hasher(found.len(), H::default());
-        for (id, text) in ids.iter().zip(texts) {
-            if let Some(value) = found.remove(text) {
-                answer.insert(id.clone(), value);
+        for (&first, value) in layout.firsts.iter().zip(found) {
+            if let Some(value) = value {
+                answer.insert(ids[first].clone(), value);
             }
         }
         answer
@@ -207,11 +217,22 @@ mod tests {
         ids.iter().map(ToString::to_string).collect()
     }
 
+    /// `[3, 1, 3, 2]`: three distinct ids, 3 asked twice.
+    const SLOTS: [usize; 4] = [0, 1, 0, 2];
+    const FIRSTS: [usize; 3] = [0, 1, 3];
+
+    fn layout() -> Layout<'static> {
+        Layout {
+            slots: &SLOTS,
+            firsts: &FIRSTS,
+        }
+    }
+
     #[test]
     fn positions_answer_every_id_asked_duplicates_included() {
         let ids = [3, 1, 3, 2];
-        let found = Found::from([("3".to_owned(), "c"), ("1".to_owned(), "a")]);
-        let answer = <Vec<Option<&str>> as BatchRows<i64, &str>>::answer(&ids, &texts(&ids), found);
+        let found = vec![Some("c"), Some("a"), None];
+        let answer = <Vec<Option<&str>> as BatchRows<i64, &str>>::answer(&ids, &layout(), found);
         assert_eq!(answer, [Some("c"), Some("a"), Some("c"), None]);
         let keyed =
             BatchRows::<i64, &str>::keyed(vec![Some("b"), None], &[2, 4], &texts(&[2, 4]), None);
@@ -221,8 +242,8 @@ mod tests {
     #[test]
     fn rows_by_field_answer_each_id_once_in_first_order() {
         let ids = [3, 1, 3, 2];
-        let found = Found::from([("3".to_owned(), 30), ("1".to_owned(), 10)]);
-        let answer = <Vec<i32> as BatchRows<i64, i32>>::answer(&ids, &texts(&ids), found);
+        let found = vec![Some(30), Some(10), None];
+        let answer = <Vec<i32> as BatchRows<i64, i32>>::answer(&ids, &layout(), found);
         assert_eq!(answer, [30, 10]);
         let keyed = BatchRows::<i64, i32>::keyed(
             vec![20, 40],
@@ -235,9 +256,9 @@ mod tests {
 
     #[test]
     fn maps_answer_by_key() {
-        let ids = [3_i64, 1, 2];
-        let found = Found::from([("3".to_owned(), 'c'), ("2".to_owned(), 'b')]);
-        let answer: HashMap<i64, char> = BatchRows::answer(&ids, &texts(&ids), found);
+        let ids = [3_i64, 1, 3, 2];
+        let found = vec![Some('c'), None, Some('b')];
+        let answer: HashMap<i64, char> = BatchRows::answer(&ids, &layout(), found);
         assert_eq!(answer, HashMap::from([(3, 'c'), (2, 'b')]));
     }
 }
