@@ -462,7 +462,15 @@ async fn two_processes_load_invalidated_entries_once() {
 #[tokio::test]
 async fn a_cancelled_batch_gives_back_its_flights_and_leases() {
     let server = RedisServer::start();
-    let first = slow_repo(Cache::builder().url(server.url()).build().unwrap());
+    // Leases that would outlive the test if they were not given back.
+    let handle = || {
+        Cache::builder()
+            .url(server.url())
+            .lease_time(Duration::from_secs(60))
+            .build()
+            .unwrap()
+    };
+    let first = slow_repo(handle());
     let ids: Vec<i64> = (1..=4).collect();
     assert_eq!(first.users(&ids).await, Ok(users(&ids)));
     for &id in &ids {
@@ -470,9 +478,29 @@ async fn a_cancelled_batch_gives_back_its_flights_and_leases() {
     }
     let cancelled = tokio::time::timeout(Duration::from_millis(20), first.users(&ids)).await;
     assert!(cancelled.is_err(), "dropped during its slow load");
+    // The leases it took are given back by a task of their own: gone long before their 60 s.
+    let mut redis = server.connection();
+    let leased = |redis: &mut redis::Connection| {
+        ids.iter().any(|id| {
+            let meta: Option<String> = redis::cmd("HGET")
+                .arg(format!("user:{id}"))
+                .arg("__meta")
+                .query(redis)
+                .unwrap();
+            meta.is_some_and(|meta| meta.contains("lease:"))
+        })
+    };
+    let waited = std::time::Instant::now();
+    while leased(&mut redis) {
+        assert!(
+            waited.elapsed() < Duration::from_secs(20),
+            "the leases were not given back"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     *first.db.slow.lock().unwrap() = false;
     let second = Repo {
-        cache: Cache::builder().url(server.url()).build().unwrap(),
+        cache: handle(),
         db: Arc::clone(&first.db),
     };
     let renamed: Vec<User> = ids
@@ -482,8 +510,9 @@ async fn a_cancelled_batch_gives_back_its_flights_and_leases() {
             ..user(id)
         })
         .collect();
-    assert_eq!(second.users(&ids).await, Ok(renamed.clone()));
-    assert_eq!(first.users(&ids).await, Ok(renamed));
+    // Through the same handle (its flights) and another (the leases): nobody waits.
+    assert_eq!(first.users(&ids).await, Ok(renamed.clone()));
+    assert_eq!(second.users(&ids).await, Ok(renamed));
     assert_eq!(
         (
             first.cache.stats().coalesced,
