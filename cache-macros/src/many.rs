@@ -302,6 +302,8 @@ fn rewrite(checked: &Checked, function: &ItemFn, shape: &Shape<'_>) -> TokenStre
     // The parameter named at `keys`, so that an id type without `Display` is reported there.
     let ids_at_keys = Ident::new(&ids.to_string(), keys_span);
     let ids_check = quote_spanned! {keys_span=>
+        // `[..]` makes a slice of any of the three forms; on a slice it is a no-op.
+        #[allow(clippy::redundant_slicing)]
         let __cache_ids = #krate_at_keys::__private::ids_of(&#ids_at_keys[..]);
     };
     // The check that the rows say which id they answer, at the return type (or at

@@ -475,9 +475,10 @@ impl<'a, K, S, T: Fn(&S) -> Vec<String>> Batch<'a, K, S, T> {
     }
 
     /// Herds form where hot entries were just invalidated: a freshly invalidated entry's
-    /// lease is taken before loading it; an entry another caller (in any process) holds the
-    /// lease of is waited for, bounded by the lease wait, reading those entries again
-    /// together. What is left is loaded.
+    /// lease is taken before loading it. When every miss is leased by another caller (in
+    /// any process), the call waits for their fills, bounded by the lease wait, reading
+    /// those entries again together; what is left is loaded. A call that loads anyway loads
+    /// the leased ones too (see below).
     async fn across_processes(&self, misses: Vec<Miss>, found: &mut Found<S>) -> Vec<Miss> {
         let (mut waiting, mut ready): (Vec<Miss>, Vec<Miss>) = misses
             .into_iter()
@@ -501,6 +502,14 @@ impl<'a, K, S, T: Fn(&S) -> Vec<String>> Batch<'a, K, S, T> {
             ready.into_iter().partition(|miss| miss.fill && miss.leased);
         waiting.extend(lost);
         if waiting.is_empty() {
+            return ready;
+        }
+        if !ready.is_empty() {
+            // This call loads some entries anyway (some under its own leases): it loads the
+            // others' too, in the same one call of the function, rather than wait. Waiting
+            // while holding leases would deadlock two batches that each hold what the other
+            // waits for, until the lease wait ends. Their fills are stamp-checked as any.
+            ready.extend(waiting);
             return ready;
         }
         self.engine.record(self.spec.metrics(), Seen::Coalesced);
