@@ -469,7 +469,7 @@ async fn two_processes_load_invalidated_entries_once() {
     assert_eq!(loading.await.unwrap(), Ok(users(&ids)));
     assert_eq!(
         first.asked(),
-        [ids.clone()],
+        std::slice::from_ref(&ids),
         "loaded by the first process only"
     );
     assert_eq!(second.cache.stats().coalesced, 1, "the second waited");
