@@ -15,9 +15,8 @@
 //! `cargo bench -p cache-integration-tests --bench hit_path`; the SVG goes to
 //! `target/bench/hit_path.svg`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
 use cache_integration_tests::measure::users::{
@@ -28,57 +27,8 @@ use cache_integration_tests::RedisServer;
 use cached::macros::concurrent_cached;
 use redis::AsyncCommands;
 
-/// Counts heap allocations (and reallocations) in all threads while `COUNTING` is set; costs
-/// one relaxed load otherwise, so the timed runs are not disturbed.
-struct CountingAllocator;
-
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-impl CountingAllocator {
-    fn count() {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-// SAFETY: forwards every call to the system allocator unchanged.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        Self::count();
-        // SAFETY: the caller's contract, passed on.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: the caller's contract, passed on.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        Self::count();
-        // SAFETY: the caller's contract, passed on.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: CountingAllocator = CountingAllocator;
-
-/// Heap allocations per call of `operation`, all threads (the connection's driver task too),
-/// sequentially, after a warm-up.
-async fn allocations_per_call(operation: &Operation) -> f64 {
-    const CALLS: usize = 2_000;
-    for i in 0..100 {
-        operation(0, i).await;
-    }
-    ALLOCATIONS.store(0, Ordering::Relaxed);
-    COUNTING.store(true, Ordering::Relaxed);
-    for i in 0..CALLS {
-        operation(0, i).await;
-    }
-    COUNTING.store(false, Ordering::Relaxed);
-    ALLOCATIONS.load(Ordering::Relaxed) as f64 / CALLS as f64
-}
+static ALLOCATOR: measure::CountingAllocator = measure::CountingAllocator;
 
 /// The concurrency levels and the hits per round at each: `BENCH_CONCURRENCY=64` (a
 /// comma-separated list) runs a subset, for a profiler or a quick look; `BENCH_SCALE=20`
@@ -236,7 +186,7 @@ async fn main() {
         "\nHeap allocations per hit (all threads, counted over 2000 sequential hits)\n\n| | allocations |\n|---|---:|",
     );
     for (name, operation) in &contenders {
-        let allocations = allocations_per_call(operation.as_ref()).await;
+        let allocations = measure::allocations_per_call(operation.as_ref()).await;
         markdown.push_str(&format!("\n| {name} | {allocations:.1} |"));
     }
     markdown.push('\n');

@@ -2,8 +2,10 @@
 //! What the benchmarks share: timing concurrent workloads, summarising rounds, printing
 //! tables with ratios, and drawing the results as an SVG bar chart.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt::Write as _;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -225,6 +227,57 @@ pub fn hits_title(concurrency: usize, total: usize) -> String {
 
 /// The users the hit-path benchmarks read: what they cache, and how a hand-written cache
 /// decodes the same hash.
+/// Counts heap allocations (and reallocations) in all threads while `COUNTING` is set, once a
+/// bench makes it its `#[global_allocator]`; costs one relaxed load otherwise, so the timed
+/// runs are not disturbed.
+#[derive(Debug)]
+pub struct CountingAllocator;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+impl CountingAllocator {
+    fn count() {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+// SAFETY: forwards every call to the system allocator unchanged.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        Self::count();
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        Self::count();
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+/// Heap allocations per call of `operation`, all threads (the connection's driver task too),
+/// sequentially, after a warm-up.
+pub async fn allocations_per_call(operation: &users::Operation) -> f64 {
+    const CALLS: usize = 2_000;
+    for i in 0..100 {
+        operation(0, i).await;
+    }
+    ALLOCATIONS.store(0, Ordering::Relaxed);
+    COUNTING.store(true, Ordering::Relaxed);
+    for i in 0..CALLS {
+        operation(0, i).await;
+    }
+    COUNTING.store(false, Ordering::Relaxed);
+    ALLOCATIONS.load(Ordering::Relaxed) as f64 / CALLS as f64
+}
+
 pub mod users {
     use std::collections::HashMap;
     use std::sync::atomic::{AtomicUsize, Ordering};

@@ -119,15 +119,17 @@ where
     note = "implement `Display` for it as the single reads of these entries display their key, and derive `Clone`"
 )]
 pub trait BatchId {
-    /// The text of its key part.
-    fn key_text(&self) -> String;
+    /// Appends the text of its key part to `key`.
+    fn write_key(&self, key: &mut String);
     /// A copy for the function.
     fn copied(&self) -> Self;
 }
 
 impl<T: KeyValue + Clone> BatchId for T {
-    fn key_text(&self) -> String {
-        self.as_display().to_string()
+    fn write_key(&self, key: &mut String) {
+        use std::fmt::Write as _;
+        // Writing into a String cannot fail (as `key::entry_key` writes a single read's).
+        let _ = write!(key, "{}", self.as_display());
     }
     fn copied(&self) -> Self {
         self.clone()
@@ -139,7 +141,7 @@ impl<T: KeyValue + Clone> BatchId for T {
 #[derive(Debug)]
 pub struct Ids<'a, K> {
     ids: &'a [K],
-    text: fn(&K) -> String,
+    write_key: fn(&K, &mut String),
     copied: fn(&K) -> K,
 }
 
@@ -147,7 +149,7 @@ pub struct Ids<'a, K> {
 pub fn ids_of<K: BatchId>(ids: &[K]) -> Ids<'_, K> {
     Ids {
         ids,
-        text: K::key_text,
+        write_key: K::write_key,
         copied: K::copied,
     }
 }
@@ -170,16 +172,16 @@ struct Batch<'a, K, S, T> {
     fields: &'static [&'static str],
     schema: &'a Schema<S>,
     tags: &'a Tags<T>,
-    /// The caller's ids and the text of each one's key part, position by position.
+    /// The caller's ids, and each one's entry key, position by position: one allocation
+    /// per id on the hit path, the key part being the key's end (after `head` bytes).
     ids: &'a Ids<'a, K>,
-    texts: Vec<String>,
-    /// Each distinct id once, in the order of its first appearance: its position in `ids`
-    /// and its entry key.
-    distinct: Vec<(usize, String)>,
+    keys: Vec<String>,
+    head: usize,
+    /// Each distinct id once, in the order of its first appearance: its first position in
+    /// `ids`.
+    distinct: Vec<usize>,
     /// For each position in `ids`, its distinct id's place in `distinct`.
     slots: Vec<usize>,
-    /// For each distinct id, its first position in `ids`.
-    firsts: Vec<usize>,
     /// Some entry skipped Redis (an undelivered invalidation, a tag check that failed, the
     /// breaker open): the call counts one bypass.
     bypassed: AtomicBool,
@@ -218,18 +220,27 @@ impl<'a, K, S, T: Fn(&S) -> Vec<String>> Batch<'a, K, S, T> {
         tags: &'a Tags<T>,
         ids: &'a Ids<'a, K>,
     ) -> Self {
-        let texts: Vec<String> = ids.ids.iter().map(ids.text).collect();
-        let mut seen: HashMap<&str, usize> = HashMap::with_capacity(texts.len());
-        let mut distinct = Vec::with_capacity(texts.len());
-        let mut slots = Vec::with_capacity(texts.len());
-        for (at, text) in texts.iter().enumerate() {
-            let slot = *seen.entry(text).or_insert_with(|| {
-                distinct.push((at, engine.key(spec.prefix, text)));
+        let head = engine.key(spec.prefix, "");
+        let keys: Vec<String> = ids
+            .ids
+            .iter()
+            .map(|id| {
+                let mut key = String::with_capacity(head.len() + 24);
+                key.push_str(&head);
+                (ids.write_key)(id, &mut key);
+                key
+            })
+            .collect();
+        let mut seen: HashMap<&str, usize> = HashMap::with_capacity(keys.len());
+        let mut distinct = Vec::with_capacity(keys.len());
+        let mut slots = Vec::with_capacity(keys.len());
+        for (at, key) in keys.iter().enumerate() {
+            let slot = *seen.entry(key).or_insert_with(|| {
+                distinct.push(at);
                 distinct.len() - 1
             });
             slots.push(slot);
         }
-        let firsts = distinct.iter().map(|(first, _)| *first).collect();
         Batch {
             engine,
             spec,
@@ -237,10 +248,10 @@ impl<'a, K, S, T: Fn(&S) -> Vec<String>> Batch<'a, K, S, T> {
             schema,
             tags,
             ids,
-            texts,
+            keys,
+            head: head.len(),
             distinct,
             slots,
-            firsts,
             bypassed: AtomicBool::new(false),
         }
     }
@@ -249,17 +260,17 @@ impl<'a, K, S, T: Fn(&S) -> Vec<String>> Batch<'a, K, S, T> {
     fn answer<R: BatchOutput<K, S>>(&self, found: Found<S>) -> R {
         let layout = Layout {
             slots: &self.slots,
-            firsts: &self.firsts,
+            firsts: &self.distinct,
         };
         R::from_rows(R::Rows::answer(self.ids.ids, &layout, found))
     }
 
     fn text(&self, at: usize) -> &str {
-        &self.texts[self.distinct[at].0]
+        &self.keys[self.distinct[at]][self.head..]
     }
 
     fn key(&self, at: usize) -> &str {
-        &self.distinct[at].1
+        &self.keys[self.distinct[at]]
     }
 
     /// The near cache, then one read of the rest. `Err`: Redis did not answer.
@@ -568,7 +579,7 @@ impl<'a, K, S, T: Fn(&S) -> Vec<String>> Batch<'a, K, S, T> {
         };
         let asked: Vec<K> = misses
             .iter()
-            .map(|miss| (self.ids.copied)(&self.ids.ids[self.distinct[miss.at].0]))
+            .map(|miss| (self.ids.copied)(&self.ids.ids[self.distinct[miss.at]]))
             .collect();
         let asked_texts: Vec<String> = misses
             .iter()

@@ -185,14 +185,9 @@ impl RedisStore {
         with_ttl: bool,
         stamps: &[String],
     ) -> StoreResult<EntryRead> {
-        // Sized up front and sent without `query_async`'s boxed future: this is the hit path,
-        // where every allocation shows in the throughput (see BENCHMARKS.md).
-        let bytes = "HMGET".len()
-            + key.len()
-            + fields.iter().map(|field| field.len()).sum::<usize>()
-            + META_FIELD.len();
-        let mut command = redis::Cmd::with_capacity(fields.len() + 3, bytes);
-        command.arg("HMGET").arg(key).arg(fields).arg(META_FIELD);
+        // Sent without `query_async`'s boxed future: this is the hit path, where every
+        // allocation shows in the throughput (see BENCHMARKS.md).
+        let command = entry_hmget(key, fields);
         let mut ttl_ms = 0;
         let mut fetched = None;
         let reply = match self.connection.get().await? {
@@ -585,6 +580,19 @@ impl RedisStore {
 /// Without `stamps` the keys are one, hence one slot: a cluster sends it to that slot's node.
 /// One pipeline of `HMGET`s of `fields` and `__meta`, each followed by a `PTTL` when
 /// `with_ttl`; replies that are not hashes (another type under our key) are garbage: misses.
+/// The `HMGET` of an entry's `fields` and its `__meta`, sized up front: grown argument by
+/// argument, a command's buffers are reallocated four times, and a batch of 50 pays that
+/// 50 times (allocations per batch: BENCHMARKS.md, "Batch reads").
+fn entry_hmget(key: &str, fields: &[&str]) -> redis::Cmd {
+    let bytes = "HMGET".len()
+        + key.len()
+        + fields.iter().map(|field| field.len()).sum::<usize>()
+        + META_FIELD.len();
+    let mut command = redis::Cmd::with_capacity(fields.len() + 3, bytes);
+    command.arg("HMGET").arg(key).arg(fields).arg(META_FIELD);
+    command
+}
+
 async fn read_group(
     mut connection: impl redis::aio::ConnectionLike,
     keys: &[&str],
@@ -592,9 +600,9 @@ async fn read_group(
     owner: &str,
     with_ttl: bool,
 ) -> StoreResult<Vec<EntryRead>> {
-    let mut pipeline = redis::pipe();
+    let mut pipeline = redis::Pipeline::with_capacity(keys.len() * (1 + usize::from(with_ttl)));
     for key in keys {
-        pipeline.cmd("HMGET").arg(*key).arg(fields).arg(META_FIELD);
+        pipeline.add_command(entry_hmget(key, fields));
         if with_ttl {
             pipeline.cmd("PTTL").arg(*key);
         }
