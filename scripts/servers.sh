@@ -59,7 +59,7 @@ install_matrix_servers() {
 
 # run_on_server NAME BINARY VERSION
 run_on_server() {
-  echo "== tests on $1 ($2)"
+  echo "== tests on $1 ($2) (at ${SECONDS}s)"
   # Empty: a test that would share the cluster of scripts/cluster.sh starts its own.
   local TEST_REDIS_CLUSTER_NODES=
   if cargo nextest --version >/dev/null 2>&1; then

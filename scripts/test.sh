@@ -5,6 +5,8 @@
 # the PostgreSQL and the Redis Cluster that tests share.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Each step says when it starts (seconds since this script started): where CI's time goes.
+section() { echo "== $* (at ${SECONDS}s)"; }
 . scripts/free-port.sh
 
 . scripts/redis.sh
@@ -25,40 +27,40 @@ start_postgres
 start_cluster
 trap 'stop_cluster; if type stop_postgres >/dev/null 2>&1; then stop_postgres; fi' EXIT
 
-echo "== formatting"
+section "formatting"
 cargo fmt --all -- --check
-echo "== clippy"
+section "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The library alone, with none and with all of its optional features.
 cargo clippy -p cache-core --no-default-features --locked -- -D warnings
 cargo clippy -p cache-core --all-features --locked -- -D warnings
-echo "== API docs (no warning: every public item documented, every link resolved)"
-RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p cache-core -p cache-macros --all-features --locked
+section "API docs (no warning: every public item documented, every link resolved)"
 # As docs.rs builds them (its nightly's `doc_cfg`, here through RUSTC_BOOTSTRAP): each
-# feature-gated item says which feature it needs. A target directory of its own, as the flags
-# differ.
+# feature-gated item says which feature it needs. One build (a second, without `docsrs`, cost
+# a minute of CI and checked nothing more); a target directory of its own, as the flags differ.
 RUSTC_BOOTSTRAP=1 RUSTDOCFLAGS="--cfg docsrs -D warnings" \
-  cargo doc --no-deps -p cache-core --all-features --locked --target-dir target/docsrs
+  cargo doc --no-deps -p cache-core -p cache-macros --all-features --locked --target-dir target/docsrs
 grep -q "Available on <strong>crate features <code>axum</code> or <code>actix" target/docsrs/doc/cache_core/struct.ResponseCache.html
 grep -q "Available on <strong>crate feature <code>actix" target/docsrs/doc/cache_core/struct.ResponseCacheMiddleware.html
-echo "== the actix feature builds without axum or tower"
+section "the actix feature builds without axum or tower"
 if cargo tree -p cache-core --no-default-features --features actix --locked -e normal --prefix none \
   | grep -E '^(axum|tower)'; then
   echo "cache-core's actix feature pulls in axum or tower" >&2
   exit 1
 fi
-echo "== module layering (no circle, no upward import)"
+section "module layering (no circle, no upward import)"
 python3 scripts/imports.py
-echo "== Markdown links (anchors, files, nothing outside the repository)"
+section "Markdown links (anchors, files, nothing outside the repository)"
 python3 scripts/links.py
-echo "== doctests"
+section "doctests"
 cargo test --workspace --doc --locked
-echo "== tests"
+section "tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked
 else
   cargo test --workspace --locked
 fi
-echo "== compatibility matrix (README, \"Tested servers\"): the same test binaries on other servers"
+section "compatibility matrix (README, \"Tested servers\"): the same test binaries on other servers"
 run_on_server "Redis 6.2" "$redis_62_server" 6.2.14
 run_on_server "Valkey 8.1" "$valkey_81_server" 8.1.8
+section "all passed"
