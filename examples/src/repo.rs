@@ -237,7 +237,8 @@ impl UserRepo {
     /// A page of the list without keyword; cached only for the bounded set of pages that
     /// [`Page::is_cacheable`] allows.
     pub async fn list(&self, page: Page) -> Result<Vec<UserListItem>, sqlx::Error> {
-        if !page.is_cacheable() {
+        // Without a cache the id list would be one more query for nothing.
+        if !page.is_cacheable() || !self.cache.is_enabled() {
             return Ok(self.load_page(page).await?.users);
         }
         match self.list_cache {
