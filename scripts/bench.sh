@@ -16,3 +16,4 @@ cargo bench -p cache-integration-tests --bench hit_path
 cargo bench -p cache-integration-tests --bench cluster_hit_path
 cargo bench -p cache-integration-tests --bench stall
 cargo bench -p example-server --bench tutorial
+cargo bench -p example-server --bench list

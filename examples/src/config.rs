@@ -2,6 +2,8 @@
 
 use std::net::SocketAddr;
 
+use crate::repo::ListCache;
+
 /// Everything the server reads from its environment.
 #[derive(Clone)]
 pub struct Config {
@@ -30,6 +32,9 @@ pub struct Config {
     /// `CACHE_RESPONSES`: `on` (default) caches whole responses of the public reads too
     /// (`ResponseCache`), `off` the repository only.
     pub cache_responses: bool,
+    /// `LIST_CACHE`: `ids` (default) caches a list page as the ids of its rows, each row in
+    /// its user's entry; `pages` caches whole pages (dropped by any profile update).
+    pub list_cache: ListCache,
     /// `ACCESS_TOKEN_SECRET`, else derived from `JWT_SECRET` (default: random per start).
     pub access_secret: String,
     /// `REFRESH_TOKEN_SECRET`, else derived from `JWT_SECRET`.
@@ -79,6 +84,7 @@ impl std::fmt::Debug for Config {
             .field("near_entries", &self.near_entries)
             .field("cache_enabled", &self.cache_enabled)
             .field("cache_responses", &self.cache_responses)
+            .field("list_cache", &self.list_cache)
             .field("access_minutes", &self.access_minutes)
             .field("refresh_minutes", &self.refresh_minutes)
             .field("bcrypt_cost", &self.bcrypt_cost)
@@ -188,6 +194,16 @@ impl Config {
             redis_sentinel_primary_url: var("REDIS_SENTINEL_PRIMARY_URL"),
             cache_enabled: on_off("CACHE_MODE", var("CACHE_MODE"))?,
             cache_responses: on_off("CACHE_RESPONSES", var("CACHE_RESPONSES"))?,
+            list_cache: match var("LIST_CACHE").as_deref() {
+                None | Some("ids") => ListCache::Ids,
+                Some("pages") => ListCache::Pages,
+                Some(other) => {
+                    return Err(ConfigError {
+                        name: "LIST_CACHE",
+                        problem: format!("`{other}` is neither `ids` nor `pages`"),
+                    })
+                }
+            },
             access_secret: var("ACCESS_TOKEN_SECRET")
                 .unwrap_or_else(|| format!("{jwt_secret}:access")),
             refresh_secret: var("REFRESH_TOKEN_SECRET")
@@ -246,5 +262,37 @@ fn on_off(name: &'static str, value: Option<String>) -> Result<bool, ConfigError
             name,
             problem: format!("`{other}` is neither `on` nor `off`"),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_list_cache(value: Option<&str>) -> Result<Config, ConfigError> {
+        Config::from_vars(|name| {
+            (name == "LIST_CACHE")
+                .then(|| value.map(str::to_owned))
+                .flatten()
+        })
+    }
+
+    #[test]
+    fn list_cache_is_ids_unless_pages_and_refuses_anything_else() {
+        assert_eq!(with_list_cache(None).unwrap().list_cache, ListCache::Ids);
+        assert_eq!(
+            with_list_cache(Some("")).unwrap().list_cache,
+            ListCache::Ids
+        );
+        assert_eq!(
+            with_list_cache(Some("ids")).unwrap().list_cache,
+            ListCache::Ids
+        );
+        assert_eq!(
+            with_list_cache(Some("pages")).unwrap().list_cache,
+            ListCache::Pages
+        );
+        let error = with_list_cache(Some("Pages")).unwrap_err().to_string();
+        assert_eq!(error, "LIST_CACHE: `Pages` is neither `ids` nor `pages`");
     }
 }

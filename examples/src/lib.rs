@@ -60,12 +60,14 @@ pub fn app_with(state: AppState, responses: bool) -> Router {
         Cache::disabled()
     };
     // Whole responses of the two public reads, dropped by the repository's own write tags:
-    // a `POST`/`PUT`/`DELETE` is seen by the next `GET` at once.
+    // a `POST`/`PUT`/`DELETE` is seen by the next `GET` at once. A list page holds rows, so
+    // it carries the tag of the rows (`users:rows`, a profile update) besides the list's
+    // (`users:list`, a create or a delete), unlike the repository's id lists.
     // As the repository, only the bounded set of list pages is cached (no keyword, usual
     // sizes, the first hundred): a client cannot grow the cache with arbitrary queries.
     let pages = ResponseCache::new(cache.clone(), "resp_users")
         .expect("a valid prefix")
-        .tags(["users:list"])
+        .tags([repo::LIST_TAG, repo::ROWS_TAG])
         .query_params(["last", "limit"])
         .cache_if(|parts| {
             repo::Page::from_query(parts.uri.query()).is_some_and(|page| page.is_cacheable())

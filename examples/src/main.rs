@@ -1,7 +1,7 @@
 //! Run with: `bash scripts/run-example.sh` (starts a private redis-server when `REDIS_URL` is
 //! not set), or `cargo run --release -p example-server` with the environment of
 //! `example_server::config::Config` (`APP_ADDR`, `DATABASE_URL`, `REDIS_URL`, `REDIS_CLUSTER_NODES`, `REDIS_SENTINEL_MASTER`/`REDIS_SENTINEL_NODES`, `CACHE_MODE`,
-//! `JWT_SECRET`, `BCRYPT_COST`, …).
+//! `LIST_CACHE`, `JWT_SECRET`, `BCRYPT_COST`, …).
 
 use example_server::auth::Auth;
 use example_server::config::Config;
@@ -26,7 +26,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "starting"
     );
     let state = AppState {
-        repo: UserRepo::new(db, cache),
+        repo: UserRepo::new(db, cache).with_list_cache(config.list_cache),
         auth: Auth::new(&config),
     };
     let listener = tokio::net::TcpListener::bind(config.addr).await?;

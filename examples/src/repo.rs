@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use cache_core::{cached_delete, cached_get, cached_update, Cache};
+use cache_core::{cached_delete, cached_get, cached_get_many, cached_update, Cache};
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
 
@@ -50,10 +50,31 @@ pub struct UserListItem {
     pub avatar: Option<String>,
 }
 
-/// A cached page of the list without keyword.
+/// A cached page of the list without keyword, rows and all (`LIST_CACHE=pages`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UserPage {
     pub users: Vec<UserListItem>,
+}
+
+/// A cached page of the list without keyword as the ids of its rows, in page order
+/// (`LIST_CACHE=ids`, the default): the rows are the entries `user:{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserIdPage {
+    pub ids: Vec<i64>,
+}
+
+/// What a cached list page holds (`LIST_CACHE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ListCache {
+    /// The ids of its rows (`users:{last}:{limit}`, tagged [`LIST_TAG`]), and each row in
+    /// the entry `user:{id}` that a single read of the user shares: a profile update drops
+    /// its row, not the pages.
+    #[default]
+    Ids,
+    /// The whole page (`user_pages:{last}:{limit}`, tagged [`LIST_TAG`] and [`ROWS_TAG`]):
+    /// one read a page, but any profile update drops every page. The behaviour before
+    /// `Ids`, kept to compare them (the list benchmark).
+    Pages,
 }
 
 /// The key of a list page: offset and limit.
@@ -121,20 +142,43 @@ pub struct ProfileUpdate {
     pub birthday: String,
 }
 
-/// The tag every list page carries: any create, update or delete drops them all.
+/// The tag of everything that depends on which users a page holds (the id lists, and
+/// whatever holds rows too): a create or a delete drops them all.
 pub const LIST_TAG: &str = "users:list";
+
+/// The tag of what holds the rows of many users (whole pages, cached pages of responses),
+/// beside [`LIST_TAG`]: a profile update drops them all. The id lists do not carry it.
+pub const ROWS_TAG: &str = "users:rows";
 
 /// Users, cached.
 #[derive(Debug, Clone)]
 pub struct UserRepo {
     db: Database,
     cache: Cache,
+    list_cache: ListCache,
 }
 
 impl UserRepo {
-    /// A repository over `db`, caching through `cache` (`Cache::disabled()` for none).
+    /// A repository over `db`, caching through `cache` (`Cache::disabled()` for none), list
+    /// pages as id lists.
     pub fn new(db: Database, cache: Cache) -> UserRepo {
-        UserRepo { db, cache }
+        UserRepo {
+            db,
+            cache,
+            list_cache: ListCache::default(),
+        }
+    }
+
+    /// The same, caching list pages as `list_cache` says.
+    #[must_use]
+    pub fn with_list_cache(mut self, list_cache: ListCache) -> UserRepo {
+        self.list_cache = list_cache;
+        self
+    }
+
+    /// The database, for its query count.
+    pub fn database(&self) -> &Database {
+        &self.db
     }
 
     /// The cache handle, for its statistics.
@@ -146,7 +190,7 @@ impl UserRepo {
     pub async fn user_info(&self, user_id: i64) -> Result<Option<UserInfo>, sqlx::Error> {
         sqlx::query_as(&self.db.sql.user_info)
             .bind(user_id)
-            .fetch_optional(&self.db.pool)
+            .fetch_optional(self.db.executor())
             .await
     }
 
@@ -154,7 +198,7 @@ impl UserRepo {
     pub async fn current_user(&self, user_id: i64) -> Result<Option<CurrentUser>, sqlx::Error> {
         sqlx::query_as(&self.db.sql.current_user)
             .bind(user_id)
-            .fetch_optional(&self.db.pool)
+            .fetch_optional(self.db.executor())
             .await
     }
 
@@ -169,7 +213,7 @@ impl UserRepo {
     pub async fn user_in_db(&self, email: &str) -> Result<Option<UserInDb>, sqlx::Error> {
         sqlx::query_as(&self.db.sql.user_in_db)
             .bind(email)
-            .fetch_optional(&self.db.pool)
+            .fetch_optional(self.db.executor())
             .await
     }
 
@@ -186,22 +230,61 @@ impl UserRepo {
     pub async fn user_id_by_email(&self, email: &str) -> Result<Option<UserId>, sqlx::Error> {
         sqlx::query_as(&self.db.sql.user_id_by_email)
             .bind(email)
-            .fetch_optional(&self.db.pool)
+            .fetch_optional(self.db.executor())
             .await
     }
 
     /// A page of the list without keyword; cached only for the bounded set of pages that
     /// [`Page::is_cacheable`] allows.
     pub async fn list(&self, page: Page) -> Result<Vec<UserListItem>, sqlx::Error> {
-        let page = if page.is_cacheable() {
-            self.list_page(page).await?
-        } else {
-            self.load_page(page).await?
-        };
-        Ok(page.users)
+        // Without a cache the id list would be one more query for nothing.
+        if !page.is_cacheable() || !self.cache.is_enabled() {
+            return Ok(self.load_page(page).await?.users);
+        }
+        match self.list_cache {
+            ListCache::Pages => Ok(self.list_page(page).await?.users),
+            ListCache::Ids => {
+                let page = self.list_ids(page).await?;
+                // A user deleted since the id list was read has no row: left out (the
+                // delete dropped the id list too, so the next read has the new one).
+                self.list_items(&page.ids).await
+            }
+        }
     }
 
-    #[cached_get(prefix = "users", key = "page", schema = UserPage, cache = self.cache, tags = ["users:list"])]
+    /// The ids of a page, in page order; dropped by a create or a delete.
+    #[cached_get(prefix = "users", key = "page", schema = UserIdPage, cache = self.cache, tags = ["users:list"])]
+    pub async fn list_ids(&self, page: Page) -> Result<UserIdPage, sqlx::Error> {
+        let ids = sqlx::query_scalar(&self.db.sql.list_ids)
+            .bind(page.limit)
+            .bind(page.last)
+            .fetch_all(self.db.executor())
+            .await?;
+        Ok(UserIdPage { ids })
+    }
+
+    /// The rows of `ids`, in their order, in one round trip to Redis, with one query for
+    /// those that missed. Each row is the entry `user:{id}` of the single reads, which every
+    /// write of the user drops; an id without a row (deleted) is left out.
+    #[cached_get_many(prefix = "user", keys = "ids", schema = UserListItem, key_field = "id", cache = self.cache)]
+    pub async fn list_items(&self, ids: &[i64]) -> Result<Vec<UserListItem>, sqlx::Error> {
+        // Without the cache (off, or Redis down) the body gets every id and its rows are the
+        // answer as they come: `ORDER BY id` is the page order, as the id lists are in id
+        // order. Through the cache the answer follows the ids, whatever the body's order.
+        if ids.is_empty() {
+            // `IN ()` is no SQL; through the cache an empty batch makes no call at all.
+            return Ok(Vec::new());
+        }
+        let sql = self.db.sql.list_by_ids(ids.len());
+        let mut query = sqlx::query_as(&sql).persistent(false);
+        for id in ids {
+            query = query.bind(*id);
+        }
+        query.fetch_all(self.db.executor()).await
+    }
+
+    /// The whole page (`LIST_CACHE=pages`).
+    #[cached_get(prefix = "user_pages", key = "page", schema = UserPage, cache = self.cache, tags = ["users:list", "users:rows"])]
     pub async fn list_page(&self, page: Page) -> Result<UserPage, sqlx::Error> {
         self.load_page(page).await
     }
@@ -210,7 +293,7 @@ impl UserRepo {
         let users = sqlx::query_as(&self.db.sql.list)
             .bind(page.limit)
             .bind(page.last)
-            .fetch_all(&self.db.pool)
+            .fetch_all(self.db.executor())
             .await?;
         Ok(UserPage { users })
     }
@@ -229,11 +312,12 @@ impl UserRepo {
             .bind(format!("%{escaped}%"))
             .bind(page.limit)
             .bind(page.last)
-            .fetch_all(&self.db.pool)
+            .fetch_all(self.db.executor())
             .await
     }
 
-    /// Creates a user; `Ok(None)` when the email is taken.
+    /// Creates a user; `Ok(None)` when the email is taken. Drops the email's cached absence
+    /// and everything under `users:list`: a page may hold the new id.
     #[cached_update(prefix = "user", key = "email", cache = self.cache, tags = ["users:list"])]
     pub async fn create(&self, email: &str, user: NewUser) -> Result<Option<i64>, sqlx::Error> {
         let inserted = sqlx::query_scalar(&self.db.sql.insert)
@@ -243,7 +327,7 @@ impl UserRepo {
             .bind(user.age)
             .bind(email)
             .bind(&user.birthday)
-            .fetch_one(&self.db.pool)
+            .fetch_one(self.db.executor())
             .await;
         match inserted {
             Ok(id) => Ok(Some(id)),
@@ -252,7 +336,9 @@ impl UserRepo {
         }
     }
 
-    #[cached_update(prefix = "user", key = "user_id", cache = self.cache, tags = ["user:{user_id}", "users:list"])]
+    /// Drops the user's entries and whatever holds rows of many users (`users:rows`); the
+    /// id lists stay: the user is on the same pages.
+    #[cached_update(prefix = "user", key = "user_id", cache = self.cache, tags = ["user:{user_id}", "users:rows"])]
     pub async fn update_profile(
         &self,
         user_id: i64,
@@ -264,13 +350,14 @@ impl UserRepo {
             .bind(profile.age)
             .bind(&profile.birthday)
             .bind(user_id)
-            .execute(&self.db.pool)
+            .execute(self.db.executor())
             .await?;
         Ok(())
     }
 
     /// The login entry keyed by email carries the tag `user:{id}`: this drops it, which is
-    /// what the tutorial forgot (the old password kept working).
+    /// what the tutorial forgot (the old password kept working). No list holds a password,
+    /// so no list is dropped (the row entry `user:{id}` goes with the key, and is read again).
     #[cached_update(prefix = "user", key = "user_id", cache = self.cache, tags = ["user:{user_id}"])]
     pub async fn update_password(
         &self,
@@ -280,16 +367,18 @@ impl UserRepo {
         sqlx::query(&self.db.sql.update_password)
             .bind(password_hash)
             .bind(user_id)
-            .execute(&self.db.pool)
+            .execute(self.db.executor())
             .await?;
         Ok(())
     }
 
+    /// Drops the user's entries and everything under `users:list`: the pages after the
+    /// user's shift.
     #[cached_delete(prefix = "user", key = "user_id", cache = self.cache, tags = ["user:{user_id}", "users:list"])]
     pub async fn delete(&self, user_id: i64) -> Result<bool, sqlx::Error> {
         let deleted = sqlx::query(&self.db.sql.delete)
             .bind(user_id)
-            .execute(&self.db.pool)
+            .execute(self.db.executor())
             .await?;
         Ok(deleted.rows_affected() > 0)
     }

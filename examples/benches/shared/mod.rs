@@ -5,6 +5,7 @@
 
 use cache_core::Cache;
 use example_server::app_with;
+use example_server::repo::{ListCache, UserRepo};
 
 /// The tests' helpers: the app's state, fresh databases, the user JSON.
 #[path = "../../tests/common/mod.rs"]
@@ -16,6 +17,17 @@ pub const USERS: u64 = 100;
 /// Starts the server on its own two-thread runtime (with or without the response cache);
 /// answers its base URL.
 pub fn serve(database_url: String, cache: Cache, responses: bool) -> String {
+    serve_with(database_url, cache, responses, ListCache::default()).0
+}
+
+/// The same, caching list pages as `list_cache` says; answers its base URL and its
+/// repository (for the database's query count).
+pub fn serve_with(
+    database_url: String,
+    cache: Cache,
+    responses: bool,
+    list_cache: ListCache,
+) -> (String, UserRepo) {
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -24,14 +36,14 @@ pub fn serve(database_url: String, cache: Cache, responses: bool) -> String {
             .build()
             .expect("runtime");
         runtime.block_on(async move {
-            let state = common::state(&database_url, cache).await;
+            let state = common::state_with(&database_url, cache, list_cache).await;
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
                 .expect("bind");
             sender
-                .send(format!(
-                    "http://{}",
-                    listener.local_addr().expect("address")
+                .send((
+                    format!("http://{}", listener.local_addr().expect("address")),
+                    state.repo.clone(),
                 ))
                 .expect("send");
             axum::serve(listener, app_with(state, responses))
@@ -78,4 +90,23 @@ pub fn random(task: usize, i: usize, below: u64) -> u64 {
     x ^= x << 25;
     x ^= x >> 27;
     x.wrapping_mul(0x2545_F491_4F6C_DD1D) % below
+}
+
+/// Logs each of the [`USERS`] users in; answers their access tokens, user `n` at `n - 1`.
+pub async fn log_in_users(client: &reqwest::Client, base: &str) -> Vec<String> {
+    let mut tokens = Vec::new();
+    for n in 1..=USERS {
+        let form = format!("username=user{n}%40example.com&password=secret1");
+        let response = client
+            .post(format!("{base}/api/auth/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form)
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(response.status(), 200);
+        let body: serde_json::Value = response.json().await.expect("token pair");
+        tokens.push(body["access_token"].as_str().expect("a token").to_owned());
+    }
+    tokens
 }

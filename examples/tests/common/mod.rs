@@ -11,7 +11,7 @@ use cache_core::Cache;
 use example_server::auth::Auth;
 use example_server::config::Config;
 use example_server::db::Database;
-use example_server::repo::UserRepo;
+use example_server::repo::{ListCache, UserRepo};
 use example_server::{app, AppState};
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -29,6 +29,7 @@ pub fn config() -> Config {
         near_entries: 0,
         cache_enabled: true,
         cache_responses: true,
+        list_cache: ListCache::Ids,
         access_secret: "test-access".into(),
         refresh_secret: "test-refresh".into(),
         access_minutes: 30,
@@ -74,11 +75,16 @@ pub async fn postgres_url() -> String {
 }
 
 pub async fn state(database_url: &str, cache: Cache) -> AppState {
+    state_with(database_url, cache, ListCache::Ids).await
+}
+
+/// The app's state, caching list pages as `list_cache` says.
+pub async fn state_with(database_url: &str, cache: Cache, list_cache: ListCache) -> AppState {
     let db = Database::connect(database_url)
         .await
         .expect("connect the test database");
     AppState {
-        repo: UserRepo::new(db, cache),
+        repo: UserRepo::new(db, cache).with_list_cache(list_cache),
         auth: Auth::new(&config()),
     }
 }
