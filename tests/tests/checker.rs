@@ -1,8 +1,10 @@
 //! The randomized checker: tasks over two handles (two processes) read, update, write through
 //! and delete a few hot rows through the macros, with loads that take a random while, and
 //! check that no read returned a version older than a write that completed before the read
-//! started. Dimensions beyond plain races: callers that drop their futures at random points
-//! (writers and readers), two schemas with different TTLs on one hash, and Redis under
+//! started. Dimensions beyond plain races: batch reads (`#[cached_get_many]`) of the same
+//! entries, by id and by email through a tag, each of their ids judged as a single read;
+//! callers that drop their futures at random points (writers, readers and batch readers), two
+//! schemas with different TTLs on one hash, and Redis under
 //! memory pressure with every eviction policy, its library keys and entries lost at random,
 //! and a Redis Cluster and Redis Sentinel, each once with a primary killed (`SIGKILL`)
 //! halfway through.
@@ -12,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cache_core::{cached_delete, cached_get, cached_update, Cache};
+use cache_core::{cached_delete, cached_get, cached_get_many, cached_update, Cache};
 use cache_integration_tests::cluster::RedisCluster;
 use cache_integration_tests::fixtures::Account;
 use cache_integration_tests::sentinel::RedisSentinel;
@@ -448,14 +450,111 @@ fn stalls_between_two_instants_are_summed_by_prefix() {
     }
 }
 
-/// A read: when it started and the version it returned.
+/// A read: when it started and the version it returned. A batch read makes one per
+/// distinct id it answered, all started when the batch did.
 struct ReadSeen {
     id: i64,
     version: u64,
     started: Instant,
     /// Which of the two handles read it.
     handle: usize,
+    /// Answered by a batch read.
+    batch: bool,
 }
+
+/// What a batch read answered for one id it asked for: the version it saw, or no row at all
+/// (never right: the checker's rows are never removed, a delete only marks them).
+type BatchSeen = Vec<(i64, Option<u64>)>;
+
+/// The batch reads' counts, apart from their entries (which are [`ReadSeen`]s).
+#[derive(Default)]
+struct BatchCounts {
+    /// Calls made.
+    count: AtomicU64,
+    /// Ids a batch answered without a row: a failure.
+    missing: AtomicU64,
+    /// Calls whose load failed (with failing loaders).
+    failed: AtomicU64,
+    /// Calls given up by their callers.
+    abandoned: AtomicU64,
+}
+
+/// 2 to 5 ids of the hot rows for a batch read: distinct and in ascending order, shuffled
+/// half of the time, and one of them asked twice one time in four.
+fn batch_ids(random: &mut Random, keys: i64) -> Vec<i64> {
+    let mut all: Vec<i64> = (0..keys).collect();
+    for last in (1..all.len()).rev() {
+        let other = random.below(last as u64 + 1) as usize;
+        all.swap(last, other);
+    }
+    let wanted = 2 + random.below(4) as usize;
+    let mut ids: Vec<i64> = all.into_iter().take(wanted).collect();
+    if random.below(2) == 0 {
+        ids.sort_unstable();
+    }
+    if random.below(4) == 0 {
+        let twice = ids[random.below(ids.len() as u64) as usize];
+        let at = random.below(ids.len() as u64 + 1) as usize;
+        ids.insert(at, twice);
+    }
+    ids
+}
+
+/// Each distinct id once, in the order of its first appearance.
+fn distinct(ids: &[i64]) -> Vec<i64> {
+    let mut once = Vec::with_capacity(ids.len());
+    for id in ids {
+        if !once.contains(id) {
+            once.push(*id);
+        }
+    }
+    once
+}
+
+/// What a batch answered by position (`Vec<Option<S>>`): one answer per id asked, each the
+/// row of its id, an id asked twice answered alike.
+fn by_position(ids: &[i64], rows: Vec<Option<Account>>) -> BatchSeen {
+    assert_eq!(rows.len(), ids.len(), "one answer per id asked: {ids:?}");
+    for (id, row) in ids.iter().zip(&rows) {
+        if let Some(row) = row {
+            assert_eq!(row.id, *id, "the row of the id at its position: {ids:?}");
+        }
+        let first = ids.iter().position(|other| other == id).unwrap();
+        assert_eq!(
+            row.as_ref().map(|row| row.version),
+            rows[first].as_ref().map(|row| row.version),
+            "an id asked twice is answered alike: {ids:?}"
+        );
+    }
+    distinct(ids)
+        .into_iter()
+        .map(|id| {
+            let at = ids.iter().position(|other| *other == id).unwrap();
+            (id, rows[at].as_ref().map(|row| row.version))
+        })
+        .collect()
+}
+
+/// What a batch answered by field (`Vec<S>` with `key_field`): a row per distinct id asked,
+/// none for an id not asked.
+fn by_field(ids: &[i64], rows: Vec<Account>) -> BatchSeen {
+    let once = distinct(ids);
+    assert!(
+        rows.len() <= once.len() && rows.iter().all(|row| once.contains(&row.id)),
+        "rows only for the ids asked, once each: {ids:?}"
+    );
+    once.into_iter()
+        .map(|id| {
+            let row = rows.iter().find(|row| row.id == id);
+            (id, row.map(|row| row.version))
+        })
+        .collect()
+}
+
+/// How long a caller of a batch read waits with failing loaders before it gives up, as the
+/// fail-safe reader's `hard_timeout` (which batch reads do not take) would: a stalled load is
+/// dropped with the leases it holds.
+const FAILING_BATCH_PATIENCE: Duration = Duration::from_millis(20);
 
 /// A database that sleeps a random while between reading a row and returning it, so reads
 /// constantly race writes; with [`Loaders::Failing`], one that also fails and stalls.
@@ -482,7 +581,23 @@ impl SlowDatabase {
     }
 }
 
-/// The fail-safe reader's error: the database failed, or outlasted `hard_timeout`.
+impl SlowDatabase {
+    /// The wait of a batch load after it read its rows; with failing loaders one in sixteen
+    /// stalls (200 ms) and a quarter fail, as the fail-safe reader's loads.
+    async fn batch_load(&self, delay: Duration) -> Result<(), LoadFailed> {
+        if self.failing && self.roll(16) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        tokio::time::sleep(delay).await;
+        if self.failing && self.roll(4) {
+            return Err(LoadFailed);
+        }
+        Ok(())
+    }
+}
+
+/// The fail-safe reader's error (a batch read's too): the database failed, or outlasted
+/// `hard_timeout`.
 #[derive(Debug)]
 struct LoadFailed;
 
@@ -503,6 +618,45 @@ impl CheckedRepo {
         let row = self.db.rows.lock().unwrap()[&id].clone();
         tokio::time::sleep(delay).await;
         row
+    }
+
+    /// The batch read of the entries `get` reads: the body loads every id that missed with one
+    /// query and one random delay, and with failing loaders fails and stalls as the
+    /// fail-safe reader's load does.
+    #[cached_get_many(prefix = "checked", keys = "ids", schema = Account, cache = self.cache)]
+    async fn get_many(
+        &self,
+        ids: &[i64],
+        delay: Duration,
+    ) -> Result<Vec<Option<Account>>, LoadFailed> {
+        let rows: Vec<Option<Account>> = {
+            let rows = self.db.rows.lock().unwrap();
+            ids.iter().map(|id| rows.get(id).cloned()).collect()
+        };
+        self.db.batch_load(delay).await?;
+        Ok(rows)
+    }
+
+    /// The batch read of the entries `by_email` reads, through the same tag: the rows meet
+    /// their emails by field.
+    #[cached_get_many(prefix = "checked-email", keys = "emails", schema = Account, key_field = "email",
+        tags = ["checked:{id}"], cache = self.cache)]
+    async fn by_emails(
+        &self,
+        emails: Vec<String>,
+        delay: Duration,
+    ) -> Result<Vec<Account>, LoadFailed> {
+        let rows: Vec<Account> = self
+            .db
+            .rows
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|row| emails.contains(&row.email))
+            .cloned()
+            .collect();
+        self.db.batch_load(delay).await?;
+        Ok(rows)
     }
 
     #[cached_get(prefix = "checked", key = "id", schema = Version, cache = self.cache, ttl = 1)]
@@ -726,6 +880,7 @@ async fn run_checker(
     let reads = Arc::new(Mutex::new(Vec::<ReadSeen>::new()));
     let abandoned = Arc::new(AtomicU64::new(0));
     let abandoned_reads = Arc::new(AtomicU64::new(0));
+    let batches = Arc::new(BatchCounts::default());
     let delivered_later = Arc::new(AtomicU64::new(0));
     let late_writes = Arc::new(Mutex::new(Vec::<tokio::task::JoinHandle<()>>::new()));
     let near = backend.near_caches_hear_late();
@@ -740,6 +895,7 @@ async fn run_checker(
             let (abandoned, abandoned_reads) = (abandoned.clone(), abandoned_reads.clone());
             let delivered_later = delivered_later.clone();
             let late_writes = late_writes.clone();
+            let batches = batches.clone();
             tokio::spawn(async move {
                 let mut random = Random(0x9E37_79B9_7F4A_7C15 ^ (task + 1));
                 for _ in 0..operations_per_task {
@@ -756,6 +912,8 @@ async fn run_checker(
                         0 => Duration::from_micros(random.below(2_000)),
                         _ => Duration::from_secs(3600),
                     };
+                    // 0–2 writes, 3–9 single reads, 10 a batch read by id, 11 one by email,
+                    // 12 a fail-safe read.
                     let kind = if failing {
                         // One write in a hundred, half the reads through the fail-safe.
                         match random.below(200) {
@@ -824,6 +982,56 @@ async fn run_checker(
                         }
                         continue;
                     }
+                    if kind == 10 || kind == 11 {
+                        let ids = batch_ids(&mut random, keys);
+                        // With failing loaders, given up as `hard_timeout` would (see
+                        // `FAILING_BATCH_PATIENCE`).
+                        let patience = if failing {
+                            patience.min(FAILING_BATCH_PATIENCE)
+                        } else {
+                            patience
+                        };
+                        let read_started = Instant::now();
+                        let read = async {
+                            if kind == 10 {
+                                let rows = repo.get_many(&ids, delay).await?;
+                                Ok::<BatchSeen, LoadFailed>(by_position(&ids, rows))
+                            } else {
+                                let emails: Vec<String> =
+                                    ids.iter().map(|id| format!("u{id}@example.com")).collect();
+                                let rows = repo.by_emails(emails, delay).await?;
+                                Ok(by_field(&ids, rows))
+                            }
+                        };
+                        batches.count.fetch_add(1, Ordering::Relaxed);
+                        match tokio::time::timeout(patience, read).await {
+                            Ok(Ok(seen)) => {
+                                let mut reads = reads.lock().unwrap();
+                                for (id, version) in seen {
+                                    match version {
+                                        Some(version) => reads.push(ReadSeen {
+                                            handle: (task % 2) as usize,
+                                            id,
+                                            version,
+                                            started: read_started,
+                                            batch: true,
+                                        }),
+                                        None => {
+                                            batches.missing.fetch_add(1, Ordering::Relaxed);
+                                        }
+                                    }
+                                }
+                            }
+                            // A failed load returns no version: nothing to check.
+                            Ok(Err(LoadFailed)) => {
+                                batches.failed.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(_) => {
+                                batches.abandoned.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        continue;
+                    }
                     let read_started = Instant::now();
                     let read = async {
                         match kind {
@@ -847,6 +1055,7 @@ async fn run_checker(
                             id,
                             version,
                             started: read_started,
+                            batch: false,
                         }),
                         Ok(None) => {}
                         Err(_) => {
@@ -900,12 +1109,14 @@ async fn run_checker(
                 .map(|write| (read, write))
         })
         .collect();
-    let stale = missed.len();
+    let stale_batch = missed.iter().filter(|(read, _)| read.batch).count();
+    let stale = missed.len() - stale_batch;
     // For the one reading a failure: what the first stale reads missed, and how late they were.
     for (read, write) in missed.iter().take(10) {
         println!(
-            "stale: handle {} read id {} version {} started {:.2?} after handle {}'s write of version {} completed",
+            "stale: handle {}{} read id {} version {} started {:.2?} after handle {}'s write of version {} completed",
             read.handle,
+            if read.batch { "'s batch" } else { "" },
             read.id,
             read.version,
             read.started - write.done,
@@ -913,7 +1124,14 @@ async fn run_checker(
             write.version
         );
     }
-    let operations = writes.len() + reads.len();
+    let batch_entries = reads.iter().filter(|read| read.batch).count();
+    let single_reads = reads.len() - batch_entries;
+    let batch_calls = batches.count.load(Ordering::Relaxed);
+    let batch_failed = batches.failed.load(Ordering::Relaxed);
+    let batch_abandoned = batches.abandoned.load(Ordering::Relaxed);
+    let batch_missing = batches.missing.load(Ordering::Relaxed);
+    let batch_reads = batch_calls - batch_failed - batch_abandoned;
+    let operations = writes.len() + single_reads + batch_reads as usize;
     let stats: Vec<_> = handles.iter().map(Cache::stats).collect();
     let conditions = match (&backend, pressure) {
         (Backend::Redis(server), Some(pressure)) => format!(
@@ -926,14 +1144,20 @@ async fn run_checker(
         _ => String::new(),
     };
     println!(
-        "checker on {}{conditions}: {operations} operations ({} reads, {} writes, {} writes \
-         and {} reads abandoned by their callers) by {TASKS} tasks over 2 handles in {elapsed:.2?}: {:.0} ops/s, \
-         stale reads: {stale}",
+        "checker on {}{conditions}: {operations} operations ({single_reads} reads, \
+         {batch_reads} batch reads, {} writes; {} writes, {} reads and {batch_abandoned} batch \
+         reads abandoned by their callers{}) by {TASKS} tasks over 2 handles in {elapsed:.2?}: \
+         {:.0} ops/s, stale reads: {stale}; batch reads: {batch_entries} entries seen, \
+         {batch_missing} missing, stale: {stale_batch}",
         backend.name(),
-        reads.len(),
         writes.len(),
         abandoned.load(Ordering::Relaxed),
         abandoned_reads.load(Ordering::Relaxed),
+        if failing {
+            format!(", {batch_failed} batch loads failed")
+        } else {
+            String::new()
+        },
         operations as f64 / elapsed.as_secs_f64(),
     );
     println!("handle stats: {stats:?}");
@@ -982,8 +1206,18 @@ async fn run_checker(
         abandoned.load(Ordering::Relaxed) + abandoned_reads.load(Ordering::Relaxed) > 0,
         "callers gave up"
     );
+    assert!(batch_abandoned > 0, "callers gave up on batch reads");
+    assert!(batch_entries > 0, "batch reads answered");
+    assert_eq!(
+        batch_missing, 0,
+        "a batch read answered every id it asked for"
+    );
     assert_eq!(
         stale, 0,
         "no read returned data older than a write completed before it started"
+    );
+    assert_eq!(
+        stale_batch, 0,
+        "no batch read returned, for any of its ids, data older than a write completed before it started"
     );
 }
