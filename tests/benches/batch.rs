@@ -162,7 +162,15 @@ async fn main() {
     markdown.push('\n');
     let mut series = Vec::new();
     for (concurrency, total) in [(1, 2_000), (64, 20_000)] {
+        let before = near.cache.stats();
         let rows = interleaved(&contenders, concurrency, total, round_count()).await;
+        let after = near.cache.stats();
+        eprintln!(
+            "near handle at concurrency {concurrency}: {} near hits, {} near misses, {} errors",
+            after.near_hits - before.near_hits,
+            after.near_misses - before.near_misses,
+            after.errors - before.errors,
+        );
         let title = format!(
             "Batches of {BATCH} at concurrency {concurrency} ({total} per round, median of {} rounds)",
             round_count()
