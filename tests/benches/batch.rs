@@ -60,6 +60,13 @@ fn leaked(url: &str, near: usize) -> &'static Users {
 
 #[tokio::main]
 async fn main() {
+    // BENCH_LOG=1: the library's warnings (a near listener going deaf, say) on stderr.
+    if std::env::var_os("BENCH_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let server = RedisServer::start();
     let client = redis::Client::open(server.url().as_str()).expect("redis URL");
     let connection = client

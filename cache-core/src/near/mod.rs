@@ -250,11 +250,10 @@ impl Near {
         });
         match recent {
             Some(Some(value)) => return Some(value),
-            // A recent copy that expired: so did the shared one.
-            Some(None) if expired => {
-                self.entries.remove(key);
-                return None;
-            }
+            // A recent copy that expired: forgotten, and the shared store asked, which may
+            // hold a fresh copy read since (removing that one instead, as this did, made
+            // every later get of the key a miss while the thread remembered the old copy).
+            Some(None) if expired => recent::forget(self.id, key, hash),
             _ => {}
         }
         let entry = self.entries.get(key)?;
@@ -321,7 +320,13 @@ impl Near {
         let mut all_tags = copy.tags;
         let mut expires_at = coarse_expiry(copy.ttl.min(self.max_age));
         let mut value_bytes = copy.bytes as u64;
-        if let Some(current) = self.entries.get(key) {
+        // Another schema's copy of the entry is merged in, unless it expired: a fresh copy
+        // must not inherit its expiry (and be born expired).
+        let current = self
+            .entries
+            .get(key)
+            .filter(|current| coarse_now() < current.expires_at);
+        if let Some(current) = current {
             expires_at = expires_at.min(current.expires_at);
             values.extend(
                 current
@@ -492,6 +497,30 @@ mod tests {
         let near = Near::new(100, None, Duration::from_secs(60), Some("shop"));
         near.reset(true);
         near
+    }
+
+    /// A copy outlives its max age in a thread's recent memory (nothing changes its shard's
+    /// generation): once it expired, the fresh copy a new read keeps must be served, not
+    /// removed by the expired one (every get missed until an invalidation happened to touch
+    /// the shard: a near handle that served nothing from memory for seconds under load).
+    #[test]
+    fn a_fresh_copy_replaces_one_that_expired() {
+        let near = Near::new(100, None, Duration::from_millis(30), Some("shop"));
+        near.reset(true);
+        read_into(&near, "shop:user:1", 1_u32);
+        // Served, and so remembered by this thread.
+        assert_eq!(near.get::<u32>("shop:user:1", u32::clone), Some(1));
+        std::thread::sleep(Duration::from_millis(80));
+        assert_eq!(near.get::<u32>("shop:user:1", u32::clone), None, "expired");
+        read_into(&near, "shop:user:1", 2_u32);
+        assert_eq!(near.get::<u32>("shop:user:1", u32::clone), Some(2));
+        assert_eq!(near.get::<u32>("shop:user:1", u32::clone), Some(2));
+        // A fresh copy kept while the expired one is still in the shared store (not read
+        // since it expired) is not born expired either.
+        read_into(&near, "shop:user:2", 1_u32);
+        std::thread::sleep(Duration::from_millis(80));
+        read_into(&near, "shop:user:2", 2_u32);
+        assert_eq!(near.get::<u32>("shop:user:2", u32::clone), Some(2));
     }
 
     #[test]

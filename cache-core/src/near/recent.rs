@@ -60,6 +60,23 @@ pub(super) fn find<T>(
         .flatten()
 }
 
+/// Forgets this thread's copy of `key` in near cache `near` (one that expired).
+pub(super) fn forget(near: u64, key: &str, hash: u64) {
+    let _ = RECENT.try_with(|recent| {
+        let Ok(mut recent) = recent.try_borrow_mut() else {
+            return;
+        };
+        if let Some(slot) = recent.get_mut(index(hash)) {
+            if slot
+                .as_ref()
+                .is_some_and(|kept| kept.near == near && kept.hash == hash && *kept.key == *key)
+            {
+                *slot = None;
+            }
+        }
+    });
+}
+
 /// Remembers `entry` for `key`, got from the shared store after `generation` was read.
 pub(super) fn keep(near: u64, key: &str, hash: u64, generation: u64, entry: Arc<NearEntry>) {
     let _ = RECENT.try_with(|recent| {
