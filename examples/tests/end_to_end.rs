@@ -115,6 +115,15 @@ impl Running {
         self.login(email, password).await.1.expect("logged in")
     }
 
+    /// `DELETE /api/me` with `token`: the account is gone.
+    async fn delete_me(&self, token: &str) {
+        assert_eq!(
+            self.send(reqwest::Method::DELETE, "/api/me", Some(token), Value::Null)
+                .await,
+            StatusCode::NO_CONTENT
+        );
+    }
+
     /// A `GET` with headers, answering the status, the headers and the body.
     async fn get_with(
         &self,
@@ -521,17 +530,7 @@ async fn pages_are_exact_and_follow_every_write(database_url: &str, list_cache: 
     expected.push(new);
     assert_eq!(all, expected, "every user exactly once, in id order");
 
-    assert_eq!(
-        server
-            .send(
-                reqwest::Method::DELETE,
-                "/api/me",
-                Some(&token),
-                Value::Null
-            )
-            .await,
-        StatusCode::NO_CONTENT
-    );
+    server.delete_me(&token).await;
     assert!(
         !page(0, 10).await.iter().any(|u| u.0 == ids[1]),
         "a deleted user is gone"
@@ -1000,17 +999,7 @@ async fn a_profile_update_keeps_the_id_lists_and_no_page_shows_the_old_row(datab
         );
     }
     let token = server.token("lister3@example.com", "secret1").await;
-    assert_eq!(
-        server
-            .send(
-                reqwest::Method::DELETE,
-                "/api/me",
-                Some(&token),
-                Value::Null
-            )
-            .await,
-        StatusCode::NO_CONTENT
-    );
+    server.delete_me(&token).await;
     let mut left = ids.clone();
     left.remove(3);
     left.push(new);
@@ -1066,17 +1055,7 @@ async fn rows_changed_after_the_id_list_was_read_are_never_served_old(database_u
         let token = server
             .token(&format!("racer{gone}@example.com"), "secret1")
             .await;
-        assert_eq!(
-            server
-                .send(
-                    reqwest::Method::DELETE,
-                    "/api/me",
-                    Some(&token),
-                    Value::Null
-                )
-                .await,
-            StatusCode::NO_CONTENT
-        );
+        server.delete_me(&token).await;
         deleted.push(ids[gone]);
         let rows = repo.list_items(&page.ids).await.unwrap();
         let expected: Vec<i64> = ids
@@ -1124,17 +1103,7 @@ async fn pages_emptied_by_deletes_and_pages_past_the_end(database_url: &str) {
         let token = server
             .token(&format!("gone{n}@example.com"), "secret1")
             .await;
-        assert_eq!(
-            server
-                .send(
-                    reqwest::Method::DELETE,
-                    "/api/me",
-                    Some(&token),
-                    Value::Null
-                )
-                .await,
-            StatusCode::NO_CONTENT
-        );
+        server.delete_me(&token).await;
     }
     assert_eq!(
         rows_of(&server, "/api/users?last=10&limit=10", &[]).await,
