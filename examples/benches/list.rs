@@ -41,20 +41,9 @@ const MODES: [(&str, ListCache, bool); 4] = [
 #[tokio::main]
 async fn main() {
     let redis = RedisServer::start();
-    let total: usize = std::env::var("BENCH_REQUESTS")
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .unwrap_or(20_000);
-    let updates: u64 = std::env::var("BENCH_UPDATES_PER_MILLE")
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .unwrap_or(UPDATES_PER_MILLE);
-    let mut databases = vec![("SQLite", false)];
-    if std::env::var_os("TEST_POSTGRES_URL").is_some() {
-        databases.push(("PostgreSQL", true));
-    } else {
-        println!("TEST_POSTGRES_URL not set: PostgreSQL skipped (scripts/bench.sh sets it)");
-    }
+    let total: usize = shared::env_number("BENCH_REQUESTS", 20_000);
+    let updates: u64 = shared::env_number("BENCH_UPDATES_PER_MILLE", UPDATES_PER_MILLE);
+    let databases = shared::databases();
     let mut markdown = String::new();
     let mut series: Vec<(String, Vec<Row>)> = Vec::new();
     for (database, postgres) in databases {

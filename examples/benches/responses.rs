@@ -30,10 +30,7 @@ const MODES: [&str; 5] = [NONE, REPOSITORY, RESPONSES, REPOSITORY_NEAR, RESPONSE
 #[tokio::main]
 async fn main() {
     let redis = RedisServer::start();
-    let total: usize = std::env::var("BENCH_REQUESTS")
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .unwrap_or(20_000);
+    let total: usize = shared::env_number("BENCH_REQUESTS", 20_000);
     let postgres = std::env::var_os("TEST_POSTGRES_URL").is_some();
     let database = if postgres { "PostgreSQL" } else { "SQLite" };
     let mut rows = Vec::new();

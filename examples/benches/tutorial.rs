@@ -30,12 +30,7 @@ async fn main() {
         .ok()
         .map(|text| text.split(',').filter_map(|n| n.parse().ok()).collect())
         .unwrap_or_else(|| vec![5_000, 50_000]);
-    let mut databases = vec![("SQLite", false)];
-    if std::env::var_os("TEST_POSTGRES_URL").is_some() {
-        databases.push(("PostgreSQL", true));
-    } else {
-        println!("TEST_POSTGRES_URL not set: PostgreSQL skipped (scripts/bench.sh sets it)");
-    }
+    let databases = shared::databases();
     let mut markdown = String::new();
     let mut series: Vec<(String, Vec<Row>)> = Vec::new();
     for (database, postgres) in databases {

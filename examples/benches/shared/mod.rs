@@ -110,3 +110,25 @@ pub async fn log_in_users(client: &reqwest::Client, base: &str) -> Vec<String> {
     }
     tokens
 }
+
+/// The databases to run on: SQLite, and PostgreSQL when `TEST_POSTGRES_URL` is set (as
+/// `scripts/bench.sh` sets it), each with whether it is PostgreSQL.
+#[allow(dead_code)] // not every benchmark runs on both
+pub fn databases() -> Vec<(&'static str, bool)> {
+    let mut databases = vec![("SQLite", false)];
+    if std::env::var_os("TEST_POSTGRES_URL").is_some() {
+        databases.push(("PostgreSQL", true));
+    } else {
+        println!("TEST_POSTGRES_URL not set: PostgreSQL skipped (scripts/bench.sh sets it)");
+    }
+    databases
+}
+
+/// The number in the environment variable `name`, or `default`.
+#[allow(dead_code)] // not every benchmark reads one
+pub fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(default)
+}
